@@ -1,0 +1,21 @@
+// Bundles src/cli.ts into dist/: one entry file plus lazily loaded chunks
+// (each command, ora and cli-table3 load only when used).
+import { build } from 'esbuild';
+import { rm } from 'node:fs/promises';
+
+const root = new URL('..', import.meta.url).pathname;
+await rm(`${root}dist`, { recursive: true, force: true });
+await build({
+  entryPoints: { cli: `${root}src/cli.ts` },
+  outdir: `${root}dist`,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node22',
+  sourcemap: false,
+  legalComments: 'none',
+  logLevel: 'warning',
+  // Some CommonJS dependencies (yargs' helpers, cli-table3) call require().
+  banner: { js: "import { createRequire as __stasisRequire } from 'node:module'; const require = __stasisRequire(import.meta.url);" },
+});
