@@ -1,0 +1,132 @@
+import yargs, { type Argv, type CommandModule } from 'yargs';
+import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
+import { applyGlobals, setCliEntry, type GlobalArgs } from './commands/context.ts';
+
+declare const __STASIS_VERSION__: string;
+
+// Only declares the commands: the module of the one being run is imported
+// when it is known, so no command pays for loading another's code.
+
+interface CommandEntry {
+  name: string;
+  aliases?: string[];
+  describe: string;
+  hidden?: boolean;
+  load: () => Promise<{ command: CommandModule<GlobalArgs, any> }>;
+}
+
+const COMMANDS: CommandEntry[] = [
+  { name: 'create', describe: 'create a container from a rootfs, a bundle or a checkpoint', load: () => import('./commands/create.ts') },
+  { name: 'start', describe: 'start a created container', load: () => import('./commands/start.ts') },
+  { name: 'run', describe: 'create and start a container; attached, exit with its status', load: () => import('./commands/run.ts') },
+  { name: 'ps', aliases: ['ls'], describe: 'list containers', load: () => import('./commands/ps.ts') },
+  { name: 'info', describe: 'show everything known about a container (JSON)', load: () => import('./commands/info.ts') },
+  { name: 'kill', describe: 'send a signal to a container', load: () => import('./commands/kill.ts') },
+  { name: 'wait', describe: 'wait for a container to exit and print its status', load: () => import('./commands/wait.ts') },
+  { name: 'delete', aliases: ['rm'], describe: 'remove stopped containers', load: () => import('./commands/delete.ts') },
+  { name: 'exec', describe: 'run a process inside a running container', load: () => import('./commands/exec.ts') },
+  { name: 'pause', describe: 'freeze all processes of a container', load: () => import('./commands/pause.ts') },
+  { name: 'resume', describe: 'thaw a paused container', load: () => import('./commands/resume.ts') },
+  { name: 'logs', describe: "print a container's captured output", load: () => import('./commands/logs.ts') },
+  { name: 'top', describe: 'list the processes inside a container', load: () => import('./commands/top.ts') },
+  { name: 'checkpoint', describe: 'dump a container to disk with CRIU', load: () => import('./commands/checkpoint.ts') },
+  { name: 'restore', describe: 'restore a container from a checkpoint', load: () => import('./commands/restore.ts') },
+  { name: 'events', describe: 'stream container lifecycle events', load: () => import('./commands/events.ts') },
+  { name: 'doctor', describe: 'check that runc, CRIU, conmon and the kernel are ready', load: () => import('./commands/doctor.ts') },
+  { name: '__exit', describe: 'record a container exit (run by the monitor)', hidden: true, load: () => import('./commands/exit-hook.ts') },
+];
+
+/** Commands whose own exit status is the process's: their failures are 125, not 1/2. */
+const PROCESS_STATUS_COMMANDS = new Set(['run', 'exec', 'wait']);
+
+/** Global options that take a value: skipped when looking for the command word. */
+const VALUE_OPTIONS = new Set(['--state-dir', '--checkpoint-dir', '--runc', '--criu']);
+
+function findVerb(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--') return undefined;
+    if (VALUE_OPTIONS.has(arg)) {
+      i++;
+      continue;
+    }
+    if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
+}
+
+function globalOptions(parser: Argv): Argv<GlobalArgs> {
+  return parser
+    .option('state-dir', { type: 'string', describe: 'state directory [env: STASIS_STATE_DIR] (default: /run/stasis as root)', global: true })
+    .option('checkpoint-dir', { type: 'string', describe: 'where checkpoints go without --image-path [env: STASIS_CHECKPOINT_DIR] (default: /var/lib/stasis/checkpoints)', global: true })
+    .option('runc', { type: 'string', describe: 'the OCI runtime binary [env: STASIS_RUNC]', global: true })
+    .option('criu', { type: 'string', describe: 'the CRIU binary runc uses [env: STASIS_CRIU]', global: true })
+    .option('json', { type: 'boolean', describe: 'machine-readable JSON output', global: true })
+    .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only IDs or paths', global: true })
+    .option('color', { type: 'boolean', describe: 'colour output (--no-color to disable) [env: NO_COLOR, FORCE_COLOR]', global: true })
+    .option('debug', { type: 'boolean', describe: 'print each runc / criu / monitor command line [env: STASIS_DEBUG=1]', global: true }) as Argv<GlobalArgs>;
+}
+
+function reportError(err: unknown, json: boolean): void {
+  const message = errorMessage(err);
+  const hint = err instanceof StasisError ? err.hint : undefined;
+  if (json) {
+    process.stderr.write(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}) })}\n`);
+    return;
+  }
+  process.stderr.write(`stasis: ${message}\n`);
+  if (hint) process.stderr.write(`hint: ${hint}\n`);
+}
+
+export async function main(args: string[]): Promise<void> {
+  if (process.argv[1]) setCliEntry(process.argv[1]);
+  // `stasis ps | head -1`: a closed pipe ends the output quietly.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
+  const verb = findVerb(args);
+  const entry = COMMANDS.find((c) => c.name === verb || c.aliases?.includes(verb ?? ''));
+  const json = args.includes('--json');
+  let parser = globalOptions(
+    yargs(args)
+      .scriptName('stasis')
+      .usage('$0 <command> [options]\n\nDaemonless containers with checkpoint/restore, over runc, CRIU and conmon.')
+      .parserConfiguration({ 'parse-numbers': false, 'parse-positional-numbers': false, 'populate--': true, 'strip-aliased': true })
+      .strict()
+      .showHelpOnFail(false)
+      .version(__STASIS_VERSION__)
+      .help()
+      .alias('help', 'h')
+      .wrap(Math.min(110, process.stdout.columns || 100))
+      .epilogue('Run `stasis <command> --help` for the options of a command; `man stasis` for the details.')
+      .fail((msg, err) => {
+        throw err ?? new StasisError(msg, { exitCode: EXIT_USAGE });
+      }),
+  );
+  for (const command of COMMANDS) {
+    if (command === entry) {
+      const { command: module } = await command.load();
+      parser = parser.command(module);
+    } else {
+      parser = parser.command({
+        command: command.name,
+        aliases: command.aliases,
+        describe: command.hidden ? false : command.describe,
+        handler: () => undefined,
+      });
+    }
+  }
+  if (entry === undefined) parser = parser.demandCommand(1, 'no command given: see `stasis --help`');
+  try {
+    const argv = await parser.parseAsync();
+    applyGlobals(argv as GlobalArgs);
+  } catch (err) {
+    let exitCode = err instanceof StasisError ? err.exitCode : 1;
+    if (entry && PROCESS_STATUS_COMMANDS.has(entry.name) && exitCode < 125) exitCode = EXIT_TOOL;
+    reportError(err, json);
+    process.exitCode = exitCode;
+  }
+}

@@ -1,0 +1,59 @@
+import { realpathSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Runtime } from '../runtime/runtime.ts';
+import { setDebug } from '../runtime/proc.ts';
+import { which } from '../runtime/which.ts';
+import { setOutputMode } from '../output/terminal.ts';
+
+/** The global options, present on every command. */
+export interface GlobalArgs {
+  stateDir?: string;
+  checkpointDir?: string;
+  runc?: string;
+  criu?: string;
+  json?: boolean;
+  quiet?: boolean;
+  color?: boolean;
+  debug?: boolean;
+}
+
+export function defaultStateDir(): string {
+  if (process.env.STASIS_STATE_DIR) return process.env.STASIS_STATE_DIR;
+  if (process.getuid?.() === 0) return '/run/stasis';
+  return `${process.env.XDG_RUNTIME_DIR ?? `/tmp/stasis-${process.getuid?.() ?? 'user'}`}/stasis`;
+}
+
+export function defaultCheckpointDir(): string {
+  return process.env.STASIS_CHECKPOINT_DIR || '/var/lib/stasis/checkpoints';
+}
+
+let cliEntry = '';
+
+/** Set by main(): the script that conmon's exit command runs. */
+export function setCliEntry(path: string): void {
+  cliEntry = path;
+}
+
+/** Applies the output and debug options; called once per command. */
+export function applyGlobals(argv: GlobalArgs): void {
+  setDebug(argv.debug === true || process.env.STASIS_DEBUG === '1');
+  setOutputMode({ json: argv.json === true, quiet: argv.quiet === true, colorFlag: argv.color });
+}
+
+export function runtimeFrom(argv: GlobalArgs): Runtime {
+  applyGlobals(argv);
+  const runcName = argv.runc ?? process.env.STASIS_RUNC ?? 'runc';
+  const criuName = argv.criu ?? process.env.STASIS_CRIU ?? 'criu';
+  const criu = which(criuName) ?? criuName;
+  // Newer runc ignores --criu and looks criu up on PATH: put ours first.
+  if (criu.includes('/')) process.env.PATH = `${dirname(criu)}:${process.env.PATH ?? ''}`;
+  const runc = which(runcName) ?? runcName;
+  return new Runtime({
+    stateDir: resolve(argv.stateDir ?? defaultStateDir()),
+    checkpointDir: resolve(argv.checkpointDir ?? defaultCheckpointDir()),
+    runc,
+    criu,
+    conmon: which(process.env.STASIS_CONMON ?? 'conmon') ?? 'conmon',
+    cliCommand: [process.execPath, cliEntry ? realpathSync(cliEntry) : resolve('bin/stasis')],
+  });
+}

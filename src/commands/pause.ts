@@ -1,0 +1,14 @@
+import type { CommandModule } from 'yargs';
+import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { idArg } from './flags.ts';
+
+type Args = GlobalArgs & { id: string };
+
+export const command: CommandModule<GlobalArgs, Args> = {
+  command: 'pause <id>',
+  describe: 'freeze every process of a running container',
+  builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
+  handler: async (argv) => {
+    await runtimeFrom(argv).pause(idArg(argv.id));
+  },
+};

@@ -1,0 +1,37 @@
+import type { CommandModule } from 'yargs';
+import { isJson, isQuiet, printJson, printLine, printTable } from '../output/print.ts';
+import { colors } from '../output/terminal.ts';
+import type { ContainerInfo } from '../runtime/view.ts';
+import { runtimeFrom, type GlobalArgs } from './context.ts';
+
+export const command: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'ps',
+  aliases: ['ls'],
+  describe: 'list containers, stopped ones included',
+  builder: (y) => y,
+  handler: async (argv) => {
+    const containers = await runtimeFrom(argv).containers();
+    if (isJson()) return printJson(containers);
+    if (isQuiet()) return containers.forEach((c) => printLine(c.id));
+    await printTable(['ID', 'STATUS', 'PID', 'CREATED', 'COMMAND'], containers.map(row));
+  },
+};
+
+function row(c: ContainerInfo): string[] {
+  const paint = colors();
+  let status: string = c.status;
+  if (c.status === 'stopped' && c.exit) status = `stopped (${c.exit.status})`;
+  if (c.status === 'stopped' && c.checkpointed) status = 'stopped (checkpointed)';
+  if (c.note) status = `${status} - ${c.note}`;
+  const painted = c.status === 'running' ? paint.green(status) : c.status === 'paused' ? paint.yellow(status) : status;
+  return [c.id, painted, c.pid === null ? '-' : String(c.pid), ago(c.createdAt), c.command.join(' ')];
+}
+
+function ago(iso: string): string {
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (Date.parse(iso) <= 0) return '-';
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86400)}d ago`;
+}

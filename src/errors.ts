@@ -1,0 +1,37 @@
+// One error type for everything stasis reports; src/cli.ts turns it into the
+// message on stderr and the process exit code.
+
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+// run / exec / wait: stasis itself failed, the command cannot be invoked, or was not found.
+export const EXIT_TOOL = 125;
+export const EXIT_CANNOT_INVOKE = 126;
+export const EXIT_NOT_FOUND = 127;
+
+export class StasisError extends Error {
+  readonly exitCode: number;
+  readonly hint: string | undefined;
+  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = 'StasisError';
+    this.exitCode = opts.exitCode ?? EXIT_FAILURE;
+    this.hint = opts.hint;
+  }
+}
+
+export function usageError(message: string, hint?: string): StasisError {
+  return new StasisError(message, { exitCode: EXIT_USAGE, hint });
+}
+
+export function notFound(id: string): StasisError {
+  return new StasisError(`no such container: ${id}`, { hint: 'list containers with `stasis ps`' });
+}
+
+/** Exit code for a process that died of signal `signal` (shell convention). */
+export function signalExitCode(signal: number): number {
+  return 128 + signal;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

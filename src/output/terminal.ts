@@ -1,0 +1,66 @@
+import { Chalk, type ChalkInstance } from 'chalk';
+
+// Colour and spinners are decided once, per stream, from NO_COLOR /
+// FORCE_COLOR / --no-color, whether the stream is a TTY, CI and TERM=dumb.
+
+export interface OutputMode {
+  json: boolean;
+  quiet: boolean;
+  colorFlag: boolean | undefined;
+}
+
+let mode: OutputMode = { json: false, quiet: false, colorFlag: undefined };
+
+export function setOutputMode(next: OutputMode): void {
+  mode = next;
+}
+
+export function outputMode(): OutputMode {
+  return mode;
+}
+
+export function colorEnabled(stream: NodeJS.WriteStream): boolean {
+  if (mode.colorFlag === false) return false;
+  if ('NO_COLOR' in process.env && process.env.NO_COLOR !== '') return false;
+  const force = process.env.FORCE_COLOR;
+  if (force !== undefined) return force !== '0' && force !== 'false';
+  if (mode.colorFlag === true) return true;
+  return stream.isTTY === true && process.env.TERM !== 'dumb';
+}
+
+const chalks = new Map<NodeJS.WriteStream, ChalkInstance>();
+
+export function colors(stream: NodeJS.WriteStream = process.stdout): ChalkInstance {
+  let instance = chalks.get(stream);
+  if (!instance) {
+    instance = new Chalk({ level: colorEnabled(stream) ? 1 : 0 });
+    chalks.set(stream, instance);
+  }
+  return instance;
+}
+
+export function spinnerAllowed(): boolean {
+  return (
+    process.stderr.isTTY === true &&
+    !process.env.CI &&
+    process.env.TERM !== 'dumb' &&
+    !mode.json &&
+    !mode.quiet
+  );
+}
+
+export interface Spinner {
+  step(text: string): void;
+  stop(): void;
+}
+
+/** An ora spinner on a TTY; elsewhere nothing at all. ora is loaded only when shown. */
+export async function spinner(text: string): Promise<Spinner> {
+  if (!spinnerAllowed()) return { step() {}, stop() {} };
+  const { default: ora } = await import('ora');
+  const instance = ora({ text, stream: process.stderr, color: colorEnabled(process.stderr) ? 'cyan' : false as never }).start();
+  return {
+    step(next) { instance.text = next; },
+    stop() { instance.stop(); },
+  };
+}

@@ -1,0 +1,104 @@
+import { spawn } from 'node:child_process';
+import { StasisError } from '../errors.ts';
+import { debugLog, showCommand } from './proc.ts';
+
+export interface MonitorOptions {
+  conmon: string;
+  runc: string;
+  runcGlobalArgs: string[];
+  id: string;
+  containerDir: string;
+  socketDir: string;
+  /** null: passthrough — the container gets `stdio` directly. */
+  logPath: string | null;
+  stdio: [number | 'ignore', number | 'ignore', number | 'ignore'];
+  terminal: boolean;
+  exitCommand: string[];
+  /** Restore from this CRIU image folder instead of creating. */
+  restoreImage?: string;
+  restoreArgs?: string[];
+}
+
+export function monitorArgs(opts: MonitorOptions): string[] {
+  const dir = opts.containerDir;
+  const args = [
+    '--api-version', '1',
+    '--cid', opts.id, '--cuuid', opts.id, '--name', opts.id,
+    '--runtime', opts.runc,
+    '--bundle', dir,
+    '--container-pidfile', `${dir}/pid`,
+    '--conmon-pidfile', `${dir}/conmon.pid`,
+    // conmon writes <dir>/exit (the status) and <dir>/oom there.
+    '--persist-dir', dir,
+    '--socket-dir-path', opts.socketDir,
+    '--log-path', opts.logPath === null ? 'passthrough' : `k8s-file:${opts.logPath}`,
+    '--log-level', 'error',
+  ];
+  for (const arg of opts.runcGlobalArgs) args.push(`--runtime-arg=${arg}`);
+  if (opts.terminal) args.push('--terminal');
+  const [exitCommand, ...exitArgs] = opts.exitCommand;
+  args.push('--exit-command', exitCommand);
+  for (const arg of exitArgs) args.push(`--exit-command-arg=${arg}`);
+  if (opts.restoreImage) {
+    args.push('--restore', opts.restoreImage);
+    for (const arg of opts.restoreArgs ?? []) args.push(`--runtime-opt=${arg}`);
+  }
+  return args;
+}
+
+/**
+ * Starts conmon, which double-forks into a monitor that outlives us, runs
+ * `runc create` (or `runc restore`) and reports the container's pid, or
+ * runc's error, as one JSON line on the sync pipe.
+ */
+export function startMonitor(opts: MonitorOptions): Promise<number> {
+  const args = monitorArgs(opts);
+  debugLog(showCommand(opts.conmon, args));
+  return new Promise((resolve, reject) => {
+    const child = spawn(opts.conmon, args, {
+      stdio: [opts.stdio[0], opts.stdio[1], opts.stdio[2], 'pipe'],
+      env: { ...process.env, _OCI_SYNCPIPE: '3' },
+      detached: true,
+    });
+    let reply = '';
+    let settled = false;
+    const finish = (err: Error | null, pid?: number) => {
+      if (settled) return;
+      settled = true;
+      syncPipe.destroy();
+      if (err) reject(err);
+      else resolve(pid!);
+    };
+    child.on('error', (err) => {
+      finish(new StasisError(`cannot start the monitor ${opts.conmon}: ${err.message}`, {
+        hint: 'install conmon (see `stasis doctor`)',
+      }));
+    });
+    child.unref();
+    const syncPipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
+    syncPipe.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('utf8');
+      const newline = reply.indexOf('\n');
+      if (newline < 0) return;
+      let message: { pid?: number; data?: number; message?: string };
+      try {
+        message = JSON.parse(reply.slice(0, newline));
+      } catch {
+        finish(new StasisError(`the monitor sent an unreadable reply: ${reply.slice(0, 200)}`));
+        return;
+      }
+      const pid = message.pid ?? message.data ?? -1;
+      if (pid > 0) finish(null, pid);
+      else finish(new StasisError(cleanRuntimeError(message.message ?? 'the runtime failed without a message')));
+    });
+    syncPipe.on('end', () => {
+      finish(new StasisError('the monitor exited without reporting the container (see `stasis doctor`)'));
+    });
+  });
+}
+
+/** conmon forwards runc's stderr, which is logrus text; keep the messages. */
+export function cleanRuntimeError(text: string): string {
+  const messages = [...text.matchAll(/msg="((?:[^"\\]|\\.)*)"/g)].map((m) => m[1].replace(/\\(.)/g, '$1'));
+  return (messages.length > 0 ? messages.join('; ') : text).trim();
+}

@@ -1,0 +1,92 @@
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { StasisError, usageError } from '../errors.ts';
+import type { MountRecord } from '../state/store.ts';
+import { parseMountFlag } from './mounts.ts';
+import type { ProvisionPlan } from './runtime.ts';
+import { applyOverrides, defaultSpec, loadBundleSpec, type SpecOverrides } from './spec.ts';
+
+export const DEFAULT_ROOTFS = '/var/lib/stasis/rootfs/busybox';
+
+export interface CreateOptions extends SpecOverrides {
+  bundle?: string;
+  rootfs?: string;
+  labels: Record<string, string>;
+  stdin?: string;
+  stdout?: string;
+  stderr?: string;
+  rootfsMounts: string[];
+  autoRemove: boolean;
+  /** Attached run with -i or -t: the container uses the caller's stdio directly. */
+  inheritStdio: boolean;
+}
+
+export function defaultRootfs(): string {
+  return process.env.STASIS_DEFAULT_ROOTFS || DEFAULT_ROOTFS;
+}
+
+/** Checks a rootfs image folder and returns its absolute path. */
+export function checkRootfsDir(path: string): string {
+  const absolute = resolve(path);
+  let isDir = false;
+  try {
+    isDir = statSync(absolute).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!isDir) throw new StasisError(`rootfs ${path} is not a directory`, { hint: 'give --rootfs the folder holding the root filesystem' });
+  // overlayfs takes lowerdir in a comma- and colon-separated option string.
+  if (/[,:]/.test(absolute)) throw new StasisError(`rootfs ${path}: a path with "," or ":" cannot be an overlay layer`);
+  return absolute;
+}
+
+/** Everything is checked here, before any side effect. */
+export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
+  if (opts.bundle !== undefined && opts.rootfs !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
+  if (opts.rootfs !== undefined && opts.rootfsMounts.length > 0) {
+    throw usageError('--rootfs-mount mounts onto a bundle\'s rootfs: use it with --bundle, not --rootfs');
+  }
+  const fileStdio = opts.stdin !== undefined || opts.stdout !== undefined || opts.stderr !== undefined;
+  if (opts.tty && fileStdio) throw usageError('--tty cannot be combined with --stdin, --stdout or --stderr');
+  if (opts.stdin !== undefined) {
+    try {
+      accessSync(opts.stdin, constants.R_OK);
+    } catch {
+      throw new StasisError(`--stdin ${opts.stdin}: cannot read the file`);
+    }
+  }
+  for (const [flag, file] of [['stdout', opts.stdout], ['stderr', opts.stderr]] as const) {
+    if (file !== undefined && !existsSync(dirname(resolve(file)))) throw new StasisError(`--${flag} ${file}: folder ${dirname(resolve(file))} does not exist`);
+  }
+  const rootfsMounts: Omit<MountRecord, 'target'>[] = opts.rootfsMounts.map(parseMountFlag);
+
+  let plan: ProvisionPlan['rootfs'];
+  let spec;
+  if (opts.bundle !== undefined) {
+    const bundleDir = resolve(opts.bundle);
+    const loaded = loadBundleSpec(bundleDir);
+    spec = loaded.spec;
+    plan = { kind: 'bundle', base: loaded.rootfs, userBundle: bundleDir };
+  } else {
+    const rootfs = opts.rootfs ?? defaultRootfs();
+    if (opts.rootfs === undefined && !existsSync(rootfs)) {
+      throw usageError('create needs --rootfs DIR or --bundle DIR', `or build the default rootfs ${rootfs} with scripts/setup.sh`);
+    }
+    spec = defaultSpec(id, opts.args ?? []);
+    plan = { kind: 'overlay', base: checkRootfsDir(rootfs), userBundle: null };
+  }
+  applyOverrides(spec, opts);
+  return {
+    spec,
+    rootfs: plan,
+    rootfsMounts,
+    stdio: {
+      stdin: opts.stdin ? resolve(opts.stdin) : null,
+      stdout: opts.stdout ? resolve(opts.stdout) : null,
+      stderr: opts.stderr ? resolve(opts.stderr) : null,
+      inherit: opts.inheritStdio,
+    },
+    labels: opts.labels,
+    autoRemove: opts.autoRemove,
+  };
+}

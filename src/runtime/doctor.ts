@@ -1,0 +1,92 @@
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { run } from './proc.ts';
+import type { Runtime } from './runtime.ts';
+import { which } from './which.ts';
+
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  /** A failed required check makes `doctor` exit 1; others are warnings. */
+  required: boolean;
+  detail: string;
+  hint?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  checks: DoctorCheck[];
+}
+
+const SETUP_HINT = 'run scripts/setup.sh from the stasis checkout (as root)';
+
+async function versionOf(binary: string, args: string[], pattern: RegExp): Promise<string | null> {
+  try {
+    const result = await run(binary, args);
+    return pattern.exec(`${result.stdout}\n${result.stderr}`)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
+  const checks: DoctorCheck[] = [];
+  const { runc, criu, conmon } = runtime.config;
+
+  const runcVersion = which(runc) ? await versionOf(runc, ['--version'], /runc version (\S+)/) : null;
+  checks.push({ name: 'runc', ok: runcVersion !== null, required: true, detail: runcVersion ? `${runc} ${runcVersion}` : `${runc}: not found`, hint: 'apt-get install runc' });
+
+  const conmonVersion = which(conmon) ? await versionOf(conmon, ['--version'], /conmon version (\S+)/) : null;
+  checks.push({ name: 'conmon (monitor)', ok: conmonVersion !== null, required: true, detail: conmonVersion ? `${conmon} ${conmonVersion}` : `${conmon}: not found`, hint: 'apt-get install conmon' });
+
+  const criuVersion = which(criu) ? await versionOf(criu, ['--version'], /Version: (\S+)/) : null;
+  const criuMajor = criuVersion ? Number(criuVersion.split('.')[0]) : 0;
+  checks.push({
+    name: 'criu',
+    ok: criuMajor >= 4,
+    required: true,
+    detail: criuVersion ? `${criu} ${criuVersion}${criuMajor < 4 ? ' (4.0 or newer is needed on this kernel)' : ''}` : `${criu}: not found`,
+    hint: SETUP_HINT,
+  });
+  if (criuVersion) {
+    const check = await run(criu, ['check']).catch(() => null);
+    const good = check !== null && /Looks good/.test(`${check.stdout}${check.stderr}`);
+    const lastError = check ? `${check.stdout}${check.stderr}`.trim().split('\n').filter((l) => /error/i.test(l)).pop() : undefined;
+    checks.push({ name: 'criu check', ok: good, required: true, detail: good ? 'Looks good.' : lastError ?? 'failed', hint: SETUP_HINT });
+    const dirty = await run(criu, ['check', '--feature', 'mem_dirty_track']).catch(() => null);
+    checks.push({
+      name: 'soft-dirty tracking',
+      ok: dirty?.exitCode === 0,
+      required: false,
+      detail: dirty?.exitCode === 0 ? 'available: checkpoint --pre-dump works' : 'not available in this kernel: checkpoint --pre-dump cannot work',
+    });
+  }
+
+  checks.push({ name: 'iptables', ok: which('iptables') !== null, required: true, detail: which('iptables') ?? 'not found (CRIU locks the network with it)', hint: 'apt-get install iptables' });
+
+  const filesystems = safeRead('/proc/filesystems');
+  checks.push({ name: 'overlayfs', ok: /\toverlay\n/.test(filesystems), required: true, detail: /\toverlay\n/.test(filesystems) ? 'supported' : 'not in /proc/filesystems', hint: 'modprobe overlay' });
+
+  const cgroups = safeRead('/proc/self/mountinfo');
+  const v2 = / - cgroup2 /.test(cgroups) && !/ - cgroup /.test(cgroups);
+  const freezer = v2 || /[ ,]freezer[ ,\n]/.test(cgroups);
+  checks.push({ name: 'cgroup freezer', ok: freezer, required: true, detail: freezer ? (v2 ? 'cgroup v2' : 'cgroup v1 freezer') : 'missing (pause and checkpoint need it)' });
+
+  let stateOk = true;
+  try {
+    runtime.store.ensure();
+    accessSync(runtime.store.paths.root, constants.W_OK);
+  } catch {
+    stateOk = false;
+  }
+  checks.push({ name: 'state directory', ok: stateOk, required: true, detail: `${runtime.store.paths.root}${stateOk ? ' (writable, 0700)' : ' is not writable'}`, hint: 'run as root or pass --state-dir' });
+
+  return { ok: checks.every((c) => c.ok || !c.required), checks };
+}
+
+function safeRead(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}

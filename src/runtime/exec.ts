@@ -1,0 +1,77 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_TOOL, StasisError } from '../errors.ts';
+import { debugLog, showCommand } from './proc.ts';
+import type { Runtime } from './runtime.ts';
+import { viewOf } from './view.ts';
+import { constants } from 'node:os';
+
+export interface ExecOptions {
+  args: string[];
+  env: string[];
+  cwd?: string;
+  tty: boolean;
+}
+
+/**
+ * Runs a process in a running container with stasis's own stdio (runc exec in
+ * the foreground) and returns its exit status. A process runc could not start
+ * is told apart from one that ran and failed by the pid file runc writes only
+ * once the process exists.
+ */
+export async function execInContainer(runtime: Runtime, id: string, opts: ExecOptions): Promise<number> {
+  const record = runtime.record(id);
+  const info = viewOf(runtime.store, record);
+  if (info.status !== 'running') {
+    throw new StasisError(`cannot exec in container ${id}: it is ${info.status}`, { exitCode: EXIT_TOOL });
+  }
+  const execId = randomUUID().slice(0, 12);
+  const pidFile = join(runtime.store.containerDir(id), `exec-${execId}.pid`);
+  const args = [...runtime.runc.globalArgs(), 'exec', '--pid-file', pidFile];
+  if (opts.tty) args.push('--tty');
+  for (const entry of opts.env) args.push('--env', entry);
+  if (opts.cwd !== undefined) args.push('--cwd', opts.cwd);
+  args.push(id, ...opts.args);
+  debugLog(showCommand(runtime.config.runc, args));
+  const child = spawn(runtime.config.runc, args, { stdio: ['inherit', 'inherit', 'pipe'] });
+  let stderr = '';
+  let announced = false;
+  const announce = () => {
+    if (announced || !existsSync(pidFile)) return;
+    announced = true;
+    const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10);
+    runtime.journal.append('/tasks/exec-started', id, { execId, pid });
+  };
+  const poll = setInterval(announce, 10);
+  child.stderr!.on('data', (chunk: Buffer) => {
+    // runc's own errors are logrus lines; the process's stderr passes through untouched.
+    const text = chunk.toString('utf8');
+    if (!announced && /level=(error|fatal)/.test(text)) stderr += text;
+    else process.stderr.write(chunk);
+  });
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const signal of signals) process.on(signal, forward);
+  try {
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (c, s) => resolve([c, s]));
+    });
+    announce();
+    if (!announced) {
+      const message = stderr.match(/msg="((?:[^"\\]|\\.)*)"/)?.[1]?.replace(/\\(.)/g, '$1') ?? (stderr.trim() || `runc exec exited ${code}`);
+      let exitCode = EXIT_TOOL;
+      if (/executable file not found|no such file or directory/.test(message)) exitCode = EXIT_NOT_FOUND;
+      else if (/permission denied/.test(message)) exitCode = EXIT_CANNOT_INVOKE;
+      throw new StasisError(`exec in ${id}: ${message}`, { exitCode });
+    }
+    if (signal) return 128 + ((constants.signals as Record<string, number>)[signal] ?? 0);
+    return code ?? EXIT_TOOL;
+  } finally {
+    clearInterval(poll);
+    for (const signal of signals) process.off(signal, forward);
+    rmSync(pidFile, { force: true });
+  }
+}

@@ -1,0 +1,479 @@
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StasisError, notFound, usageError } from '../errors.ts';
+import { EventJournal } from '../state/events.ts';
+import type { ContainerRecord, ExitRecord, MountRecord } from '../state/store.ts';
+import { StateStore } from '../state/store.ts';
+import { fnv1a } from '../state/lock.ts';
+import { startMonitor } from './conmon.ts';
+import { mount, overlayMount, unmount } from './mounts.ts';
+import { Runc } from './runc.ts';
+import type { OciSpec } from './spec.ts';
+import { orphanView, pidAlive, readExitFile, viewOf, type ContainerInfo } from './view.ts';
+import { which } from './which.ts';
+
+// The seed's Runtime (create / containers / delete / events) and Container
+// (start / state / pause / resume / kill / exec / checkpoint), implemented over
+// runc with conmon as the per-container monitor. No daemon: every method
+// reads and writes the state directory under the container's lock.
+
+export interface RuntimeConfig {
+  stateDir: string;
+  checkpointDir: string;
+  runc: string;
+  criu: string;
+  conmon: string;
+  /** argv prefix that runs this CLI again (conmon's exit command). */
+  cliCommand: string[];
+}
+
+/** How the container's stdio is wired. */
+export interface StdioPlan {
+  stdin: string | null;
+  stdout: string | null;
+  stderr: string | null;
+  /** Attached run with -i/-t: hand the caller's own stdin/stdout/stderr to the container. */
+  inherit: boolean;
+}
+
+/** Everything provision() needs to bring up a container, new or restored. */
+export interface ProvisionPlan {
+  spec: OciSpec;
+  rootfs: ContainerRecord['rootfs'];
+  /** --rootfs-mount: mounted on the rootfs before create. */
+  rootfsMounts: Omit<MountRecord, 'target'>[];
+  stdio: StdioPlan;
+  labels: Record<string, string>;
+  autoRemove: boolean;
+  restore?: {
+    /** CRIU image folder. */
+    imagesDir: string;
+    /** runc restore options, e.g. --tcp-established. */
+    runcArgs: string[];
+    /** What restoredFrom reports. */
+    from: string;
+    criuOptions: string[];
+    /** Fills the fresh writable layer before it is mounted. */
+    fillLayer?: (upperDir: string) => Promise<void>;
+    /** Runs on the mounted rootfs before runc restore (deletions). */
+    onRootfs?: (rootfsDir: string) => Promise<void>;
+  };
+}
+
+export interface DeleteResult {
+  id: string;
+  status: number;
+  exitedAt: string;
+}
+
+export class Runtime {
+  readonly store: StateStore;
+  readonly journal: EventJournal;
+  readonly runc: Runc;
+  readonly config: RuntimeConfig;
+
+  constructor(config: RuntimeConfig) {
+    this.config = config;
+    this.store = new StateStore(config.stateDir);
+    this.journal = new EventJournal(this.store.paths.events);
+    this.runc = new Runc(config.runc, this.store.paths.runcRoot, config.criu);
+  }
+
+  /** Resolves a binary for execv (conmon does not search PATH). */
+  static resolveBinary(name: string, what: string): string {
+    const found = which(name);
+    if (found === null) {
+      throw new StasisError(`${what} not found: ${name}`, { hint: 'run `stasis doctor` to see what is missing' });
+    }
+    return found;
+  }
+
+  // ---------------------------------------------------------------- listing
+
+  async containers(): Promise<ContainerInfo[]> {
+    const infos: ContainerInfo[] = [];
+    for (const id of this.store.ids()) {
+      const info = await this.info(id).catch(() => null);
+      if (info !== null) infos.push(info);
+    }
+    return infos;
+  }
+
+  async info(id: string): Promise<ContainerInfo> {
+    const record = this.store.read(id);
+    if (record === null) return orphanView(this.store, id, await this.store.isLocked(id));
+    if (record.status === 'creating') {
+      if (await this.store.isLocked(id)) return viewOf(this.store, record);
+      const orphan = orphanView(this.store, id, false);
+      return { ...viewOf(this.store, record), status: orphan.status, pid: orphan.pid, note: orphan.note };
+    }
+    return viewOf(this.store, record);
+  }
+
+  /** Reads a record that must exist and be complete. */
+  record(id: string): ContainerRecord {
+    const record = this.store.read(id);
+    if (record === null) {
+      throw new StasisError(`container ${id} was never completely created`, { hint: `remove it with \`stasis delete -f ${id}\`` });
+    }
+    return record;
+  }
+
+  async withContainer<T>(id: string, fn: (record: ContainerRecord) => Promise<T>): Promise<T> {
+    if (!this.store.exists(id)) throw notFound(id);
+    const lock = await this.store.lock(id);
+    try {
+      if (!this.store.exists(id)) throw notFound(id);
+      return await fn(this.record(id));
+    } finally {
+      await lock.release();
+    }
+  }
+
+  // ---------------------------------------------------------------- create
+
+  /**
+   * Claims the ID and provisions the container. `inPlace` is set by restore
+   * when ID names a container that a checkpoint stopped.
+   */
+  async create(id: string, plan: ProvisionPlan, opts: { inPlace?: (record: ContainerRecord) => boolean } = {}): Promise<ContainerInfo> {
+    this.store.ensure();
+    const lock = await this.store.lock(id);
+    try {
+      if (!this.store.claim(id)) {
+        const existing = this.store.read(id);
+        if (existing !== null && opts.inPlace?.(existing) && viewOf(this.store, existing).status === 'stopped') {
+          return await this.reprovision(existing, plan);
+        }
+        throw new StasisError(`container ${id} already exists`, {
+          hint: `choose another ID, or remove it first with \`stasis delete -f ${id}\``,
+        });
+      }
+      try {
+        return await this.provision(id, plan, null);
+      } catch (err) {
+        this.store.remove(id);
+        throw err;
+      }
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Restore in place: the old writable layer is kept aside until the new container runs. */
+  private async reprovision(previous: ContainerRecord, plan: ProvisionPlan): Promise<ContainerInfo> {
+    const dir = this.store.containerDir(previous.id);
+    await this.runc.raw(['delete', '--force', previous.id]);
+    for (const m of [...previous.mounts].reverse()) await unmount(m.target);
+    const aside = join(dir, 'previous');
+    rmSync(aside, { recursive: true, force: true });
+    mkdirSync(aside);
+    for (const name of ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'ctr.log']) {
+      if (existsSync(join(dir, name))) renameSync(join(dir, name), join(aside, name));
+    }
+    try {
+      const info = await this.provision(previous.id, plan, previous);
+      rmSync(aside, { recursive: true, force: true });
+      return info;
+    } catch (err) {
+      for (const name of ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'ctr.log']) {
+        rmSync(join(dir, name), { recursive: true, force: true });
+        if (existsSync(join(aside, name))) renameSync(join(aside, name), join(dir, name));
+      }
+      rmSync(aside, { recursive: true, force: true });
+      this.store.write(previous);
+      throw err;
+    }
+  }
+
+  private async provision(id: string, plan: ProvisionPlan, previous: ContainerRecord | null): Promise<ContainerInfo> {
+    const dir = this.store.containerDir(id);
+    const spec = plan.spec;
+    const record: ContainerRecord = {
+      id,
+      instance: `${Date.now().toString(36)}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`,
+      status: 'creating',
+      pid: null,
+      bundle: dir,
+      createdAt: previous?.createdAt ?? new Date().toISOString(),
+      command: spec.process?.args ?? [],
+      labels: plan.labels,
+      restoredFrom: plan.restore?.from ?? null,
+      exit: null,
+      rootfs: plan.rootfs,
+      mounts: [],
+      stdio: { mode: plan.stdio.inherit || plan.stdio.stdin || plan.stdio.stdout || plan.stdio.stderr ? 'passthrough' : 'log', stdin: plan.stdio.stdin, stdout: plan.stdio.stdout, stderr: plan.stdio.stderr },
+      tty: spec.process?.terminal === true,
+      autoRemove: plan.autoRemove,
+      lastCheckpoint: previous?.lastCheckpoint ?? null,
+      checkpointing: false,
+      checkpointedStop: false,
+      criuOptions: plan.restore?.criuOptions ?? [],
+    };
+    // Written before any mount so that a crash at any later point leaves a
+    // record saying what to undo (delete -f reads record.mounts).
+    this.store.write(record);
+    const stdioFds: number[] = [];
+    try {
+      let rootPath = plan.rootfs.base;
+      if (plan.rootfs.kind === 'overlay') {
+        const upper = join(dir, 'upper');
+        const work = join(dir, 'work');
+        rootPath = join(dir, 'rootfs');
+        for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o700 });
+        await plan.restore?.fillLayer?.(upper);
+        await this.mountRecorded(record, overlayMount(plan.rootfs.base, upper, work, rootPath));
+      } else {
+        for (const m of plan.rootfsMounts) await this.mountRecorded(record, { ...m, target: rootPath });
+      }
+      await plan.restore?.onRootfs?.(rootPath);
+      spec.root = { ...spec.root, path: rootPath };
+      spec.linux ??= {};
+      // One flat cgroup per container and state dir; runc removes it on delete.
+      spec.linux.cgroupsPath = `/stasis-${fnv1a(this.store.lockRoot)}-${id}`;
+      spec.annotations = { ...spec.annotations, 'io.container.manager': 'stasis', 'org.stasis.id': id };
+      writeFileSync(join(dir, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
+
+      const stdio = this.openStdio(dir, plan.stdio, stdioFds);
+      const pid = await startMonitor({
+        conmon: this.config.conmon,
+        runc: this.config.runc,
+        runcGlobalArgs: this.runc.globalArgs(),
+        id,
+        containerDir: dir,
+        socketDir: this.store.paths.sockets,
+        logPath: record.stdio.mode === 'log' ? join(dir, 'ctr.log') : null,
+        stdio,
+        terminal: record.tty && !plan.stdio.inherit,
+        exitCommand: [...this.config.cliCommand, '--state-dir', this.store.paths.root, '--runc', this.config.runc, '__exit', id, record.instance],
+        restoreImage: plan.restore?.imagesDir,
+        restoreArgs: plan.restore?.runcArgs,
+      });
+      record.pid = pid;
+      record.status = plan.restore ? 'running' : 'created';
+      this.store.write(record);
+    } catch (err) {
+      await this.teardown(record).catch(() => undefined);
+      throw err;
+    } finally {
+      for (const fd of stdioFds) closeSync(fd);
+    }
+    if (previous === null) this.journal.append('/containers/create', id, { image: plan.rootfs.base, runtime: 'runc', labels: plan.labels });
+    if (plan.restore) {
+      this.journal.append('/tasks/restored', id, { pid: record.pid, checkpoint: plan.restore.from });
+    } else {
+      this.journal.append('/tasks/create', id, { pid: record.pid, bundle: dir, rootfs: record.mounts.map((m) => m.target) });
+    }
+    return viewOf(this.store, record);
+  }
+
+  private async mountRecorded(record: ContainerRecord, m: MountRecord): Promise<void> {
+    record.mounts.push(m);
+    this.store.write(record);
+    await mount(m);
+  }
+
+  private openStdio(dir: string, plan: StdioPlan, opened: number[]): [number | 'ignore', number | 'ignore', number | 'ignore'] {
+    if (plan.inherit) return [0, 1, 2];
+    if (!plan.stdin && !plan.stdout && !plan.stderr) return ['ignore', 'ignore', 'ignore'];
+    const open = (path: string, flags: string) => {
+      const fd = openSync(path, flags, 0o600);
+      opened.push(fd);
+      return fd;
+    };
+    return [
+      plan.stdin ? open(plan.stdin, 'r') : open('/dev/null', 'r'),
+      open(plan.stdout ?? join(dir, 'stdout.log'), 'a'),
+      open(plan.stderr ?? join(dir, 'stderr.log'), 'a'),
+    ];
+  }
+
+  /** Undoes a provision: stops whatever runc made, unmounts. Leaves the folder. */
+  private async teardown(record: ContainerRecord): Promise<void> {
+    await this.runc.raw(['delete', '--force', record.id]);
+    const conmonPid = this.store.readContainerFile(record.id, 'conmon.pid');
+    if (conmonPid) killQuietly(Number.parseInt(conmonPid.text, 10), 'SIGKILL');
+    for (const m of [...record.mounts].reverse()) await unmount(m.target);
+    record.mounts = [];
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(id: string): Promise<ContainerInfo> {
+    return this.withContainer(id, async (record) => {
+      const info = viewOf(this.store, record);
+      if (info.status !== 'created') {
+        throw new StasisError(`cannot start container ${id}: it is ${info.status}`, {
+          hint: info.status === 'stopped' ? 'a stopped container cannot be started again; create a new one' : undefined,
+        });
+      }
+      await this.runc.call(`start ${id}`, ['start', id]);
+      record.status = 'running';
+      this.store.write(record);
+      this.journal.append('/tasks/start', id, { pid: record.pid });
+      return viewOf(this.store, record);
+    });
+  }
+
+  async kill(id: string, signal: string, all: boolean): Promise<void> {
+    await this.withContainer(id, async (record) => {
+      const info = viewOf(this.store, record);
+      if (info.status === 'stopped') throw new StasisError(`cannot kill container ${id}: it is not running`);
+      const args = ['kill'];
+      if (all) args.push('--all');
+      await this.runc.call(`kill ${id}`, [...args, id, signal]);
+    });
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.withContainer(id, async (record) => {
+      const info = viewOf(this.store, record);
+      if (info.status !== 'running') throw new StasisError(`cannot pause container ${id}: it is ${info.status}`);
+      await this.runc.call(`pause ${id}`, ['pause', id]);
+      record.status = 'paused';
+      this.store.write(record);
+      this.journal.append('/tasks/paused', id);
+    });
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.withContainer(id, async (record) => {
+      const info = viewOf(this.store, record);
+      if (info.status !== 'paused') throw new StasisError(`cannot resume container ${id}: it is ${info.status}, not paused`);
+      await this.runc.call(`resume ${id}`, ['resume', id]);
+      record.status = 'running';
+      this.store.write(record);
+      this.journal.append('/tasks/resumed', id);
+    });
+  }
+
+  /** Waits for conmon's exit file; returns the exit, or null when it never came (monitor gone). */
+  async waitExit(id: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ExitRecord | 'checkpointed' | 'removed' | null> {
+    const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+    let delay = 5;
+    for (;;) {
+      if (!this.store.exists(id)) return 'removed';
+      const record = this.store.read(id);
+      if (record !== null) {
+        if (record.checkpointedStop && !record.checkpointing) return 'checkpointed';
+        if (record.exit !== null && record.status === 'stopped') return record.exit;
+        if (!record.checkpointing) {
+          const exited = readExitFile(this.store, id);
+          if (exited !== null) return exited;
+          if (record.status !== 'creating' && !pidAlive(record.pid) && !this.monitorAlive(id)) return null;
+        }
+      }
+      if (Date.now() > deadline || opts.signal?.aborted) return null;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  monitorAlive(id: string): boolean {
+    const file = this.store.readContainerFile(id, 'conmon.pid');
+    return file !== null && pidAlive(Number.parseInt(file.text, 10));
+  }
+
+  // ---------------------------------------------------------------- exit and delete
+
+  /** conmon's exit command: records the exit (and an OOM kill) while no other command may be running. */
+  async recordExit(id: string, instance: string): Promise<void> {
+    if (!this.store.exists(id)) return;
+    const lock = await this.store.lock(id, 600_000);
+    try {
+      const record = this.store.read(id);
+      if (record === null || record.instance !== instance) return;
+      // A checkpoint stops the container through CRIU; that is not an exit.
+      if (record.checkpointing || record.checkpointedStop) return;
+      const exited = readExitFile(this.store, id) ?? { status: 255, exitedAt: new Date().toISOString() };
+      if (record.exit === null) {
+        if (this.store.readContainerFile(id, 'oom') !== null) this.journal.append('/tasks/oom', id);
+        record.exit = exited;
+        record.status = 'stopped';
+        this.store.write(record);
+        this.journal.append('/tasks/exit', id, { pid: record.pid, status: exited.status, exitedAt: exited.exitedAt });
+      }
+      if (record.autoRemove) await this.removeLocked(record);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Deletes one container; with force a running one is killed first. */
+  async delete(id: string, force: boolean): Promise<DeleteResult> {
+    if (!this.store.exists(id)) throw notFound(id);
+    const lock = await this.store.lock(id);
+    try {
+      if (!this.store.exists(id)) throw notFound(id);
+      const record = this.store.read(id);
+      if (record === null) return await this.removeOrphan(id, force);
+      const info = await this.info(id);
+      if (info.status !== 'stopped' && info.status !== 'created' && !force) {
+        throw new StasisError(`cannot delete container ${id}: it is ${info.status}`, {
+          hint: `stop it with \`stasis kill ${id}\`, or use \`stasis delete -f ${id}\``,
+        });
+      }
+      if (info.status !== 'stopped') {
+        await this.runc.raw(['delete', '--force', id]);
+        const exited = await this.waitExit(id, { timeoutMs: 10_000 });
+        record.status = 'stopped';
+        if (record.exit === null) {
+          record.exit = typeof exited === 'object' && exited !== null ? exited : { status: 255, exitedAt: new Date().toISOString() };
+          this.journal.append('/tasks/exit', id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
+        }
+      } else if (record.exit === null && !record.checkpointedStop) {
+        // Exited, but its exit command has not run (or could not): record it now.
+        record.exit = info.exit ?? { status: 255, exitedAt: new Date().toISOString() };
+        this.journal.append('/tasks/exit', id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
+      }
+      return await this.removeLocked(record);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async removeLocked(record: ContainerRecord): Promise<DeleteResult> {
+    const id = record.id;
+    await this.runc.raw(['delete', '--force', id]);
+    for (const m of [...record.mounts].reverse()) await unmount(m.target);
+    this.store.remove(id);
+    const exit = record.exit ?? { status: 255, exitedAt: new Date().toISOString() };
+    this.journal.append('/tasks/delete', id, { pid: record.pid, exitStatus: exit.status, exitedAt: exit.exitedAt });
+    this.journal.append('/containers/delete', id);
+    return { id, status: exit.status, exitedAt: exit.exitedAt };
+  }
+
+  /** A folder without a record: whatever a killed create left. */
+  private async removeOrphan(id: string, force: boolean): Promise<DeleteResult> {
+    const orphan = orphanView(this.store, id, false);
+    if (orphan.status !== 'stopped' && !force) {
+      throw new StasisError(`cannot delete container ${id}: it is ${orphan.status}`, { hint: `use \`stasis delete -f ${id}\`` });
+    }
+    await this.runc.raw(['delete', '--force', id]);
+    const conmonPid = this.store.readContainerFile(id, 'conmon.pid');
+    if (conmonPid) killQuietly(Number.parseInt(conmonPid.text, 10), 'SIGKILL');
+    await unmount(join(this.store.containerDir(id), 'rootfs'));
+    const exit = readExitFile(this.store, id) ?? { status: 255, exitedAt: new Date().toISOString() };
+    this.store.remove(id);
+    this.journal.append('/containers/delete', id);
+    return { id, ...exit };
+  }
+
+  requireStatus(info: ContainerInfo, allowed: ContainerInfo['status'][], action: string): void {
+    if (!allowed.includes(info.status)) {
+      throw new StasisError(`cannot ${action} container ${info.id}: it is ${info.status}`);
+    }
+  }
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+export { usageError };

@@ -1,0 +1,106 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ContainerRecord, ExitRecord, StateStore } from '../state/store.ts';
+
+export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
+
+/** The container object of the contract, as `info`, `ps --json` and `create --json` print it. */
+export interface ContainerInfo {
+  id: string;
+  status: Status;
+  pid: number | null;
+  bundle: string;
+  createdAt: string;
+  command: string[];
+  labels: Record<string, string>;
+  restoredFrom: string | null;
+  exit: ExitRecord | null;
+  rootfs: ContainerRecord['rootfs'];
+  tty: boolean;
+  stdio: ContainerRecord['stdio'];
+  lastCheckpoint: ContainerRecord['lastCheckpoint'];
+  checkpointed: boolean;
+  /** Set when the record does not tell the whole story (an interrupted create). */
+  note?: string;
+}
+
+export function pidAlive(pid: number | null): boolean {
+  if (pid === null || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The exit status conmon wrote, with the file's mtime as the exit time. */
+export function readExitFile(store: StateStore, id: string): ExitRecord | null {
+  const file = store.readContainerFile(id, 'exit');
+  if (file === null) return null;
+  const status = Number.parseInt(file.text.trim(), 10);
+  return { status: Number.isNaN(status) || status < 0 ? 255 : status, exitedAt: file.mtime.toISOString() };
+}
+
+/**
+ * What a record means now, without calling runc: conmon's exit file and
+ * whether the pid is alive tell whether a container recorded as running has
+ * exited since (its exit command may not have run yet).
+ */
+export function viewOf(store: StateStore, record: ContainerRecord): ContainerInfo {
+  let status: Status = record.status;
+  let exit = record.exit;
+  if (!record.checkpointing && (status === 'created' || status === 'running' || status === 'paused')) {
+    const exited = readExitFile(store, record.id);
+    if (exited !== null) {
+      status = 'stopped';
+      exit = exited;
+    } else if (!pidAlive(record.pid)) {
+      status = 'stopped';
+    }
+  }
+  return {
+    id: record.id,
+    status,
+    pid: status === 'stopped' ? null : record.pid,
+    bundle: record.bundle,
+    createdAt: record.createdAt,
+    command: record.command,
+    labels: record.labels,
+    restoredFrom: record.restoredFrom,
+    exit,
+    rootfs: record.rootfs,
+    tty: record.tty,
+    stdio: record.stdio,
+    lastCheckpoint: record.lastCheckpoint,
+    checkpointed: record.checkpointedStop,
+  };
+}
+
+/** A folder with no record: a create that was killed before it wrote one. */
+export function orphanView(store: StateStore, id: string, creating: boolean): ContainerInfo {
+  const pidFile = store.readContainerFile(id, 'pid');
+  const pid = pidFile ? Number.parseInt(pidFile.text, 10) : null;
+  const alive = pidAlive(pid);
+  return {
+    id,
+    status: creating ? 'creating' : alive ? 'created' : 'stopped',
+    pid: alive ? pid : null,
+    bundle: store.containerDir(id),
+    createdAt: new Date(0).toISOString(),
+    command: [],
+    labels: {},
+    restoredFrom: null,
+    exit: null,
+    rootfs: { kind: 'overlay', base: '', userBundle: null },
+    tty: false,
+    stdio: { mode: 'log', stdin: null, stdout: null, stderr: null },
+    lastCheckpoint: null,
+    checkpointed: false,
+    note: creating ? 'being created' : 'create was interrupted; remove it with `stasis delete -f`',
+  };
+}
+
+export function hasLog(store: StateStore, id: string): boolean {
+  return existsSync(join(store.containerDir(id), 'ctr.log'));
+}

@@ -1,0 +1,88 @@
+import type { Server } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StasisError } from '../errors.ts';
+
+// A lock is a listening socket in Linux's abstract namespace. Only one process
+// can bind a name, and the kernel frees it the moment the holder dies, so a
+// stasis killed with -9 never leaves a stale lock behind (no pid files to
+// second-guess). The name is derived from the state directory's real path.
+
+export interface Lock {
+  release(): Promise<void>;
+}
+
+function lockName(stateDirRealPath: string, key: string): string {
+  return `\0stasis/${fnv1a(stateDirRealPath)}${fnv1a(`${stateDirRealPath}\0salt`)}/${key}`;
+}
+
+/** FNV-1a, 32 bits, hex: a cheap stable name for a path (node:crypto costs start-up time). */
+export function fnv1a(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0');
+}
+
+async function tryBind(name: string): Promise<Server | null> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') resolve(null);
+      else reject(err);
+    });
+    server.listen({ path: name, exclusive: true }, () => {
+      server.unref();
+      resolve(server);
+    });
+  });
+}
+
+/** True when some live process holds the lock right now. */
+export async function isLocked(stateDirRealPath: string, key: string): Promise<boolean> {
+  const server = await tryBind(lockName(stateDirRealPath, key));
+  if (server === null) return true;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return false;
+}
+
+export async function acquireLock(
+  stateDirRealPath: string,
+  key: string,
+  opts: { timeoutMs?: number; what?: string } = {},
+): Promise<Lock> {
+  const name = lockName(stateDirRealPath, key);
+  const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
+  let delayMs = 2;
+  for (;;) {
+    const server = await tryBind(name);
+    if (server !== null) {
+      return {
+        release: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      };
+    }
+    if (Date.now() >= deadline) {
+      throw new StasisError(`${opts.what ?? key} is busy: another stasis command is working on it`, {
+        hint: 'try again when that command has finished',
+      });
+    }
+    await sleep(delayMs);
+    delayMs = Math.min(delayMs * 2, 50);
+  }
+}
+
+export async function withLock<T>(
+  stateDirRealPath: string,
+  key: string,
+  fn: () => Promise<T>,
+  opts: { timeoutMs?: number; what?: string } = {},
+): Promise<T> {
+  const lock = await acquireLock(stateDirRealPath, key, opts);
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}

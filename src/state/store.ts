@@ -1,0 +1,182 @@
+import { chmodSync, existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { StasisError, notFound } from '../errors.ts';
+import { readJson, writeJsonAtomic } from './atomic.ts';
+import { validateId } from './ids.ts';
+import { acquireLock, isLocked, type Lock } from './lock.ts';
+
+export type RecordStatus = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
+
+export interface MountRecord {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+export interface ExitRecord {
+  status: number;
+  exitedAt: string;
+}
+
+/** What `stasis checkpoint` records on the container it dumped. */
+export interface CheckpointMark {
+  path: string;
+  at: string;
+}
+
+/** The persistent record of one container: state.json in its folder. */
+export interface ContainerRecord {
+  id: string;
+  /** Changes with every create/restore of this ID, so a late exit report of an earlier incarnation is ignored. */
+  instance: string;
+  status: RecordStatus;
+  pid: number | null;
+  /** The folder holding config.json that runc was given. */
+  bundle: string;
+  createdAt: string;
+  command: string[];
+  labels: Record<string, string>;
+  restoredFrom: string | null;
+  exit: ExitRecord | null;
+  rootfs: {
+    /** overlay: --rootfs image under a private writable layer; bundle: a bundle's own rootfs, written in place. */
+    kind: 'overlay' | 'bundle';
+    /** The read-only image (overlay) or the rootfs folder used in place (bundle). */
+    base: string;
+    /** For kind bundle: the bundle folder the user named. */
+    userBundle: string | null;
+  };
+  /** Mounts stasis made for this container, unmounted (in reverse) on delete. */
+  mounts: MountRecord[];
+  stdio: {
+    /** log: pipes held by conmon, captured to ctr.log; passthrough: files or the caller's own stdio. */
+    mode: 'log' | 'passthrough';
+    stdin: string | null;
+    stdout: string | null;
+    stderr: string | null;
+  };
+  tty: boolean;
+  autoRemove: boolean;
+  /** Last checkpoint taken of this container. */
+  lastCheckpoint: CheckpointMark | null;
+  /** Set while `checkpoint` runs and after a checkpoint stopped the container. */
+  checkpointing: boolean;
+  checkpointedStop: boolean;
+  criuOptions: string[];
+}
+
+export interface StorePaths {
+  root: string;
+  containers: string;
+  runcRoot: string;
+  events: string;
+  sockets: string;
+  logs: string;
+}
+
+/** The state directory: one folder per container, the runc root and the event journal. */
+export class StateStore {
+  readonly paths: StorePaths;
+  private realRoot: string | null = null;
+
+  constructor(root: string) {
+    this.paths = {
+      root,
+      containers: join(root, 'containers'),
+      runcRoot: join(root, 'runc'),
+      events: join(root, 'events.jsonl'),
+      sockets: join(root, 'sockets'),
+      logs: join(root, 'logs'),
+    };
+  }
+
+  /** Creates the state directory (mode 0700) if needed. */
+  ensure(): void {
+    if (!existsSync(this.paths.containers)) {
+      mkdirSync(this.paths.root, { recursive: true, mode: 0o700 });
+      chmodSync(this.paths.root, 0o700);
+      for (const dir of [this.paths.containers, this.paths.runcRoot, this.paths.sockets, this.paths.logs]) {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+      }
+    }
+  }
+
+  get lockRoot(): string {
+    if (this.realRoot === null) {
+      this.ensure();
+      this.realRoot = realpathSync(this.paths.root);
+    }
+    return this.realRoot;
+  }
+
+  containerDir(id: string): string {
+    return join(this.paths.containers, validateId(id));
+  }
+
+  statePath(id: string): string {
+    return join(this.containerDir(id), 'state.json');
+  }
+
+  lock(id: string, timeoutMs?: number): Promise<Lock> {
+    return acquireLock(this.lockRoot, `ctr/${id}`, { timeoutMs, what: `container ${id}` });
+  }
+
+  isLocked(id: string): Promise<boolean> {
+    return isLocked(this.lockRoot, `ctr/${id}`);
+  }
+
+  /** Claims an ID by creating its folder; false when it exists already. */
+  claim(id: string): boolean {
+    this.ensure();
+    try {
+      mkdirSync(this.containerDir(id), { mode: 0o700 });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    }
+  }
+
+  exists(id: string): boolean {
+    return existsSync(this.containerDir(id));
+  }
+
+  /** The record, or null when the folder exists but no record was written yet (an interrupted create). */
+  read(id: string): ContainerRecord | null {
+    const dir = this.containerDir(id);
+    if (!existsSync(dir)) throw notFound(id);
+    try {
+      return readJson<ContainerRecord>(join(dir, 'state.json'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new StasisError(`state of container ${id} is unreadable: ${(err as Error).message}`, {
+        hint: `remove it with \`stasis delete -f ${id}\``,
+      });
+    }
+  }
+
+  write(record: ContainerRecord): void {
+    writeJsonAtomic(this.statePath(record.id), record);
+  }
+
+  remove(id: string): void {
+    rmSync(this.containerDir(id), { recursive: true, force: true });
+  }
+
+  ids(): string[] {
+    if (!existsSync(this.paths.containers)) return [];
+    return readdirSync(this.paths.containers).filter((name) => !name.startsWith('.')).sort();
+  }
+
+  /** Raw text of a file in a container's folder, or null. */
+  readContainerFile(id: string, name: string): { text: string; mtime: Date } | null {
+    const path = join(this.containerDir(id), name);
+    try {
+      const text = readFileSync(path, 'utf8');
+      return { text, mtime: statSync(path).mtime };
+    } catch {
+      return null;
+    }
+  }
+}
