@@ -25,7 +25,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       try {
         const result = await runtime.delete(id, argv.force === true);
         results.push(result);
-        if (!isJson()) printLine(isQuiet() ? id : `${id} exited with status ${result.status} at ${result.exitedAt}`);
+        if (!isJson()) printLine(isQuiet() ? id : describe(result));
       } catch (err) {
         if (ids.length === 1) throw err;
         failures.push(`${errorMessage(err)}`);
@@ -36,3 +36,8 @@ export const command: CommandModule<GlobalArgs, Args> = {
     if (failures.length > 0) throw new StasisError(`${failures.length} of ${ids.length} containers could not be deleted`);
   },
 };
+
+function describe(result: DeleteResult): string {
+  if (result.status === null) return `${result.id} was stopped by a checkpoint at ${result.exitedAt} (${result.checkpoint})`;
+  return `${result.id} exited with status ${result.status} at ${result.exitedAt}`;
+}

@@ -1,17 +1,50 @@
 import type { CommandModule } from 'yargs';
-import { StasisError } from '../errors.ts';
+import { usageError } from '../errors.ts';
+import { restoreContainer } from '../checkpoint/restore.ts';
+import { isJson, printJson, printLine } from '../output/print.ts';
+import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import type { GlobalArgs } from './context.ts';
+import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { idArg, parseKeyValues, type CreateFlags } from './flags.ts';
 
-export const command: CommandModule<GlobalArgs, GlobalArgs> = {
+type Args = GlobalArgs & CreateFlags & { id: string };
+
+export const command: CommandModule<GlobalArgs, Args> = {
   command: 'restore <id>',
-  describe: 'restore a container from a checkpoint',
-  builder: (y) => y,
-  handler: async () => {
-    throw new StasisError('restore is not implemented yet');
+  describe: "restore a container from a checkpoint (default: ID's latest); same as create --checkpoint",
+  builder: (y) =>
+    y
+      .positional('id', { type: 'string', describe: 'container ID (a container a checkpoint stopped is restored in place)' })
+      .option('checkpoint', { type: 'string', describe: 'checkpoint folder or exported archive (default: the latest checkpoint of ID)' })
+      .option('rootfs', { type: 'string', describe: "restore onto this copy of the base rootfs (default: the checkpoint's)" })
+      .option('bundle', { type: 'string', describe: "restore onto this bundle's rootfs, written in place" })
+      .option('label', { type: 'string', array: true, describe: "labels K=V (default: the checkpointed container's)" })
+      .example('$0 restore web', 'bring back the container a checkpoint stopped')
+      .example('$0 restore web2 --checkpoint web.tar.zst --rootfs /srv/web', 'restore an archive under another ID') as never,
+  handler: async (argv) => {
+    await restoreFromFlags(runtimeFrom(argv), idArg(argv.id), argv);
   },
 };
 
-export async function restoreFromFlags(_runtime: Runtime, _id: string, _argv: unknown): Promise<void> {
-  throw new StasisError('restore is not implemented yet');
+/** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
+export async function restoreFromFlags(runtime: Runtime, id: string, argv: CreateFlags & { cmd?: string[]; '--'?: unknown }): Promise<void> {
+  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr', 'rootfsMount'] as const).filter((key) => argv[key] !== undefined);
+  if (ignored.length > 0 || (argv.cmd?.length ?? 0) > 0 || ((argv['--'] as unknown[] | undefined)?.length ?? 0) > 0) {
+    const names = ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+    throw usageError(`${[...names, ...(argv.cmd?.length || (argv['--'] as unknown[] | undefined)?.length ? ['a command'] : [])].join(', ')} cannot be used with a restore: the checkpoint's own spec is restored`);
+  }
+  const progress = await spinner(`restoring ${id}`);
+  try {
+    const result = await restoreContainer(
+      runtime,
+      id,
+      { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
+      (step) => progress.step(`${id}: ${step}`),
+    );
+    progress.stop();
+    if (isJson()) printJson({ ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, timingsMs: result.timingsMs, criu: result.criu });
+    else printLine(result.container.id);
+  } finally {
+    progress.stop();
+  }
 }

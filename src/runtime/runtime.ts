@@ -58,14 +58,21 @@ export interface ProvisionPlan {
     fillLayer?: (upperDir: string) => Promise<void>;
     /** Runs on the mounted rootfs before runc restore (deletions). */
     onRootfs?: (rootfsDir: string) => Promise<void>;
+    /** Called with the container folder when the restore failed, before it is cleaned up (to keep CRIU's log). */
+    onFailure?: (containerDir: string) => void;
   };
 }
 
 export interface DeleteResult {
   id: string;
-  status: number;
+  /** null when the container did not exit but was stopped by a checkpoint. */
+  status: number | null;
   exitedAt: string;
+  checkpoint?: string;
 }
+
+/** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
+const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid'];
 
 export class Runtime {
   readonly store: StateStore;
@@ -169,7 +176,7 @@ export class Runtime {
     const aside = join(dir, 'previous');
     rmSync(aside, { recursive: true, force: true });
     mkdirSync(aside);
-    for (const name of ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'ctr.log']) {
+    for (const name of SET_ASIDE) {
       if (existsSync(join(dir, name))) renameSync(join(dir, name), join(aside, name));
     }
     try {
@@ -177,7 +184,7 @@ export class Runtime {
       rmSync(aside, { recursive: true, force: true });
       return info;
     } catch (err) {
-      for (const name of ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'ctr.log']) {
+      for (const name of SET_ASIDE) {
         rmSync(join(dir, name), { recursive: true, force: true });
         if (existsSync(join(aside, name))) renameSync(join(aside, name), join(dir, name));
       }
@@ -254,6 +261,7 @@ export class Runtime {
       record.status = plan.restore ? 'running' : 'created';
       this.store.write(record);
     } catch (err) {
+      plan.restore?.onFailure?.(dir);
       await this.teardown(record).catch(() => undefined);
       throw err;
     } finally {
@@ -438,6 +446,12 @@ export class Runtime {
     await this.runc.raw(['delete', '--force', id]);
     for (const m of [...record.mounts].reverse()) await unmount(m.target);
     this.store.remove(id);
+    if (record.exit === null && record.checkpointedStop && record.lastCheckpoint) {
+      const { path, at } = record.lastCheckpoint;
+      this.journal.append('/tasks/delete', id, { pid: record.pid, checkpoint: path, exitedAt: at });
+      this.journal.append('/containers/delete', id);
+      return { id, status: null, exitedAt: at, checkpoint: path };
+    }
     const exit = record.exit ?? { status: 255, exitedAt: new Date().toISOString() };
     this.journal.append('/tasks/delete', id, { pid: record.pid, exitStatus: exit.status, exitedAt: exit.exitedAt });
     this.journal.append('/containers/delete', id);

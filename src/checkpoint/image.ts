@@ -1,0 +1,148 @@
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { StasisError } from '../errors.ts';
+
+// A checkpoint folder (and the exported archive, which is the same tree):
+//   checkpoint/      CRIU's images (runc checkpoint --image-path)
+//   spec.dump        the container's OCI spec (config.json)
+//   config.dump      a podman-style container config, so checkpointctl can read it
+//   stasis.json      our metadata: see CheckpointMeta
+//   rootfs-diff.tar  the writable layer's added/changed files (--rootfs containers)
+//   deleted.files    JSON array of paths deleted from the base
+//   stats-dump       CRIU's dump statistics
+//   dump.log         CRIU's log of the dump
+
+export const IMAGES_DIR = 'checkpoint';
+export const META_FILE = 'stasis.json';
+export const SPEC_FILE = 'spec.dump';
+export const CONFIG_FILE = 'config.dump';
+export const STATS_FILE = 'stats-dump';
+
+export interface CheckpointMeta {
+  format: 1;
+  id: string;
+  checkpointedAt: string;
+  runcVersion: string;
+  criuVersion: string;
+  rootfs: {
+    kind: 'overlay' | 'bundle';
+    /** The base the container ran on: its read-only image, or a bundle's rootfs. */
+    base: string;
+    fingerprint: string;
+    userBundle: string | null;
+  };
+  /** runc restore flags that must repeat the checkpoint's CRIU options. */
+  restoreArgs: string[];
+  criuOptions: string[];
+  preDump: boolean;
+  parentPath: string | null;
+  command: string[];
+  labels: Record<string, string>;
+}
+
+export function readMeta(dir: string): CheckpointMeta {
+  const metaPath = join(dir, META_FILE);
+  if (!existsSync(join(dir, IMAGES_DIR, 'inventory.img'))) {
+    throw new StasisError(`${dir} is not a checkpoint: it has no ${IMAGES_DIR}/inventory.img`, {
+      hint: 'give the folder `stasis checkpoint` printed, or an archive it exported',
+    });
+  }
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(readFileSync(metaPath, 'utf8')) as CheckpointMeta;
+  } catch (err) {
+    throw new StasisError(`${dir} is not a stasis checkpoint: ${META_FILE} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable'}`);
+  }
+  if (meta.format !== 1 || typeof meta.rootfs?.base !== 'string') {
+    throw new StasisError(`${dir}: ${META_FILE} has an unknown format`);
+  }
+  return meta;
+}
+
+/** The last lines of a CRIU log that report an error, for the message. */
+export function criuErrors(logPath: string, max = 5): string[] {
+  let text: string;
+  try {
+    text = readFileSync(logPath, 'utf8');
+  } catch {
+    return [];
+  }
+  const lines = text.split('\n').filter((line) => /Error|error \(|err:|fail/i.test(line) && !/^\s*$/.test(line));
+  return lines.slice(-max).map((line) => line.trim());
+}
+
+export function folderSize(dir: string): number {
+  let total = 0;
+  for (const name of readdirSync(dir)) {
+    const stat = statSync(join(dir, name), { throwIfNoEntry: false });
+    if (!stat) continue;
+    total += stat.isDirectory() ? folderSize(join(dir, name)) : stat.size;
+  }
+  return total;
+}
+
+/**
+ * Reads CRIU's stats-dump / stats-restore image: two magic words, then one
+ * size-prefixed protobuf StatsEntry { dump = 1, restore = 2 } whose fields are
+ * counters (times in microseconds).
+ */
+export function readCriuStats(path: string): Record<string, number> | null {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    return null;
+  }
+  if (bytes.length < 12) return null;
+  const size = bytes.readUInt32LE(8);
+  const entry = decodeFields(bytes.subarray(12, 12 + size));
+  const dump = entry.get(1);
+  const restore = entry.get(2);
+  const names = dump
+    ? ['freezingTimeUs', 'frozenTimeUs', 'memdumpTimeUs', 'memwriteTimeUs', 'pagesScanned', 'pagesSkippedParent', 'pagesWritten', 'irmapResolveUs', 'pagesLazy', 'pagePipes', 'pagePipeBufs']
+    : ['pagesCompared', 'pagesSkippedCow', 'forkingTimeUs', 'restoreTimeUs', 'pagesRestored'];
+  const body = dump ?? restore;
+  if (!(body instanceof Buffer)) return null;
+  const fields = decodeFields(body);
+  const stats: Record<string, number> = {};
+  names.forEach((name, index) => {
+    const value = fields.get(index + 1);
+    if (typeof value === 'number') stats[name] = value;
+  });
+  return stats;
+}
+
+/** Minimal protobuf decoding: varints and length-delimited fields, last one wins. */
+function decodeFields(buffer: Buffer): Map<number, number | Buffer> {
+  const fields = new Map<number, number | Buffer>();
+  let offset = 0;
+  const varint = (): number => {
+    let result = 0;
+    let shift = 0;
+    for (;;) {
+      if (offset >= buffer.length) throw new Error('truncated varint');
+      const byte = buffer[offset++];
+      result += (byte & 0x7f) * 2 ** shift;
+      if ((byte & 0x80) === 0) return result;
+      shift += 7;
+    }
+  };
+  try {
+    while (offset < buffer.length) {
+      const key = varint();
+      const field = Math.floor(key / 8);
+      const wire = key & 7;
+      if (wire === 0) fields.set(field, varint());
+      else if (wire === 2) {
+        const length = varint();
+        fields.set(field, buffer.subarray(offset, offset + length));
+        offset += length;
+      } else if (wire === 1) offset += 8;
+      else if (wire === 5) offset += 4;
+      else break;
+    }
+  } catch {
+    // A damaged stats file only costs us the statistics.
+  }
+  return fields;
+}

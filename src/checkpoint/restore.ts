@@ -1,0 +1,168 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { StasisError, usageError } from '../errors.ts';
+import { checkRootfsDir } from '../runtime/create-plan.ts';
+import type { ProvisionPlan, Runtime } from '../runtime/runtime.ts';
+import { loadBundleSpec, type OciSpec } from '../runtime/spec.ts';
+import type { ContainerInfo } from '../runtime/view.ts';
+import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
+import { IMAGES_DIR, SPEC_FILE, readCriuStats, readMeta, type CheckpointMeta } from './image.ts';
+import { extractTar, readTarEntries, checkEntriesSafe } from './tar.ts';
+import { keepLog, withCriuLog } from './checkpoint.ts';
+
+export interface RestoreOptions {
+  /** Folder or archive; default: the latest checkpoint of this ID. */
+  checkpoint?: string;
+  rootfs?: string;
+  bundle?: string;
+  labels?: Record<string, string>;
+}
+
+export interface RestoreResult {
+  container: ContainerInfo;
+  checkpoint: string;
+  inPlace: boolean;
+  timingsMs: { total: number; unpack: number | null; restore: number };
+  criu: Record<string, number> | null;
+}
+
+/** The newest checkpoint of `id`: the one its record names, else the newest under the checkpoint dir. */
+export function latestCheckpoint(runtime: Runtime, id: string): string {
+  if (runtime.store.exists(id)) {
+    const record = runtime.store.read(id);
+    if (record?.lastCheckpoint && existsSync(record.lastCheckpoint.path)) return record.lastCheckpoint.path;
+  }
+  const dir = join(runtime.config.checkpointDir, id);
+  const candidates = existsSync(dir)
+    ? readdirSync(dir).filter((name) => !name.startsWith('.') && existsSync(join(dir, name, IMAGES_DIR))).sort()
+    : [];
+  if (candidates.length === 0) {
+    throw new StasisError(`no checkpoint of ${id} found in ${dir}`, { hint: 'name one with --checkpoint PATH' });
+  }
+  return join(dir, candidates[candidates.length - 1]);
+}
+
+/** Unpacks an archive into a fresh folder after checking every entry; returns that folder. */
+async function unpackArchive(runtime: Runtime, archive: string): Promise<string> {
+  runtime.store.ensure();
+  const target = mkdtempSync(join(runtime.store.paths.root, '.restore-'));
+  try {
+    await extractTar(archive, target);
+  } catch (err) {
+    rmSync(target, { recursive: true, force: true });
+    throw new StasisError(`cannot restore from ${archive}: ${(err as Error).message}`);
+  }
+  return target;
+}
+
+function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): { rootfs: ProvisionPlan['rootfs']; explicit: boolean } {
+  if (opts.rootfs !== undefined && opts.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
+  if (opts.rootfs !== undefined) return { rootfs: { kind: 'overlay', base: checkRootfsDir(opts.rootfs), userBundle: null }, explicit: true };
+  if (opts.bundle !== undefined) {
+    const bundleDir = resolve(opts.bundle);
+    const { rootfs } = loadBundleSpec(bundleDir);
+    return { rootfs: { kind: 'bundle', base: rootfs, userBundle: bundleDir }, explicit: true };
+  }
+  if (!existsSync(meta.rootfs.base)) {
+    throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, {
+      hint: `copy it here, or name a copy with --rootfs DIR${meta.rootfs.kind === 'bundle' ? ' or --bundle DIR' : ''}`,
+    });
+  }
+  return { rootfs: { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle }, explicit: false };
+}
+
+export async function restoreContainer(
+  runtime: Runtime,
+  id: string,
+  opts: RestoreOptions,
+  progress: (step: string) => void = () => undefined,
+): Promise<RestoreResult> {
+  const started = Date.now();
+  const source = resolve(opts.checkpoint ?? latestCheckpoint(runtime, id));
+  let stat;
+  try {
+    stat = statSync(source);
+  } catch {
+    throw new StasisError(`checkpoint ${source} does not exist`);
+  }
+  // Refuse a duplicate before unpacking anything.
+  if (runtime.store.exists(id)) {
+    const existing = runtime.store.read(id);
+    if (!existing?.checkpointedStop) {
+      throw new StasisError(`container ${id} already exists`, { hint: `choose another ID, or remove it first with \`stasis delete -f ${id}\`` });
+    }
+  }
+  let unpacked: string | null = null;
+  let unpackMs: number | null = null;
+  try {
+    let dir = source;
+    if (stat.isFile()) {
+      progress(`unpacking ${source}`);
+      const unpackStarted = Date.now();
+      unpacked = await unpackArchive(runtime, source);
+      unpackMs = Date.now() - unpackStarted;
+      dir = unpacked;
+    }
+    const meta = readMeta(dir);
+    if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken with --parent-path pointing at it`);
+    const { rootfs, explicit } = chooseBase(meta, opts);
+    if (rootfs.kind === meta.rootfs.kind || !explicit) {
+      const fingerprint = await rootfsFingerprint(rootfs.base);
+      if (fingerprint !== meta.rootfs.fingerprint) {
+        throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base} (their files differ)`, {
+          hint: 'restore onto the image the container ran on, or an exact copy of it (--rootfs DIR)',
+        });
+      }
+    }
+    const spec = JSON.parse(readFileSync(join(dir, SPEC_FILE), 'utf8')) as OciSpec;
+    if (spec.process) spec.process.terminal = false;
+    const diffTar = join(dir, DIFF_TAR);
+    const deletedFile = join(dir, DELETED_FILES);
+    const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
+    if (hasDiff) checkEntriesSafe(await readTarEntries(diffTar), { allowAbsoluteSymlinks: true });
+    const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? JSON.parse(readFileSync(deletedFile, 'utf8')) : [];
+    const plan: ProvisionPlan = {
+      spec,
+      rootfs,
+      rootfsMounts: [],
+      stdio: { stdin: null, stdout: null, stderr: null, inherit: false },
+      labels: opts.labels ?? meta.labels,
+      autoRemove: false,
+      restore: {
+        imagesDir: join(dir, IMAGES_DIR),
+        runcArgs: meta.restoreArgs,
+        from: source,
+        criuOptions: meta.criuOptions,
+        fillLayer: hasDiff ? (upper) => extractTar(diffTar, upper, { allowAbsoluteSymlinks: true }) : undefined,
+        onRootfs: rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deleted); } : undefined,
+      },
+    };
+    let keptLog: string | null = null;
+    plan.restore!.onFailure = (containerDir) => {
+      keptLog = keepLog(runtime, id, join(containerDir, 'restore.log'));
+    };
+    progress('restoring with CRIU');
+    const restoreStarted = Date.now();
+    let inPlace = false;
+    let container: ContainerInfo;
+    try {
+      container = await runtime.create(id, plan, {
+        inPlace: (record) => {
+          inPlace = record.checkpointedStop;
+          return inPlace;
+        },
+      });
+    } catch (err) {
+      throw withCriuLog(err, keptLog, 'restore', id);
+    }
+    return {
+      container,
+      checkpoint: source,
+      inPlace,
+      timingsMs: { total: Date.now() - started, unpack: unpackMs, restore: Date.now() - restoreStarted },
+      criu: readCriuStats(join(dir, IMAGES_DIR, 'stats-restore')),
+    };
+  } finally {
+    if (unpacked !== null) rmSync(unpacked, { recursive: true, force: true });
+  }
+}
