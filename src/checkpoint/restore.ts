@@ -125,7 +125,7 @@ export async function restoreContainer(
       spec,
       rootfs,
       rootfsMounts: [],
-      stdio: { stdin: null, stdout: null, stderr: null, inherit: false },
+      stdio: { stdin: null, stdout: null, stderr: null, inherit: 'none' },
       labels: opts.labels ?? meta.labels,
       autoRemove: false,
       restore: {

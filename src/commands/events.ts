@@ -4,6 +4,7 @@ import { isJson, printJsonLine, printLine } from '../output/print.ts';
 import { TOPICS, type StasisEvent } from '../state/events.ts';
 import { validateId } from '../state/ids.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { toArray } from './flags.ts';
 
 type Args = GlobalArgs & { ids?: string[]; since?: string; until?: string; follow?: boolean; topic?: string[] };
 
@@ -29,7 +30,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .option('since', { type: 'string', describe: 'replay recorded events from this time (RFC 3339 or a duration like 10m)' })
       .option('until', { type: 'string', describe: 'stop at this time (RFC 3339 or a duration like 10m)' })
       .option('follow', { type: 'boolean', default: true, describe: 'keep following new events (--no-follow prints the recorded ones and exits)' })
-      .option('topic', { type: 'string', array: true, describe: `only these topics (repeatable): ${TOPICS.join(', ')}` }) as never,
+      .option('topic', { type: 'string', coerce: toArray, describe: `only these topics (repeatable): ${TOPICS.join(', ')}` }) as never,
   handler: async (argv) => {
     const ids = new Set((argv.ids ?? []).map((id) => validateId(String(id))));
     const topics = new Set(argv.topic ?? []);

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { usageError } from '../errors.ts';
 import { execInContainer } from '../runtime/exec.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { commandWords, idArg, parseEnv } from './flags.ts';
+import { commandWords, idArg, parseEnv, toArray } from './flags.ts';
 
 type Args = GlobalArgs & { id: string; cmd?: string[]; tty?: boolean; env?: string[]; cwd?: string };
 
@@ -14,7 +14,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .positional('id', { type: 'string', describe: 'container ID' })
       .positional('cmd', { type: 'string', array: true, describe: 'command and arguments (put them after --)' })
       .option('tty', { alias: 't', type: 'boolean', describe: 'give the process a terminal' })
-      .option('env', { alias: 'e', type: 'string', array: true, describe: 'set an environment variable K=V (repeatable)' })
+      .option('env', { alias: 'e', type: 'string', coerce: toArray, describe: 'set an environment variable K=V (repeatable)' })
       .option('cwd', { type: 'string', describe: 'working directory inside the container' })
       .example('$0 exec web -- ps aux', '') as never,
   handler: async (argv) => {

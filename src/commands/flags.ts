@@ -4,20 +4,28 @@ import { validateId } from '../state/ids.ts';
 
 // Flag groups shared by several commands (as ctr keeps its shared flags in one place).
 
+/**
+ * Repeatable flags are plain string options collected into an array: a yargs
+ * array option would swallow the positional ID that follows it.
+ */
+export function toArray(value: unknown): string[] {
+  return (Array.isArray(value) ? value : [value]).map(String);
+}
+
 export function createOptions<T>(y: Argv<T>) {
   return y
     .option('bundle', { type: 'string', describe: 'use this OCI bundle (config.json + rootfs) as runc would; its rootfs is written in place', group: 'Create options:' })
     .option('rootfs', { type: 'string', describe: 'read-only rootfs image; the container writes to its own overlay layer (default: the built-in busybox rootfs)', group: 'Create options:' })
     .option('tty', { alias: 't', type: 'boolean', describe: 'give the container a terminal', group: 'Create options:' })
-    .option('env', { alias: 'e', type: 'string', array: true, describe: 'set an environment variable K=V (repeatable)', group: 'Create options:' })
+    .option('env', { alias: 'e', type: 'string', coerce: toArray, describe: 'set an environment variable K=V (repeatable)', group: 'Create options:' })
     .option('cwd', { type: 'string', describe: 'working directory inside the container', group: 'Create options:' })
-    .option('label', { type: 'string', array: true, describe: 'attach a label K=V (repeatable)', group: 'Create options:' })
+    .option('label', { type: 'string', coerce: toArray, describe: 'attach a label K=V (repeatable)', group: 'Create options:' })
     .option('memory', { type: 'string', describe: 'memory limit in bytes (k, m, g suffixes)', group: 'Create options:' })
     .option('pids-limit', { type: 'string', describe: 'maximum number of processes', group: 'Create options:' })
     .option('stdin', { type: 'string', describe: "connect the container's stdin to FILE", group: 'Create options:' })
     .option('stdout', { type: 'string', describe: "write the container's stdout to FILE (default: captured for logs)", group: 'Create options:' })
     .option('stderr', { type: 'string', describe: "write the container's stderr to FILE (default: captured for logs)", group: 'Create options:' })
-    .option('rootfs-mount', { type: 'string', array: true, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: 'Create options:' })
+    .option('rootfs-mount', { type: 'string', coerce: toArray, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: 'Create options:' })
     .option('checkpoint', { type: 'string', describe: 'restore from this checkpoint folder or exported archive', group: 'Create options:' });
 }
 
@@ -82,7 +90,7 @@ export function idArg(value: unknown): string {
 }
 
 /** Maps the create flags to the runtime's typed options. */
-export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { autoRemove?: boolean; inheritStdio?: boolean } = {}) {
+export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { autoRemove?: boolean; inheritStdio?: 'none' | 'output' | 'all' } = {}) {
   return {
     bundle: argv.bundle,
     rootfs: argv.rootfs,
@@ -98,6 +106,6 @@ export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { au
     stderr: argv.stderr,
     rootfsMounts: argv.rootfsMount ?? [],
     autoRemove: extra.autoRemove ?? false,
-    inheritStdio: extra.inheritStdio ?? false,
+    inheritStdio: extra.inheritStdio ?? ('none' as const),
   };
 }

@@ -5,7 +5,7 @@ import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { idArg, parseKeyValues, type CreateFlags } from './flags.ts';
+import { idArg, parseKeyValues, toArray, type CreateFlags } from './flags.ts';
 
 type Args = GlobalArgs & CreateFlags & { id: string };
 
@@ -18,7 +18,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .option('checkpoint', { type: 'string', describe: 'checkpoint folder or exported archive (default: the latest checkpoint of ID)' })
       .option('rootfs', { type: 'string', describe: "restore onto this copy of the base rootfs (default: the checkpoint's)" })
       .option('bundle', { type: 'string', describe: "restore onto this bundle's rootfs, written in place" })
-      .option('label', { type: 'string', array: true, describe: "labels K=V (default: the checkpointed container's)" })
+      .option('label', { type: 'string', coerce: toArray, describe: "labels K=V (default: the checkpointed container's)" })
       .example('$0 restore web', 'bring back the container a checkpoint stopped')
       .example('$0 restore web2 --checkpoint web.tar.zst --rootfs /srv/web', 'restore an archive under another ID') as never,
   handler: async (argv) => {

@@ -29,11 +29,14 @@ export const command: CommandModule<GlobalArgs, Args> = {
     if (argv.checkpoint !== undefined) throw usageError('run does not restore: use `stasis restore ID --checkpoint PATH`');
     if (argv.detach && argv.interactive) throw usageError('--interactive needs an attached run: drop --detach or --interactive');
     const runtime = runtimeFrom(argv);
-    // Attached with -i or -t, the container gets stasis's own stdio (and terminal) directly.
-    const inherit = !argv.detach && (argv.interactive === true || argv.tty === true);
+    // Attached, output that goes to no file goes straight to stasis's own stdout/stderr
+    // when the container is interactive (-i, -t) or has file stdio; otherwise
+    // the monitor's pipes capture it for `logs` and we stream the log.
+    const fileStdio = argv.stdin !== undefined || argv.stdout !== undefined || argv.stderr !== undefined;
+    const inherit = argv.detach ? 'none' : argv.interactive || argv.tty ? 'all' : fileStdio ? 'output' : 'none';
     // Detached, the monitor's exit hook removes it; attached, we do, after reading the status.
     const options = createOptionsFrom(argv, commandWords(argv), { autoRemove: argv.rm === true && argv.detach === true, inheritStdio: inherit });
-    if (inherit) options.tty = false;
+    if (inherit === 'all') options.tty = false;
     const plan = planCreate(id, options);
     try {
       await runtime.create(id, plan);
@@ -50,7 +53,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       printLine(id);
       return;
     }
-    process.exitCode = await attach(runtime, id, !inherit && plan.stdio.stdout === null, argv.rm === true);
+    process.exitCode = await attach(runtime, id, inherit === 'none', argv.rm === true);
   },
 };
 

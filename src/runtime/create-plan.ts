@@ -17,8 +17,8 @@ export interface CreateOptions extends SpecOverrides {
   stderr?: string;
   rootfsMounts: string[];
   autoRemove: boolean;
-  /** Attached run with -i or -t: the container uses the caller's stdio directly. */
-  inheritStdio: boolean;
+  /** Attached run: which of the caller's own stdio the container uses directly. */
+  inheritStdio: 'none' | 'output' | 'all';
 }
 
 export function defaultRootfs(): string {

@@ -33,8 +33,11 @@ export interface StdioPlan {
   stdin: string | null;
   stdout: string | null;
   stderr: string | null;
-  /** Attached run with -i/-t: hand the caller's own stdin/stdout/stderr to the container. */
-  inherit: boolean;
+  /**
+   * Attached run: streams without a file use the caller's own fds directly
+   * ('output': stdout and stderr; 'all': stdin too, for -i / -t).
+   */
+  inherit: 'none' | 'output' | 'all';
 }
 
 /** Everything provision() needs to bring up a container, new or restored. */
@@ -210,7 +213,7 @@ export class Runtime {
       exit: null,
       rootfs: plan.rootfs,
       mounts: [],
-      stdio: { mode: plan.stdio.inherit || plan.stdio.stdin || plan.stdio.stdout || plan.stdio.stderr ? 'passthrough' : 'log', stdin: plan.stdio.stdin, stdout: plan.stdio.stdout, stderr: plan.stdio.stderr },
+      stdio: { mode: plan.stdio.inherit !== 'none' || plan.stdio.stdin || plan.stdio.stdout || plan.stdio.stderr ? 'passthrough' : 'log', stdin: plan.stdio.stdin, stdout: plan.stdio.stdout, stderr: plan.stdio.stderr },
       tty: spec.process?.terminal === true,
       autoRemove: plan.autoRemove,
       lastCheckpoint: previous?.lastCheckpoint ?? null,
@@ -252,7 +255,7 @@ export class Runtime {
         socketDir: this.store.paths.sockets,
         logPath: record.stdio.mode === 'log' ? join(dir, 'ctr.log') : null,
         stdio,
-        terminal: record.tty && !plan.stdio.inherit,
+        terminal: record.tty && plan.stdio.inherit === 'none',
         exitCommand: [...this.config.cliCommand, '--state-dir', this.store.paths.root, '--runc', this.config.runc, '__exit', id, record.instance],
         restoreImage: plan.restore?.imagesDir,
         restoreArgs: plan.restore?.runcArgs,
@@ -283,17 +286,17 @@ export class Runtime {
   }
 
   private openStdio(dir: string, plan: StdioPlan, opened: number[]): [number | 'ignore', number | 'ignore', number | 'ignore'] {
-    if (plan.inherit) return [0, 1, 2];
-    if (!plan.stdin && !plan.stdout && !plan.stderr) return ['ignore', 'ignore', 'ignore'];
+    if (plan.inherit === 'none' && !plan.stdin && !plan.stdout && !plan.stderr) return ['ignore', 'ignore', 'ignore'];
     const open = (path: string, flags: string) => {
       const fd = openSync(path, flags, 0o600);
       opened.push(fd);
       return fd;
     };
+    const inheritOutput = plan.inherit !== 'none';
     return [
-      plan.stdin ? open(plan.stdin, 'r') : open('/dev/null', 'r'),
-      open(plan.stdout ?? join(dir, 'stdout.log'), 'a'),
-      open(plan.stderr ?? join(dir, 'stderr.log'), 'a'),
+      plan.stdin ? open(plan.stdin, 'r') : plan.inherit === 'all' ? 0 : open('/dev/null', 'r'),
+      plan.stdout ? open(plan.stdout, 'a') : inheritOutput ? 1 : open(join(dir, 'stdout.log'), 'a'),
+      plan.stderr ? open(plan.stderr, 'a') : inheritOutput ? 2 : open(join(dir, 'stderr.log'), 'a'),
     ];
   }
 
