@@ -33,7 +33,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .option('topic', { type: 'string', coerce: toArray, describe: `only these topics (repeatable): ${TOPICS.join(', ')}` }) as never,
   handler: async (argv) => {
     const ids = new Set((argv.ids ?? []).map((id) => validateId(String(id))));
-    const topics = new Set(argv.topic ?? []);
+    const topics = new Set(toArray(argv.topic));
     for (const topic of topics) {
       if (!(TOPICS as readonly string[]).includes(topic)) throw usageError(`unknown topic ${JSON.stringify(topic)}`, `topics: ${TOPICS.join(', ')}`);
     }

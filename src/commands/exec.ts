@@ -22,6 +22,6 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const args = commandWords(argv);
     if (args.length === 0) throw usageError('exec needs a command: stasis exec ID -- CMD [ARG...]');
     const runtime = runtimeFrom(argv);
-    process.exitCode = await execInContainer(runtime, id, { args, env: parseEnv(argv.env), cwd: argv.cwd, tty: argv.tty === true });
+    process.exitCode = await execInContainer(runtime, id, { args, env: parseEnv(toArray(argv.env)), cwd: argv.cwd, tty: argv.tty === true });
   },
 };

@@ -9,6 +9,7 @@ import { validateId } from '../state/ids.ts';
  * array option would swallow the positional ID that follows it.
  */
 export function toArray(value: unknown): string[] {
+  if (value === undefined) return [];
   return (Array.isArray(value) ? value : [value]).map(String);
 }
 
@@ -95,16 +96,16 @@ export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { au
     bundle: argv.bundle,
     rootfs: argv.rootfs,
     args,
-    env: parseEnv(argv.env),
+    env: parseEnv(toArray(argv.env)),
     cwd: argv.cwd,
     tty: argv.tty,
-    labels: parseKeyValues('label', argv.label),
+    labels: parseKeyValues('label', toArray(argv.label)),
     memoryBytes: parseBytes('memory', argv.memory),
     pidsLimit: parsePositiveInt('pids-limit', argv.pidsLimit),
     stdin: argv.stdin,
     stdout: argv.stdout,
     stderr: argv.stderr,
-    rootfsMounts: argv.rootfsMount ?? [],
+    rootfsMounts: toArray(argv.rootfsMount),
     autoRemove: extra.autoRemove ?? false,
     inheritStdio: extra.inheritStdio ?? ('none' as const),
   };

@@ -38,7 +38,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string, argv: Creat
     const result = await restoreContainer(
       runtime,
       id,
-      { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
+      { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, labels: argv.label ? parseKeyValues('label', toArray(argv.label)) : undefined },
       (step) => progress.step(`${id}: ${step}`),
     );
     progress.stop();
