@@ -100,7 +100,8 @@ export async function main(args: string[]): Promise<void> {
       .version(__STASIS_VERSION__)
       .help()
       .alias('help', 'h')
-      .wrap(Math.min(110, process.stdout.columns || 100))
+      // In a pipe, no wrapping at all: cut words help nobody, and grep wants whole lines.
+      .wrap(process.stdout.isTTY ? Math.min(120, process.stdout.columns) : null)
       .epilogue('Run `stasis <command> --help` for the options of a command; `man stasis` for the details.')
       .fail((msg, err) => {
         throw err ?? new StasisError(msg, { exitCode: EXIT_USAGE });

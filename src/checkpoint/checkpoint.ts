@@ -2,6 +2,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameS
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
 import { run } from '../runtime/proc.ts';
+import { runcMessage } from '../runtime/runc.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { viewOf } from '../runtime/view.ts';
 import type { ContainerRecord } from '../state/store.ts';
@@ -52,10 +53,11 @@ async function checkOptions(runtime: Runtime, opts: CheckpointOptions): Promise<
   if (opts.parentPath !== undefined && !existsSync(join(resolve(opts.parentPath), IMAGES_DIR))) {
     throw new StasisError(`--parent-path ${opts.parentPath}: not a checkpoint folder (no ${IMAGES_DIR}/ inside)`);
   }
-  if (opts.preDump) {
+  if (opts.preDump || opts.parentPath !== undefined) {
     const check = await run(runtime.config.criu, ['check', '--feature', 'mem_dirty_track']).catch(() => null);
     if (check?.exitCode !== 0) {
-      throw new StasisError('--pre-dump needs memory change tracking (soft-dirty bits), which this kernel does not provide', {
+      const flag = opts.preDump ? '--pre-dump' : '--parent-path';
+      throw new StasisError(`${flag} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, {
         hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports',
       });
     }
@@ -199,7 +201,7 @@ async function dump(
   args.push(...restoreArgs, record.id);
   const result = await runtime.runc.raw(args, { timeout: 600_000 });
   if (result.exitCode !== 0) {
-    throw new StasisError(`runc checkpoint failed: ${result.stderr.split('\n').map((l) => /msg="((?:[^"\\]|\\.)*)"/.exec(l)?.[1]).filter(Boolean).join('; ') || result.stderr.trim()}`);
+    throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
   }
 }
 
@@ -266,7 +268,8 @@ export function keepLog(runtime: Runtime, id: string, logPath: string): string |
 
 /** Adds the CRIU log's name and its last error lines to a failure. */
 export function withCriuLog(err: unknown, logPath: string | null, what: string, id: string): StasisError {
-  const base = err instanceof StasisError ? err.message : String((err as Error)?.message ?? err);
+  // runc names CRIU's log where it was written (a folder now removed): we name the kept copy.
+  const base = (err instanceof StasisError ? err.message : String((err as Error)?.message ?? err)).replace(/\s*log file: \S+/g, '');
   if (logPath === null) return err instanceof StasisError ? err : new StasisError(`${what} ${id}: ${base}`);
   const lines = criuErrors(logPath);
   const quoted = lines.length > 0 ? `\n${lines.map((l) => `  ${l}`).join('\n')}` : '';

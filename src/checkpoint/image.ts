@@ -68,7 +68,7 @@ export function criuErrors(logPath: string, max = 5): string[] {
     return [];
   }
   const lines = text.split('\n').filter((line) => /Error|error \(|err:|fail/i.test(line) && !/^\s*$/.test(line));
-  return lines.slice(-max).map((line) => line.trim());
+  return [...new Set(lines.map((line) => line.trim()))].slice(-max);
 }
 
 export function folderSize(dir: string): number {

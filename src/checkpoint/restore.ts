@@ -55,20 +55,26 @@ async function unpackArchive(runtime: Runtime, archive: string): Promise<string>
   return target;
 }
 
-function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): { rootfs: ProvisionPlan['rootfs']; explicit: boolean } {
+function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): { rootfs: ProvisionPlan['rootfs'] } {
   if (opts.rootfs !== undefined && opts.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
-  if (opts.rootfs !== undefined) return { rootfs: { kind: 'overlay', base: checkRootfsDir(opts.rootfs), userBundle: null }, explicit: true };
+  if (opts.rootfs !== undefined && meta.rootfs.kind === 'bundle') {
+    throw usageError('this checkpoint is of a --bundle container: restore it onto a bundle with --bundle DIR', 'its rootfs changes were written in place, so the checkpoint does not carry them');
+  }
+  if (opts.bundle !== undefined && meta.rootfs.kind === 'overlay') {
+    throw usageError('this checkpoint is of a --rootfs container: restore it onto a copy of its base with --rootfs DIR', 'the checkpoint carries its writable layer, which goes on top of that base');
+  }
+  if (opts.rootfs !== undefined) return { rootfs: { kind: 'overlay', base: checkRootfsDir(opts.rootfs), userBundle: null } };
   if (opts.bundle !== undefined) {
     const bundleDir = resolve(opts.bundle);
     const { rootfs } = loadBundleSpec(bundleDir);
-    return { rootfs: { kind: 'bundle', base: rootfs, userBundle: bundleDir }, explicit: true };
+    return { rootfs: { kind: 'bundle', base: rootfs, userBundle: bundleDir } };
   }
   if (!existsSync(meta.rootfs.base)) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, {
       hint: `copy it here, or name a copy with --rootfs DIR${meta.rootfs.kind === 'bundle' ? ' or --bundle DIR' : ''}`,
     });
   }
-  return { rootfs: { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle }, explicit: false };
+  return { rootfs: { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle } };
 }
 
 export async function restoreContainer(
@@ -105,8 +111,10 @@ export async function restoreContainer(
     }
     const meta = readMeta(dir);
     if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken with --parent-path pointing at it`);
-    const { rootfs, explicit } = chooseBase(meta, opts);
-    if (rootfs.kind === meta.rootfs.kind || !explicit) {
+    const { rootfs } = chooseBase(meta, opts);
+    // A bundle's rootfs is restored as it is now (the container wrote to it in
+    // place), so only a read-only base can be checked against the checkpoint.
+    if (rootfs.kind === 'overlay') {
       const fingerprint = await rootfsFingerprint(rootfs.base);
       if (fingerprint !== meta.rootfs.fingerprint) {
         throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base} (their files differ)`, {
@@ -119,7 +127,7 @@ export async function restoreContainer(
     const diffTar = join(dir, DIFF_TAR);
     const deletedFile = join(dir, DELETED_FILES);
     const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
-    if (hasDiff) checkEntriesSafe(await readTarEntries(diffTar), { allowAbsoluteSymlinks: true });
+    if (hasDiff) checkEntriesSafe(await readTarEntries(diffTar), { rootfsLayer: true });
     const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? JSON.parse(readFileSync(deletedFile, 'utf8')) : [];
     const plan: ProvisionPlan = {
       spec,
@@ -133,7 +141,7 @@ export async function restoreContainer(
         runcArgs: meta.restoreArgs,
         from: source,
         criuOptions: meta.criuOptions,
-        fillLayer: hasDiff ? (upper) => extractTar(diffTar, upper, { allowAbsoluteSymlinks: true }) : undefined,
+        fillLayer: hasDiff ? (upper) => extractTar(diffTar, upper, { rootfsLayer: true }) : undefined,
         onRootfs: rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deleted); } : undefined,
       },
     };
@@ -160,7 +168,7 @@ export async function restoreContainer(
       checkpoint: source,
       inPlace,
       timingsMs: { total: Date.now() - started, unpack: unpackMs, restore: Date.now() - restoreStarted },
-      criu: readCriuStats(join(dir, IMAGES_DIR, 'stats-restore')),
+      criu: readCriuStats(join(runtime.store.containerDir(id), 'stats-restore')),
     };
   } finally {
     if (unpacked !== null) rmSync(unpacked, { recursive: true, force: true });

@@ -37,6 +37,12 @@ const ARCHIVE_EXTENSIONS: ReadonlyArray<[suffix: string, compression: Compressio
   ['.tar.zstd', 'zstd'],
 ];
 
+// Tar type flags; '7' (contiguous file) is extracted as a regular file.
+const ENTRY_TYPES: Record<string, TarEntry['type']> = {
+  '0': 'file', '\0': 'file', '7': 'file',
+  '1': 'hardlink', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo',
+};
+
 const TAR_COMPRESSION_FLAGS: Record<Compression, string[]> = {
   none: [],
   gzip: ['-z'],
@@ -226,16 +232,14 @@ async function parseEntries(reader: ByteReader): Promise<TarEntry[]> {
 
     verifyChecksum(header, offset);
     const typeflag = String.fromCharCode(header[156]);
-    let size = parseSize(header, offset);
-    const paxSize = pending.pax?.get('size');
-    if (paxSize !== undefined) size = parsePaxNumber(paxSize, 'size', offset);
+    const headerSize = parseSize(header, offset);
 
     if (typeflag === 'L' || typeflag === 'K' || typeflag === 'x' || typeflag === 'g') {
-      if (size > MAX_METADATA_SIZE) {
-        throw new Error(`not a valid tar archive: ${size}-byte extended header at offset ${offset}`);
+      if (headerSize > MAX_METADATA_SIZE) {
+        throw new Error(`not a valid tar archive: ${headerSize}-byte extended header at offset ${offset}`);
       }
-      const data = await reader.readExactly(size);
-      await reader.skipExactly(paddingFor(size));
+      const data = await reader.readExactly(headerSize);
+      await reader.skipExactly(paddingFor(headerSize));
       if (typeflag === 'L') pending.longName = cString(data, 0, data.length);
       else if (typeflag === 'K') pending.longLinkName = cString(data, 0, data.length);
       else if (typeflag === 'x') pending.pax = new Map([...(pending.pax ?? []), ...parsePax(data, offset)]);
@@ -243,6 +247,9 @@ async function parseEntries(reader: ByteReader): Promise<TarEntry[]> {
       continue;
     }
 
+    // A pax size overrides the header's (which may be 0 for huge files).
+    const paxSize = pending.pax?.get('size');
+    const size = paxSize === undefined ? headerSize : parsePaxNumber(paxSize, 'size', offset);
     const entry = buildEntry(header, typeflag, size, pending);
     pending = {};
     if (entry.type === 'file' || entry.type === 'other') {
@@ -259,35 +266,12 @@ function buildEntry(header: Buffer, typeflag: string, size: number, pending: Pen
   const pax = pending.pax;
   const name = pax?.get('GNU.sparse.name') ?? pax?.get('path') ?? pending.longName ?? headerName(header);
   const linkName = pax?.get('linkpath') ?? pending.longLinkName ?? cString(header, 157, 100);
-  let type = entryType(typeflag);
+  let type = ENTRY_TYPES[typeflag] ?? 'other';
   // Old tars mark directories with a trailing slash on a regular entry; GNU tar honours that.
   if (type === 'file' && name.endsWith('/')) type = 'dir';
   // Sparse files have a data layout of their own; checkpoints never need them.
   if (pax && [...pax.keys()].some((key) => key.startsWith('GNU.sparse.'))) type = 'other';
   return { name, type, linkName, size: type === 'file' ? size : 0, mode: parseOctal(header, 100, 8) ?? 0 };
-}
-
-function entryType(typeflag: string): TarEntry['type'] {
-  switch (typeflag) {
-    case '0':
-    case '\0':
-    case '7': // contiguous file, extracted as a regular file
-      return 'file';
-    case '1':
-      return 'hardlink';
-    case '2':
-      return 'symlink';
-    case '3':
-      return 'char';
-    case '4':
-      return 'block';
-    case '5':
-      return 'dir';
-    case '6':
-      return 'fifo';
-    default:
-      return 'other';
-  }
 }
 
 function headerName(header: Buffer): string {
@@ -401,7 +385,18 @@ function checkGlobalPax(records: Map<string, string>, offset: number): void {
  * chains of symlinks from the same archive), nothing written through a symlink
  * that the archive itself created, and no device nodes or fifos unless allowed.
  */
-export function checkEntriesSafe(entries: TarEntry[], opts: { allowDevices?: boolean } = {}): void {
+export interface SafetyOptions {
+  allowDevices?: boolean;
+  /**
+   * The archive is a container's writable layer, extracted into an empty
+   * folder: its symlinks point into the container's root, not ours, so their
+   * targets are free (an entry that goes *through* one is still refused), and
+   * fifos are ordinary files there. Device nodes stay refused.
+   */
+  rootfsLayer?: boolean;
+}
+
+export function checkEntriesSafe(entries: TarEntry[], opts: SafetyOptions = {}): void {
   // What the symlinks will point to once extraction is done (last entry wins).
   const finalSymlinks = new Map<string, string>();
   for (const entry of entries) {
@@ -425,7 +420,7 @@ export function checkEntriesSafe(entries: TarEntry[], opts: { allowDevices?: boo
     switch (entry.type) {
       case 'symlink':
         if (entry.linkName === '') throw refuse('empty symlink target');
-        if (!resolvesInside(parts.slice(0, -1), entry.linkName, finalSymlinks)) {
+        if (!opts.rootfsLayer && !resolvesInside(parts.slice(0, -1), entry.linkName, finalSymlinks)) {
           throw refuse(`symlink target "${entry.linkName}" leaves the extraction root`);
         }
         symlinksSoFar.add(parts.join('/'));
@@ -437,11 +432,15 @@ export function checkEntriesSafe(entries: TarEntry[], opts: { allowDevices?: boo
         if (targetThrough !== null) {
           throw refuse(`hardlink target "${entry.linkName}" goes through the symlink "${targetThrough}"`);
         }
+        // A hardlinked symlink keeps its target text but moves folder, so a
+        // target checked from the old folder may point outside from the new one.
+        if (symlinksSoFar.has(targetParts.join('/'))) throw refuse(`hardlink to the symlink "${entry.linkName}"`);
         break;
       }
       case 'char':
       case 'block':
       case 'fifo':
+        if (entry.type === 'fifo' && opts.rootfsLayer) break;
         if (!opts.allowDevices) throw refuse(`${entry.type === 'fifo' ? 'fifo' : `${entry.type} device`} not allowed here`);
         break;
       case 'other':
@@ -509,7 +508,7 @@ function resolvesInside(linkFolder: string[], target: string, symlinks: Map<stri
  * Validates the archive, then extracts it with GNU tar. destDir should be a
  * fresh folder: tar follows symlinks that already exist there.
  */
-export async function extractTar(file: string, destDir: string, opts: { allowDevices?: boolean } = {}): Promise<void> {
+export async function extractTar(file: string, destDir: string, opts: SafetyOptions = {}): Promise<void> {
   // One open descriptor serves both the check and tar, so the file cannot be
   // swapped for another between the two.
   const handle = await open(file, 'r');

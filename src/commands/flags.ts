@@ -13,8 +13,9 @@ export function toArray(value: unknown): string[] {
   return (Array.isArray(value) ? value : [value]).map(String);
 }
 
-export function createOptions<T>(y: Argv<T>) {
-  return y
+export function createOptions<T>(y: Argv<T>, opts: { checkpoint?: boolean } = {}) {
+  const withCheckpoint = opts.checkpoint ?? true;
+  const base = y
     .option('bundle', { type: 'string', describe: 'use this OCI bundle (config.json + rootfs) as runc would; its rootfs is written in place', group: 'Create options:' })
     .option('rootfs', { type: 'string', describe: 'read-only rootfs image; the container writes to its own overlay layer (default: the built-in busybox rootfs)', group: 'Create options:' })
     .option('tty', { alias: 't', type: 'boolean', describe: 'give the container a terminal', group: 'Create options:' })
@@ -26,8 +27,10 @@ export function createOptions<T>(y: Argv<T>) {
     .option('stdin', { type: 'string', describe: "connect the container's stdin to FILE", group: 'Create options:' })
     .option('stdout', { type: 'string', describe: "write the container's stdout to FILE (default: captured for logs)", group: 'Create options:' })
     .option('stderr', { type: 'string', describe: "write the container's stderr to FILE (default: captured for logs)", group: 'Create options:' })
-    .option('rootfs-mount', { type: 'string', coerce: toArray, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: 'Create options:' })
-    .option('checkpoint', { type: 'string', describe: 'restore from this checkpoint folder or exported archive', group: 'Create options:' });
+    .option('rootfs-mount', { type: 'string', coerce: toArray, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: 'Create options:' });
+  return withCheckpoint
+    ? base.option('checkpoint', { type: 'string', describe: 'restore from this checkpoint folder or exported archive (as `stasis restore`)', group: 'Create options:' })
+    : base;
 }
 
 export interface CreateFlags {

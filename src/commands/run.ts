@@ -16,7 +16,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
   command: 'run <id> [cmd..]',
   describe: 'create and start a container; attached, stream its output and exit with its status',
   builder: (y) =>
-    createOptions(y)
+    createOptions(y, { checkpoint: false })
       .option('detach', { alias: 'd', type: 'boolean', describe: 'start it and return at once' })
       .option('rm', { type: 'boolean', describe: 'delete the container when it exits' })
       .option('interactive', { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" })
@@ -26,7 +26,6 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .example('$0 run -d web --rootfs /srv/web -- httpd -f', 'start in the background') as never,
   handler: async (argv) => {
     const id = idArg(argv.id);
-    if (argv.checkpoint !== undefined) throw usageError('run does not restore: use `stasis restore ID --checkpoint PATH`');
     if (argv.detach && argv.interactive) throw usageError('--interactive needs an attached run: drop --detach or --interactive');
     const runtime = runtimeFrom(argv);
     // Attached, output that goes to no file goes straight to stasis's own stdout/stderr

@@ -99,6 +99,9 @@ export function startMonitor(opts: MonitorOptions): Promise<number> {
 
 /** conmon forwards runc's stderr, which is logrus text; keep the messages. */
 export function cleanRuntimeError(text: string): string {
-  const messages = [...text.matchAll(/msg="((?:[^"\\]|\\.)*)"/g)].map((m) => m[1].replace(/\\(.)/g, '$1'));
-  return (messages.length > 0 ? messages.join('; ') : text).trim();
+  const unescape = (m: string) => m.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? ' ' : c));
+  const found = [...text.matchAll(/msg="((?:[^"\\]|\\.)*)"/g)].map((m) => unescape(m[1]).trim());
+  // runc retries some cleanup steps and logs each try: keep one of each, and the error.
+  const messages = [...new Set(found)].filter((m) => !/will retry/.test(m));
+  return (messages.length > 0 ? messages.join('; ') : unescape(text)).trim();
 }

@@ -231,7 +231,9 @@ export class Runtime {
         const upper = join(dir, 'upper');
         const work = join(dir, 'work');
         rootPath = join(dir, 'rootfs');
-        for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o700 });
+        // The upper layer's mode becomes the mode of the container's "/"; the
+        // container folder above it is 0700 already.
+        for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o755 });
         await plan.restore?.fillLayer?.(upper);
         await this.mountRecorded(record, overlayMount(plan.rootfs.base, upper, work, rootPath));
       } else {
@@ -449,6 +451,7 @@ export class Runtime {
     await this.runc.raw(['delete', '--force', id]);
     for (const m of [...record.mounts].reverse()) await unmount(m.target);
     this.store.remove(id);
+    rmSync(join(this.store.paths.sockets, id), { recursive: true, force: true });
     if (record.exit === null && record.checkpointedStop && record.lastCheckpoint) {
       const { path, at } = record.lastCheckpoint;
       this.journal.append('/tasks/delete', id, { pid: record.pid, checkpoint: path, exitedAt: at });

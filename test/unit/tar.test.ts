@@ -263,6 +263,7 @@ describe('checkEntriesSafe', () => {
       [[symlink('s', 'sub'), file('s/file')], /"s\/file": its path goes through the symlink "s"/],
       [[{ name: 'h', type: 'hardlink', linkName: '/etc/shadow', size: 0, mode: 0 }], /"h": hardlink target "\/etc\/shadow": absolute path/],
       [[{ name: 'h', type: 'hardlink', linkName: 'a/../../x', size: 0, mode: 0 }], /"h": hardlink target .* contains "\.\."/],
+      [[symlink('a/b/s', '../x'), { name: 'h', type: 'hardlink', linkName: 'a/b/s', size: 0, mode: 0 }], /"h": hardlink to the symlink "a\/b\/s"/],
       [[{ name: 'null', type: 'char', linkName: '', size: 0, mode: 0 }], /"null": char device not allowed/],
       [[{ name: 'sda', type: 'block', linkName: '', size: 0, mode: 0 }], /"sda": block device not allowed/],
       [[{ name: 'pipe', type: 'fifo', linkName: '', size: 0, mode: 0 }], /"pipe": fifo not allowed/],
