@@ -6,6 +6,7 @@ import { runcMessage } from '../runtime/runc.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { viewOf } from '../runtime/view.ts';
 import type { ContainerRecord } from '../state/store.ts';
+import type { OciSpec } from '../runtime/spec.ts';
 import { CONFIG_FILE, IMAGES_DIR, META_FILE, SPEC_FILE, STATS_FILE, criuErrors, folderSize, readCriuStats, type CheckpointMeta } from './image.ts';
 import { captureOverlayDiff, rootfsFingerprint } from './rootfs-diff.ts';
 import { compressionForPath, createTar } from './tar.ts';
@@ -213,8 +214,11 @@ async function writeMetadata(
   restoreArgs: string[],
   now: Date,
 ): Promise<void> {
-  const specText = readFileSync(join(record.bundle, 'config.json'), 'utf8');
-  writeFileSync(join(workDir, SPEC_FILE), specText);
+  const spec = JSON.parse(readFileSync(join(record.bundle, 'config.json'), 'utf8')) as OciSpec;
+  // checkpointctl shows this annotation as the container's name (its engine column says containerd for any
+  // manager but podman's and CRI-O's; we do not pretend to be either).
+  spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };
+  writeFileSync(join(workDir, SPEC_FILE), `${JSON.stringify(spec, null, 2)}\n`);
   const criuVersion = await run(runtime.config.criu, ['--version']).then((r) => /Version: (\S+)/.exec(r.stdout)?.[1] ?? 'unknown').catch(() => 'unknown');
   const meta: CheckpointMeta = {
     format: 1,
@@ -270,7 +274,7 @@ export function keepLog(runtime: Runtime, id: string, logPath: string): string |
 export function withCriuLog(err: unknown, logPath: string | null, what: string, id: string): StasisError {
   // runc names CRIU's log where it was written (a folder now removed): we name the kept copy.
   const base = (err instanceof StasisError ? err.message : String((err as Error)?.message ?? err)).replace(/\s*log file: \S+/g, '');
-  if (logPath === null) return err instanceof StasisError ? err : new StasisError(`${what} ${id}: ${base}`);
+  if (logPath === null) return new StasisError(`${what} ${id} failed: ${base}`, { hint: err instanceof StasisError ? err.hint : undefined });
   const lines = criuErrors(logPath);
   const quoted = lines.length > 0 ? `\n${lines.map((l) => `  ${l}`).join('\n')}` : '';
   return new StasisError(`${what} ${id} failed: ${base}\nCRIU log: ${logPath}${quoted}`, {

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { StasisError } from '../errors.ts';
 import { debugLog, showCommand } from './proc.ts';
 
@@ -17,6 +18,8 @@ export interface MonitorOptions {
   /** Restore from this CRIU image folder instead of creating. */
   restoreImage?: string;
   restoreArgs?: string[];
+  /** How long runc create/restore may take before the monitor and its children are killed. */
+  timeoutMs?: number;
 }
 
 export function monitorArgs(opts: MonitorOptions): string[] {
@@ -62,9 +65,23 @@ export function startMonitor(opts: MonitorOptions): Promise<number> {
     });
     let reply = '';
     let settled = false;
+    const timeoutMs = opts.timeoutMs ?? 300_000;
+    // CRIU can hang on a damaged image; give up and kill the monitor's whole
+    // process group (conmon is a session leader; runc and CRIU run in it).
+    const timer = setTimeout(() => {
+      try {
+        const monitorPid = Number.parseInt(readFileSync(`${opts.containerDir}/conmon.pid`, 'utf8'), 10);
+        if (monitorPid > 0) process.kill(-monitorPid, 'SIGKILL');
+      } catch {
+        // no monitor to kill
+      }
+      const what = opts.restoreImage ? 'runc restore' : 'runc create';
+      finish(new StasisError(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped`));
+    }, timeoutMs);
     const finish = (err: Error | null, pid?: number) => {
       if (settled) return;
       settled = true;
+      clearTimeout(timer);
       syncPipe.destroy();
       if (err) reject(err);
       else resolve(pid!);

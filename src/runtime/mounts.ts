@@ -30,10 +30,29 @@ export async function mount(record: MountRecord): Promise<void> {
   }
 }
 
-export async function isMountPoint(target: string): Promise<boolean> {
+/** Mount points from /proc/self/mountinfo, with its octal escapes (\\040 for a space) decoded. */
+async function mountTargets(): Promise<string[]> {
   const { readFile } = await import('node:fs/promises');
   const table = await readFile('/proc/self/mountinfo', 'utf8');
-  return table.split('\n').some((line) => line.split(' ')[4] === target);
+  return table
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => line.split(' ')[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8))));
+}
+
+export async function isMountPoint(target: string): Promise<boolean> {
+  return (await mountTargets()).includes(target);
+}
+
+/**
+ * Lazily unmounts everything mounted at or below `dir`, deepest first: what a
+ * killed CRIU or runc may leave behind (cgroup yards, its view of the rootfs).
+ */
+export async function unmountUnder(dir: string): Promise<void> {
+  const targets = (await mountTargets()).filter((t) => t === dir || t.startsWith(`${dir}/`));
+  for (const target of [...new Set(targets)].sort((a, b) => b.length - a.length)) {
+    await run('umount', ['-l', target]);
+  }
 }
 
 /** Unmounts, falling back to a lazy unmount when something still holds the mount busy. */

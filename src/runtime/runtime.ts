@@ -7,7 +7,7 @@ import type { ContainerRecord, ExitRecord, MountRecord } from '../state/store.ts
 import { StateStore } from '../state/store.ts';
 import { fnv1a } from '../state/lock.ts';
 import { startMonitor } from './conmon.ts';
-import { mount, overlayMount, unmount } from './mounts.ts';
+import { mount, overlayMount, unmount, unmountUnder } from './mounts.ts';
 import { Runc } from './runc.ts';
 import type { OciSpec } from './spec.ts';
 import { orphanView, pidAlive, readExitFile, viewOf, type ContainerInfo } from './view.ts';
@@ -309,6 +309,19 @@ export class Runtime {
     if (conmonPid) killQuietly(Number.parseInt(conmonPid.text, 10), 'SIGKILL');
     for (const m of [...record.mounts].reverse()) await unmount(m.target);
     record.mounts = [];
+    await this.clearLeftovers(record.id);
+  }
+
+  /**
+   * What a killed runc or CRIU can leave: mounts in the container's folders
+   * and a runc state folder that `runc delete` no longer accepts. Called after
+   * `runc delete --force`, so no process of the container is left to use them.
+   */
+  private async clearLeftovers(id: string): Promise<void> {
+    const runcState = join(this.store.paths.runcRoot, id);
+    await unmountUnder(this.store.containerDir(id));
+    await unmountUnder(runcState);
+    rmSync(runcState, { recursive: true, force: true });
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -450,6 +463,7 @@ export class Runtime {
     const id = record.id;
     await this.runc.raw(['delete', '--force', id]);
     for (const m of [...record.mounts].reverse()) await unmount(m.target);
+    await this.clearLeftovers(id);
     this.store.remove(id);
     rmSync(join(this.store.paths.sockets, id), { recursive: true, force: true });
     if (record.exit === null && record.checkpointedStop && record.lastCheckpoint) {
@@ -473,7 +487,7 @@ export class Runtime {
     await this.runc.raw(['delete', '--force', id]);
     const conmonPid = this.store.readContainerFile(id, 'conmon.pid');
     if (conmonPid) killQuietly(Number.parseInt(conmonPid.text, 10), 'SIGKILL');
-    await unmount(join(this.store.containerDir(id), 'rootfs'));
+    await this.clearLeftovers(id);
     const exit = readExitFile(this.store, id) ?? { status: 255, exitedAt: new Date().toISOString() };
     this.store.remove(id);
     this.journal.append('/containers/delete', id);
