@@ -1,0 +1,131 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { validateId } from '../../src/state/ids.ts';
+import { parseSignal } from '../../src/runtime/signals.ts';
+import { parseBytes } from '../../src/commands/flags.ts';
+import { parseTimeBound } from '../../src/commands/events.ts';
+import { parseLogLine, tailRecords } from '../../src/runtime/logs.ts';
+import { runcMessage } from '../../src/runtime/runc.ts';
+import { cleanRuntimeError } from '../../src/runtime/conmon.ts';
+import { classifyExecFailure } from '../../src/runtime/exec-errors.ts';
+import { applyDeletions } from '../../src/checkpoint/rootfs-diff.ts';
+import { criuErrors } from '../../src/checkpoint/image.ts';
+import { parseMountFlag } from '../../src/runtime/mounts.ts';
+import { StasisError } from '../../src/errors.ts';
+
+describe('input parsing', () => {
+  test('IDs: the contract pattern, as usage errors', () => {
+    for (const good of ['a', 'web-1', 'A.b_c', 'x'.repeat(128), '0']) assert.equal(validateId(good), good);
+    for (const bad of ['', '../x', 'a/b', '-x', '.x', 'x'.repeat(129), 'a b', 'é']) {
+      assert.throws(() => validateId(bad), (err: StasisError) => err.exitCode === 2);
+    }
+  });
+
+  test('signals by name, SIG name, lower case and number', () => {
+    assert.deepEqual(parseSignal('TERM'), { name: 'SIGTERM', number: 15 });
+    assert.deepEqual(parseSignal('sigkill'), { name: 'SIGKILL', number: 9 });
+    assert.deepEqual(parseSignal('1'), { name: 'SIGHUP', number: 1 });
+    assert.throws(() => parseSignal('NOPE'), /unknown signal "NOPE"/);
+    assert.throws(() => parseSignal('99'), /unknown signal/);
+  });
+
+  test('byte sizes with suffixes', () => {
+    assert.equal(parseBytes('memory', '64m'), 64 * 1024 * 1024);
+    assert.equal(parseBytes('memory', '1G'), 1024 ** 3);
+    assert.equal(parseBytes('memory', '7000000'), 7000000);
+    assert.throws(() => parseBytes('memory', '1x'), /--memory "1x"/);
+    assert.throws(() => parseBytes('memory', '1k'), /at least 6m/);
+  });
+
+  test('time bounds: durations back from now and RFC 3339', () => {
+    const now = Date.parse('2026-01-01T12:00:00Z');
+    assert.equal(parseTimeBound('since', '10m', now), now - 600_000);
+    assert.equal(parseTimeBound('since', '2h', now), now - 7_200_000);
+    assert.equal(parseTimeBound('until', '2026-01-01T11:00:00Z', now), now - 3_600_000);
+    assert.throws(() => parseTimeBound('since', 'yesterday', now), /--since "yesterday"/);
+  });
+
+  test('--rootfs-mount', () => {
+    assert.deepEqual(parseMountFlag('type=overlay,source=overlay,options=lowerdir=/a:upperdir=/b:workdir=/c'), {
+      type: 'overlay', source: 'overlay', options: ['lowerdir=/a', 'upperdir=/b', 'workdir=/c'],
+    });
+    assert.deepEqual(parseMountFlag('type=tmpfs'), { type: 'tmpfs', source: 'tmpfs', options: [] });
+    assert.throws(() => parseMountFlag('source=x'), /type= is required/);
+    assert.throws(() => parseMountFlag('type=bind,target=/x'), /unknown key "target"/);
+  });
+});
+
+describe('reading what runc, conmon and CRIU write', () => {
+  test('k8s-file log lines, partial lines and tail', () => {
+    const full = parseLogLine('2026-01-01T00:00:00.000000000+00:00 stdout F hello world')!;
+    assert.deepEqual(full, { time: '2026-01-01T00:00:00.000000000+00:00', stream: 'stdout', text: 'hello world\n' });
+    const partial = parseLogLine('2026-01-01T00:00:00.1+00:00 stderr P no newline')!;
+    assert.equal(partial.text, 'no newline');
+    assert.equal(parseLogLine('garbage'), null);
+    const records = ['a', 'b', 'c'].map((t) => ({ time: '', stream: 'stdout' as const, text: `${t}\n` }));
+    assert.deepEqual(tailRecords(records, 2).map((r) => r.text), ['b\n', 'c\n']);
+    assert.deepEqual(tailRecords(records, 0), []);
+  });
+
+  test('runc and conmon error text', () => {
+    assert.equal(runcMessage('time="2026" level=error msg="container \\"x\\" does not exist"\n'), 'container "x" does not exist');
+    const conmon = 'time="x" level=warning msg="Failed to remove cgroup (will retry)"\ntime="x" level=warning msg="Failed to remove cgroup (will retry)"\ntime="x" level=error msg="criu failed: type NOTIFY errno 0\\nlog file: /x/restore.log"';
+    assert.equal(cleanRuntimeError(conmon), 'criu failed: type NOTIFY errno 0 log file: /x/restore.log');
+  });
+
+  test('runc create failures become 127 and 126', () => {
+    const notFound = classifyExecFailure(new StasisError('unable to start container process: exec: "x": executable file not found in $PATH')) as StasisError;
+    assert.equal(notFound.exitCode, 127);
+    const denied = classifyExecFailure(new StasisError('unable to start container process: exec: "/etc": permission denied')) as StasisError;
+    assert.equal(denied.exitCode, 126);
+    const other = new StasisError('cgroup trouble');
+    assert.equal(classifyExecFailure(other), other);
+  });
+
+  test('CRIU log: the error lines, without the harmless rlimit one, deduplicated', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stasis-unit-'));
+    try {
+      const log = join(dir, 'dump.log');
+      writeFileSync(log, [
+        '(00.01) Error (criu/util.c:1): rlimit: Can\'t setup RLIMIT_NOFILE for self: Operation not permitted',
+        '(00.02) Dumping things',
+        '(00.03) Error (criu/page-xfer.c:9): Unable to write: No space left on device',
+        '(00.03) Error (criu/page-xfer.c:9): Unable to write: No space left on device',
+        '(00.04) Error (criu/cr-dump.c:2): Dumping FAILED.',
+      ].join('\n'));
+      assert.deepEqual(criuErrors(log), [
+        '(00.03) Error (criu/page-xfer.c:9): Unable to write: No space left on device',
+        '(00.04) Error (criu/cr-dump.c:2): Dumping FAILED.',
+      ]);
+      assert.deepEqual(criuErrors(join(dir, 'missing.log')), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('applying deletions from an untrusted checkpoint', () => {
+  test('never follows a symlink out of the rootfs, refuses ..', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stasis-unit-'));
+    try {
+      const rootfs = join(dir, 'rootfs');
+      const outside = join(dir, 'outside');
+      mkdirSync(join(rootfs, 'etc'), { recursive: true });
+      mkdirSync(outside);
+      writeFileSync(join(outside, 'precious'), 'x');
+      writeFileSync(join(rootfs, 'etc', 'gone'), 'x');
+      symlinkSync(outside, join(rootfs, 'link'));
+      assert.equal(applyDeletions(rootfs, ['/etc/gone', '/link/precious', '/not/there']), 1);
+      assert.equal(existsSync(join(rootfs, 'etc', 'gone')), false);
+      assert.equal(existsSync(join(outside, 'precious')), true);
+      assert.throws(() => applyDeletions(rootfs, ['/etc/../../outside/precious']), /unsafe path/);
+      assert.throws(() => applyDeletions(rootfs, { not: 'an array' }), /not a JSON array/);
+      assert.equal(existsSync(join(outside, 'precious')), true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
