@@ -246,10 +246,10 @@ async function writeMetadata(
     name: record.id,
     rootfsImageName: record.rootfs.base,
     rootfsImageRef: meta.rootfs.fingerprint,
-    rootfs: record.rootfs.base,
+    rootfsImage: record.rootfs.base,
     createdTime: record.createdAt,
     checkpointedTime: meta.checkpointedAt,
-    restoredTime: record.restoredFrom ? record.createdAt : undefined,
+    restored: record.restoredFrom !== null,
     runtime: 'runc',
   };
   writeFileSync(join(workDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
