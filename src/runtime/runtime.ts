@@ -182,6 +182,10 @@ export class Runtime {
     for (const name of SET_ASIDE) {
       if (existsSync(join(dir, name))) renameSync(join(dir, name), join(aside, name));
     }
+    // A bundle container restored in place gets its --rootfs-mount mounts back.
+    if (plan.rootfs.kind === 'bundle' && plan.rootfsMounts.length === 0) {
+      plan.rootfsMounts = previous.mounts.map(({ type, source, options }) => ({ type, source, options }));
+    }
     try {
       const info = await this.provision(previous.id, plan, previous);
       rmSync(aside, { recursive: true, force: true });

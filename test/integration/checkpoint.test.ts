@@ -122,6 +122,24 @@ describe('checkpoint and restore with real runc, CRIU and conmon', () => {
     }
   });
 
+  test('a --bundle container restores onto its bundle, in place and under a new ID', async () => {
+    const bundle = env.makeBundle('bundle', COUNTER);
+    await env.ok(['run', '-d', 'bun', '--bundle', bundle]);
+    const before = await counterAdvances(env, 'bun', 1);
+    const image = (await env.ok(['checkpoint', 'bun'])).trim();
+    assert.equal(existsSync(join(image, 'rootfs-diff.tar')), false, 'a bundle rootfs is not carried');
+    const wrongKind = await env.run(['restore', 'bun2', '--checkpoint', image, '--rootfs', ROOTFS]);
+    assert.equal(wrongKind.code, 2);
+    assert.match(wrongKind.stderr, /--bundle container: restore it onto a bundle with --bundle DIR/);
+    await env.ok(['restore', 'bun']);
+    assert.equal((await env.json(['info', 'bun'])).rootfs.userBundle, bundle);
+    await counterAdvances(env, 'bun', before);
+    await env.ok(['checkpoint', 'bun', '--leave-running', '--image-path', join(env.root, 'bun-snap')]);
+    await env.ok(['restore', 'bun3', '--checkpoint', join(env.root, 'bun-snap'), '--bundle', bundle]);
+    assert.equal((await env.json(['info', 'bun3'])).status, 'running');
+    await env.ok(['delete', '-f', 'bun', 'bun3']);
+  });
+
   test('captured logs and a closed stdin survive the checkpoint', async () => {
     await env.ok(['run', '-d', 'quiet', '--', 'sh', '-c', 'cat; echo "stdin closed"; while true; do echo tick; sleep 0.2; done']);
     await eventually(async () => (await env.ok(['logs', 'quiet'])).includes('stdin closed'), 'stdin EOF');
