@@ -107,14 +107,15 @@ function childrenOf(pid) {
   return out;
 }
 
-/** Processes whose command line contains every one of `needles`. */
-function processesMatching(...needles) {
+/** Processes with every one of `args` as a whole argument, or with `substring` anywhere in their command line. */
+function processesMatching({ args = [], substring = null }) {
   const out = [];
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
       const cmdline = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8');
-      if (needles.every((n) => cmdline.includes(n))) out.push(Number(name));
+      const argv = cmdline.split('\0');
+      if (args.every((a) => argv.includes(a)) && (substring === null || cmdline.includes(substring))) out.push(Number(name));
     } catch { /* gone */ }
   }
   return out;
@@ -209,7 +210,8 @@ function makeBundle(dir, args) {
 /** Waits (untimed) until the exit hooks conmon started for our containers are done, so they do not load the next sample. */
 async function settle() {
   for (let i = 0; i < 400; i++) {
-    if (processesMatching(STASIS_BIN, '__exit', SD).length === 0) return;
+    // (conmon's own command line has --exit-command-arg=__exit, not __exit as an argument.)
+    if (processesMatching({ args: [STASIS_BIN, '__exit', SD] }).length === 0) return;
     await sleepMs(25);
   }
 }
@@ -451,7 +453,7 @@ function cleanup() {
   for (const m of mounts().reverse()) quiet(['umount', '-l', m]);
   if (mounts().length === 0) fs.rmSync(TMP, { recursive: true, force: true });
   else log(`left ${TMP} in place: still mounted: ${mounts().join(', ')}`);
-  const stray = processesMatching(TAG);
+  const stray = processesMatching({ substring: TAG });
   if (stray.length > 0) log(`warning: processes with ${TAG} in their command line remain: ${stray.join(' ')}`);
 }
 

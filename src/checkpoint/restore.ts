@@ -154,7 +154,7 @@ export async function restoreContainer(
     let inPlace = false;
     let container: ContainerInfo;
     try {
-      container = await runtime.create(id, plan, {
+      container = await runtime.createInfo(id, plan, {
         inPlace: (record) => {
           inPlace = record.checkpointedStop;
           return inPlace;

@@ -1,5 +1,4 @@
 import type { CommandModule } from 'yargs';
-import { checkpointContainer } from '../checkpoint/checkpoint.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
@@ -40,9 +39,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const runtime = runtimeFrom(argv);
     const progress = await spinner(`checkpointing ${id}`);
     try {
-      const result = await checkpointContainer(
-        runtime,
-        id,
+      const result = await runtime.container(id).checkpoint(
         {
           imagePath: argv.imagePath,
           leaveRunning: argv.leaveRunning === true,

@@ -23,7 +23,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
     // Every container is tried; every failure is reported (like podman rm).
     for (const id of ids) {
       try {
-        const result = await runtime.delete(id, argv.force === true);
+        const result = await runtime.delete(runtime.container(id), { force: argv.force === true });
         results.push(result);
         if (!isJson()) printLine(isQuiet() ? id : describe(result));
       } catch (err) {

@@ -41,7 +41,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const until = argv.until === undefined ? undefined : parseTimeBound('until', argv.until);
     const runtime = runtimeFrom(argv);
     runtime.store.ensure();
-    const journal = runtime.journal;
+    const journal = runtime.events();
     const wanted = (e: StasisEvent) => {
       const t = Date.parse(e.timestamp);
       return (ids.size === 0 || ids.has(e.id)) && (topics.size === 0 || topics.has(e.topic)) && (since === undefined || t >= since) && (until === undefined || t <= until);

@@ -1,6 +1,5 @@
 import type { CommandModule } from 'yargs';
 import { usageError } from '../errors.ts';
-import { execInContainer } from '../runtime/exec.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { commandWords, idArg, parseEnv, toArray } from './flags.ts';
 
@@ -22,6 +21,6 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const args = commandWords(argv);
     if (args.length === 0) throw usageError('exec needs a command: stasis exec ID -- CMD [ARG...]');
     const runtime = runtimeFrom(argv);
-    process.exitCode = await execInContainer(runtime, id, { args, env: parseEnv(toArray(argv.env)), cwd: argv.cwd, tty: argv.tty === true });
+    process.exitCode = await runtime.container(id).exec({ args, env: parseEnv(toArray(argv.env)), cwd: argv.cwd, tty: argv.tty === true });
   },
 };

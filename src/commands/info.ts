@@ -12,7 +12,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
   handler: async (argv) => {
     const id = idArg(argv.id);
     const runtime = runtimeFrom(argv);
-    const info = await runtime.info(id);
+    const info = await runtime.container(id).state();
     printJson({ ...info, stateDir: runtime.store.containerDir(id) });
   },
 };

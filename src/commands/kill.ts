@@ -16,6 +16,6 @@ export const command: CommandModule<GlobalArgs, Args> = {
   handler: async (argv) => {
     const id = idArg(argv.id);
     const signal = parseSignal(argv.signal);
-    await runtimeFrom(argv).kill(id, signal.name, argv.all === true);
+    await runtimeFrom(argv).container(id).kill(signal.name, { all: argv.all === true });
   },
 };

@@ -9,6 +9,6 @@ export const command: CommandModule<GlobalArgs, Args> = {
   describe: 'freeze every process of a running container',
   builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
   handler: async (argv) => {
-    await runtimeFrom(argv).pause(idArg(argv.id));
+    await runtimeFrom(argv).container(idArg(argv.id)).pause();
   },
 };

@@ -9,6 +9,6 @@ export const command: CommandModule<GlobalArgs, Args> = {
   describe: 'thaw a paused container',
   builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
   handler: async (argv) => {
-    await runtimeFrom(argv).resume(idArg(argv.id));
+    await runtimeFrom(argv).container(idArg(argv.id)).resume();
   },
 };

@@ -5,6 +5,7 @@ import { planCreate } from '../runtime/create-plan.ts';
 import { classifyExecFailure } from '../runtime/exec-errors.ts';
 import { followLog } from '../runtime/logs.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import type { Container } from '../runtime/interfaces.ts';
 import { readExitFile } from '../runtime/view.ts';
 import { printLine } from '../output/print.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
@@ -37,29 +38,31 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const options = createOptionsFrom(argv, commandWords(argv), { autoRemove: argv.rm === true && argv.detach === true, inheritStdio: inherit });
     if (inherit === 'all') options.tty = false;
     const plan = planCreate(id, options);
+    let container;
     try {
-      await runtime.create(id, plan);
+      container = await runtime.create(id, plan);
     } catch (err) {
       throw classifyExecFailure(err);
     }
     try {
-      await runtime.start(id);
+      await container.start();
     } catch (err) {
-      await runtime.delete(id, true).catch(() => undefined);
+      await runtime.delete(container, { force: true }).catch(() => undefined);
       throw classifyExecFailure(err);
     }
     if (argv.detach) {
       printLine(id);
       return;
     }
-    process.exitCode = await attach(runtime, id, inherit === 'none', argv.rm === true);
+    process.exitCode = await attach(runtime, container, inherit === 'none', argv.rm === true);
   },
 };
 
 /** Streams the container's log until it exits, forwarding stasis's signals to it. */
-async function attach(runtime: Runtime, id: string, streamLog: boolean, remove: boolean): Promise<number> {
+async function attach(runtime: Runtime, container: Container, streamLog: boolean, remove: boolean): Promise<number> {
+  const { id } = container;
   const forward = (signal: NodeJS.Signals) => {
-    runtime.kill(id, signal, false).catch(() => undefined);
+    container.kill(signal, { all: false }).catch(() => undefined);
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const signal of signals) process.on(signal, forward);
@@ -72,7 +75,7 @@ async function attach(runtime: Runtime, id: string, streamLog: boolean, remove: 
       }
     }
     const exit = await runtime.waitExit(id);
-    if (remove) await runtime.delete(id, true).catch(() => undefined);
+    if (remove) await runtime.delete(container, { force: true }).catch(() => undefined);
     if (exit === null || exit === 'removed') {
       throw new StasisError(`container ${id}: the monitor went away before reporting the exit status`, { exitCode: EXIT_TOOL });
     }

@@ -11,7 +11,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
   builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
   handler: async (argv) => {
     const id = idArg(argv.id);
-    const info = await runtimeFrom(argv).start(id);
+    const info = await runtimeFrom(argv).container(id).start();
     if (isJson()) printJson(info);
     else printLine(info.id);
   },

@@ -1,7 +1,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StasisError, notFound, usageError } from '../errors.ts';
+import { StasisError, notFound } from '../errors.ts';
 import { EventJournal } from '../state/events.ts';
 import type { ContainerRecord, ExitRecord, MountRecord } from '../state/store.ts';
 import { StateStore } from '../state/store.ts';
@@ -12,6 +12,9 @@ import { Runc } from './runc.ts';
 import type { OciSpec } from './spec.ts';
 import { orphanView, pidAlive, readExitFile, viewOf, type ContainerInfo } from './view.ts';
 import { which } from './which.ts';
+import type { Container, ContainerRuntime } from './interfaces.ts';
+import type { ExecOptions } from './exec.ts';
+import type { CheckpointOptions } from '../checkpoint/checkpoint.ts';
 
 // The seed's Runtime (create / containers / delete / events) and Container
 // (start / state / pause / resume / kill / exec / checkpoint), implemented over
@@ -77,7 +80,7 @@ export interface DeleteResult {
 /** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
 const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid'];
 
-export class Runtime {
+export class Runtime implements ContainerRuntime {
   readonly store: StateStore;
   readonly journal: EventJournal;
   readonly runc: Runc;
@@ -100,6 +103,25 @@ export class Runtime {
   }
 
   // ---------------------------------------------------------------- listing
+
+  /** A handle on container `id` (the seed's Container); it is looked up when used. */
+  container(id: string): Container {
+    return {
+      id,
+      start: () => this.start(id),
+      state: () => this.info(id),
+      pause: () => this.pause(id),
+      resume: () => this.resume(id),
+      kill: (signal, opts) => this.kill(id, signal, opts.all),
+      exec: async (opts: ExecOptions) => (await import('./exec.ts')).execInContainer(this, id, opts),
+      checkpoint: async (opts: CheckpointOptions, progress?: (step: string) => void) =>
+        (await import('../checkpoint/checkpoint.ts')).checkpointContainer(this, id, opts, progress),
+    };
+  }
+
+  events(): EventJournal {
+    return this.journal;
+  }
 
   async containers(): Promise<ContainerInfo[]> {
     const infos: ContainerInfo[] = [];
@@ -147,7 +169,13 @@ export class Runtime {
    * Claims the ID and provisions the container. `inPlace` is set by restore
    * when ID names a container that a checkpoint stopped.
    */
-  async create(id: string, plan: ProvisionPlan, opts: { inPlace?: (record: ContainerRecord) => boolean } = {}): Promise<ContainerInfo> {
+  async create(id: string, plan: ProvisionPlan, opts: { inPlace?: (record: ContainerRecord) => boolean } = {}): Promise<Container> {
+    await this.createInfo(id, plan, opts);
+    return this.container(id);
+  }
+
+  /** create(), returning the new container's state. */
+  async createInfo(id: string, plan: ProvisionPlan, opts: { inPlace?: (record: ContainerRecord) => boolean } = {}): Promise<ContainerInfo> {
     this.store.ensure();
     const lock = await this.store.lock(id);
     try {
@@ -431,7 +459,9 @@ export class Runtime {
   }
 
   /** Deletes one container; with force a running one is killed first. */
-  async delete(id: string, force: boolean): Promise<DeleteResult> {
+  async delete(container: Container, opts: { force: boolean }): Promise<DeleteResult> {
+    const { id } = container;
+    const force = opts.force;
     if (!this.store.exists(id)) throw notFound(id);
     const lock = await this.store.lock(id);
     try {
@@ -497,12 +527,6 @@ export class Runtime {
     this.journal.append('/containers/delete', id);
     return { id, ...exit };
   }
-
-  requireStatus(info: ContainerInfo, allowed: ContainerInfo['status'][], action: string): void {
-    if (!allowed.includes(info.status)) {
-      throw new StasisError(`cannot ${action} container ${info.id}: it is ${info.status}`);
-    }
-  }
 }
 
 function killQuietly(pid: number, signal: NodeJS.Signals): void {
@@ -514,4 +538,3 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-export { usageError };

@@ -1,5 +1,3 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { ContainerRecord, ExitRecord, StateStore } from '../state/store.ts';
 
 export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
@@ -99,8 +97,4 @@ export function orphanView(store: StateStore, id: string, creating: boolean): Co
     checkpointed: false,
     note: creating ? 'being created' : 'create was interrupted; remove it with `stasis delete -f`',
   };
-}
-
-export function hasLog(store: StateStore, id: string): boolean {
-  return existsSync(join(store.containerDir(id), 'ctr.log'));
 }
