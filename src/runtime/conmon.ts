@@ -105,6 +105,7 @@ export function startMonitor(opts: MonitorOptions): Promise<number> {
         return;
       }
       const pid = message.pid ?? message.data ?? -1;
+      debugLog(`monitor reported ${reply.slice(0, newline)}`);
       if (pid > 0) finish(null, pid);
       else finish(new StasisError(cleanRuntimeError(message.message ?? 'the runtime failed without a message')));
     });

@@ -1,4 +1,5 @@
-import type { Options } from 'execa';
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 
 // Every external command stasis runs goes through here, so --debug can show
 // each runc / criu / conmon command line on stderr.
@@ -9,8 +10,9 @@ export function setDebug(enabled: boolean): void {
   debugEnabled = enabled;
 }
 
+/** With --debug: the message and the milliseconds since the process started. */
 export function debugLog(message: string): void {
-  if (debugEnabled) process.stderr.write(`stasis: debug: ${message}\n`);
+  if (debugEnabled) process.stderr.write(`stasis: debug: +${Math.round(performance.now())}ms ${message}\n`);
 }
 
 function quote(arg: string): string {
@@ -28,20 +30,40 @@ export interface RunResult {
   signal: string | undefined;
 }
 
-/** Runs a command to completion and captures its output; never throws for a non-zero exit. */
-export async function run(file: string, args: readonly string[], opts: Options = {}): Promise<RunResult> {
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Killed with SIGKILL after this long; the result then has signal SIGKILL. */
+  timeout?: number;
+}
+
+/**
+ * Runs a command to completion and captures its output; never throws for a
+ * non-zero exit, only when the program cannot be started. This is the hot
+ * path of every runc call, so it uses node:child_process directly: loading
+ * execa costs more start-up time than most runc calls take.
+ */
+export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   debugLog(showCommand(file, args));
-  // Loaded on first use: commands that never run a program (ps, logs) skip its start-up cost.
-  const { execa } = await import('execa');
-  const result = await execa(file, args, { reject: false, stdin: 'ignore', ...opts, encoding: 'utf8' } as Options);
-  if (result.failed && result.exitCode === undefined && result.signal === undefined) {
-    // Could not be started at all (ENOENT, EACCES).
-    throw Object.assign(new Error(result.message), { code: (result as { code?: string }).code });
-  }
-  return {
-    exitCode: result.exitCode ?? (result.signal ? 128 : 1),
-    stdout: String(result.stdout ?? ''),
-    stderr: String(result.stderr ?? ''),
-    signal: result.signal,
-  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+    const timer = opts.timeout ? setTimeout(() => child.kill('SIGKILL'), opts.timeout) : undefined;
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        // A child killed by a signal has no exit code: the shell's 128+n.
+        exitCode: code ?? 128 + ((signal && constants.signals[signal]) || 0),
+        stdout: Buffer.concat(stdout).toString('utf8'),
+        stderr: Buffer.concat(stderr).toString('utf8'),
+        signal: signal ?? undefined,
+      });
+    });
+  });
 }
