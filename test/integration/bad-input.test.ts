@@ -1,6 +1,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestEnv, mountedUnder } from '../helpers.ts';
 
@@ -50,9 +50,12 @@ describe('bad input gives a clear error and changes nothing', () => {
     writeFileSync(join(empty, 'config.json'), '{"ociVersion": "1.0.2"}');
     const notSpec = await env.run(['create', 'b4', '--bundle', empty]);
     assert.match(notSpec.stderr, /not an OCI runtime spec/);
-    const bundle = env.makeBundle('unreadable', ['true']);
-    chmodSync(join(bundle, 'config.json'), 0o000);
-    // root reads through mode 000; make it a folder instead to be unreadable as a file.
+    // Root reads through any file mode, so "unreadable" is a config.json that is a folder.
+    const unreadable = join(env.root, 'unreadable-bundle');
+    mkdirSync(join(unreadable, 'config.json'), { recursive: true });
+    const cannotRead = await env.run(['create', 'b6', '--bundle', unreadable]);
+    assert.equal(cannotRead.code, 1);
+    assert.match(cannotRead.stderr, /^stasis: bundle .*: cannot read config\.json/);
     const rootfsMissing = await env.run(['create', 'b5', '--rootfs', join(env.root, 'no-rootfs')]);
     assert.equal(rootfsMissing.code, 1);
     assert.match(rootfsMissing.stderr, /rootfs .* is not a directory/);
