@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { StasisError, notFound } from '../errors.ts';
 import { followLog, logSize, readLog, tailRecords, type LogRecord } from '../runtime/logs.ts';
-import { readExitFile } from '../runtime/view.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { idArg, parsePositiveInt } from './flags.ts';
 
@@ -45,7 +44,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const records = readLog(logPath);
     (tail === undefined ? records : tailRecords(records, tail)).forEach(print);
     if (!argv.follow) return;
-    const exited = () => !runtime.store.exists(id) || readExitFile(runtime.store, id) !== null || !runtime.monitorAlive(id);
+    const exited = () => runtime.hasExited(id);
     const start = records.length === 0 ? 0 : logSize(logPath);
     for await (const record of followLog(logPath, { fromOffset: start, finished: exited })) print(record);
     if (!runtime.store.exists(id)) throw notFound(id);

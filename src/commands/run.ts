@@ -6,7 +6,6 @@ import { classifyExecFailure } from '../runtime/exec-errors.ts';
 import { followLog } from '../runtime/logs.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { Container } from '../runtime/interfaces.ts';
-import { readExitFile } from '../runtime/view.ts';
 import { printLine } from '../output/print.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { commandWords, createOptions, createOptionsFrom, idArg, type CreateFlags } from './flags.ts';
@@ -69,7 +68,7 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
   try {
     if (streamLog) {
       const logPath = join(runtime.store.containerDir(id), 'ctr.log');
-      const exited = () => !runtime.store.exists(id) || readExitFile(runtime.store, id) !== null || !runtime.monitorAlive(id);
+      const exited = () => runtime.hasExited(id);
       for await (const record of followLog(logPath, { fromOffset: 0, finished: exited })) {
         (record.stream === 'stdout' ? process.stdout : process.stderr).write(record.text);
       }

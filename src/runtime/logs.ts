@@ -1,4 +1,6 @@
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, watch } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { followLines } from '../state/follow.ts';
+export { fileSize as logSize } from '../state/follow.ts';
 
 // conmon's k8s-file log: one record per line, "<RFC3339Nano> <stdout|stderr> <F|P> <text>",
 // where P marks a partial line (the text had no newline yet).
@@ -52,50 +54,10 @@ export function readLog(path: string): LogRecord[] {
 
 /** Streams records appended to a log until `finished()` is true and everything written is read. */
 export async function* followLog(path: string, opts: { fromOffset: number; finished: () => boolean }): AsyncGenerator<LogRecord> {
-  let offset = opts.fromOffset;
-  let pending = '';
-  let wake: (() => void) | null = null;
-  let watcher: ReturnType<typeof watch> | null = null;
-  try {
-    for (;;) {
-      // Checked before reading so that the last read sees all output (conmon
-      // writes the exit file only after draining the container's pipes).
-      const finished = opts.finished();
-      if (watcher === null && existsSync(path)) watcher = watch(path, () => wake?.());
-      if (existsSync(path)) {
-        const fd = openSync(path, 'r');
-        try {
-          const size = fstatSync(fd).size;
-          if (size > offset) {
-            const buffer = Buffer.alloc(size - offset);
-            const read = readSync(fd, buffer, 0, buffer.length, offset);
-            offset += read;
-            const text = pending + buffer.subarray(0, read).toString('utf8');
-            const cut = text.lastIndexOf('\n');
-            pending = text.slice(cut + 1);
-            yield* parseRecords(text.slice(0, cut + 1));
-          }
-        } finally {
-          closeSync(fd);
-        }
-      }
-      if (finished) return;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 100);
-        wake = () => { clearTimeout(timer); resolve(); };
-      });
-      wake = null;
-    }
-  } finally {
-    watcher?.close();
-  }
-}
-
-export function logSize(path: string): number {
-  try {
-    const fd = openSync(path, 'r');
-    try { return fstatSync(fd).size; } finally { closeSync(fd); }
-  } catch {
-    return 0;
+  // conmon writes the exit file only after draining the container's pipes,
+  // so once it exists one more read gets the rest.
+  for await (const line of followLines(path, { fromOffset: opts.fromOffset, done: opts.finished, pollMs: 100 })) {
+    const record = line === '' ? null : parseLogLine(line);
+    if (record) yield record;
   }
 }

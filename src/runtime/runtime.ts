@@ -11,7 +11,6 @@ import { mount, overlayMount, unmount, unmountUnder } from './mounts.ts';
 import { Runc } from './runc.ts';
 import type { OciSpec } from './spec.ts';
 import { orphanView, pidAlive, readExitFile, viewOf, type ContainerInfo } from './view.ts';
-import { which } from './which.ts';
 import type { Container, ContainerRuntime } from './interfaces.ts';
 import type { ExecOptions } from './exec.ts';
 import type { CheckpointOptions } from '../checkpoint/checkpoint.ts';
@@ -91,15 +90,6 @@ export class Runtime implements ContainerRuntime {
     this.store = new StateStore(config.stateDir);
     this.journal = new EventJournal(this.store.paths.events);
     this.runc = new Runc(config.runc, this.store.paths.runcRoot, config.criu);
-  }
-
-  /** Resolves a binary for execv (conmon does not search PATH). */
-  static resolveBinary(name: string, what: string): string {
-    const found = which(name);
-    if (found === null) {
-      throw new StasisError(`${what} not found: ${name}`, { hint: 'run `stasis doctor` to see what is missing' });
-    }
-    return found;
   }
 
   // ---------------------------------------------------------------- listing
@@ -426,6 +416,11 @@ export class Runtime implements ContainerRuntime {
       await sleep(delay);
       delay = Math.min(delay * 2, 100);
     }
+  }
+
+  /** True once the container's process is gone for good: removed, exit file written, or monitor dead. */
+  hasExited(id: string): boolean {
+    return !this.store.exists(id) || readExitFile(this.store, id) !== null || !this.monitorAlive(id);
   }
 
   monitorAlive(id: string): boolean {

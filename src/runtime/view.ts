@@ -3,20 +3,9 @@ import type { ContainerRecord, ExitRecord, StateStore } from '../state/store.ts'
 export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
 
 /** The container object of the contract, as `info`, `ps --json` and `create --json` print it. */
-export interface ContainerInfo {
-  id: string;
+export interface ContainerInfo
+  extends Pick<ContainerRecord, 'id' | 'pid' | 'bundle' | 'createdAt' | 'command' | 'labels' | 'restoredFrom' | 'exit' | 'rootfs' | 'tty' | 'stdio' | 'lastCheckpoint'> {
   status: Status;
-  pid: number | null;
-  bundle: string;
-  createdAt: string;
-  command: string[];
-  labels: Record<string, string>;
-  restoredFrom: string | null;
-  exit: ExitRecord | null;
-  rootfs: ContainerRecord['rootfs'];
-  tty: boolean;
-  stdio: ContainerRecord['stdio'];
-  lastCheckpoint: ContainerRecord['lastCheckpoint'];
   checkpointed: boolean;
   /** Set when the record does not tell the whole story (an interrupted create). */
   note?: string;

@@ -1,4 +1,5 @@
-import { appendFileSync, closeSync, existsSync, openSync, readSync, fstatSync, watch, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { fileSize, followLines } from './follow.ts';
 
 export type Topic =
   | '/containers/create'
@@ -53,54 +54,14 @@ export class EventJournal {
 
   /** Yields events appended after byte offset `from`, until `signal` aborts. */
   async *follow(from: number, signal: AbortSignal): AsyncGenerator<StasisEvent> {
-    let offset = from;
-    let pending = '';
-    let wake: (() => void) | null = null;
-    let watcher: ReturnType<typeof watch> | null = null;
-    const poke = () => { wake?.(); };
-    signal.addEventListener('abort', poke);
-    try {
-      for (;;) {
-        if (signal.aborted) return;
-        if (watcher === null && existsSync(this.path)) {
-          watcher = watch(this.path, poke);
-        }
-        if (existsSync(this.path)) {
-          const fd = openSync(this.path, 'r');
-          try {
-            const size = fstatSync(fd).size;
-            if (size > offset) {
-              const buffer = Buffer.alloc(size - offset);
-              readSync(fd, buffer, 0, buffer.length, offset);
-              offset = size;
-              const parsed = parseLines(pending + buffer.toString('utf8'));
-              pending = parsed.rest;
-              for (const event of parsed.events) yield event;
-            }
-          } finally {
-            closeSync(fd);
-          }
-        }
-        // fs.watch wakes us on appends; the timeout covers a journal created later.
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, 500);
-          wake = () => { clearTimeout(timer); resolve(); };
-        });
-        wake = null;
-      }
-    } finally {
-      watcher?.close();
-      signal.removeEventListener('abort', poke);
+    for await (const line of followLines(this.path, { fromOffset: from, done: () => false, pollMs: 500, signal })) {
+      const event = parseLines(`${line}\n`).events[0];
+      if (event) yield event;
     }
   }
 
   size(): number {
-    try {
-      const fd = openSync(this.path, 'r');
-      try { return fstatSync(fd).size; } finally { closeSync(fd); }
-    } catch {
-      return 0;
-    }
+    return fileSize(this.path);
   }
 }
 
