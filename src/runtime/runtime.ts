@@ -482,15 +482,15 @@ export class Runtime implements ContainerRuntime {
         record.exit = info.exit ?? { status: 255, exitedAt: new Date().toISOString() };
         this.journal.append('/tasks/exit', id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
       }
-      return await this.removeLocked(record);
+      return await this.removeLocked(record, info.status !== 'stopped');
     } finally {
       await lock.release();
     }
   }
 
-  private async removeLocked(record: ContainerRecord): Promise<DeleteResult> {
+  private async removeLocked(record: ContainerRecord, runcDeleted = false): Promise<DeleteResult> {
     const id = record.id;
-    await this.runc.raw(['delete', '--force', id]);
+    if (!runcDeleted) await this.runc.raw(['delete', '--force', id]);
     for (const m of [...record.mounts].reverse()) await unmount(m.target);
     await this.clearLeftovers(id);
     this.store.remove(id);
