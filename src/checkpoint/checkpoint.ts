@@ -117,6 +117,9 @@ export async function checkpointContainer(
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
     let rootfsMs = 0;
     const dumpStarted = Date.now();
+    // Versions and the base's fingerprint do not depend on the dump: gather them meanwhile.
+    const facts = gatherFacts(runtime, record.rootfs.base);
+    facts.catch(() => undefined);
     try {
       // Frozen while the files are captured, so that memory and files agree.
       progress('pausing');
@@ -131,7 +134,7 @@ export async function checkpointContainer(
       progress(opts.preDump ? 'pre-dumping memory with CRIU' : 'dumping with CRIU');
       await dump(runtime, record, workDir, finalPath, opts, restoreArgs, leaveRunning);
       if (!leaveRunning) paused = false;
-      await writeMetadata(runtime, record, workDir, opts, restoreArgs, now);
+      await writeMetadata(record, workDir, opts, restoreArgs, now, await facts);
       renameSync(workDir, finalPath);
     } catch (err) {
       const kept = keepLog(runtime, id, join(workDir, 'dump.log'));
@@ -206,30 +209,44 @@ async function dump(
   }
 }
 
+interface Facts {
+  runcVersion: string;
+  criuVersion: string;
+  fingerprint: string;
+}
+
+async function gatherFacts(runtime: Runtime, base: string): Promise<Facts> {
+  const [runcVersion, criuVersion, fingerprint] = await Promise.all([
+    runtime.runc.version(),
+    run(runtime.config.criu, ['--version']).then((r) => /Version: (\S+)/.exec(r.stdout)?.[1] ?? 'unknown').catch(() => 'unknown'),
+    rootfsFingerprint(base),
+  ]);
+  return { runcVersion, criuVersion, fingerprint };
+}
+
 async function writeMetadata(
-  runtime: Runtime,
   record: ContainerRecord,
   workDir: string,
   opts: CheckpointOptions,
   restoreArgs: string[],
   now: Date,
+  facts: Facts,
 ): Promise<void> {
   const spec = JSON.parse(readFileSync(join(record.bundle, 'config.json'), 'utf8')) as OciSpec;
   // checkpointctl shows this annotation as the container's name (its engine column says containerd for any
   // manager but podman's and CRI-O's; we do not pretend to be either).
   spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };
   writeFileSync(join(workDir, SPEC_FILE), `${JSON.stringify(spec, null, 2)}\n`);
-  const criuVersion = await run(runtime.config.criu, ['--version']).then((r) => /Version: (\S+)/.exec(r.stdout)?.[1] ?? 'unknown').catch(() => 'unknown');
   const meta: CheckpointMeta = {
     format: 1,
     id: record.id,
     checkpointedAt: now.toISOString(),
-    runcVersion: await runtime.runc.version(),
-    criuVersion,
+    runcVersion: facts.runcVersion,
+    criuVersion: facts.criuVersion,
     rootfs: {
       kind: record.rootfs.kind,
       base: record.rootfs.base,
-      fingerprint: await rootfsFingerprint(record.rootfs.base),
+      fingerprint: facts.fingerprint,
       userBundle: record.rootfs.userBundle,
     },
     restoreArgs,

@@ -12,8 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { debugLog, run, showCommand } from '../runtime/proc.ts';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
-import { execa } from 'execa';
 
 export type TarEntry = {
   name: string;
@@ -504,6 +505,24 @@ function resolvesInside(linkFolder: string[], target: string, symlinks: Map<stri
 // ---------------------------------------------------------------------------
 // GNU tar wrappers
 
+/** Runs tar with `input` on its stdin; tar stopping early (an error) is not an error of ours. */
+function tarFromStream(args: string[], input: Readable): Promise<{ exitCode: number; stderr: string }> {
+  debugLog(showCommand('tar', args));
+  return new Promise((resolve, reject) => {
+    const child = spawn('tar', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    child.stdin!.on('error', () => undefined);
+    input.on('error', (err) => {
+      child.kill('SIGKILL');
+      reject(err);
+    });
+    input.pipe(child.stdin!);
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ exitCode: code ?? (signal ? 128 : 1), stderr }));
+  });
+}
+
 /**
  * Validates the archive, then extracts it with GNU tar. destDir should be a
  * fresh folder: tar follows symlinks that already exist there.
@@ -522,9 +541,9 @@ export async function extractTar(file: string, destDir: string, opts: SafetyOpti
       '--xattrs', '--xattrs-include=*',
       ...TAR_COMPRESSION_FLAGS[compression],
     ];
-    const result = await execa('tar', args, { stdin: fileChunks(handle), reject: false });
+    const result = await tarFromStream(args, Readable.from(fileChunks(handle)));
     if (result.exitCode !== 0) {
-      throw new Error(`cannot extract ${file}: tar failed: ${result.stderr.trim() || result.message}`);
+      throw new Error(`cannot extract ${file}: tar failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`);
     }
   } finally {
     await handle.close();
@@ -549,9 +568,9 @@ export async function createTar(srcDir: string, file: string): Promise<void> {
     ...(names.length > 0 ? ['--', ...names] : ['-T', '/dev/null']),
   ];
   try {
-    const result = await execa('tar', args, { reject: false });
+    const result = await run('tar', args);
     if (result.exitCode !== 0) {
-      throw new Error(`cannot create ${file}: tar failed: ${result.stderr.trim() || result.message}`);
+      throw new Error(`cannot create ${file}: tar failed: ${result.stderr.trim() || `exit ${result.exitCode}`}`);
     }
     await rename(temp, target);
   } catch (err) {
