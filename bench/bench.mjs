@@ -121,6 +121,16 @@ function processesMatching({ args = [], substring = null }) {
   return out;
 }
 
+/** Throws unless the pid read from `file` is a live (not zombie) process. */
+function requireAlive(what, file, pidOf) {
+  let state = 'gone';
+  try {
+    const stat = fs.readFileSync(`/proc/${pidOf(fs.readFileSync(file, 'utf8'))}/stat`, 'utf8');
+    state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch { /* no pid file or no process */ }
+  if (state === 'gone' || state === 'Z' || state === 'X') throw new Error(`${what} is not running before its delete was timed (state ${state})`);
+}
+
 const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------ anonymous pipes
@@ -370,6 +380,9 @@ try {
     const s = [...stasisIds];
     const r = [...runcIds];
     for (let i = 0; i < Math.max(s.length, r.length); i++) {
+      // Both must still be running (a `sleep 1000` outlives a normal run, not a very slow one).
+      if (i < s.length) requireAlive(`stasis container ${s[i]}`, path.join(SD, 'containers', s[i], 'pid'), (t) => Number(t));
+      if (i < r.length) requireAlive(`runc container ${r[i]}`, path.join(RR, r[i], 'state.json'), (t) => JSON.parse(t).init_process_pid);
       await pair(i, async () => {
         if (i >= s.length) return;
         add('delete', 'stasis', timed(stasis('delete', '-f', s[i])).ms);

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError, notFound } from '../errors.ts';
 import { readJson, writeJsonAtomic } from './atomic.ts';
@@ -94,8 +94,8 @@ export class StateStore {
   /** Creates the state directory (mode 0700) if needed. */
   ensure(): void {
     if (!existsSync(this.paths.containers)) {
+      // 0700 when we create it; an existing folder the user named keeps its mode.
       mkdirSync(this.paths.root, { recursive: true, mode: 0o700 });
-      chmodSync(this.paths.root, 0o700);
       for (const dir of [this.paths.containers, this.paths.runcRoot, this.paths.sockets, this.paths.logs]) {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
       }

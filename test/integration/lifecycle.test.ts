@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { COUNTER, TestEnv, eventually, mountedUnder, ROOTFS } from '../helpers.ts';
@@ -11,6 +11,7 @@ describe('container lifecycle on real runc + conmon', () => {
 
   test('create, start, ps, info, logs, pause, resume, top, exec, kill, wait, delete', async () => {
     assert.equal(await env.ok(['create', 'web', '--rootfs', ROOTFS, '--label', 'tier=front', '--', ...COUNTER]), 'web\n');
+    assert.equal(statSync(env.stateDir).mode & 0o777, 0o700, 'the state directory is created 0700');
     let info = await env.json(['info', 'web']);
     assert.equal(info.status, 'created');
     assert.ok(info.pid > 0);
