@@ -42,6 +42,8 @@ export function colors(stream: NodeJS.WriteStream = process.stdout): ChalkInstan
 export function spinnerAllowed(): boolean {
   return (
     process.stderr.isTTY === true &&
+    // ora redraws forever on a terminal that reports no width (script(1), some CI shells).
+    (process.stderr.columns ?? 0) > 0 &&
     !process.env.CI &&
     process.env.TERM !== 'dumb' &&
     !mode.json &&
