@@ -194,7 +194,8 @@ if (opt.snapshot) {
   fs.mkdirSync(path.join(cli, 'bin'), { recursive: true });
   fs.copyFileSync(path.join(REPO, 'package.json'), path.join(cli, 'package.json'));
   fs.copyFileSync(STASIS_BIN, path.join(cli, 'bin', 'stasis'));
-  fs.cpSync(path.join(REPO, 'dist'), path.join(cli, 'dist'), { recursive: true });
+  // dist is a symlink to the current build (scripts/build.mjs): copy what it points at.
+  fs.cpSync(fs.realpathSync(path.join(REPO, 'dist')), path.join(cli, 'dist'), { recursive: true });
   STASIS_BIN = path.join(cli, 'bin', 'stasis');
 }
 
