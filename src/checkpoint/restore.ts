@@ -77,6 +77,15 @@ function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): { rootfs: Provi
   return { rootfs: { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle } };
 }
 
+/** A JSON file of a checkpoint (untrusted input): a clear error when it is missing or damaged. */
+function readCheckpointJson<T = unknown>(dir: string, name: string): T {
+  try {
+    return JSON.parse(readFileSync(join(dir, name), 'utf8')) as T;
+  } catch (err) {
+    throw new StasisError(`checkpoint ${dir}: ${name} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not valid JSON (${(err as Error).message})`}`);
+  }
+}
+
 export async function restoreContainer(
   runtime: Runtime,
   id: string,
@@ -122,13 +131,13 @@ export async function restoreContainer(
         });
       }
     }
-    const spec = JSON.parse(readFileSync(join(dir, SPEC_FILE), 'utf8')) as OciSpec;
+    const spec = readCheckpointJson<OciSpec>(dir, SPEC_FILE);
     if (spec.process) spec.process.terminal = false;
     const diffTar = join(dir, DIFF_TAR);
     const deletedFile = join(dir, DELETED_FILES);
     const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
     if (hasDiff) checkEntriesSafe(await readTarEntries(diffTar), { rootfsLayer: true });
-    const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? JSON.parse(readFileSync(deletedFile, 'utf8')) : [];
+    const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? readCheckpointJson(dir, DELETED_FILES) : [];
     const plan: ProvisionPlan = {
       spec,
       rootfs,
