@@ -27,6 +27,10 @@ export async function execInContainer(runtime: Runtime, id: string, opts: ExecOp
   if (info.status !== 'running') {
     throw new StasisError(`cannot exec in container ${id}: it is ${info.status}`, { exitCode: EXIT_TOOL });
   }
+  if (opts.tty && !process.stdin.isTTY) {
+    // runc would fail opening /dev/tty with a bare "no such device or address".
+    throw new StasisError('exec -t needs stasis to run in a terminal', { exitCode: EXIT_TOOL, hint: 'run it from a terminal, or drop -t' });
+  }
   const execId = randomUUID().slice(0, 12);
   const pidFile = join(runtime.store.containerDir(id), `exec-${execId}.pid`);
   const args = [...runtime.runc.globalArgs(), 'exec', '--pid-file', pidFile];
