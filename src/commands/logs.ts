@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { StasisError, notFound } from '../errors.ts';
-import { followLog, logSize, readLog, tailRecords, type LogRecord } from '../runtime/logs.ts';
+import { followLog, readLog, tailRecords, type LogRecord } from '../runtime/logs.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { idArg, parsePositiveInt } from './flags.ts';
 
@@ -41,12 +41,11 @@ export const command: CommandModule<GlobalArgs, Args> = {
     }
     const logPath = join(dir, 'ctr.log');
     const print = (r: LogRecord) => (r.stream === 'stdout' ? process.stdout : process.stderr).write(r.text);
-    const records = readLog(logPath);
+    const { records, size } = readLog(logPath);
     (tail === undefined ? records : tailRecords(records, tail)).forEach(print);
     if (!argv.follow) return;
     const exited = () => runtime.hasExited(id);
-    const start = records.length === 0 ? 0 : logSize(logPath);
-    for await (const record of followLog(logPath, { fromOffset: start, finished: exited })) print(record);
+    for await (const record of followLog(logPath, { fromOffset: size, finished: exited })) print(record);
     if (!runtime.store.exists(id)) throw notFound(id);
   },
 };

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { followLines } from '../state/follow.ts';
-export { fileSize as logSize } from '../state/follow.ts';
 
 // conmon's k8s-file log: one record per line, "<RFC3339Nano> <stdout|stderr> <F|P> <text>",
 // where P marks a partial line (the text had no newline yet).
@@ -47,9 +46,13 @@ export function tailRecords(records: LogRecord[], lines: number): LogRecord[] {
   return records;
 }
 
-export function readLog(path: string): LogRecord[] {
-  if (!existsSync(path)) return [];
-  return parseRecords(readFileSync(path, 'utf8'));
+/** The records in the log now, and the byte offset where they end (to follow from there). */
+export function readLog(path: string): { records: LogRecord[]; size: number } {
+  if (!existsSync(path)) return { records: [], size: 0 };
+  const bytes = readFileSync(path);
+  // Only complete lines: a record being written is picked up by the follower.
+  const end = bytes.lastIndexOf(0x0a) + 1;
+  return { records: parseRecords(bytes.subarray(0, end).toString('utf8')), size: end };
 }
 
 /** Streams records appended to a log until `finished()` is true and everything written is read. */
