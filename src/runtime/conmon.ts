@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { StasisError } from '../errors.ts';
 import { debugLog, showCommand } from './proc.ts';
+import { runcMessage } from './runc.ts';
 
 export interface MonitorOptions {
   conmon: string;
@@ -107,19 +108,10 @@ export function startMonitor(opts: MonitorOptions): Promise<number> {
       const pid = message.pid ?? message.data ?? -1;
       debugLog(`monitor reported ${reply.slice(0, newline)}`);
       if (pid > 0) finish(null, pid);
-      else finish(new StasisError(cleanRuntimeError(message.message ?? 'the runtime failed without a message')));
+      else finish(new StasisError(runcMessage(message.message ?? '')));
     });
     syncPipe.on('end', () => {
       finish(new StasisError('the monitor exited without reporting the container (see `stasis doctor`)'));
     });
   });
-}
-
-/** conmon forwards runc's stderr, which is logrus text; keep the messages. */
-export function cleanRuntimeError(text: string): string {
-  const unescape = (m: string) => m.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? ' ' : c));
-  const found = [...text.matchAll(/msg="((?:[^"\\]|\\.)*)"/g)].map((m) => unescape(m[1]).trim());
-  // runc retries some cleanup steps and logs each try: keep one of each, and the error.
-  const messages = [...new Set(found)].filter((m) => !/will retry/.test(m));
-  return (messages.length > 0 ? messages.join('; ') : unescape(text)).trim();
 }

@@ -2,7 +2,9 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND, EXIT_TOOL, StasisError } from '../errors.ts';
+import { EXIT_TOOL, StasisError } from '../errors.ts';
+import { classifyExecFailure } from './exec-errors.ts';
+import { runcMessage } from './runc.ts';
 import { debugLog, showCommand } from './proc.ts';
 import type { Runtime } from './runtime.ts';
 import { viewOf } from './view.ts';
@@ -65,11 +67,8 @@ export async function execInContainer(runtime: Runtime, id: string, opts: ExecOp
     });
     announce();
     if (!announced) {
-      const message = stderr.match(/msg="((?:[^"\\]|\\.)*)"/)?.[1]?.replace(/\\(.)/g, '$1') ?? (stderr.trim() || `runc exec exited ${code}`);
-      let exitCode = EXIT_TOOL;
-      if (/executable file not found|no such file or directory/.test(message)) exitCode = EXIT_NOT_FOUND;
-      else if (/permission denied/.test(message)) exitCode = EXIT_CANNOT_INVOKE;
-      throw new StasisError(`exec in ${id}: ${message}`, { exitCode });
+      const message = stderr.trim() === '' ? `runc exec exited ${code}` : runcMessage(stderr);
+      throw classifyExecFailure(new StasisError(`exec in ${id}: ${message}`, { exitCode: EXIT_TOOL }));
     }
     if (signal) return 128 + ((constants.signals as Record<string, number>)[signal] ?? 0);
     return code ?? EXIT_TOOL;

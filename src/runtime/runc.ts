@@ -1,15 +1,19 @@
 import { StasisError } from '../errors.ts';
 import { run, type RunResult } from './proc.ts';
 
-/** runc prints logrus lines (time=… level=error msg="…"); keep just the messages. */
+/**
+ * runc prints logrus lines (time=… level=error msg="…"), directly or through
+ * conmon; keep just the messages, once each. runc retries some cleanup steps
+ * and logs every try ("will retry"): those are not why anything failed.
+ */
 export function runcMessage(stderr: string): string {
   const messages: string[] = [];
   for (const line of stderr.split('\n')) {
     const match = /level=(?:error|fatal|warning)\s+msg="((?:[^"\\]|\\.)*)"/.exec(line);
-    if (match) messages.push(match[1].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? ' ' : c)));
+    if (match) messages.push(match[1].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? ' ' : c)).trim());
     else if (line.trim() !== '' && !line.startsWith('time=')) messages.push(line.trim());
   }
-  return messages.join('; ') || 'runc failed without a message';
+  return [...new Set(messages)].filter((m) => !/will retry/.test(m)).join('; ') || 'runc failed without a message';
 }
 
 export interface RuncState {

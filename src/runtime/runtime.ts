@@ -327,8 +327,7 @@ export class Runtime implements ContainerRuntime {
   /** Undoes a provision: stops whatever runc made, unmounts. Leaves the folder. */
   private async teardown(record: ContainerRecord): Promise<void> {
     await this.runc.raw(['delete', '--force', record.id]);
-    const conmonPid = this.store.readContainerFile(record.id, 'conmon.pid');
-    if (conmonPid) killQuietly(Number.parseInt(conmonPid.text, 10), 'SIGKILL');
+    this.killMonitor(record.id);
     for (const m of [...record.mounts].reverse()) await unmount(m.target);
     record.mounts = [];
     await this.clearLeftovers(record.id);
@@ -423,9 +422,24 @@ export class Runtime implements ContainerRuntime {
     return !this.store.exists(id) || readExitFile(this.store, id) !== null || !this.monitorAlive(id);
   }
 
-  monitorAlive(id: string): boolean {
+  private monitorPid(id: string): number | null {
     const file = this.store.readContainerFile(id, 'conmon.pid');
-    return file !== null && pidAlive(Number.parseInt(file.text, 10));
+    return file === null ? null : Number.parseInt(file.text, 10);
+  }
+
+  monitorAlive(id: string): boolean {
+    return pidAlive(this.monitorPid(id));
+  }
+
+  /** For a create that died half way: its monitor may still be there. */
+  private killMonitor(id: string): void {
+    const pid = this.monitorPid(id);
+    if (pid === null || !Number.isInteger(pid) || pid <= 0) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
 
   // ---------------------------------------------------------------- exit and delete
@@ -463,7 +477,8 @@ export class Runtime implements ContainerRuntime {
       if (!this.store.exists(id)) throw notFound(id);
       const record = this.store.read(id);
       if (record === null) return await this.removeOrphan(id, force);
-      const info = await this.info(id);
+      // We hold the lock, so a record still 'creating' belongs to a create that died.
+      const info = viewOf(this.store, record);
       if (info.status !== 'stopped' && info.status !== 'created' && !force) {
         throw new StasisError(`cannot delete container ${id}: it is ${info.status}`, {
           hint: `stop it with \`stasis kill ${id}\`, or use \`stasis delete -f ${id}\``,
@@ -514,22 +529,12 @@ export class Runtime implements ContainerRuntime {
       throw new StasisError(`cannot delete container ${id}: it is ${orphan.status}`, { hint: `use \`stasis delete -f ${id}\`` });
     }
     await this.runc.raw(['delete', '--force', id]);
-    const conmonPid = this.store.readContainerFile(id, 'conmon.pid');
-    if (conmonPid) killQuietly(Number.parseInt(conmonPid.text, 10), 'SIGKILL');
+    this.killMonitor(id);
     await this.clearLeftovers(id);
     const exit = readExitFile(this.store, id) ?? { status: 255, exitedAt: new Date().toISOString() };
     this.store.remove(id);
     this.journal.append('/containers/delete', id);
     return { id, ...exit };
-  }
-}
-
-function killQuietly(pid: number, signal: NodeJS.Signals): void {
-  if (!Number.isInteger(pid) || pid <= 0) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // already gone
   }
 }
 

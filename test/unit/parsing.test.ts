@@ -9,7 +9,6 @@ import { parseBytes } from '../../src/commands/flags.ts';
 import { parseTimeBound } from '../../src/commands/events.ts';
 import { parseLogLine, tailRecords } from '../../src/runtime/logs.ts';
 import { runcMessage } from '../../src/runtime/runc.ts';
-import { cleanRuntimeError } from '../../src/runtime/conmon.ts';
 import { classifyExecFailure } from '../../src/runtime/exec-errors.ts';
 import { applyDeletions } from '../../src/checkpoint/rootfs-diff.ts';
 import { criuErrors } from '../../src/checkpoint/image.ts';
@@ -73,7 +72,7 @@ describe('reading what runc, conmon and CRIU write', () => {
   test('runc and conmon error text', () => {
     assert.equal(runcMessage('time="2026" level=error msg="container \\"x\\" does not exist"\n'), 'container "x" does not exist');
     const conmon = 'time="x" level=warning msg="Failed to remove cgroup (will retry)"\ntime="x" level=warning msg="Failed to remove cgroup (will retry)"\ntime="x" level=error msg="criu failed: type NOTIFY errno 0\\nlog file: /x/restore.log"';
-    assert.equal(cleanRuntimeError(conmon), 'criu failed: type NOTIFY errno 0 log file: /x/restore.log');
+    assert.equal(runcMessage(conmon), 'criu failed: type NOTIFY errno 0 log file: /x/restore.log');
   });
 
   test('runc create failures become 127 and 126', () => {
