@@ -141,20 +141,42 @@ EOF
 criu_smoke_test() {
   local criu=$1 dir pid rpid ok=1
   dir=$(mktemp -d /tmp/stasis-criu-smoke.XXXXXX)
-  # shellcheck disable=SC2217 # stdio must be plain files CRIU can reopen
-  sleep 120 </dev/null >/dev/null 2>&1 &
-  pid=$!
-  # --shell-job: the sleep shares our session; dump kills it, and restore
-  # brings it back with the same PID, once we have reaped it.
-  if ! timeout 30 "$criu" dump -t "$pid" -D "$dir" -o dump.log --shell-job >/dev/null 2>&1; then
+  # The sleep gets a session of its own: when this script runs inside a PID
+  # namespace whose session leader lives outside it (CI runners do that),
+  # a process sharing our session has sid 0 there and CRIU refuses it ("A
+  # session leader ... is outside of its pid namespace"). sh writes its own
+  # PID and execs, so the PID is the sleep's even if setsid had to fork.
+  # shellcheck disable=SC2016,SC2217 # $$ is sh's; stdio must be plain files CRIU can reopen
+  # Every descriptor above 2 is closed first: one inherited from whatever
+  # started us may sit on a mount CRIU cannot see from here.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec setsid sh -c 'echo $$ >"$1"; exec sleep 120' sh "$dir/sleep.pid"
+  ) </dev/null >/dev/null 2>&1 &
+  local i
+  for ((i = 0; i < 50; i++)); do [[ -s $dir/sleep.pid ]] && break; sleep 0.1; done
+  pid=$(cat "$dir/sleep.pid" 2>/dev/null) || true
+  rm -f "$dir/sleep.pid"
+  if [[ -z $pid ]]; then
+    echo "--- could not start a test process (setsid sh -c 'exec sleep')" >&3
+    rm -rf "$dir"
+    return 1
+  fi
+  # dump kills the sleep; restore brings it back with the same PID, once
+  # it has been reaped (by us, or by init when setsid forked).
+  if ! timeout 30 "$criu" dump -t "$pid" -D "$dir" -o dump.log >/dev/null 2>&1; then
     ok=0
     kill "$pid" 2>/dev/null || true
     echo "--- criu dump failed; end of $dir/dump.log:" >&3
     tail -n 15 "$dir/dump.log" >&3 || true
   fi
-  wait "$pid" || true
+  wait || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if ((ok)); then
-    if timeout 30 "$criu" restore -D "$dir" -o restore.log --shell-job -d --pidfile "$dir/restored.pid" >/dev/null 2>&1 &&
+    if timeout 30 "$criu" restore -D "$dir" -o restore.log -d --pidfile "$dir/restored.pid" >/dev/null 2>&1 &&
        rpid=$(<"$dir/restored.pid") && kill -0 "$rpid" 2>/dev/null; then
       kill "$rpid" 2>/dev/null || true
     else
