@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
 import { checkRootfsDir } from '../runtime/create-plan.ts';
 import type { ProvisionPlan, Runtime } from '../runtime/runtime.ts';
+import { parseMountFlag } from '../runtime/mounts.ts';
 import { loadBundleSpec, type OciSpec } from '../runtime/spec.ts';
 import type { ContainerInfo } from '../runtime/view.ts';
 import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
@@ -15,6 +16,8 @@ export interface RestoreOptions {
   checkpoint?: string;
   rootfs?: string;
   bundle?: string;
+  /** --rootfs-mount flags: mounted on the bundle's rootfs before the restore (bundle checkpoints only). */
+  rootfsMounts?: string[];
   labels?: Record<string, string>;
 }
 
@@ -93,6 +96,7 @@ export async function restoreContainer(
   progress: (step: string) => void = () => undefined,
 ): Promise<RestoreResult> {
   const started = Date.now();
+  const rootfsMounts = (opts.rootfsMounts ?? []).map(parseMountFlag);
   const source = resolve(opts.checkpoint ?? latestCheckpoint(runtime, id));
   let stat;
   try {
@@ -121,6 +125,9 @@ export async function restoreContainer(
     const meta = readMeta(dir);
     if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken with --parent-path pointing at it`);
     const { rootfs } = chooseBase(meta, opts);
+    if (rootfsMounts.length > 0 && rootfs.kind !== 'bundle') {
+      throw usageError('--rootfs-mount mounts onto a bundle\'s rootfs: this checkpoint is of a --rootfs container', 'its writable layer is carried in the checkpoint and restored into a layer of its own');
+    }
     // A bundle's rootfs is restored as it is now (the container wrote to it in
     // place), so only a read-only base can be checked against the checkpoint.
     if (rootfs.kind === 'overlay') {
@@ -141,7 +148,7 @@ export async function restoreContainer(
     const plan: ProvisionPlan = {
       spec,
       rootfs,
-      rootfsMounts: [],
+      rootfsMounts,
       stdio: { stdin: null, stdout: null, stderr: null, inherit: 'none' },
       labels: opts.labels ?? meta.labels,
       autoRemove: false,

@@ -13,6 +13,9 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const id = idArg(argv.id);
     const runtime = runtimeFrom(argv);
     const info = await runtime.container(id).state();
-    printJson({ ...info, stateDir: runtime.store.containerDir(id) });
+    // What stasis mounted for it (the overlay of a --rootfs container, --rootfs-mount ones), so an
+    // admin can see what delete will unmount.
+    const mounts = runtime.store.read(id)?.mounts ?? [];
+    printJson({ ...info, mounts, stateDir: runtime.store.containerDir(id) });
   },
 };

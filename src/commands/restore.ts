@@ -18,6 +18,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .option('checkpoint', { type: 'string', describe: 'checkpoint folder or exported archive (default: the latest checkpoint of ID)' })
       .option('rootfs', { type: 'string', describe: "restore onto this copy of the base rootfs (default: the checkpoint's)" })
       .option('bundle', { type: 'string', describe: "restore onto this bundle's rootfs, written in place" })
+      .option('rootfs-mount', { type: 'string', coerce: toArray, describe: "mount type=T,source=S,options=O1:O2 on the bundle's rootfs first (repeatable; in place: the container's own)" })
       .option('label', { type: 'string', coerce: toArray, describe: "labels K=V (default: the checkpointed container's)" })
       .example('$0 restore web', 'bring back the container a checkpoint stopped')
       .example('$0 restore web2 --checkpoint web.tar.zst --rootfs /srv/web', 'restore an archive under another ID') as never,
@@ -28,7 +29,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
 
 /** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
 export async function restoreFromFlags(runtime: Runtime, id: string, argv: CreateFlags & { cmd?: string[]; '--'?: unknown }): Promise<void> {
-  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr', 'rootfsMount'] as const).filter((key) => argv[key] !== undefined);
+  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr'] as const).filter((key) => argv[key] !== undefined);
   if (ignored.length > 0 || (argv.cmd?.length ?? 0) > 0 || ((argv['--'] as unknown[] | undefined)?.length ?? 0) > 0) {
     const names = ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
     throw usageError(`${[...names, ...(argv.cmd?.length || (argv['--'] as unknown[] | undefined)?.length ? ['a command'] : [])].join(', ')} cannot be used with a restore: the checkpoint's own spec is restored`);
@@ -38,7 +39,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string, argv: Creat
     const result = await restoreContainer(
       runtime,
       id,
-      { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, labels: argv.label ? parseKeyValues('label', toArray(argv.label)) : undefined },
+      { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, rootfsMounts: toArray(argv.rootfsMount), labels: argv.label ? parseKeyValues('label', toArray(argv.label)) : undefined },
       (step) => progress.step(`${id}: ${step}`),
     );
     progress.stop();

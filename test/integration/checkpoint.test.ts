@@ -140,6 +140,46 @@ describe('checkpoint and restore with real runc, CRIU and conmon', () => {
     await env.ok(['delete', '-f', 'bun', 'bun3']);
   });
 
+  test('a --bundle container on a --rootfs-mount overlay moves to a copy of its upper layer', async () => {
+    const bundle = env.makeBundle('mounted', ['sh', '-c', 'echo before > /made-before; rm /etc/group; i=0; while true; do echo "count $i"; i=$((i+1)); sleep 0.2; done']);
+    const layer = (name: string) => {
+      for (const sub of ['upper', 'work']) mkdirSync(join(env.root, name, sub), { recursive: true });
+      return `type=overlay,source=overlay,options=lowerdir=${ROOTFS}:upperdir=${join(env.root, name, 'upper')}:workdir=${join(env.root, name, 'work')}`;
+    };
+    const first = layer('layer1');
+    await env.ok(['run', '-d', 'om', '--bundle', bundle, '--rootfs-mount', first]);
+    const before = await counterAdvances(env, 'om', 1);
+    // In place: the container's own mounts come back without the flag.
+    await env.ok(['checkpoint', 'om']);
+    await env.ok(['restore', 'om']);
+    assert.deepEqual(mountedUnder(join(bundle, 'rootfs')), [join(bundle, 'rootfs')]);
+    const moved = await counterAdvances(env, 'om', before);
+
+    // Elsewhere: export, remove the original, copy its upper layer, restore onto the copy.
+    const archive = join(env.root, 'om.tar.gz');
+    await env.ok(['checkpoint', 'om', '--export', archive]);
+    await env.ok(['delete', 'om']);
+    assert.deepEqual(mountedUnder(join(bundle, 'rootfs')), []);
+    const second = layer('layer2');
+    // cp -a, as an admin would: the layer's whiteouts are device nodes.
+    const copy = spawnSync('cp', ['-a', `${join(env.root, 'layer1', 'upper')}/.`, join(env.root, 'layer2', 'upper')]);
+    assert.equal(copy.status, 0, String(copy.stderr));
+    const wrongKind = await env.run(['restore', 'om2', '--checkpoint', archive, '--rootfs', ROOTFS, '--rootfs-mount', second]);
+    assert.equal(wrongKind.code, 2, wrongKind.stderr);
+    await env.ok(['restore', 'om2', '--checkpoint', archive, '--bundle', bundle, '--rootfs-mount', second]);
+    assert.deepEqual(mountedUnder(join(bundle, 'rootfs')), [join(bundle, 'rootfs')]);
+    const info = await env.json(['info', 'om2']);
+    assert.equal(info.status, 'running');
+    assert.deepEqual(info.mounts.map((m: { target: string }) => m.target), [join(bundle, 'rootfs')]);
+    assert.match(JSON.stringify(info.mounts), /layer2/);
+    await counterAdvances(env, 'om2', moved);
+    assert.equal((await env.ok(['exec', 'om2', '--', 'cat', '/made-before'])), 'before\n');
+    assert.equal((await env.run(['exec', 'om2', '--', 'test', '-e', '/etc/group'])).code, 1, 'the deletion is kept');
+    await env.ok(['delete', '-f', 'om2']);
+    assert.deepEqual(mountedUnder(join(bundle, 'rootfs')), []);
+    assert.ok(existsSync(join(env.root, 'layer2', 'upper', 'made-before')), 'the layer itself is the admin\'s and stays');
+  });
+
   test('captured logs and a closed stdin survive the checkpoint', async () => {
     await env.ok(['run', '-d', 'quiet', '--', 'sh', '-c', 'cat; echo "stdin closed"; while true; do echo tick; sleep 0.2; done']);
     await eventually(async () => (await env.ok(['logs', 'quiet'])).includes('stdin closed'), 'stdin EOF');
