@@ -175,7 +175,7 @@ if (process.getuid?.() !== 0) die('run as root: containers need it');
 for (const [what, p] of [['runc', RUNC], ['criu', CRIU], ['rootfs', ROOTFS]]) {
   if (!fs.existsSync(p)) die(`${what} not found: ${p}`);
 }
-if (!fs.existsSync(path.join(REPO, 'dist', 'cli.js'))) die('stasis is not built: run `npm run build` first');
+if (!fs.existsSync(path.join(REPO, 'dist', 'cli.cjs'))) die('stasis is not built: run `npm run build` first');
 
 const TAG = `bn${process.pid.toString(36)}`; // in every ID, so a leftover is recognisable
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'stasis-bench-'));
@@ -194,6 +194,7 @@ if (opt.snapshot) {
   fs.mkdirSync(path.join(cli, 'bin'), { recursive: true });
   fs.copyFileSync(path.join(REPO, 'package.json'), path.join(cli, 'package.json'));
   fs.copyFileSync(STASIS_BIN, path.join(cli, 'bin', 'stasis'));
+  fs.copyFileSync(path.join(REPO, 'bin', 'package.json'), path.join(cli, 'bin', 'package.json'));
   // dist is a symlink to the current build (scripts/build.mjs): copy what it points at.
   fs.cpSync(fs.realpathSync(path.join(REPO, 'dist')), path.join(cli, 'dist'), { recursive: true });
   STASIS_BIN = path.join(cli, 'bin', 'stasis');

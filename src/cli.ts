@@ -107,7 +107,9 @@ export async function main(args: string[]): Promise<void> {
         throw err ?? new StasisError(msg, { exitCode: EXIT_USAGE });
       }),
   );
-  for (const command of COMMANDS) {
+  // With the command known, only it is declared: the others would only be
+  // listed by a --help of the whole program, which has no command word.
+  for (const command of entry ? [entry] : COMMANDS) {
     if (command === entry) {
       const { command: module } = await command.load();
       parser = parser.command(module);

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { StasisError } from '../errors.ts';
-import { debugLog, showCommand } from './proc.ts';
+import { debugLog, showCommand, spawn } from './proc.ts';
 import { runcMessage } from './runc.ts';
 
 export interface MonitorOptions {

@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { EXIT_TOOL, StasisError } from '../errors.ts';
 import { classifyExecFailure } from './exec-errors.ts';
 import { runcMessage } from './runc.ts';
-import { debugLog, showCommand } from './proc.ts';
+import { debugLog, showCommand, spawn } from './proc.ts';
 import type { Runtime } from './runtime.ts';
 import { viewOf } from './view.ts';
 import { constants } from 'node:os';

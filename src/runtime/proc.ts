@@ -1,10 +1,16 @@
-import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 
 // Every external command stasis runs goes through here, so --debug can show
 // each runc / criu / conmon command line on stderr.
 
 let debugEnabled = false;
+
+/**
+ * node:child_process, loaded on first use: it pulls in streams and sockets,
+ * several milliseconds that commands which spawn nothing (ps, info, logs) skip.
+ */
+export const spawn: typeof import('node:child_process').spawn = ((...args: unknown[]) =>
+  (process.getBuiltinModule('node:child_process').spawn as (...a: unknown[]) => unknown)(...args)) as never;
 
 export function setDebug(enabled: boolean): void {
   debugEnabled = enabled;

@@ -15,7 +15,7 @@ const MAN_DIR = join(REPO, 'man');
 const IGNORED = new Set(['help', 'version']);
 
 function helpText(args: string[]): string {
-  assert.ok(existsSync(join(REPO, 'dist', 'cli.js')), 'dist/cli.js is missing: run `npm run build` first');
+  assert.ok(existsSync(join(REPO, 'dist', 'cli.cjs')), 'dist/cli.cjs is missing: run `npm run build` first');
   return execFileSync(process.execPath, [BIN, ...args, '--help'], {
     cwd: REPO,
     encoding: 'utf8',
