@@ -117,9 +117,7 @@ export async function checkpointContainer(
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
     let rootfsMs = 0;
     const dumpStarted = Date.now();
-    // Versions and the base's fingerprint do not depend on the dump: gather them meanwhile.
-    const facts = gatherFacts(runtime, record.rootfs.base);
-    facts.catch(() => undefined);
+    let facts: Promise<Facts> | null = null;
     try {
       // Frozen while the files are captured, so that memory and files agree.
       progress('pausing');
@@ -132,7 +130,13 @@ export async function checkpointContainer(
         rootfsMs = Date.now() - rootfsStarted;
       }
       progress(opts.preDump ? 'pre-dumping memory with CRIU' : 'dumping with CRIU');
-      await dump(runtime, record, workDir, finalPath, opts, restoreArgs, leaveRunning);
+      // dump() has started runc when it returns its promise. Versions and the
+      // base's fingerprint do not depend on the dump: they are gathered while
+      // CRIU works, not before the pause (each spawn holds up this thread).
+      const dumping = dump(runtime, record, workDir, finalPath, opts, restoreArgs, leaveRunning);
+      facts = gatherFacts(runtime, record.rootfs.base);
+      facts.catch(() => undefined);
+      await dumping;
       if (!leaveRunning) paused = false;
       await writeMetadata(record, workDir, opts, restoreArgs, now, await facts);
       renameSync(workDir, finalPath);

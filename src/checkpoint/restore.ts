@@ -122,6 +122,7 @@ export async function restoreContainer(
       unpackMs = Date.now() - unpackStarted;
       dir = unpacked;
     }
+    progress('checking the checkpoint');
     const meta = readMeta(dir);
     if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken with --parent-path pointing at it`);
     const { rootfs } = chooseBase(meta, opts);

@@ -3,6 +3,7 @@ import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { idArg } from './flags.ts';
+import { debugLog } from '../runtime/proc.ts';
 
 type Args = GlobalArgs & {
   id: string;
@@ -51,7 +52,10 @@ export const command: CommandModule<GlobalArgs, Args> = {
           preDump: argv.preDump === true,
           parentPath: argv.parentPath,
         },
-        (step) => progress.step(`${id}: ${step}`),
+        (step) => {
+        debugLog(`step: ${step}`);
+        progress.step(`${id}: ${step}`);
+      },
       );
       progress.stop();
       if (isJson()) printJson(result);

@@ -6,6 +6,7 @@ import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { idArg, parseKeyValues, toArray, type CreateFlags } from './flags.ts';
+import { debugLog } from '../runtime/proc.ts';
 
 type Args = GlobalArgs & CreateFlags & { id: string };
 
@@ -40,7 +41,10 @@ export async function restoreFromFlags(runtime: Runtime, id: string, argv: Creat
       runtime,
       id,
       { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, rootfsMounts: toArray(argv.rootfsMount), labels: argv.label ? parseKeyValues('label', toArray(argv.label)) : undefined },
-      (step) => progress.step(`${id}: ${step}`),
+      (step) => {
+        debugLog(`step: ${step}`);
+        progress.step(`${id}: ${step}`);
+      },
     );
     progress.stop();
     if (isJson()) printJson({ ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, timingsMs: result.timingsMs, criu: result.criu });
