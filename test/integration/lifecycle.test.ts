@@ -122,6 +122,26 @@ describe('container lifecycle on real runc + conmon', () => {
     assert.equal(fromFile.stdout.trim(), '2');
   });
 
+  test('delete -f stops a running, a created and a paused container and leaves nothing behind', async () => {
+    await env.ok(['run', '-d', 'fr', '--', 'sh', '-c', 'sleep 100 & sleep 100']);
+    await env.ok(['create', 'fc', '--', 'sleep', '100']);
+    await env.ok(['run', '-d', 'fp', '--', 'sleep', '100']);
+    await env.ok(['pause', 'fp']);
+    for (const id of ['fr', 'fc', 'fp']) {
+      const info = await env.json(['info', id]);
+      const cgroup = JSON.parse(readFileSync(join(info.stateDir, 'config.json'), 'utf8')).linux.cgroupsPath;
+      const result = await env.run(['delete', '-f', id]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, new RegExp(`^${id} exited with status 137 at `));
+      assert.throws(() => process.kill(info.pid, 0), `${id}'s process is gone`);
+      assert.equal(existsSync(join(env.stateDir, 'runc', id)), false, `runc's state of ${id}`);
+      assert.equal(existsSync(`/sys/fs/cgroup/pids${cgroup}`), false, `${id}'s cgroup`);
+      assert.equal(existsSync(info.stateDir), false, `${id}'s folder`);
+      const exits = await env.ok(['events', '--no-follow', '--topic', '/tasks/exit', id]);
+      assert.match(exits, /"status":137/);
+    }
+  });
+
   test('the base rootfs is never written and containers share it', async () => {
     await env.ok(['run', '--rm', 'w1', '--', 'sh', '-c', 'echo one > /etc/written; rm /etc/hosts']);
     await env.ok(['run', '--rm', 'w2', '--', 'sh', '-c', 'test ! -e /etc/written && test -e /etc/hosts']);
