@@ -5,7 +5,7 @@ import { checkRootfsDir } from '../runtime/create-plan.ts';
 import type { ProvisionPlan, Runtime } from '../runtime/runtime.ts';
 import { parseMountFlag } from '../runtime/mounts.ts';
 import { loadBundleSpec, type OciSpec } from '../runtime/spec.ts';
-import type { ContainerInfo } from '../runtime/view.ts';
+import { viewOf, type ContainerInfo } from '../runtime/view.ts';
 import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
 import { IMAGES_DIR, SPEC_FILE, readCriuStats, readMeta, type CheckpointMeta } from './image.ts';
 import { extractTar, readTarEntries, checkEntriesSafe } from './tar.ts';
@@ -97,19 +97,22 @@ export async function restoreContainer(
 ): Promise<RestoreResult> {
   const started = Date.now();
   const rootfsMounts = (opts.rootfsMounts ?? []).map(parseMountFlag);
+  // Refuse a duplicate before looking for a checkpoint or unpacking anything.
+  if (runtime.store.exists(id)) {
+    const existing = runtime.store.read(id);
+    if (!existing?.checkpointedStop) {
+      const status = existing ? viewOf(runtime.store, existing).status : null;
+      throw new StasisError(`container ${id} already exists${status ? ` (${status})` : ''}: only a container a checkpoint stopped is restored in place`, {
+        hint: `restore under another ID, or remove it first with \`stasis delete -f ${id}\``,
+      });
+    }
+  }
   const source = resolve(opts.checkpoint ?? latestCheckpoint(runtime, id));
   let stat;
   try {
     stat = statSync(source);
   } catch {
     throw new StasisError(`checkpoint ${source} does not exist`);
-  }
-  // Refuse a duplicate before unpacking anything.
-  if (runtime.store.exists(id)) {
-    const existing = runtime.store.read(id);
-    if (!existing?.checkpointedStop) {
-      throw new StasisError(`container ${id} already exists`, { hint: `choose another ID, or remove it first with \`stasis delete -f ${id}\`` });
-    }
   }
   let unpacked: string | null = null;
   let unpackMs: number | null = null;

@@ -286,7 +286,11 @@ describe('checkpoint and restore failures change nothing', () => {
 
     const duplicate = await env.run(['restore', 'src', '--checkpoint', image]);
     assert.equal(duplicate.code, 1);
-    assert.match(duplicate.stderr, /container src already exists/);
+    assert.match(duplicate.stderr, /container src already exists \(running\)/);
+    // Without --checkpoint too: the running container is the problem, not a missing checkpoint.
+    const runningInPlace = await env.run(['restore', 'src']);
+    assert.equal(runningInPlace.code, 1);
+    assert.match(runningInPlace.stderr, /container src already exists \(running\): only a container a checkpoint stopped is restored in place/);
 
     assert.deepEqual(env.containerIds(), ['src']);
     assert.deepEqual(mountedUnder(env.stateDir), [join(env.stateDir, 'containers', 'src', 'rootfs')]);
