@@ -146,11 +146,12 @@ criu_smoke_test() {
   # a process sharing our session has sid 0 there and CRIU refuses it ("A
   # session leader ... is outside of its pid namespace"). sh writes its own
   # PID and execs, so the PID is the sleep's even if setsid had to fork.
-  # shellcheck disable=SC2016,SC2217 # $$ is sh's; stdio must be plain files CRIU can reopen
   # Every descriptor above 2 is closed first: one inherited from whatever
-  # started us may sit on a mount CRIU cannot see from here.
+  # started us may sit on a mount CRIU cannot see from here. stdio is
+  # /dev/null, which CRIU can reopen.
+  # shellcheck disable=SC2016 # $$ is sh's
   (
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID/fd/"*; do
       fd=${fd##*/}
       ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
     done
