@@ -53,9 +53,9 @@ export const command: CommandModule<GlobalArgs, Args> = {
           parentPath: argv.parentPath,
         },
         (step) => {
-        debugLog(`step: ${step}`);
-        progress.step(`${id}: ${step}`);
-      },
+          debugLog(`step: ${step}`);
+          progress.step(`${id}: ${step}`);
+        },
       );
       progress.stop();
       if (isJson()) printJson(result);
