@@ -58,8 +58,9 @@ export function readLog(path: string): { records: LogRecord[]; size: number } {
 /** Streams records appended to a log until `finished()` is true and everything written is read. */
 export async function* followLog(path: string, opts: { fromOffset: number; finished: () => boolean }): AsyncGenerator<LogRecord> {
   // conmon writes the exit file only after draining the container's pipes,
-  // so once it exists one more read gets the rest.
-  for await (const line of followLines(path, { fromOffset: opts.fromOffset, done: opts.finished, pollMs: 100 })) {
+  // so once it exists one more read gets the rest. The exit file is beside
+  // the log: watching the folder notices it at once.
+  for await (const line of followLines(path, { fromOffset: opts.fromOffset, done: opts.finished, pollMs: 100, watchDir: true })) {
     const record = line === '' ? null : parseLogLine(line);
     if (record) yield record;
   }

@@ -1,4 +1,5 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync, watch } from 'node:fs';
+import { dirname } from 'node:path';
 
 /** The size of a file, 0 when it does not exist (yet). */
 export function fileSize(path: string): number {
@@ -18,9 +19,14 @@ export function fileSize(path: string): number {
  * Yields the complete lines appended to a file after byte `fromOffset`, as
  * they arrive (fs.watch wakes us; a timer covers a file created later), until
  * `done()` is true — checked *before* each read, so the last read still sees
- * whatever was written before `done()` became true.
+ * whatever was written before `done()` became true. With `watchDir`, the
+ * file's folder is watched instead, so that a file appearing beside it (a
+ * container's exit file) wakes us as soon as a write to the file does.
  */
-export async function* followLines(path: string, opts: { fromOffset: number; done: () => boolean; pollMs: number; signal?: AbortSignal }): AsyncGenerator<string> {
+export async function* followLines(
+  path: string,
+  opts: { fromOffset: number; done: () => boolean; pollMs: number; signal?: AbortSignal; watchDir?: boolean },
+): AsyncGenerator<string> {
   let offset = opts.fromOffset;
   let pending = '';
   let wake: (() => void) | null = null;
@@ -30,7 +36,8 @@ export async function* followLines(path: string, opts: { fromOffset: number; don
   try {
     for (;;) {
       const finished = opts.done() || opts.signal?.aborted === true;
-      if (watcher === null && existsSync(path)) watcher = watch(path, poke);
+      const watched = opts.watchDir ? dirname(path) : path;
+      if (watcher === null && existsSync(watched)) watcher = watch(watched, poke);
       if (existsSync(path)) {
         const fd = openSync(path, 'r');
         try {
