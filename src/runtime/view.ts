@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { ContainerRecord, ExitRecord, StateStore } from '../state/store.ts';
 
 export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
@@ -11,13 +12,25 @@ export interface ContainerInfo
   note?: string;
 }
 
+/**
+ * Whether a process still runs. A zombie does not: a monitor whose parent
+ * (whatever init adopted it, e.g. in a CI runner's PID namespace) has not
+ * reaped it yet still answers kill(pid, 0).
+ */
 export function pidAlive(pid: number | null): boolean {
   if (pid === null || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // "PID (comm) S ...": the state follows the last ')', as comm may hold one.
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
   }
 }
 

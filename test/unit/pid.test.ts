@@ -1,0 +1,34 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pidAlive } from '../../src/runtime/view.ts';
+
+describe('pidAlive', () => {
+  test('a running process is alive; a missing one and a zombie are not', async () => {
+    assert.equal(pidAlive(process.pid), true);
+    assert.equal(pidAlive(null), false);
+    assert.equal(pidAlive(0), false);
+    // `true` runs in the background of a shell that then becomes `sleep`,
+    // which never reaps it: once it has exited, it is a zombie.
+    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const [chunk] = (await once(parent.stdout!, 'data')) as [Buffer];
+    const zombie = Number.parseInt(chunk.toString(), 10);
+    try {
+      for (let i = 0; i < 50 && !/\) Z /.test(await readStat(zombie)); i++) await sleep(20);
+      assert.match(await readStat(zombie), /\) Z /, 'the test process is a zombie');
+      assert.doesNotThrow(() => process.kill(zombie, 0), 'kill(pid, 0) still answers for a zombie');
+      assert.equal(pidAlive(zombie), false);
+    } finally {
+      parent.kill('SIGKILL');
+    }
+    await once(parent, 'close');
+    assert.equal(pidAlive(zombie), false, 'reaped: gone');
+  });
+});
+
+async function readStat(pid: number): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  return readFile(`/proc/${pid}/stat`, 'latin1').catch(() => '');
+}
