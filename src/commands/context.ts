@@ -55,5 +55,6 @@ export function runtimeFrom(argv: GlobalArgs): Runtime {
     criu,
     conmon: which(process.env.STASIS_CONMON ?? 'conmon') ?? 'conmon',
     cliCommand: [process.execPath, cliEntry ? realpathSync(cliEntry) : resolve('bin/stasis')],
+    flock: which('flock'),
   });
 }

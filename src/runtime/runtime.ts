@@ -28,7 +28,12 @@ export interface RuntimeConfig {
   conmon: string;
   /** argv prefix that runs this CLI again (conmon's exit command). */
   cliCommand: string[];
+  /** util-linux flock, which bounds how many exit hooks run at once; null: unbounded. */
+  flock?: string | null;
 }
+
+/** At most this many exit hooks (each a short Node process) run at once. */
+const EXIT_HOOK_SLOTS = 4;
 
 /** How the container's stdio is wired. */
 export interface StdioPlan {
@@ -280,7 +285,7 @@ export class Runtime implements ContainerRuntime {
         logPath: record.stdio.mode === 'log' ? join(dir, 'ctr.log') : null,
         stdio,
         terminal: record.tty && plan.stdio.inherit === 'none',
-        exitCommand: [...this.config.cliCommand, '--state-dir', this.store.paths.root, '--runc', this.config.runc, '__exit', id, record.instance],
+        exitCommand: this.exitCommand(id, record.instance),
         restoreImage: plan.restore?.imagesDir,
         restoreArgs: plan.restore?.runcArgs,
       });
@@ -322,6 +327,24 @@ export class Runtime implements ContainerRuntime {
       plan.stdout ? open(plan.stdout, 'a') : inheritOutput ? 1 : open(join(dir, 'stdout.log'), 'a'),
       plan.stderr ? open(plan.stderr, 'a') : inheritOutput ? 2 : open(join(dir, 'stderr.log'), 'a'),
     ];
+  }
+
+  /**
+   * What conmon runs when the container exits: `stasis __exit ID INSTANCE`,
+   * which records the exit in the journal. When many containers exit at once
+   * (a host shutting them down, a kill of all), each would start a Node
+   * process of ~40 MB together; behind flock on one of a few slot files, at
+   * most EXIT_HOOK_SLOTS run at a time and the rest wait in flock (~1 MB).
+   */
+  private exitCommand(id: string, instance: string): string[] {
+    const hook = [...this.config.cliCommand, '--state-dir', this.store.paths.root, '--runc', this.config.runc, '__exit', id, instance];
+    if (!this.config.flock) return hook;
+    const slots = join(this.store.paths.root, 'exit-hooks');
+    mkdirSync(slots, { recursive: true, mode: 0o700 });
+    const slot = Number.parseInt(fnv1a(id), 16) % EXIT_HOOK_SLOTS;
+    // -w: a hook that cannot get its slot in 10 minutes gives up; the exit
+    // is still in conmon's exit file, which every command reads.
+    return [this.config.flock, '-w', '600', join(slots, `slot-${slot}`), ...hook];
   }
 
   /** Undoes a provision: stops whatever runc made, unmounts. Leaves the folder. */

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { COUNTER, TestEnv, eventually, mountedUnder, ROOTFS } from '../helpers.ts';
@@ -120,6 +120,51 @@ describe('container lifecycle on real runc + conmon', () => {
     const fromFile = await env.run(['run', '--rm', 'fromfile', '--stdin', input, '--', 'wc', '-l']);
     assert.equal(fromFile.code, 0, fromFile.stderr);
     assert.equal(fromFile.stdout.trim(), '2');
+  });
+
+  test('when many containers exit at once, every exit is recorded and at most 4 exit hooks run at a time', async () => {
+    const ids = Array.from({ length: 12 }, (_, i) => `many${i}`);
+    for (const id of ids) await env.ok(['run', '-d', id, '--', 'sleep', '100']);
+    /** Node processes running `stasis __exit` for this state dir (not the flock processes queued in front of them). */
+    const runningHooks = () => {
+      let count = 0;
+      for (const name of readdirSync('/proc')) {
+        if (!/^\d+$/.test(name)) continue;
+        try {
+          const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+          if (argv[0] === process.execPath && argv.includes('__exit') && argv.includes(env.stateDir)) count++;
+        } catch { /* gone */ }
+      }
+      return count;
+    };
+    let most = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        most = Math.max(most, runningHooks());
+        await sleep(5);
+      }
+    })();
+    try {
+      // All at once, as a host shutting down or the OOM killer would: straight from here.
+      const pids = (await env.json(['ps'])).map((c: { pid: number }) => c.pid);
+      assert.equal(pids.length, ids.length);
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      const journal = join(env.stateDir, 'events.jsonl');
+      await eventually(
+        () => readFileSync(journal, 'utf8').split('\n').filter((l) => l.includes('"topic":"/tasks/exit"') && l.includes('"id":"many')).length === ids.length,
+        'all 12 /tasks/exit events',
+        30_000,
+      );
+      await eventually(() => runningHooks() === 0, 'the hooks to finish');
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    assert.ok(most >= 1, 'the sampler saw the hooks run');
+    assert.ok(most <= 4, `${most} exit hooks ran at once`);
+    for (const id of ids) assert.equal((await env.json(['info', id])).exit.status, 137);
+    await env.ok(['delete', ...ids]);
   });
 
   test('delete -f stops a running, a created and a paused container and leaves nothing behind', async () => {

@@ -10,13 +10,14 @@ describe('pidAlive', () => {
     assert.equal(pidAlive(process.pid), true);
     assert.equal(pidAlive(null), false);
     assert.equal(pidAlive(0), false);
-    // `true` runs in the background of a shell that then becomes `sleep`,
-    // which never reaps it: once it has exited, it is a zombie.
-    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // A short sleep runs in the background of a shell that then becomes a
+    // long sleep, which never reaps it: once it has exited, it is a zombie.
+    // (It outlives the exec, so the shell cannot reap it first.)
+    const parent = spawn('sh', ['-c', 'sleep 0.5 & echo $!; exec sleep 10'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const [chunk] = (await once(parent.stdout!, 'data')) as [Buffer];
     const zombie = Number.parseInt(chunk.toString(), 10);
     try {
-      for (let i = 0; i < 50 && !/\) Z /.test(await readStat(zombie)); i++) await sleep(20);
+      for (let i = 0; i < 250 && !/\) Z /.test(await readStat(zombie)); i++) await sleep(20);
       assert.match(await readStat(zombie), /\) Z /, 'the test process is a zombie');
       assert.doesNotThrow(() => process.kill(zombie, 0), 'kill(pid, 0) still answers for a zombie');
       assert.equal(pidAlive(zombie), false);
