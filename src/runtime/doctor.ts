@@ -61,6 +61,14 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
     });
   }
 
+  const flock = runtime.config.flock ?? null;
+  checks.push({
+    name: 'flock (exit hooks)',
+    ok: flock !== null,
+    required: false,
+    detail: flock ? `${flock}: at most 4 exit hooks run at once` : 'not found: when many containers exit at once, every exit starts its hook at once',
+    hint: 'apt-get install util-linux',
+  });
   checks.push({ name: 'iptables', ok: which('iptables') !== null, required: true, detail: which('iptables') ?? 'not found (CRIU locks the network with it)', hint: 'apt-get install iptables' });
 
   const filesystems = safeRead('/proc/filesystems');

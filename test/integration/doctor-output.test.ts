@@ -9,8 +9,8 @@ describe('doctor and output modes', () => {
   test('doctor reports every check and exits 0 on a set-up host', async () => {
     const result = await env.run(['doctor']);
     assert.equal(result.code, 0, result.stdout + result.stderr);
-    for (const name of ['runc', 'conmon', 'criu', 'criu check', 'iptables', 'overlayfs', 'cgroup freezer', 'state directory']) {
-      assert.match(result.stdout, new RegExp(`^ok\\s+${name.replace(/[()]/g, '\\\\$&')}`, 'm'), name);
+    for (const name of ['runc', 'conmon', 'criu', 'criu check', 'flock (exit hooks)', 'iptables', 'overlayfs', 'cgroup freezer', 'state directory']) {
+      assert.match(result.stdout, new RegExp(`^ok\\s+${name.replace(/[()]/g, '\\$&')}`, 'm'), name);
     }
     const report = await env.json(['doctor']);
     assert.equal(report.ok, true);
