@@ -10,7 +10,7 @@ import { startMonitor } from './conmon.ts';
 import { mount, overlayMount, unmount, unmountUnder } from './mounts.ts';
 import { Runc } from './runc.ts';
 import type { OciSpec } from './spec.ts';
-import { orphanView, pidAlive, readExitFile, viewOf, type ContainerInfo, type Status } from './view.ts';
+import { orphanView, processRunning, readExitFile, viewOf, type ContainerInfo, type Status } from './view.ts';
 import type { Container, ContainerRuntime } from './interfaces.ts';
 import type { ExecOptions } from './exec.ts';
 import type { CheckpointOptions } from '../checkpoint/checkpoint.ts';
@@ -432,7 +432,7 @@ export class Runtime implements ContainerRuntime {
         if (!record.checkpointing) {
           const exited = readExitFile(this.store, id);
           if (exited !== null) return exited;
-          if (record.status !== 'creating' && !pidAlive(record.pid) && !this.monitorAlive(id)) return null;
+          if (record.status !== 'creating' && !processRunning(record.pid) && !this.monitorAlive(id)) return null;
         }
       }
       if (Date.now() > deadline || opts.signal?.aborted) return null;
@@ -452,7 +452,7 @@ export class Runtime implements ContainerRuntime {
   }
 
   monitorAlive(id: string): boolean {
-    return pidAlive(this.monitorPid(id));
+    return processRunning(this.monitorPid(id));
   }
 
   /** For a create that died half way: its monitor may still be there. */

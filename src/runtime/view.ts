@@ -12,18 +12,26 @@ export interface ContainerInfo
   note?: string;
 }
 
-/**
- * Whether a process still runs. A zombie does not: a monitor whose parent
- * (whatever init adopted it, e.g. in a CI runner's PID namespace) has not
- * reaped it yet still answers kill(pid, 0).
- */
+/** Whether a process exists (kill(pid, 0)); a zombie counts. Cheap: one system call. */
 export function pidAlive(pid: number | null): boolean {
   if (pid === null || pid <= 0) return false;
   try {
     process.kill(pid, 0);
+    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Whether a process still runs: exists and is not a zombie. A daemonised
+ * monitor is reaped by whatever init adopted it, which may be late (a CI
+ * runner's PID namespace); until then kill(pid, 0) still answers for it.
+ * A container's own process is reaped at once by its monitor (a subreaper),
+ * so `ps` uses the cheaper pidAlive for those.
+ */
+export function processRunning(pid: number | null): boolean {
+  if (!pidAlive(pid)) return false;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     // "PID (comm) S ...": the state follows the last ')', as comm may hold one.
@@ -81,7 +89,7 @@ export function viewOf(store: StateStore, record: ContainerRecord): ContainerInf
 export function orphanView(store: StateStore, id: string, creating: boolean): ContainerInfo {
   const pidFile = store.readContainerFile(id, 'pid');
   const pid = pidFile ? Number.parseInt(pidFile.text, 10) : null;
-  const alive = pidAlive(pid);
+  const alive = processRunning(pid);
   return {
     id,
     status: creating ? 'creating' : alive ? 'created' : 'stopped',
