@@ -1,6 +1,6 @@
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
-import { applyGlobals, setCliEntry, type GlobalArgs } from './commands/context.ts';
+import { setCliEntry, type GlobalArgs } from './commands/context.ts';
 
 declare const __STASIS_VERSION__: string;
 
@@ -124,8 +124,7 @@ export async function main(args: string[]): Promise<void> {
   }
   if (entry === undefined) parser = parser.demandCommand(1, 'no command given: see `stasis --help`');
   try {
-    const argv = await parser.parseAsync();
-    applyGlobals(argv as GlobalArgs);
+    await parser.parseAsync();
   } catch (err) {
     let exitCode = err instanceof StasisError ? err.exitCode : 1;
     if (entry && PROCESS_STATUS_COMMANDS.has(entry.name) && exitCode < 125) exitCode = EXIT_TOOL;

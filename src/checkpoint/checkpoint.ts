@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
-import { run } from '../runtime/proc.ts';
+import { criuVersion as criuVersionOf, softDirtyTracking } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { viewOf } from '../runtime/view.ts';
@@ -55,8 +55,7 @@ async function checkOptions(runtime: Runtime, opts: CheckpointOptions): Promise<
     throw new StasisError(`--parent-path ${opts.parentPath}: not a checkpoint folder (no ${IMAGES_DIR}/ inside)`);
   }
   if (opts.preDump || opts.parentPath !== undefined) {
-    const check = await run(runtime.config.criu, ['check', '--feature', 'mem_dirty_track']).catch(() => null);
-    if (check?.exitCode !== 0) {
+    if (!(await softDirtyTracking(runtime.config.criu))) {
       const flag = opts.preDump ? '--pre-dump' : '--parent-path';
       throw new StasisError(`${flag} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, {
         hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports',
@@ -69,7 +68,7 @@ function compressionFor(path: string): void {
   try {
     compressionForPath(path);
   } catch (err) {
-    throw usageError(`--export ${path}: ${(err as Error).message.replace(/^cannot tell the archive format of \S+: /, '')}`);
+    throw usageError(`--export ${path}: ${(err as Error).message}`);
   }
 }
 
@@ -133,7 +132,7 @@ export async function checkpointContainer(
       // dump() has started runc when it returns its promise. Versions and the
       // base's fingerprint do not depend on the dump: they are gathered while
       // CRIU works, not before the pause (each spawn holds up this thread).
-      const dumping = dump(runtime, record, workDir, finalPath, opts, restoreArgs, leaveRunning);
+      const dumping = dump(runtime, record, workDir, finalPath, opts, restoreArgs);
       facts = gatherFacts(runtime, record.rootfs.base);
       facts.catch(() => undefined);
       await dumping;
@@ -149,12 +148,11 @@ export async function checkpointContainer(
       throw withCriuLog(err, kept, 'checkpoint', id);
     }
     const dumpMs = Date.now() - dumpStarted - rootfsMs;
+    record.checkpointing = false;
     if (leaveRunning) {
       await runtime.runc.raw(['resume', id]);
-      record.checkpointing = false;
     } else {
       record.status = 'stopped';
-      record.checkpointing = false;
       record.checkpointedStop = true;
       record.pid = null;
     }
@@ -184,7 +182,8 @@ export async function checkpointContainer(
       imageBytes: folderSize(finalPath),
       rootfsChanges,
       timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
-      criu: readCriuStats(join(finalPath, STATS_FILE)) ?? readCriuStats(join(finalPath, IMAGES_DIR, STATS_FILE)),
+      // writeMetadata copied CRIU's stats-dump next to the images.
+      criu: readCriuStats(join(finalPath, STATS_FILE)),
     };
   });
 }
@@ -196,10 +195,9 @@ async function dump(
   finalPath: string,
   opts: CheckpointOptions,
   restoreArgs: string[],
-  leaveRunning: boolean,
 ): Promise<void> {
   const args = ['checkpoint', '--image-path', join(workDir, IMAGES_DIR), '--work-path', workDir];
-  if (leaveRunning && !opts.preDump) args.push('--leave-running');
+  if (opts.leaveRunning && !opts.preDump) args.push('--leave-running');
   if (opts.preDump) args.push('--pre-dump');
   if (opts.parentPath !== undefined) {
     // CRIU wants the parent relative to the images folder; workDir and
@@ -222,7 +220,7 @@ interface Facts {
 async function gatherFacts(runtime: Runtime, base: string): Promise<Facts> {
   const [runcVersion, criuVersion, fingerprint] = await Promise.all([
     runtime.runc.version(),
-    run(runtime.config.criu, ['--version']).then((r) => /Version: (\S+)/.exec(r.stdout)?.[1] ?? 'unknown').catch(() => 'unknown'),
+    criuVersionOf(runtime.config.criu).then((v) => v ?? 'unknown'),
     rootfsFingerprint(base),
   ]);
   return { runcVersion, criuVersion, fingerprint };

@@ -1,10 +1,11 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
-import { checkRootfsDir } from '../runtime/create-plan.ts';
+import { bundleBase, checkRootfsDir } from '../runtime/create-plan.ts';
 import type { ProvisionPlan, Runtime } from '../runtime/runtime.ts';
+import type { ContainerRecord } from '../state/store.ts';
 import { parseMountFlag } from '../runtime/mounts.ts';
-import { loadBundleSpec, type OciSpec } from '../runtime/spec.ts';
+import type { OciSpec } from '../runtime/spec.ts';
 import { viewOf, type ContainerInfo } from '../runtime/view.ts';
 import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
 import { IMAGES_DIR, SPEC_FILE, readCriuStats, readMeta, type CheckpointMeta } from './image.ts';
@@ -30,11 +31,8 @@ export interface RestoreResult {
 }
 
 /** The newest checkpoint of `id`: the one its record names, else the newest under the checkpoint dir. */
-export function latestCheckpoint(runtime: Runtime, id: string): string {
-  if (runtime.store.exists(id)) {
-    const record = runtime.store.read(id);
-    if (record?.lastCheckpoint && existsSync(record.lastCheckpoint.path)) return record.lastCheckpoint.path;
-  }
+export function latestCheckpoint(runtime: Runtime, id: string, record: ContainerRecord | null): string {
+  if (record?.lastCheckpoint && existsSync(record.lastCheckpoint.path)) return record.lastCheckpoint.path;
   const dir = join(runtime.config.checkpointDir, id);
   const candidates = existsSync(dir)
     ? readdirSync(dir).filter((name) => !name.startsWith('.') && existsSync(join(dir, name, IMAGES_DIR))).sort()
@@ -58,7 +56,7 @@ async function unpackArchive(runtime: Runtime, archive: string): Promise<string>
   return target;
 }
 
-function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): { rootfs: ProvisionPlan['rootfs'] } {
+function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): ProvisionPlan['rootfs'] {
   if (opts.rootfs !== undefined && opts.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
   if (opts.rootfs !== undefined && meta.rootfs.kind === 'bundle') {
     throw usageError('this checkpoint is of a --bundle container: restore it onto a bundle with --bundle DIR', 'its rootfs changes were written in place, so the checkpoint does not carry them');
@@ -66,18 +64,14 @@ function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): { rootfs: Provi
   if (opts.bundle !== undefined && meta.rootfs.kind === 'overlay') {
     throw usageError('this checkpoint is of a --rootfs container: restore it onto a copy of its base with --rootfs DIR', 'the checkpoint carries its writable layer, which goes on top of that base');
   }
-  if (opts.rootfs !== undefined) return { rootfs: { kind: 'overlay', base: checkRootfsDir(opts.rootfs), userBundle: null } };
-  if (opts.bundle !== undefined) {
-    const bundleDir = resolve(opts.bundle);
-    const { rootfs } = loadBundleSpec(bundleDir);
-    return { rootfs: { kind: 'bundle', base: rootfs, userBundle: bundleDir } };
-  }
+  if (opts.rootfs !== undefined) return { kind: 'overlay', base: checkRootfsDir(opts.rootfs), userBundle: null };
+  if (opts.bundle !== undefined) return bundleBase(opts.bundle).rootfs;
   if (!existsSync(meta.rootfs.base)) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, {
       hint: `copy it here, or name a copy with --rootfs DIR${meta.rootfs.kind === 'bundle' ? ' or --bundle DIR' : ''}`,
     });
   }
-  return { rootfs: { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle } };
+  return { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle };
 }
 
 /** A JSON file of a checkpoint (untrusted input): a clear error when it is missing or damaged. */
@@ -98,16 +92,15 @@ export async function restoreContainer(
   const started = Date.now();
   const rootfsMounts = (opts.rootfsMounts ?? []).map(parseMountFlag);
   // Refuse a duplicate before looking for a checkpoint or unpacking anything.
-  if (runtime.store.exists(id)) {
-    const existing = runtime.store.read(id);
-    if (!existing?.checkpointedStop) {
-      const status = existing ? viewOf(runtime.store, existing).status : null;
-      throw new StasisError(`container ${id} already exists${status ? ` (${status})` : ''}: only a container a checkpoint stopped is restored in place`, {
-        hint: `restore under another ID, or remove it first with \`stasis delete -f ${id}\``,
-      });
-    }
+  const taken = runtime.store.exists(id);
+  const existing = taken ? runtime.store.read(id) : null;
+  if (taken && !existing?.checkpointedStop) {
+    const status = existing ? viewOf(runtime.store, existing).status : null;
+    throw new StasisError(`container ${id} already exists${status ? ` (${status})` : ''}: only a container a checkpoint stopped is restored in place`, {
+      hint: `restore under another ID, or remove it first with \`stasis delete -f ${id}\``,
+    });
   }
-  const source = resolve(opts.checkpoint ?? latestCheckpoint(runtime, id));
+  const source = resolve(opts.checkpoint ?? latestCheckpoint(runtime, id, existing));
   let stat;
   try {
     stat = statSync(source);
@@ -128,7 +121,7 @@ export async function restoreContainer(
     progress('checking the checkpoint');
     const meta = readMeta(dir);
     if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken with --parent-path pointing at it`);
-    const { rootfs } = chooseBase(meta, opts);
+    const rootfs = chooseBase(meta, opts);
     if (rootfsMounts.length > 0 && rootfs.kind !== 'bundle') {
       throw usageError('--rootfs-mount mounts onto a bundle\'s rootfs: this checkpoint is of a --rootfs container', 'its writable layer is carried in the checkpoint and restored into a layer of its own');
     }
@@ -149,6 +142,7 @@ export async function restoreContainer(
     const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
     if (hasDiff) checkEntriesSafe(await readTarEntries(diffTar), { rootfsLayer: true });
     const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? readCheckpointJson(dir, DELETED_FILES) : [];
+    let keptLog: string | null = null;
     const plan: ProvisionPlan = {
       spec,
       rootfs,
@@ -160,14 +154,12 @@ export async function restoreContainer(
         imagesDir: join(dir, IMAGES_DIR),
         runcArgs: meta.restoreArgs,
         from: source,
-        criuOptions: meta.criuOptions,
         fillLayer: hasDiff ? (upper) => extractTar(diffTar, upper, { rootfsLayer: true }) : undefined,
         onRootfs: rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deleted); } : undefined,
+        onFailure: (containerDir) => {
+          keptLog = keepLog(runtime, id, join(containerDir, 'restore.log'));
+        },
       },
-    };
-    let keptLog: string | null = null;
-    plan.restore!.onFailure = (containerDir) => {
-      keptLog = keepLog(runtime, id, join(containerDir, 'restore.log'));
     };
     progress('restoring with CRIU');
     const restoreStarted = Date.now();

@@ -1,4 +1,5 @@
 import { lstatSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { run } from '../runtime/proc.ts';
@@ -11,12 +12,6 @@ import { run } from '../runtime/proc.ts';
 export const DIFF_TAR = 'rootfs-diff.tar';
 export const DELETED_FILES = 'deleted.files';
 
-/** overlayfs marks a deleted lower file with a 0:0 character device in the upper layer. */
-function isWhiteout(path: string): boolean {
-  const stat = lstatSync(path);
-  return stat.isCharacterDevice() && stat.rdev === 0;
-}
-
 /** Walks the upper layer: every entry to archive, and every deleted path. */
 function walkUpper(upperDir: string): { entries: string[]; deleted: string[] } {
   const entries: string[] = [];
@@ -24,13 +19,14 @@ function walkUpper(upperDir: string): { entries: string[]; deleted: string[] } {
   const visit = (relative: string) => {
     for (const name of readdirSync(join(upperDir, relative)).sort()) {
       const child = relative === '' ? name : `${relative}/${name}`;
-      const full = join(upperDir, child);
-      if (isWhiteout(full)) {
+      const stat = lstatSync(join(upperDir, child));
+      // overlayfs marks a deleted lower file with a 0:0 character device.
+      if (stat.isCharacterDevice() && stat.rdev === 0) {
         deleted.push(child);
         continue;
       }
       entries.push(child);
-      if (lstatSync(full).isDirectory()) visit(child);
+      if (stat.isDirectory()) visit(child);
     }
   };
   visit('');
@@ -114,6 +110,5 @@ export async function rootfsFingerprint(rootfsDir: string): Promise<string> {
     }
   };
   visit('', 1);
-  const { createHash } = await import('node:crypto');
   return `sha256:${createHash('sha256').update(lines.join('\n')).digest('hex')}`;
 }

@@ -12,8 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { spawn } from 'node:child_process';
-import { debugLog, run, showCommand } from '../runtime/proc.ts';
+import { debugLog, run, showCommand, spawn } from '../runtime/proc.ts';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 
 export type TarEntry = {
@@ -50,14 +49,14 @@ const TAR_COMPRESSION_FLAGS: Record<Compression, string[]> = {
   zstd: ['--zstd'],
 };
 
-/** The compression implied by an archive file name; throws for names we do not write. */
+/** The compression implied by an archive file name; throws (saying which endings work) for names we do not write. */
 export function compressionForPath(file: string): Compression {
   const lower = file.toLowerCase();
   for (const [suffix, compression] of ARCHIVE_EXTENSIONS) {
     if (lower.endsWith(suffix)) return compression;
   }
   const accepted = ARCHIVE_EXTENSIONS.map(([suffix]) => suffix).join(', ');
-  throw new Error(`cannot tell the archive format of ${file}: the name must end in one of ${accepted}`);
+  throw new Error(`the name must end in one of ${accepted}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -556,7 +555,12 @@ export async function extractTar(file: string, destDir: string, opts: SafetyOpti
  * appears under its final name only once it is complete.
  */
 export async function createTar(srcDir: string, file: string): Promise<void> {
-  const compression = compressionForPath(file);
+  let compression: Compression;
+  try {
+    compression = compressionForPath(file);
+  } catch (err) {
+    throw new Error(`cannot tell the archive format of ${file}: ${(err as Error).message}`);
+  }
   const names = (await readdir(srcDir)).sort();
   const target = path.resolve(file);
   const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);

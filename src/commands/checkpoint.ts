@@ -3,7 +3,6 @@ import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 import { idArg } from './flags.ts';
-import { debugLog } from '../runtime/proc.ts';
 
 type Args = GlobalArgs & {
   id: string;
@@ -52,10 +51,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
           preDump: argv.preDump === true,
           parentPath: argv.parentPath,
         },
-        (step) => {
-          debugLog(`step: ${step}`);
-          progress.step(`${id}: ${step}`);
-        },
+        (step) => progress.step(`${id}: ${step}`),
       );
       progress.stop();
       if (isJson()) printJson(result);

@@ -25,8 +25,8 @@ export const command: CommandModule<GlobalArgs, Args> = {
       return;
     }
     const plan = planCreate(id, createOptionsFrom(argv, commandWords(argv)));
-    const container = await runtime.create(id, plan);
-    if (isJson()) printJson(await container.state());
-    else printLine(container.id);
+    const info = await runtime.createInfo(id, plan);
+    if (isJson()) printJson(info);
+    else printLine(info.id);
   },
 };

@@ -1,9 +1,9 @@
 import type { CommandModule } from 'yargs';
 import { errorMessage, StasisError } from '../errors.ts';
 import { isJson, isQuiet, printJson, printLine } from '../output/print.ts';
-import { validateId } from '../state/ids.ts';
 import type { DeleteResult } from '../runtime/runtime.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { idArg } from './flags.ts';
 
 type Args = GlobalArgs & { ids: string[]; force?: boolean };
 
@@ -16,7 +16,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .positional('ids', { type: 'string', array: true, describe: 'container IDs' })
       .option('force', { alias: 'f', type: 'boolean', describe: 'kill running containers first' }) as never,
   handler: async (argv) => {
-    const ids = argv.ids.map((id) => validateId(String(id)));
+    const ids = argv.ids.map((id) => idArg(id));
     const runtime = runtimeFrom(argv);
     const results: DeleteResult[] = [];
     const failures: string[] = [];

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { isJson, printJson, printLine } from '../output/print.ts';
-import { colors } from '../output/terminal.ts';
+import { colors } from '../output/colors.ts';
 import { runDoctor } from '../runtime/doctor.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 

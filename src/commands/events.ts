@@ -2,9 +2,8 @@ import type { CommandModule } from 'yargs';
 import { usageError } from '../errors.ts';
 import { isJson, printJsonLine, printLine } from '../output/print.ts';
 import { TOPICS, type StasisEvent } from '../state/events.ts';
-import { validateId } from '../state/ids.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { toArray } from './flags.ts';
+import { idArg, toArray } from './flags.ts';
 
 type Args = GlobalArgs & { ids?: string[]; since?: string; until?: string; follow?: boolean; topic?: string[] };
 
@@ -32,7 +31,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
       .option('follow', { type: 'boolean', default: true, describe: 'keep following new events (--no-follow prints the recorded ones and exits)' })
       .option('topic', { type: 'string', coerce: toArray, describe: `only these topics (repeatable): ${TOPICS.join(', ')}` }) as never,
   handler: async (argv) => {
-    const ids = new Set((argv.ids ?? []).map((id) => validateId(String(id))));
+    const ids = new Set((argv.ids ?? []).map((id) => idArg(id)));
     const topics = new Set(toArray(argv.topic));
     for (const topic of topics) {
       if (!(TOPICS as readonly string[]).includes(topic)) throw usageError(`unknown topic ${JSON.stringify(topic)}`, `topics: ${TOPICS.join(', ')}`);

@@ -12,10 +12,9 @@ export const command: CommandModule<GlobalArgs, Args> = {
   handler: async (argv) => {
     const id = idArg(argv.id);
     const runtime = runtimeFrom(argv);
-    const info = await runtime.container(id).state();
-    // What stasis mounted for it (the overlay of a --rootfs container, --rootfs-mount ones), so an
-    // admin can see what delete will unmount.
-    const mounts = runtime.store.read(id)?.mounts ?? [];
+    // With what stasis mounted for it (the overlay of a --rootfs container,
+    // --rootfs-mount ones), so an admin can see what delete will unmount.
+    const { info, mounts } = await runtime.inspect(id);
     printJson({ ...info, mounts, stateDir: runtime.store.containerDir(id) });
   },
 };

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { isJson, isQuiet, printJson, printLine, printTable } from '../output/print.ts';
-import { colors } from '../output/terminal.ts';
+import { colors } from '../output/colors.ts';
 import type { ContainerInfo } from '../runtime/view.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
 

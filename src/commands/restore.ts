@@ -5,8 +5,7 @@ import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { idArg, parseKeyValues, toArray, type CreateFlags } from './flags.ts';
-import { debugLog } from '../runtime/proc.ts';
+import { commandWords, idArg, parseKeyValues, toArray, type CreateFlags } from './flags.ts';
 
 type Args = GlobalArgs & CreateFlags & { id: string };
 
@@ -31,9 +30,10 @@ export const command: CommandModule<GlobalArgs, Args> = {
 /** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
 export async function restoreFromFlags(runtime: Runtime, id: string, argv: CreateFlags & { cmd?: string[]; '--'?: unknown }): Promise<void> {
   const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr'] as const).filter((key) => argv[key] !== undefined);
-  if (ignored.length > 0 || (argv.cmd?.length ?? 0) > 0 || ((argv['--'] as unknown[] | undefined)?.length ?? 0) > 0) {
+  const command = commandWords(argv).length > 0;
+  if (ignored.length > 0 || command) {
     const names = ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
-    throw usageError(`${[...names, ...(argv.cmd?.length || (argv['--'] as unknown[] | undefined)?.length ? ['a command'] : [])].join(', ')} cannot be used with a restore: the checkpoint's own spec is restored`);
+    throw usageError(`${[...names, ...(command ? ['a command'] : [])].join(', ')} cannot be used with a restore: the checkpoint's own spec is restored`);
   }
   const progress = await spinner(`restoring ${id}`);
   try {
@@ -41,10 +41,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string, argv: Creat
       runtime,
       id,
       { checkpoint: argv.checkpoint, rootfs: argv.rootfs, bundle: argv.bundle, rootfsMounts: toArray(argv.rootfsMount), labels: argv.label ? parseKeyValues('label', toArray(argv.label)) : undefined },
-      (step) => {
-        debugLog(`step: ${step}`);
-        progress.step(`${id}: ${step}`);
-      },
+      (step) => progress.step(`${id}: ${step}`),
     );
     progress.stop();
     if (isJson()) printJson({ ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, timingsMs: result.timingsMs, criu: result.criu });

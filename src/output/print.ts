@@ -12,10 +12,6 @@ export function printJsonLine(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
-export function warn(text: string): void {
-  process.stderr.write(`stasis: warning: ${text}\n`);
-}
-
 /** A table on stdout; cli-table3 is loaded only here, and uncoloured unless stdout takes colour. */
 export async function printTable(head: string[], rows: string[][]): Promise<void> {
   if (!process.stdout.isTTY) {

@@ -1,4 +1,4 @@
-import { Chalk, type ChalkInstance } from 'chalk';
+import { debugLog } from '../runtime/proc.ts';
 
 // Colour and spinners are decided once, per stream, from NO_COLOR /
 // FORCE_COLOR / --no-color, whether the stream is a TTY, CI and TERM=dumb.
@@ -28,17 +28,6 @@ export function colorEnabled(stream: NodeJS.WriteStream): boolean {
   return stream.isTTY === true && process.env.TERM !== 'dumb';
 }
 
-const chalks = new Map<NodeJS.WriteStream, ChalkInstance>();
-
-export function colors(stream: NodeJS.WriteStream = process.stdout): ChalkInstance {
-  let instance = chalks.get(stream);
-  if (!instance) {
-    instance = new Chalk({ level: colorEnabled(stream) ? 1 : 0 });
-    chalks.set(stream, instance);
-  }
-  return instance;
-}
-
 export function spinnerAllowed(): boolean {
   return (
     process.stderr.isTTY === true &&
@@ -56,13 +45,19 @@ export interface Spinner {
   stop(): void;
 }
 
-/** An ora spinner on a TTY; elsewhere nothing at all. ora is loaded only when shown. */
+/**
+ * An ora spinner on a TTY; elsewhere nothing at all. ora is loaded only when
+ * shown. Each step also goes to --debug's log, with its time.
+ */
 export async function spinner(text: string): Promise<Spinner> {
-  if (!spinnerAllowed()) return { step() {}, stop() {} };
+  if (!spinnerAllowed()) return { step: (next) => debugLog(`step: ${next}`), stop() {} };
   const { default: ora } = await import('ora');
   const instance = ora({ text, stream: process.stderr, color: colorEnabled(process.stderr) ? 'cyan' : false as never }).start();
   return {
-    step(next) { instance.text = next; },
+    step(next) {
+      debugLog(`step: ${next}`);
+      instance.text = next;
+    },
     stop() { instance.stop(); },
   };
 }

@@ -4,7 +4,7 @@ import { StasisError, usageError } from '../errors.ts';
 import type { MountRecord } from '../state/store.ts';
 import { parseMountFlag } from './mounts.ts';
 import type { ProvisionPlan } from './runtime.ts';
-import { applyOverrides, defaultSpec, loadBundleSpec, type SpecOverrides } from './spec.ts';
+import { applyOverrides, defaultSpec, loadBundleSpec, type OciSpec, type SpecOverrides } from './spec.ts';
 
 export const DEFAULT_ROOTFS = '/var/lib/stasis/rootfs/busybox';
 
@@ -40,6 +40,13 @@ export function checkRootfsDir(path: string): string {
   return absolute;
 }
 
+/** An OCI bundle used as runc would: its spec, and its rootfs as the container's base. */
+export function bundleBase(bundle: string): { rootfs: ProvisionPlan['rootfs']; spec: OciSpec } {
+  const bundleDir = resolve(bundle);
+  const { spec, rootfs } = loadBundleSpec(bundleDir);
+  return { spec, rootfs: { kind: 'bundle', base: rootfs, userBundle: bundleDir } };
+}
+
 /** Everything is checked here, before any side effect. */
 export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
   if (opts.bundle !== undefined && opts.rootfs !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
@@ -61,12 +68,9 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
   const rootfsMounts: Omit<MountRecord, 'target'>[] = opts.rootfsMounts.map(parseMountFlag);
 
   let plan: ProvisionPlan['rootfs'];
-  let spec;
+  let spec: OciSpec;
   if (opts.bundle !== undefined) {
-    const bundleDir = resolve(opts.bundle);
-    const loaded = loadBundleSpec(bundleDir);
-    spec = loaded.spec;
-    plan = { kind: 'bundle', base: loaded.rootfs, userBundle: bundleDir };
+    ({ spec, rootfs: plan } = bundleBase(opts.bundle));
   } else {
     const rootfs = opts.rootfs ?? defaultRootfs();
     if (opts.rootfs === undefined && !existsSync(rootfs)) {

@@ -1,5 +1,6 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
-import { run } from './proc.ts';
+import { criuVersion as criuVersionOf, softDirtyTracking } from './criu.ts';
+import { run, versionOf } from './proc.ts';
 import type { Runtime } from './runtime.ts';
 import { which } from './which.ts';
 
@@ -19,15 +20,6 @@ export interface DoctorReport {
 
 const SETUP_HINT = 'run scripts/setup.sh from the stasis checkout (as root)';
 
-async function versionOf(binary: string, args: string[], pattern: RegExp): Promise<string | null> {
-  try {
-    const result = await run(binary, args);
-    return pattern.exec(`${result.stdout}\n${result.stderr}`)?.[1] ?? null;
-  } catch {
-    return null;
-  }
-}
-
 export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
   const { runc, criu, conmon } = runtime.config;
@@ -38,7 +30,7 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
   const conmonVersion = which(conmon) ? await versionOf(conmon, ['--version'], /conmon version (\S+)/) : null;
   checks.push({ name: 'conmon (monitor)', ok: conmonVersion !== null, required: true, detail: conmonVersion ? `${conmon} ${conmonVersion}` : `${conmon}: not found`, hint: 'apt-get install conmon' });
 
-  const criuVersion = which(criu) ? await versionOf(criu, ['--version'], /Version: (\S+)/) : null;
+  const criuVersion = which(criu) ? await criuVersionOf(criu) : null;
   const criuMajor = criuVersion ? Number(criuVersion.split('.')[0]) : 0;
   checks.push({
     name: 'criu',
@@ -52,12 +44,12 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
     const good = check !== null && /Looks good/.test(`${check.stdout}${check.stderr}`);
     const lastError = check ? `${check.stdout}${check.stderr}`.trim().split('\n').filter((l) => /error/i.test(l)).pop() : undefined;
     checks.push({ name: 'criu check', ok: good, required: true, detail: good ? 'Looks good.' : lastError ?? 'failed', hint: SETUP_HINT });
-    const dirty = await run(criu, ['check', '--feature', 'mem_dirty_track']).catch(() => null);
+    const dirty = await softDirtyTracking(criu);
     checks.push({
       name: 'soft-dirty tracking',
-      ok: dirty?.exitCode === 0,
+      ok: dirty,
       required: false,
-      detail: dirty?.exitCode === 0 ? 'available: checkpoint --pre-dump works' : 'not available in this kernel: checkpoint --pre-dump cannot work',
+      detail: dirty ? 'available: checkpoint --pre-dump works' : 'not available in this kernel: checkpoint --pre-dump cannot work',
     });
   }
 
@@ -69,10 +61,12 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
     detail: flock ? `${flock}: at most 4 exit hooks run at once` : 'not found: when many containers exit at once, every exit starts its hook at once',
     hint: 'apt-get install util-linux',
   });
-  checks.push({ name: 'iptables', ok: which('iptables') !== null, required: true, detail: which('iptables') ?? 'not found (CRIU locks the network with it)', hint: 'apt-get install iptables' });
+  const iptables = which('iptables');
+  checks.push({ name: 'iptables', ok: iptables !== null, required: true, detail: iptables ?? 'not found (CRIU locks the network with it)', hint: 'apt-get install iptables' });
 
   const filesystems = safeRead('/proc/filesystems');
-  checks.push({ name: 'overlayfs', ok: /\toverlay\n/.test(filesystems), required: true, detail: /\toverlay\n/.test(filesystems) ? 'supported' : 'not in /proc/filesystems', hint: 'modprobe overlay' });
+  const overlay = /\toverlay\n/.test(filesystems);
+  checks.push({ name: 'overlayfs', ok: overlay, required: true, detail: overlay ? 'supported' : 'not in /proc/filesystems', hint: 'modprobe overlay' });
 
   const cgroups = safeRead('/proc/self/mountinfo');
   const v2 = / - cgroup2 /.test(cgroups) && !/ - cgroup /.test(cgroups);

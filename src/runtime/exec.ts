@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { EXIT_TOOL, StasisError } from '../errors.ts';
+import { EXIT_TOOL, StasisError, signalExitCode } from '../errors.ts';
 import { classifyExecFailure } from './exec-errors.ts';
 import { runcMessage } from './runc.ts';
 import { debugLog, showCommand, spawn } from './proc.ts';
@@ -69,7 +69,7 @@ export async function execInContainer(runtime: Runtime, id: string, opts: ExecOp
       const message = stderr.trim() === '' ? `runc exec exited ${code}` : runcMessage(stderr);
       throw classifyExecFailure(new StasisError(`exec in ${id}: ${message}`, { exitCode: EXIT_TOOL }));
     }
-    if (signal) return 128 + ((constants.signals as Record<string, number>)[signal] ?? 0);
+    if (signal) return signalExitCode((constants.signals as Record<string, number>)[signal] ?? 0);
     return code ?? EXIT_TOOL;
   } finally {
     clearInterval(poll);

@@ -40,24 +40,29 @@ async function mountTargets(): Promise<string[]> {
     .map((line) => line.split(' ')[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8))));
 }
 
-export async function isMountPoint(target: string): Promise<boolean> {
-  return (await mountTargets()).includes(target);
-}
-
 /**
- * Lazily unmounts everything mounted at or below `dir`, deepest first: what a
- * killed CRIU or runc may leave behind (cgroup yards, its view of the rootfs).
+ * Lazily unmounts everything mounted at or below each of `dirs`, deepest
+ * first: what a killed CRIU or runc may leave behind (cgroup yards, its view
+ * of the rootfs).
  */
-export async function unmountUnder(dir: string): Promise<void> {
-  const targets = (await mountTargets()).filter((t) => t === dir || t.startsWith(`${dir}/`));
+export async function unmountUnder(...dirs: string[]): Promise<void> {
+  const targets = (await mountTargets()).filter((t) => dirs.some((dir) => t === dir || t.startsWith(`${dir}/`)));
   for (const target of [...new Set(targets)].sort((a, b) => b.length - a.length)) {
     await run('umount', ['-l', target]);
   }
 }
 
+/** Unmounts what stasis mounted, last mounted first, skipping what is no longer mounted. */
+export async function unmountAll(mounts: readonly MountRecord[]): Promise<void> {
+  if (mounts.length === 0) return;
+  const mounted = new Set(await mountTargets());
+  for (const m of [...mounts].reverse()) {
+    if (mounted.has(m.target)) await unmountTarget(m.target);
+  }
+}
+
 /** Unmounts, falling back to a lazy unmount when something still holds the mount busy. */
-export async function unmount(target: string): Promise<void> {
-  if (!(await isMountPoint(target))) return;
+async function unmountTarget(target: string): Promise<void> {
   let result = await run('umount', [target]);
   if (result.exitCode !== 0) result = await run('umount', ['-l', target]);
   if (result.exitCode !== 0) {

@@ -1,3 +1,4 @@
+import { signalExitCode } from '../errors.ts';
 import { constants } from 'node:os';
 
 // Every external command stasis runs goes through here, so --debug can show
@@ -27,6 +28,16 @@ function quote(arg: string): string {
 
 export function showCommand(file: string, args: readonly string[]): string {
   return [file, ...args].map(quote).join(' ');
+}
+
+/** The version a program prints (the first group of `pattern`, stdout or stderr), or null when it cannot be run. */
+export async function versionOf(binary: string, args: string[], pattern: RegExp): Promise<string | null> {
+  try {
+    const result = await run(binary, args);
+    return pattern.exec(`${result.stdout}\n${result.stderr}`)?.[1] ?? null;
+  } catch {
+    return null;
+  }
 }
 
 export interface RunResult {
@@ -65,7 +76,7 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
       clearTimeout(timer);
       resolve({
         // A child killed by a signal has no exit code: the shell's 128+n.
-        exitCode: code ?? 128 + ((signal && constants.signals[signal]) || 0),
+        exitCode: code ?? signalExitCode((signal && constants.signals[signal]) || 0),
         stdout: Buffer.concat(stdout).toString('utf8'),
         stderr: Buffer.concat(stderr).toString('utf8'),
         signal: signal ?? undefined,

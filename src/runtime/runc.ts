@@ -16,13 +16,6 @@ export function runcMessage(stderr: string): string {
   return [...new Set(messages)].filter((m) => !/will retry/.test(m)).join('; ') || 'runc failed without a message';
 }
 
-export interface RuncState {
-  id: string;
-  pid: number;
-  status: 'created' | 'running' | 'paused' | 'stopped' | 'creating';
-  bundle: string;
-}
-
 export class Runc {
   readonly binary: string;
   readonly root: string;
@@ -55,12 +48,6 @@ export class Runc {
       throw new StasisError(`${what}: ${runcMessage(result.stderr)}`);
     }
     return result;
-  }
-
-  async state(id: string): Promise<RuncState | null> {
-    const result = await this.raw(['state', id]);
-    if (result.exitCode !== 0) return null;
-    return JSON.parse(result.stdout) as RuncState;
   }
 
   async version(): Promise<string> {

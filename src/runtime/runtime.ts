@@ -7,7 +7,7 @@ import type { ContainerRecord, ExitRecord, MountRecord } from '../state/store.ts
 import { StateStore } from '../state/store.ts';
 import { fnv1a } from '../state/lock.ts';
 import { startMonitor } from './conmon.ts';
-import { mount, overlayMount, unmount, unmountUnder } from './mounts.ts';
+import { mount, overlayMount, unmountAll, unmountUnder } from './mounts.ts';
 import { Runc } from './runc.ts';
 import type { OciSpec } from './spec.ts';
 import { orphanView, processRunning, readExitFile, viewOf, type ContainerInfo, type Status } from './view.ts';
@@ -63,7 +63,6 @@ export interface ProvisionPlan {
     runcArgs: string[];
     /** What restoredFrom reports. */
     from: string;
-    criuOptions: string[];
     /** Fills the fresh writable layer before it is mounted. */
     fillLayer?: (upperDir: string) => Promise<void>;
     /** Runs on the mounted rootfs before runc restore (deletions). */
@@ -128,7 +127,16 @@ export class Runtime implements ContainerRuntime {
   }
 
   async info(id: string): Promise<ContainerInfo> {
+    return (await this.inspect(id)).info;
+  }
+
+  /** info() and the mounts stasis made for the container, from one read of its record. */
+  async inspect(id: string): Promise<{ info: ContainerInfo; mounts: MountRecord[] }> {
     const record = this.store.read(id);
+    return { info: await this.infoOf(id, record), mounts: record?.mounts ?? [] };
+  }
+
+  private async infoOf(id: string, record: ContainerRecord | null): Promise<ContainerInfo> {
     if (record === null) return orphanView(this.store, id, await this.store.isLocked(id));
     if (record.status === 'creating') {
       if (await this.store.isLocked(id)) return viewOf(this.store, record);
@@ -151,7 +159,7 @@ export class Runtime implements ContainerRuntime {
     if (!this.store.exists(id)) throw notFound(id);
     const lock = await this.store.lock(id);
     try {
-      if (!this.store.exists(id)) throw notFound(id);
+      // record() throws notFound when it was removed while we waited.
       return await fn(this.record(id));
     } finally {
       await lock.release();
@@ -160,16 +168,17 @@ export class Runtime implements ContainerRuntime {
 
   // ---------------------------------------------------------------- create
 
-  /**
-   * Claims the ID and provisions the container. `inPlace` is set by restore
-   * when ID names a container that a checkpoint stopped.
-   */
-  async create(id: string, plan: ProvisionPlan, opts: { inPlace?: (record: ContainerRecord) => boolean } = {}): Promise<Container> {
-    await this.createInfo(id, plan, opts);
+  /** Claims the ID and provisions the container. */
+  async create(id: string, plan: ProvisionPlan): Promise<Container> {
+    await this.createInfo(id, plan);
     return this.container(id);
   }
 
-  /** create(), returning the new container's state. */
+  /**
+   * create(), returning the new container's state. `inPlace` is set by
+   * restore: it says whether the existing container of that ID (one that a
+   * checkpoint stopped) is restored in place.
+   */
   async createInfo(id: string, plan: ProvisionPlan, opts: { inPlace?: (record: ContainerRecord) => boolean } = {}): Promise<ContainerInfo> {
     this.store.ensure();
     const lock = await this.store.lock(id);
@@ -198,7 +207,7 @@ export class Runtime implements ContainerRuntime {
   private async reprovision(previous: ContainerRecord, plan: ProvisionPlan): Promise<ContainerInfo> {
     const dir = this.store.containerDir(previous.id);
     await this.runc.raw(['delete', '--force', previous.id]);
-    for (const m of [...previous.mounts].reverse()) await unmount(m.target);
+    await unmountAll(previous.mounts);
     const aside = join(dir, 'previous');
     rmSync(aside, { recursive: true, force: true });
     mkdirSync(aside);
@@ -246,7 +255,6 @@ export class Runtime implements ContainerRuntime {
       lastCheckpoint: previous?.lastCheckpoint ?? null,
       checkpointing: false,
       checkpointedStop: false,
-      criuOptions: plan.restore?.criuOptions ?? [],
     };
     // Written before any mount so that a crash at any later point leaves a
     // record saying what to undo (delete -f reads record.mounts).
@@ -351,7 +359,7 @@ export class Runtime implements ContainerRuntime {
   private async teardown(record: ContainerRecord): Promise<void> {
     await this.runc.raw(['delete', '--force', record.id]);
     this.killMonitor(record.id);
-    for (const m of [...record.mounts].reverse()) await unmount(m.target);
+    await unmountAll(record.mounts);
     record.mounts = [];
     await this.clearLeftovers(record.id);
   }
@@ -363,8 +371,7 @@ export class Runtime implements ContainerRuntime {
    */
   private async clearLeftovers(id: string): Promise<void> {
     const runcState = join(this.store.paths.runcRoot, id);
-    await unmountUnder(this.store.containerDir(id));
-    await unmountUnder(runcState);
+    await unmountUnder(this.store.containerDir(id), runcState);
     rmSync(runcState, { recursive: true, force: true });
   }
 
@@ -468,6 +475,13 @@ export class Runtime implements ContainerRuntime {
 
   // ---------------------------------------------------------------- exit and delete
 
+  /** Records the exit in the record (written by the caller) and the journal; unknown: 255 now. */
+  private noteExit(record: ContainerRecord, exited: ExitRecord | null): void {
+    record.exit = exited ?? { status: 255, exitedAt: new Date().toISOString() };
+    record.status = 'stopped';
+    this.journal.append('/tasks/exit', record.id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
+  }
+
   /** conmon's exit command: records the exit (and an OOM kill) while no other command may be running. */
   async recordExit(id: string, instance: string): Promise<void> {
     if (!this.store.exists(id)) return;
@@ -477,13 +491,10 @@ export class Runtime implements ContainerRuntime {
       if (record === null || record.instance !== instance) return;
       // A checkpoint stops the container through CRIU; that is not an exit.
       if (record.checkpointing || record.checkpointedStop) return;
-      const exited = readExitFile(this.store, id) ?? { status: 255, exitedAt: new Date().toISOString() };
       if (record.exit === null) {
         if (this.store.readContainerFile(id, 'oom') !== null) this.journal.append('/tasks/oom', id);
-        record.exit = exited;
-        record.status = 'stopped';
+        this.noteExit(record, readExitFile(this.store, id));
         this.store.write(record);
-        this.journal.append('/tasks/exit', id, { pid: record.pid, status: exited.status, exitedAt: exited.exitedAt });
       }
       if (record.autoRemove) await this.removeLocked(record);
     } finally {
@@ -498,7 +509,7 @@ export class Runtime implements ContainerRuntime {
     if (!this.store.exists(id)) throw notFound(id);
     const lock = await this.store.lock(id);
     try {
-      if (!this.store.exists(id)) throw notFound(id);
+      // read() throws notFound when it was removed while we waited.
       const record = this.store.read(id);
       if (record === null) return await this.removeOrphan(id, force);
       // We hold the lock, so a record still 'creating' belongs to a create that died.
@@ -508,18 +519,14 @@ export class Runtime implements ContainerRuntime {
           hint: `stop it with \`stasis kill ${id}\`, or use \`stasis delete -f ${id}\``,
         });
       }
+      let exited = info.exit;
       if (info.status !== 'stopped') {
-        const exited = await this.killNow(id, info.status);
-        record.status = 'stopped';
-        if (record.exit === null) {
-          record.exit = typeof exited === 'object' && exited !== null ? exited : { status: 255, exitedAt: new Date().toISOString() };
-          this.journal.append('/tasks/exit', id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
-        }
-      } else if (record.exit === null && !record.checkpointedStop) {
-        // Exited, but its exit command has not run (or could not): record it now.
-        record.exit = info.exit ?? { status: 255, exitedAt: new Date().toISOString() };
-        this.journal.append('/tasks/exit', id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
+        const killed = await this.killNow(id, info.status);
+        exited = typeof killed === 'object' ? killed : null;
       }
+      // Its exit command has not run yet (or could not), or we just killed it:
+      // record the exit now. A checkpoint's stop is not an exit.
+      if (record.exit === null && !record.checkpointedStop) this.noteExit(record, exited);
       return await this.removeLocked(record, info.status !== 'stopped');
     } finally {
       await lock.release();
@@ -552,7 +559,7 @@ export class Runtime implements ContainerRuntime {
   private async removeLocked(record: ContainerRecord, runcDeleted = false): Promise<DeleteResult> {
     const id = record.id;
     if (!runcDeleted) await this.runc.raw(['delete', '--force', id]);
-    for (const m of [...record.mounts].reverse()) await unmount(m.target);
+    await unmountAll(record.mounts);
     await this.clearLeftovers(id);
     this.store.remove(id);
     rmSync(join(this.store.paths.sockets, id), { recursive: true, force: true });

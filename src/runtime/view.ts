@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import type { ContainerRecord, ExitRecord, StateStore } from '../state/store.ts';
+import type { ContainerRecord, ExitRecord, RecordStatus, StateStore } from '../state/store.ts';
 
-export type Status = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
+export type Status = RecordStatus;
 
 /** The container object of the contract, as `info`, `ps --json` and `create --json` print it. */
 export interface ContainerInfo

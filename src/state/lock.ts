@@ -72,17 +72,3 @@ export async function acquireLock(
     delayMs = Math.min(delayMs * 2, 50);
   }
 }
-
-export async function withLock<T>(
-  stateDirRealPath: string,
-  key: string,
-  fn: () => Promise<T>,
-  opts: { timeoutMs?: number; what?: string } = {},
-): Promise<T> {
-  const lock = await acquireLock(stateDirRealPath, key, opts);
-  try {
-    return await fn();
-  } finally {
-    await lock.release();
-  }
-}

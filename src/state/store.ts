@@ -63,7 +63,6 @@ export interface ContainerRecord {
   /** Set while `checkpoint` runs and after a checkpoint stopped the container. */
   checkpointing: boolean;
   checkpointedStop: boolean;
-  criuOptions: string[];
 }
 
 export interface StorePaths {
