@@ -2,7 +2,7 @@ import { lstatSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
-import { run } from '../runtime/proc.ts';
+import { run } from '../host/spawn.ts';
 
 // The writable layer a checkpoint carries, in the layout podman and CRI-O use:
 // rootfs-diff.tar holds files added or changed (the overlay upper layer minus

@@ -12,7 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { debugLog, run, showCommand, spawn } from '../runtime/proc.ts';
+import { run, showCommand, spawn } from '../host/spawn.ts';
+import { debugLog } from '../log.ts';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 
 export type TarEntry = {

@@ -1,8 +1,8 @@
 import { realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Runtime } from '../runtime/runtime.ts';
-import { setDebug } from '../runtime/proc.ts';
-import { which } from '../runtime/which.ts';
+import { setDebug } from '../log.ts';
+import { which } from '../host/which.ts';
 import { setOutputMode } from '../output/terminal.ts';
 
 /** The global options, present on every command. */

@@ -1,4 +1,4 @@
-import { debugLog } from '../runtime/proc.ts';
+import { debugLog } from '../log.ts';
 
 // Colour and spinners are decided once, per stream, from NO_COLOR /
 // FORCE_COLOR / --no-color, whether the stream is a TTY, CI and TERM=dumb.

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { StasisError } from '../errors.ts';
-import { debugLog, showCommand, spawn } from './proc.ts';
+import { showCommand, spawn } from '../host/spawn.ts';
+import { debugLog } from '../log.ts';
 import { runcMessage } from './runc.ts';
 
 export interface MonitorOptions {

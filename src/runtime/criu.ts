@@ -1,4 +1,4 @@
-import { run, versionOf } from './proc.ts';
+import { run, versionOf } from '../host/spawn.ts';
 
 // What stasis asks CRIU itself: `checkpoint` (its metadata, its --pre-dump
 // check) and `doctor` ask the same questions the same way.

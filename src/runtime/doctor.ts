@@ -1,8 +1,8 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { criuVersion as criuVersionOf, softDirtyTracking } from './criu.ts';
-import { run, versionOf } from './proc.ts';
+import { run, versionOf } from '../host/spawn.ts';
 import type { Runtime } from './runtime.ts';
-import { which } from './which.ts';
+import { which } from '../host/which.ts';
 
 export interface DoctorCheck {
   name: string;

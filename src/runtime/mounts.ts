@@ -1,6 +1,6 @@
 import { StasisError, usageError } from '../errors.ts';
 import type { MountRecord } from '../state/store.ts';
-import { run } from './proc.ts';
+import { run } from '../host/spawn.ts';
 
 /** Parses `type=T,source=S,options=O1:O2` (the --rootfs-mount flag). */
 export function parseMountFlag(flag: string): Omit<MountRecord, 'target'> {

@@ -1,5 +1,5 @@
 import { StasisError } from '../errors.ts';
-import { run, type RunResult } from './proc.ts';
+import { run, type RunResult } from '../host/spawn.ts';
 
 /**
  * runc prints logrus lines (time=… level=error msg="…"), directly or through

@@ -1,10 +1,12 @@
-import { signalExitCode } from '../errors.ts';
 import { constants } from 'node:os';
+import type { Readable } from 'node:stream';
+import { signalExitCode } from '../errors.ts';
+import { debugLog } from '../log.ts';
 
 // Every external command stasis runs goes through here, so --debug can show
-// each runc / criu / conmon command line on stderr.
-
-let debugEnabled = false;
+// each runc / criu / conmon command line on stderr. The library layers take a
+// ProcessRunner rather than calling run() themselves, so unit tests can give
+// them a fake one that answers as runc, CRIU or tar would.
 
 /**
  * node:child_process, loaded on first use: it pulls in streams and sockets,
@@ -12,15 +14,6 @@ let debugEnabled = false;
  */
 export const spawn: typeof import('node:child_process').spawn = ((...args: unknown[]) =>
   (process.getBuiltinModule('node:child_process').spawn as (...a: unknown[]) => unknown)(...args)) as never;
-
-export function setDebug(enabled: boolean): void {
-  debugEnabled = enabled;
-}
-
-/** With --debug: the message and the milliseconds since the process started. */
-export function debugLog(message: string): void {
-  if (debugEnabled) process.stderr.write(`stasis: debug: +${Math.round(performance.now())}ms ${message}\n`);
-}
 
 function quote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
@@ -51,6 +44,13 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Killed with SIGKILL after this long; the result then has signal SIGKILL. */
   timeout?: number;
+  /** Piped to the child's stdin (a tar archive, say); an error on it kills the child and rejects. */
+  input?: Readable;
+}
+
+/** What the library layers use to run programs: the real one below, or a fake in unit tests. */
+export interface ProcessRunner {
+  run(file: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
 }
 
 /**
@@ -62,11 +62,20 @@ export interface RunOptions {
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   debugLog(showCommand(file, args));
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const child = spawn(file, args, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+    if (opts.input) {
+      // The child stopping early (tar refusing an archive) is reported by its exit, not as EPIPE.
+      child.stdin!.on('error', () => undefined);
+      opts.input.on('error', (err) => {
+        child.kill('SIGKILL');
+        reject(err);
+      });
+      opts.input.pipe(child.stdin!);
+    }
     const timer = opts.timeout ? setTimeout(() => child.kill('SIGKILL'), opts.timeout) : undefined;
     child.on('error', (err) => {
       clearTimeout(timer);
@@ -84,3 +93,6 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
     });
   });
 }
+
+/** The real runner. */
+export const systemRunner: ProcessRunner = { run };
