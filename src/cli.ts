@@ -39,8 +39,20 @@ const COMMANDS: CommandEntry[] = [
 /** Commands whose own exit status is the process's: their failures are 125, not 1/2. */
 const PROCESS_STATUS_COMMANDS = new Set(['run', 'exec', 'wait']);
 
+/** The options every command takes, in one table: yargs declares them, and the command-word scan below skips their values. */
+const GLOBAL_OPTIONS = {
+  'state-dir': { type: 'string', requiresArg: true, describe: 'state directory [env: STASIS_STATE_DIR] (default: /run/stasis as root)', global: true },
+  'checkpoint-dir': { type: 'string', requiresArg: true, describe: 'where checkpoints go without --image-path [env: STASIS_CHECKPOINT_DIR] (default: /var/lib/stasis/checkpoints)', global: true },
+  runc: { type: 'string', requiresArg: true, describe: 'the OCI runtime binary [env: STASIS_RUNC]', global: true },
+  criu: { type: 'string', requiresArg: true, describe: 'the CRIU binary runc uses [env: STASIS_CRIU]', global: true },
+  json: { type: 'boolean', describe: 'machine-readable JSON output', global: true },
+  quiet: { alias: 'q', type: 'boolean', describe: 'print only IDs or paths', global: true },
+  color: { type: 'boolean', describe: 'colour output (--no-color to disable) [env: NO_COLOR, FORCE_COLOR]', global: true },
+  debug: { type: 'boolean', describe: 'print each runc / criu / monitor command line [env: STASIS_DEBUG=1]', global: true },
+} as const;
+
 /** Global options that take a value: skipped when looking for the command word. */
-const VALUE_OPTIONS = new Set(['--state-dir', '--checkpoint-dir', '--runc', '--criu']);
+const VALUE_OPTIONS = new Set(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'string').map(([name]) => `--${name}`));
 
 function findVerb(args: string[]): string | undefined {
   for (let i = 0; i < args.length; i++) {
@@ -56,23 +68,26 @@ function findVerb(args: string[]): string | undefined {
 }
 
 function globalOptions(parser: Argv): Argv<GlobalArgs> {
-  return parser
-    .option('state-dir', { type: 'string', describe: 'state directory [env: STASIS_STATE_DIR] (default: /run/stasis as root)', global: true })
-    .option('checkpoint-dir', { type: 'string', describe: 'where checkpoints go without --image-path [env: STASIS_CHECKPOINT_DIR] (default: /var/lib/stasis/checkpoints)', global: true })
-    .option('runc', { type: 'string', describe: 'the OCI runtime binary [env: STASIS_RUNC]', global: true })
-    .option('criu', { type: 'string', describe: 'the CRIU binary runc uses [env: STASIS_CRIU]', global: true })
-    .option('json', { type: 'boolean', describe: 'machine-readable JSON output', global: true })
-    .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only IDs or paths', global: true })
-    .option('color', { type: 'boolean', describe: 'colour output (--no-color to disable) [env: NO_COLOR, FORCE_COLOR]', global: true })
-    .option('debug', { type: 'boolean', describe: 'print each runc / criu / monitor command line [env: STASIS_DEBUG=1]', global: true }) as Argv<GlobalArgs>;
+  return parser.options(GLOBAL_OPTIONS) as unknown as Argv<GlobalArgs>;
 }
 
+/** Hints that name global options, for errors any command can meet (the library tags them with a code). */
+const GLOBAL_HINTS: Record<string, string> = {
+  'runc-missing': 'install runc (see `stasis doctor`) or point --runc / STASIS_RUNC at it',
+};
+
+/** The one place an error becomes output: `stasis: what: why` and a hint, or one JSON document. */
 function reportError(err: unknown, json: boolean): void {
   const message = errorMessage(err);
-  const hint = err instanceof StasisError ? err.hint : undefined;
+  const hint = err instanceof StasisError ? err.hint ?? GLOBAL_HINTS[err.code ?? ''] : undefined;
+  const details = err instanceof StasisError ? err.details : undefined;
   if (json) {
-    process.stderr.write(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}) })}\n`);
+    process.stderr.write(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}), ...(details ? { errors: details } : {}) })}\n`);
     return;
+  }
+  for (const detail of details ?? []) {
+    process.stderr.write(`stasis: ${detail.error}\n`);
+    if (detail.hint) process.stderr.write(`hint: ${detail.hint}\n`);
   }
   process.stderr.write(`stasis: ${message}\n`);
   if (hint) process.stderr.write(`hint: ${hint}\n`);
@@ -84,7 +99,9 @@ export async function main(args: string[]): Promise<void> {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-      throw err;
+      // Any other failure to write our own output: one line, no stack trace.
+      process.stderr.write(`stasis: cannot write ${stream === process.stdout ? 'the output' : 'to stderr'}: ${err.message}\n`);
+      process.exit(1);
     });
   }
   const verb = findVerb(args);

@@ -11,12 +11,27 @@ export const EXIT_NOT_FOUND = 127;
 export class StasisError extends Error {
   readonly exitCode: number;
   readonly hint: string | undefined;
-  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown } = {}) {
+  /**
+   * What went wrong, for the command layer: the library says what is wrong
+   * in its own terms, and the command that knows its flags adds the hint.
+   */
+  readonly code: string | undefined;
+  /** For a command on several containers: the failure of each, reported together. */
+  readonly details: FailureDetail[] | undefined;
+  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown; code?: string; details?: FailureDetail[] } = {}) {
     super(message, { cause: opts.cause });
     this.name = 'StasisError';
     this.exitCode = opts.exitCode ?? EXIT_FAILURE;
     this.hint = opts.hint;
+    this.code = opts.code;
+    this.details = opts.details;
   }
+}
+
+export interface FailureDetail {
+  id: string;
+  error: string;
+  hint?: string;
 }
 
 export function usageError(message: string, hint?: string): StasisError {

@@ -1,39 +1,18 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { StasisError, usageError } from '../errors.ts';
-import { criuVersion as criuVersionOf, softDirtyTracking } from '../runtime/criu.ts';
+import { StasisError, errorMessage } from '../errors.ts';
+import { criuVersion, softDirtyTracking } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
-import type { Runtime } from '../runtime/runtime.ts';
-import { viewOf } from '../runtime/view.ts';
+import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
-import type { OciSpec } from '../runtime/spec.ts';
-import { CONFIG_FILE, IMAGES_DIR, META_FILE, SPEC_FILE, STATS_FILE, criuErrors, folderSize, readCriuStats, type CheckpointMeta } from './image.ts';
+import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
+import { IMAGES_DIR, STATS_FILE, copyStats, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
 import { captureOverlayDiff, rootfsFingerprint } from './rootfs-diff.ts';
-import { compressionForPath, createTar } from './tar.ts';
+import { createTar } from './tar.ts';
 
-export interface CheckpointOptions {
-  imagePath?: string;
-  leaveRunning: boolean;
-  exportPath?: string;
-  tcpEstablished: boolean;
-  extUnixSk: boolean;
-  shellJob: boolean;
-  fileLocks: boolean;
-  preDump: boolean;
-  parentPath?: string;
-}
-
-export interface CheckpointResult {
-  id: string;
-  path: string;
-  exported: string | null;
-  leftRunning: boolean;
-  preDump: boolean;
-  imageBytes: number;
-  rootfsChanges: { files: number; deleted: number } | null;
-  timingsMs: { total: number; dump: number; rootfs: number; archive: number | null };
-  criu: Record<string, number> | null;
-}
+// A checkpoint, as containerd's first one did it: freeze the container, take
+// its writable layer and spec with the memory, dump with CRIU through runc,
+// and put CRIU's log in the error when that fails.
 
 /** The CRIU options that restore must repeat, as runc flags. */
 const RESTORE_FLAGS: [keyof CheckpointOptions, string][] = [
@@ -43,64 +22,73 @@ const RESTORE_FLAGS: [keyof CheckpointOptions, string][] = [
   ['fileLocks', '--file-locks'],
 ];
 
-function timestampName(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-}
-
-/** Flag combinations and the kernel's abilities, checked before the container is touched. */
-async function checkOptions(runtime: Runtime, opts: CheckpointOptions): Promise<void> {
-  if (opts.preDump && opts.exportPath) throw usageError('--pre-dump cannot be combined with --export: a pre-dump is not restorable on its own');
-  if (opts.exportPath) compressionFor(opts.exportPath);
+/** The kernel's abilities and the parent image, checked before the container is touched. */
+async function checkPreconditions(host: CheckpointHost, opts: CheckpointOptions): Promise<void> {
   if (opts.parentPath !== undefined && !existsSync(join(resolve(opts.parentPath), IMAGES_DIR))) {
-    throw new StasisError(`--parent-path ${opts.parentPath}: not a checkpoint folder (no ${IMAGES_DIR}/ inside)`);
+    throw new StasisError(`the parent checkpoint ${opts.parentPath} is not a checkpoint folder (no ${IMAGES_DIR}/ inside)`, { code: 'bad-parent' });
   }
-  if (opts.preDump || opts.parentPath !== undefined) {
-    if (!(await softDirtyTracking(runtime.config.criu))) {
-      const flag = opts.preDump ? '--pre-dump' : '--parent-path';
-      throw new StasisError(`${flag} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, {
-        hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports',
-      });
-    }
+  if ((opts.preDump || opts.parentPath !== undefined) && !(await softDirtyTracking(host.criu))) {
+    throw new StasisError(`${opts.preDump ? 'a pre-dump' : 'a checkpoint on top of a parent'} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, {
+      hint: 'take a full checkpoint instead; `stasis doctor` shows what the kernel supports',
+      code: 'no-soft-dirty',
+    });
   }
 }
 
-function compressionFor(path: string): void {
-  try {
-    compressionForPath(path);
-  } catch (err) {
-    throw usageError(`--export ${path}: ${(err as Error).message}`);
+/** Why a container cannot be checkpointed as it is, or null. */
+function refusal(host: CheckpointHost, record: ContainerRecord): StasisError | null {
+  const status = host.statusOf(record);
+  if (status !== 'running') {
+    const why = status === 'paused' ? 'it was paused with `stasis pause`; resume it first' : `it is ${status}`;
+    return new StasisError(`cannot checkpoint container ${record.id}: ${why}`);
   }
+  if (record.tty) {
+    return new StasisError(`cannot checkpoint container ${record.id}: it has a terminal, and runc cannot checkpoint a container with a terminal`, {
+      code: 'tty',
+    });
+  }
+  if (record.stdio.mode === 'passthrough') {
+    return new StasisError(`cannot checkpoint container ${record.id}: its stdio is connected to files or to the terminal that started it, which CRIU cannot carry`, {
+      code: 'stdio-passthrough',
+    });
+  }
+  return null;
+}
+
+/** The image folder: the one asked for (which must be empty), or a new one under the checkpoint dir. */
+function imageFolder(host: CheckpointHost, id: string, opts: CheckpointOptions, now: Date): string {
+  if (opts.imagePath !== undefined) {
+    const path = resolve(opts.imagePath);
+    if (existsSync(path) && readdirSync(path).length > 0) {
+      throw new StasisError(`${path} is not empty; a checkpoint is never written over another`, { hint: 'choose a new folder', code: 'image-path-not-empty' });
+    }
+    return path;
+  }
+  const base = join(host.checkpointDir, id, timestampName(now));
+  // Two checkpoints in the same millisecond still get folders of their own.
+  let path = base;
+  for (let n = 1; existsSync(path); n++) path = `${base}-${n}`;
+  return path;
+}
+
+async function provenanceOf(host: CheckpointHost, fingerprint: string): Promise<Provenance> {
+  const [runcVersion, criu] = await Promise.all([host.runcVersion(), criuVersion(host.criu)]);
+  return { runcVersion, criuVersion: criu ?? 'unknown', fingerprint };
 }
 
 export async function checkpointContainer(
-  runtime: Runtime,
+  host: CheckpointHost,
   id: string,
   opts: CheckpointOptions,
-  progress: (step: string) => void = () => undefined,
+  progress: Progress = () => undefined,
 ): Promise<CheckpointResult> {
-  await checkOptions(runtime, opts);
+  await checkPreconditions(host, opts);
   const started = Date.now();
-  return runtime.withContainer(id, async (record) => {
-    const info = viewOf(runtime.store, record);
-    if (info.status !== 'running') {
-      const why = info.status === 'paused' ? 'it was paused with `stasis pause`; resume it first' : `it is ${info.status}`;
-      throw new StasisError(`cannot checkpoint container ${id}: ${why}`);
-    }
-    if (record.tty) {
-      throw new StasisError(`cannot checkpoint container ${id}: it has a terminal (--tty), and runc cannot checkpoint a container with a terminal`, {
-        hint: 'run the container without -t to be able to checkpoint it',
-      });
-    }
-    if (record.stdio.mode === 'passthrough') {
-      throw new StasisError(`cannot checkpoint container ${id}: its stdio is connected to files or to the terminal that started it, which CRIU cannot carry`, {
-        hint: 'run it without --stdin/--stdout/--stderr, -i or -t, so its output goes to pipes the monitor holds',
-      });
-    }
+  return host.withContainer(id, async (record) => {
+    const refused = refusal(host, record);
+    if (refused) throw refused;
     const now = new Date();
-    const finalPath = resolve(opts.imagePath ?? join(runtime.config.checkpointDir, id, timestampName(now)));
-    if (existsSync(finalPath) && readdirSync(finalPath).length > 0) {
-      throw new StasisError(`--image-path ${finalPath} is not empty; a checkpoint is never written over another`, { hint: 'choose a new folder' });
-    }
+    const finalPath = imageFolder(host, id, opts, now);
     mkdirSync(dirname(finalPath), { recursive: true, mode: 0o700 });
     // Written beside the final folder and renamed at the end, so that a failed
     // or interrupted dump never leaves something that looks like a checkpoint.
@@ -110,54 +98,87 @@ export async function checkpointContainer(
 
     const restoreArgs = RESTORE_FLAGS.filter(([key]) => opts[key] === true).map(([, flag]) => flag);
     const leaveRunning = opts.leaveRunning || opts.preDump;
+    const metaOpts = {
+      preDump: opts.preDump,
+      parentPath: opts.parentPath,
+      restoreArgs,
+      criuOptions: restoreArgs.map((flag) => flag.replace(/^--/, '')),
+      checkpointedAt: now,
+    };
     record.checkpointing = true;
-    runtime.store.write(record);
-    let paused = false;
+    host.saveRecord(record);
+    let frozen = false;
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
     let rootfsMs = 0;
     const dumpStarted = Date.now();
-    let facts: Promise<Facts> | null = null;
     try {
       // Frozen while the files are captured, so that memory and files agree.
       progress('pausing');
-      await runtime.runc.call(`checkpoint ${id}: pause`, ['pause', id]);
-      paused = true;
+      await host.freeze(id);
+      frozen = true;
       if (record.rootfs.kind === 'overlay' && !opts.preDump) {
         progress('capturing rootfs changes');
         const rootfsStarted = Date.now();
         rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
         rootfsMs = Date.now() - rootfsStarted;
       }
+      // The metadata is written before the dump, so that a dump which
+      // finishes is restorable even if stasis dies right after it.
+      const fingerprint = await rootfsFingerprint(record.rootfs.base);
+      writeMetadata(record, workDir, metaOpts, { runcVersion: 'unknown', criuVersion: 'unknown', fingerprint });
       progress(opts.preDump ? 'pre-dumping memory with CRIU' : 'dumping with CRIU');
-      // dump() has started runc when it returns its promise. Versions and the
-      // base's fingerprint do not depend on the dump: they are gathered while
-      // CRIU works, not before the pause (each spawn holds up this thread).
-      const dumping = dump(runtime, record, workDir, finalPath, opts, restoreArgs);
-      facts = gatherFacts(runtime, record.rootfs.base);
-      facts.catch(() => undefined);
-      await dumping;
-      if (!leaveRunning) paused = false;
-      await writeMetadata(record, workDir, opts, restoreArgs, now, await facts);
+      const dumping = host.dump(id, {
+        imagesDir: join(workDir, IMAGES_DIR),
+        workDir,
+        leaveRunning: opts.leaveRunning,
+        preDump: opts.preDump,
+        // CRIU wants the parent relative to the images folder; workDir and
+        // finalPath are siblings, so the relative path holds after the rename.
+        parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
+        criuFlags: restoreArgs,
+      });
+      // The versions do not depend on the dump: asked while CRIU works.
+      const provenance = provenanceOf(host, fingerprint);
+      provenance.catch(() => undefined);
+      const result = await dumping;
+      if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
+      if (!leaveRunning) frozen = false;
+      writeMetadata(record, workDir, metaOpts, await provenance);
+      copyStats(workDir);
       renameSync(workDir, finalPath);
     } catch (err) {
-      const kept = keepLog(runtime, id, join(workDir, 'dump.log'));
+      const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
       rmSync(workDir, { recursive: true, force: true });
-      if (paused) await runtime.runc.raw(['resume', id]);
+      let thawFailure = '';
+      if (frozen) {
+        thawFailure = await host.thaw(id).then(() => '', (thawErr: unknown) => `; the container is still frozen: ${errorMessage(thawErr)}`);
+      }
       record.checkpointing = false;
-      runtime.store.write(record);
-      throw withCriuLog(err, kept, 'checkpoint', id);
+      if (thawFailure) record.status = 'paused';
+      host.saveRecord(record);
+      throw withCriuLog(thawFailure ? new StasisError(`${errorMessage(err)}${thawFailure}`) : err, kept, 'checkpoint', id);
     }
     const dumpMs = Date.now() - dumpStarted - rootfsMs;
     record.checkpointing = false;
-    if (leaveRunning) {
-      await runtime.runc.raw(['resume', id]);
-    } else {
+    record.lastCheckpoint = { path: finalPath, at: now.toISOString() };
+    if (!leaveRunning) {
       record.status = 'stopped';
       record.checkpointedStop = true;
       record.pid = null;
     }
-    record.lastCheckpoint = { path: finalPath, at: now.toISOString() };
-    runtime.store.write(record);
+    let thawError: unknown = null;
+    if (leaveRunning) {
+      await host.thaw(id).catch((err: unknown) => {
+        thawError = err;
+        record.status = 'paused';
+      });
+    }
+    host.saveRecord(record);
+    if (thawError !== null) {
+      throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but the container could not be thawed and is still frozen: ${errorMessage(thawError)}`, {
+        hint: `try \`stasis resume ${id}\``,
+      });
+    }
 
     let exported: string | null = null;
     let archiveMs: number | null = null;
@@ -168,11 +189,11 @@ export async function checkpointContainer(
       try {
         await createTar(finalPath, exported);
       } catch (err) {
-        throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${(err as Error).message}`);
+        throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${errorMessage(err)}`);
       }
       archiveMs = Date.now() - archiveStarted;
     }
-    runtime.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, leftRunning: leaveRunning, preDump: opts.preDump });
+    host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, leftRunning: leaveRunning, preDump: opts.preDump });
     return {
       id,
       path: finalPath,
@@ -182,121 +203,7 @@ export async function checkpointContainer(
       imageBytes: folderSize(finalPath),
       rootfsChanges,
       timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
-      // writeMetadata copied CRIU's stats-dump next to the images.
       criu: readCriuStats(join(finalPath, STATS_FILE)),
     };
-  });
-}
-
-async function dump(
-  runtime: Runtime,
-  record: ContainerRecord,
-  workDir: string,
-  finalPath: string,
-  opts: CheckpointOptions,
-  restoreArgs: string[],
-): Promise<void> {
-  const args = ['checkpoint', '--image-path', join(workDir, IMAGES_DIR), '--work-path', workDir];
-  if (opts.leaveRunning && !opts.preDump) args.push('--leave-running');
-  if (opts.preDump) args.push('--pre-dump');
-  if (opts.parentPath !== undefined) {
-    // CRIU wants the parent relative to the images folder; workDir and
-    // finalPath are siblings, so the relative path holds after the rename.
-    args.push('--parent-path', relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)));
-  }
-  args.push(...restoreArgs, record.id);
-  const result = await runtime.runc.raw(args, { timeout: 600_000 });
-  if (result.exitCode !== 0) {
-    throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
-  }
-}
-
-interface Facts {
-  runcVersion: string;
-  criuVersion: string;
-  fingerprint: string;
-}
-
-async function gatherFacts(runtime: Runtime, base: string): Promise<Facts> {
-  const [runcVersion, criuVersion, fingerprint] = await Promise.all([
-    runtime.runc.version(),
-    criuVersionOf(runtime.config.criu).then((v) => v ?? 'unknown'),
-    rootfsFingerprint(base),
-  ]);
-  return { runcVersion, criuVersion, fingerprint };
-}
-
-async function writeMetadata(
-  record: ContainerRecord,
-  workDir: string,
-  opts: CheckpointOptions,
-  restoreArgs: string[],
-  now: Date,
-  facts: Facts,
-): Promise<void> {
-  const spec = JSON.parse(readFileSync(join(record.bundle, 'config.json'), 'utf8')) as OciSpec;
-  // checkpointctl shows this annotation as the container's name (its engine column says containerd for any
-  // manager but podman's and CRI-O's; we do not pretend to be either).
-  spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };
-  writeFileSync(join(workDir, SPEC_FILE), `${JSON.stringify(spec, null, 2)}\n`);
-  const meta: CheckpointMeta = {
-    format: 1,
-    id: record.id,
-    checkpointedAt: now.toISOString(),
-    runcVersion: facts.runcVersion,
-    criuVersion: facts.criuVersion,
-    rootfs: {
-      kind: record.rootfs.kind,
-      base: record.rootfs.base,
-      fingerprint: facts.fingerprint,
-      userBundle: record.rootfs.userBundle,
-    },
-    restoreArgs,
-    criuOptions: restoreArgs.map((flag) => flag.replace(/^--/, '')),
-    preDump: opts.preDump,
-    parentPath: opts.parentPath === undefined ? null : resolve(opts.parentPath),
-    command: record.command,
-    labels: record.labels,
-  };
-  writeFileSync(join(workDir, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
-  // podman's container config, reduced to what checkpointctl shows.
-  const config = {
-    id: record.id,
-    name: record.id,
-    rootfsImageName: record.rootfs.base,
-    rootfsImageRef: meta.rootfs.fingerprint,
-    rootfsImage: record.rootfs.base,
-    createdTime: record.createdAt,
-    checkpointedTime: meta.checkpointedAt,
-    restored: record.restoredFrom !== null,
-    runtime: 'runc',
-  };
-  writeFileSync(join(workDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
-  const stats = join(workDir, IMAGES_DIR, STATS_FILE);
-  if (existsSync(stats)) copyFileSync(stats, join(workDir, STATS_FILE));
-}
-
-/** Keeps CRIU's log of a failed operation in the state dir's logs/ folder. */
-export function keepLog(runtime: Runtime, id: string, logPath: string): string | null {
-  if (!existsSync(logPath)) return null;
-  const kept = join(runtime.store.paths.logs, `${id}-${basename(logPath, '.log')}-${timestampName(new Date())}.log`);
-  try {
-    mkdirSync(runtime.store.paths.logs, { recursive: true, mode: 0o700 });
-    copyFileSync(logPath, kept);
-    return kept;
-  } catch {
-    return null;
-  }
-}
-
-/** Adds the CRIU log's name and its last error lines to a failure. */
-export function withCriuLog(err: unknown, logPath: string | null, what: string, id: string): StasisError {
-  // runc names CRIU's log where it was written (a folder now removed): we name the kept copy.
-  const base = (err instanceof StasisError ? err.message : String((err as Error)?.message ?? err)).replace(/\s*log file: \S+/g, '');
-  if (logPath === null) return new StasisError(`${what} ${id} failed: ${base}`, { hint: err instanceof StasisError ? err.hint : undefined });
-  const lines = criuErrors(logPath);
-  const quoted = lines.length > 0 ? `\n${lines.map((l) => `  ${l}`).join('\n')}` : '';
-  return new StasisError(`${what} ${id} failed: ${base}\nCRIU log: ${logPath}${quoted}`, {
-    hint: err instanceof StasisError ? err.hint : undefined,
   });
 }

@@ -1,6 +1,8 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
+import type { OciSpec } from '../runtime/spec.ts';
+import type { ContainerRecord } from '../state/store.ts';
 
 // A checkpoint folder (and the exported archive, which is the same tree):
 //   checkpoint/      CRIU's images (runc checkpoint --image-path)
@@ -40,6 +42,69 @@ export interface CheckpointMeta {
   labels: Record<string, string>;
 }
 
+/** Where a checkpoint came from: the tools that made it and the base it needs. */
+export interface Provenance {
+  runcVersion: string;
+  criuVersion: string;
+  fingerprint: string;
+}
+
+/**
+ * Writes spec.dump, stasis.json and config.dump into a checkpoint folder
+ * being made, and copies CRIU's statistics beside them once the dump is done.
+ */
+export function writeMetadata(
+  record: ContainerRecord,
+  dir: string,
+  opts: { preDump: boolean; parentPath?: string; criuOptions: string[]; restoreArgs: string[]; checkpointedAt: Date },
+  provenance: Provenance,
+): void {
+  const spec = JSON.parse(readFileSync(join(record.bundle, 'config.json'), 'utf8')) as OciSpec;
+  // checkpointctl shows this annotation as the container's name (its engine column says containerd for any
+  // manager but podman's and CRI-O's; we do not pretend to be either).
+  spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };
+  writeFileSync(join(dir, SPEC_FILE), `${JSON.stringify(spec, null, 2)}\n`);
+  const meta: CheckpointMeta = {
+    format: 1,
+    id: record.id,
+    checkpointedAt: opts.checkpointedAt.toISOString(),
+    runcVersion: provenance.runcVersion,
+    criuVersion: provenance.criuVersion,
+    rootfs: {
+      kind: record.rootfs.kind,
+      base: record.rootfs.base,
+      fingerprint: provenance.fingerprint,
+      userBundle: record.rootfs.userBundle,
+    },
+    restoreArgs: opts.restoreArgs,
+    criuOptions: opts.criuOptions,
+    preDump: opts.preDump,
+    parentPath: opts.parentPath === undefined ? null : resolve(opts.parentPath),
+    command: record.command,
+    labels: record.labels,
+  };
+  writeFileSync(join(dir, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
+  // podman's container config, reduced to what checkpointctl shows.
+  const config = {
+    id: record.id,
+    name: record.id,
+    rootfsImageName: record.rootfs.base,
+    rootfsImageRef: meta.rootfs.fingerprint,
+    rootfsImage: record.rootfs.base,
+    createdTime: record.createdAt,
+    checkpointedTime: meta.checkpointedAt,
+    restored: record.restoredFrom !== null,
+    runtime: 'runc',
+  };
+  writeFileSync(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** Copies CRIU's dump statistics next to the images, where podman and checkpointctl look for them. */
+export function copyStats(dir: string): void {
+  const stats = join(dir, IMAGES_DIR, STATS_FILE);
+  if (existsSync(stats)) copyFileSync(stats, join(dir, STATS_FILE));
+}
+
 export function readMeta(dir: string): CheckpointMeta {
   const metaPath = join(dir, META_FILE);
   if (!existsSync(join(dir, IMAGES_DIR, 'inventory.img'))) {
@@ -57,19 +122,6 @@ export function readMeta(dir: string): CheckpointMeta {
     throw new StasisError(`${dir}: ${META_FILE} has an unknown format`);
   }
   return meta;
-}
-
-/** The last lines of a CRIU log that report an error, for the message. */
-export function criuErrors(logPath: string, max = 5): string[] {
-  let text: string;
-  try {
-    text = readFileSync(logPath, 'utf8');
-  } catch {
-    return [];
-  }
-  // CRIU always logs that it cannot raise its own RLIMIT_NOFILE; that is not why anything failed.
-  const lines = text.split('\n').filter((line) => /Error|error \(|err:|fail/i.test(line) && !/RLIMIT_NOFILE/.test(line));
-  return [...new Set(lines.map((line) => line.trim()))].slice(-max);
 }
 
 export function folderSize(dir: string): number {

@@ -1,24 +1,26 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { StasisError, usageError } from '../errors.ts';
+import { EXIT_USAGE, StasisError, errorMessage } from '../errors.ts';
 import { bundleBase, checkRootfsDir } from '../runtime/create-plan.ts';
-import type { ProvisionPlan, Runtime } from '../runtime/runtime.ts';
-import type { ContainerRecord } from '../state/store.ts';
-import { parseMountFlag } from '../runtime/mounts.ts';
 import type { OciSpec } from '../runtime/spec.ts';
-import { viewOf, type ContainerInfo } from '../runtime/view.ts';
-import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
+import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../runtime/types.ts';
+import type { ContainerRecord, MountRecord } from '../state/store.ts';
+import { keepLog, withCriuLog } from './criu-log.ts';
 import { IMAGES_DIR, SPEC_FILE, readCriuStats, readMeta, type CheckpointMeta } from './image.ts';
-import { extractTar, readTarEntries, checkEntriesSafe } from './tar.ts';
-import { keepLog, withCriuLog } from './checkpoint.ts';
+import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
+import { checkEntriesSafe, extractTar, readTarEntries } from './tar.ts';
+
+// A restore, as containerd's first one did it: through create, with the
+// checkpoint's images handed to runc (`runc restore` run by conmon) and the
+// writable layer put back underneath.
 
 export interface RestoreOptions {
   /** Folder or archive; default: the latest checkpoint of this ID. */
   checkpoint?: string;
-  rootfs?: string;
-  bundle?: string;
-  /** --rootfs-mount flags: mounted on the bundle's rootfs before the restore (bundle checkpoints only). */
-  rootfsMounts?: string[];
+  /** The base to restore onto, instead of the one the checkpoint names. */
+  base?: { kind: 'overlay' | 'bundle'; dir: string };
+  /** Mounted on a bundle's rootfs before the restore (bundle checkpoints only). */
+  rootfsMounts?: Omit<MountRecord, 'target'>[];
   labels?: Record<string, string>;
 }
 
@@ -31,45 +33,45 @@ export interface RestoreResult {
 }
 
 /** The newest checkpoint of `id`: the one its record names, else the newest under the checkpoint dir. */
-export function latestCheckpoint(runtime: Runtime, id: string, record: ContainerRecord | null): string {
+export function latestCheckpoint(host: CheckpointHost, id: string, record: ContainerRecord | null): string {
   if (record?.lastCheckpoint && existsSync(record.lastCheckpoint.path)) return record.lastCheckpoint.path;
-  const dir = join(runtime.config.checkpointDir, id);
+  const dir = join(host.checkpointDir, id);
   const candidates = existsSync(dir)
     ? readdirSync(dir).filter((name) => !name.startsWith('.') && existsSync(join(dir, name, IMAGES_DIR))).sort()
     : [];
   if (candidates.length === 0) {
-    throw new StasisError(`no checkpoint of ${id} found in ${dir}`, { hint: 'name one with --checkpoint PATH' });
+    throw new StasisError(`no checkpoint of ${id} found in ${dir}`, { code: 'no-checkpoint' });
   }
   return join(dir, candidates[candidates.length - 1]);
 }
 
 /** Unpacks an archive into a fresh folder after checking every entry; returns that folder. */
-async function unpackArchive(runtime: Runtime, archive: string): Promise<string> {
-  runtime.store.ensure();
-  const target = mkdtempSync(join(runtime.store.paths.root, '.restore-'));
+async function unpackArchive(host: CheckpointHost, archive: string): Promise<string> {
+  const target = mkdtempSync(join(host.scratchDir, '.restore-'));
   try {
     await extractTar(archive, target);
   } catch (err) {
     rmSync(target, { recursive: true, force: true });
-    throw new StasisError(`cannot restore from ${archive}: ${(err as Error).message}`);
+    throw new StasisError(`cannot restore from ${archive}: ${errorMessage(err)}`);
   }
   return target;
 }
 
 function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): ProvisionPlan['rootfs'] {
-  if (opts.rootfs !== undefined && opts.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
-  if (opts.rootfs !== undefined && meta.rootfs.kind === 'bundle') {
-    throw usageError('this checkpoint is of a --bundle container: restore it onto a bundle with --bundle DIR', 'its rootfs changes were written in place, so the checkpoint does not carry them');
+  const kind = opts.base?.kind ?? meta.rootfs.kind;
+  if (kind !== meta.rootfs.kind) {
+    // A bundle's changes were written in place, a rootfs container's are in the archive: the two do not mix.
+    throw new StasisError(
+      meta.rootfs.kind === 'bundle'
+        ? 'this checkpoint is of a bundle container: it restores onto a bundle, whose rootfs holds its changes'
+        : 'this checkpoint is of a container on a read-only rootfs: it restores onto a copy of that rootfs, with its writable layer on top',
+      { exitCode: EXIT_USAGE, code: `base-kind-${meta.rootfs.kind}` },
+    );
   }
-  if (opts.bundle !== undefined && meta.rootfs.kind === 'overlay') {
-    throw usageError('this checkpoint is of a --rootfs container: restore it onto a copy of its base with --rootfs DIR', 'the checkpoint carries its writable layer, which goes on top of that base');
-  }
-  if (opts.rootfs !== undefined) return { kind: 'overlay', base: checkRootfsDir(opts.rootfs), userBundle: null };
-  if (opts.bundle !== undefined) return bundleBase(opts.bundle).rootfs;
+  if (opts.base?.kind === 'overlay') return { kind: 'overlay', base: checkRootfsDir(opts.base.dir), userBundle: null };
+  if (opts.base?.kind === 'bundle') return bundleBase(opts.base.dir).rootfs;
   if (!existsSync(meta.rootfs.base)) {
-    throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, {
-      hint: `copy it here, or name a copy with --rootfs DIR${meta.rootfs.kind === 'bundle' ? ' or --bundle DIR' : ''}`,
-    });
+    throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, { code: `base-missing-${meta.rootfs.kind}` });
   }
   return { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle };
 }
@@ -79,28 +81,33 @@ function readCheckpointJson<T = unknown>(dir: string, name: string): T {
   try {
     return JSON.parse(readFileSync(join(dir, name), 'utf8')) as T;
   } catch (err) {
-    throw new StasisError(`checkpoint ${dir}: ${name} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not valid JSON (${(err as Error).message})`}`);
+    throw new StasisError(`checkpoint ${dir}: ${name} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not valid JSON (${errorMessage(err)})`}`);
   }
 }
 
-export async function restoreContainer(
-  runtime: Runtime,
-  id: string,
-  opts: RestoreOptions,
-  progress: (step: string) => void = () => undefined,
-): Promise<RestoreResult> {
-  const started = Date.now();
-  const rootfsMounts = (opts.rootfsMounts ?? []).map(parseMountFlag);
-  // Refuse a duplicate before looking for a checkpoint or unpacking anything.
-  const taken = runtime.store.exists(id);
-  const existing = taken ? runtime.store.read(id) : null;
-  if (taken && !existing?.checkpointedStop) {
-    const status = existing ? viewOf(runtime.store, existing).status : null;
+/** Refuses a duplicate before looking for a checkpoint or unpacking anything; returns the record to restore in place. */
+function existingRecord(host: CheckpointHost, id: string): ContainerRecord | null {
+  if (!host.exists(id)) return null;
+  const existing = host.readRecord(id);
+  if (!existing?.checkpointedStop) {
+    const status = existing ? host.statusOf(existing) : null;
     throw new StasisError(`container ${id} already exists${status ? ` (${status})` : ''}: only a container a checkpoint stopped is restored in place`, {
       hint: `restore under another ID, or remove it first with \`stasis delete -f ${id}\``,
     });
   }
-  const source = resolve(opts.checkpoint ?? latestCheckpoint(runtime, id, existing));
+  return existing;
+}
+
+export async function restoreContainer(
+  host: CheckpointHost,
+  id: string,
+  opts: RestoreOptions,
+  progress: Progress = () => undefined,
+): Promise<RestoreResult> {
+  const started = Date.now();
+  const rootfsMounts = opts.rootfsMounts ?? [];
+  const existing = existingRecord(host, id);
+  const source = resolve(opts.checkpoint ?? latestCheckpoint(host, id, existing));
   let stat;
   try {
     stat = statSync(source);
@@ -114,16 +121,19 @@ export async function restoreContainer(
     if (stat.isFile()) {
       progress(`unpacking ${source}`);
       const unpackStarted = Date.now();
-      unpacked = await unpackArchive(runtime, source);
+      unpacked = await unpackArchive(host, source);
       unpackMs = Date.now() - unpackStarted;
       dir = unpacked;
     }
     progress('checking the checkpoint');
     const meta = readMeta(dir);
-    if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken with --parent-path pointing at it`);
+    if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken on top of it`);
     const rootfs = chooseBase(meta, opts);
     if (rootfsMounts.length > 0 && rootfs.kind !== 'bundle') {
-      throw usageError('--rootfs-mount mounts onto a bundle\'s rootfs: this checkpoint is of a --rootfs container', 'its writable layer is carried in the checkpoint and restored into a layer of its own');
+      throw new StasisError('rootfs mounts are for a bundle\'s rootfs: this checkpoint is of a container on a read-only rootfs, whose writable layer it carries', {
+        exitCode: EXIT_USAGE,
+        code: 'mounts-need-bundle',
+      });
     }
     // A bundle's rootfs is restored as it is now (the container wrote to it in
     // place), so only a read-only base can be checked against the checkpoint.
@@ -131,7 +141,7 @@ export async function restoreContainer(
       const fingerprint = await rootfsFingerprint(rootfs.base);
       if (fingerprint !== meta.rootfs.fingerprint) {
         throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base} (their files differ)`, {
-          hint: 'restore onto the image the container ran on, or an exact copy of it (--rootfs DIR)',
+          code: 'base-differs',
         });
       }
     }
@@ -157,7 +167,7 @@ export async function restoreContainer(
         fillLayer: hasDiff ? (upper) => extractTar(diffTar, upper, { rootfsLayer: true }) : undefined,
         onRootfs: rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deleted); } : undefined,
         onFailure: (containerDir) => {
-          keptLog = keepLog(runtime, id, join(containerDir, 'restore.log'));
+          keptLog = keepLog(host.logsDir, id, join(containerDir, 'restore.log'));
         },
       },
     };
@@ -166,7 +176,7 @@ export async function restoreContainer(
     let inPlace = false;
     let container: ContainerInfo;
     try {
-      container = await runtime.createInfo(id, plan, {
+      container = await host.provision(id, plan, {
         inPlace: (record) => {
           inPlace = record.checkpointedStop;
           return inPlace;
@@ -180,7 +190,7 @@ export async function restoreContainer(
       checkpoint: source,
       inPlace,
       timingsMs: { total: Date.now() - started, unpack: unpackMs, restore: Date.now() - restoreStarted },
-      criu: readCriuStats(join(runtime.store.containerDir(id), 'stats-restore')),
+      criu: readCriuStats(join(host.containerDir(id), 'stats-restore')),
     };
   } finally {
     if (unpacked !== null) rmSync(unpacked, { recursive: true, force: true });

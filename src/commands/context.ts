@@ -40,6 +40,10 @@ export function applyGlobals(argv: GlobalArgs): void {
   setOutputMode({ json: argv.json === true, quiet: argv.quiet === true, colorFlag: argv.color });
 }
 
+/**
+ * The composition root: the runtime over runc and conmon, with checkpointing
+ * (a layer above it) handed in. Only the command layer knows both.
+ */
 export function runtimeFrom(argv: GlobalArgs): Runtime {
   applyGlobals(argv);
   const runcName = argv.runc ?? process.env.STASIS_RUNC ?? 'runc';
@@ -56,5 +60,7 @@ export function runtimeFrom(argv: GlobalArgs): Runtime {
     conmon: which(process.env.STASIS_CONMON ?? 'conmon') ?? 'conmon',
     cliCommand: [process.execPath, cliEntry ? realpathSync(cliEntry) : resolve('bin/stasis')],
     flock: which('flock'),
+  }, {
+    checkpoint: async (host, id, opts, progress) => (await import('../checkpoint/checkpoint.ts')).checkpointContainer(host, id, opts, progress),
   });
 }

@@ -1,21 +1,18 @@
-import type { CommandModule } from 'yargs';
-import { planCreate } from '../runtime/create-plan.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { commandWords, createOptions, createOptionsFrom, idArg, type CreateFlags } from './flags.ts';
+import { runtimeFrom } from './context.ts';
+import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
+import { CHECKPOINT_FLAG, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
-type Args = GlobalArgs & CreateFlags & { id: string; cmd?: string[] };
-
-export const command: CommandModule<GlobalArgs, Args> = {
+export const command = defineCommand({
   command: 'create <id> [cmd..]',
   describe: 'create a container from a rootfs, a bundle or a checkpoint (then `stasis start`)',
-  builder: (y) =>
-    createOptions(y)
-      .positional('id', { type: 'string', describe: 'container ID' })
-      .positional('cmd', { type: 'string', array: true, describe: 'command and arguments (put them after --)' })
-      .example('$0 create web --rootfs /srv/web -- httpd -f', 'a container on a read-only rootfs image')
-      .example('$0 create web --bundle ./bundle', 'an existing OCI bundle')
-      .example('$0 create web2 --checkpoint web.tar.zst', 'restore from an exported checkpoint') as never,
+  positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
+  options: { ...CREATE_FLAGS, ...CHECKPOINT_FLAG },
+  examples: [
+    ['$0 create web --rootfs /srv/web -- httpd -f', 'a container on a read-only rootfs image'],
+    ['$0 create web --bundle ./bundle', 'an existing OCI bundle'],
+    ['$0 create web2 --checkpoint web.tar.zst', 'restore from an exported checkpoint'],
+  ],
   handler: async (argv) => {
     const id = idArg(argv.id);
     const runtime = runtimeFrom(argv);
@@ -24,9 +21,9 @@ export const command: CommandModule<GlobalArgs, Args> = {
       await restoreFromFlags(runtime, id, argv);
       return;
     }
-    const plan = planCreate(id, createOptionsFrom(argv, commandWords(argv)));
+    const plan = planFromFlags(id, createOptionsFrom(argv, commandWords(argv)));
     const info = await runtime.createInfo(id, plan);
     if (isJson()) printJson(info);
     else printLine(info.id);
   },
-};
+});

@@ -1,13 +1,12 @@
-import type { CommandModule } from 'yargs';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { colors } from '../output/colors.ts';
 import { runDoctor } from '../runtime/doctor.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { runtimeFrom } from './context.ts';
+import { defineCommand } from './define.ts';
 
-export const command: CommandModule<GlobalArgs, GlobalArgs> = {
+export const command = defineCommand({
   command: 'doctor',
   describe: 'check runc, CRIU, conmon, the kernel and the state directory; say what to install',
-  builder: (y) => y,
   handler: async (argv) => {
     const report = await runDoctor(runtimeFrom(argv));
     if (isJson()) printJson(report);
@@ -21,4 +20,4 @@ export const command: CommandModule<GlobalArgs, GlobalArgs> = {
     }
     if (!report.ok) process.exitCode = 1;
   },
-};
+});

@@ -1,38 +1,23 @@
-import type { CommandModule } from 'yargs';
 import { usageError } from '../errors.ts';
 import { isJson, printJsonLine, printLine } from '../output/print.ts';
 import { TOPICS, type StasisEvent } from '../state/events.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { idArg, toArray } from './flags.ts';
+import { runtimeFrom } from './context.ts';
+import { defineCommand } from './define.ts';
+import { idArg, parseTimeBound, toArray } from './flags.ts';
 
-type Args = GlobalArgs & { ids?: string[]; since?: string; until?: string; follow?: boolean; topic?: string[] };
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** An RFC 3339 time, or a duration back from now such as 10m or 2h. */
-export function parseTimeBound(flag: string, value: string, now = Date.now()): number {
-  const duration = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
-  if (duration) return now - Number(duration[1]) * UNIT_MS[duration[2]];
-  if (/^\d{4}-\d{2}-\d{2}T/.test(value)) {
-    const parsed = Date.parse(value);
-    if (!Number.isNaN(parsed)) return parsed;
-  }
-  throw usageError(`--${flag} ${JSON.stringify(value)}: expected an RFC 3339 time (2026-01-02T15:04:05Z) or a duration like 10m, 2h`);
-}
-
-export const command: CommandModule<GlobalArgs, Args> = {
+export const command = defineCommand({
   command: 'events [ids..]',
   describe: 'stream lifecycle events of all (or the given) containers',
-  builder: (y) =>
-    y
-      .positional('ids', { type: 'string', array: true, describe: 'only events of these containers' })
-      .option('since', { type: 'string', describe: 'replay recorded events from this time (RFC 3339 or a duration like 10m)' })
-      .option('until', { type: 'string', describe: 'stop at this time (RFC 3339 or a duration like 10m)' })
-      .option('follow', { type: 'boolean', default: true, describe: 'keep following new events (--no-follow prints the recorded ones and exits)' })
-      .option('topic', { type: 'string', coerce: toArray, describe: `only these topics (repeatable): ${TOPICS.join(', ')}` }) as never,
+  positionals: { ids: { type: 'string', array: true, describe: 'only events of these containers' } },
+  options: {
+    since: { type: 'string', requiresArg: true, describe: 'replay recorded events from this time (RFC 3339 or a duration like 10m)' },
+    until: { type: 'string', requiresArg: true, describe: 'stop at this time (RFC 3339 or a duration like 10m)' },
+    follow: { type: 'boolean', default: true, describe: 'keep following new events (--no-follow prints the recorded ones and exits)' },
+    topic: { type: 'string', requiresArg: true, coerce: toArray, describe: `only these topics (repeatable): ${TOPICS.join(', ')}` },
+  },
   handler: async (argv) => {
     const ids = new Set((argv.ids ?? []).map((id) => idArg(id)));
-    const topics = new Set(toArray(argv.topic));
+    const topics = new Set(argv.topic ?? []);
     for (const topic of topics) {
       if (!(TOPICS as readonly string[]).includes(topic)) throw usageError(`unknown topic ${JSON.stringify(topic)}`, `topics: ${TOPICS.join(', ')}`);
     }
@@ -71,4 +56,4 @@ export const command: CommandModule<GlobalArgs, Args> = {
       process.off('SIGTERM', onSignal);
     }
   },
-};
+});

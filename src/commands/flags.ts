@@ -1,6 +1,8 @@
-import type { Argv } from 'yargs';
-import { usageError } from '../errors.ts';
+import { EXIT_USAGE, StasisError, usageError } from '../errors.ts';
 import { validateId } from '../state/ids.ts';
+import type { MountRecord } from '../state/store.ts';
+import { defaultRootfs, planCreate, type CreateOptions } from '../runtime/create-plan.ts';
+import type { ProvisionPlan } from '../runtime/types.ts';
 
 // Flag groups shared by several commands (as ctr keeps its shared flags in one place).
 
@@ -13,25 +15,28 @@ export function toArray(value: unknown): string[] {
   return (Array.isArray(value) ? value : [value]).map(String);
 }
 
-export function createOptions<T>(y: Argv<T>, opts: { checkpoint?: boolean } = {}) {
-  const withCheckpoint = opts.checkpoint ?? true;
-  const base = y
-    .option('bundle', { type: 'string', describe: 'use this OCI bundle (config.json + rootfs) as runc would; its rootfs is written in place', group: 'Create options:' })
-    .option('rootfs', { type: 'string', describe: 'read-only rootfs image; the container writes to its own overlay layer (default: the built-in busybox rootfs)', group: 'Create options:' })
-    .option('tty', { alias: 't', type: 'boolean', describe: 'give the container a terminal', group: 'Create options:' })
-    .option('env', { alias: 'e', type: 'string', coerce: toArray, describe: 'set an environment variable K=V (repeatable)', group: 'Create options:' })
-    .option('cwd', { type: 'string', describe: 'working directory inside the container', group: 'Create options:' })
-    .option('label', { type: 'string', coerce: toArray, describe: 'attach a label K=V (repeatable)', group: 'Create options:' })
-    .option('memory', { type: 'string', describe: 'memory limit in bytes (k, m, g suffixes)', group: 'Create options:' })
-    .option('pids-limit', { type: 'string', describe: 'maximum number of processes', group: 'Create options:' })
-    .option('stdin', { type: 'string', describe: "connect the container's stdin to FILE", group: 'Create options:' })
-    .option('stdout', { type: 'string', describe: "write the container's stdout to FILE (default: captured for logs)", group: 'Create options:' })
-    .option('stderr', { type: 'string', describe: "write the container's stderr to FILE (default: captured for logs)", group: 'Create options:' })
-    .option('rootfs-mount', { type: 'string', coerce: toArray, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: 'Create options:' });
-  return withCheckpoint
-    ? base.option('checkpoint', { type: 'string', describe: 'restore from this checkpoint folder or exported archive (as `stasis restore`)', group: 'Create options:' })
-    : base;
-}
+const CREATE_GROUP = 'Create options:';
+
+/** The options of create, run and restore's create alias, as one group (like ctr's shared flags). */
+export const CREATE_FLAGS = {
+  bundle: { type: 'string', requiresArg: true, describe: 'use this OCI bundle (config.json + rootfs) as runc would; its rootfs is written in place', group: CREATE_GROUP },
+  rootfs: { type: 'string', requiresArg: true, describe: 'read-only rootfs image; the container writes to its own overlay layer (default: the built-in busybox rootfs)', group: CREATE_GROUP },
+  tty: { alias: 't', type: 'boolean', describe: 'give the container a terminal', group: CREATE_GROUP },
+  env: { alias: 'e', type: 'string', requiresArg: true, coerce: toArray, describe: 'set an environment variable K=V (repeatable)', group: CREATE_GROUP },
+  cwd: { type: 'string', requiresArg: true, describe: 'working directory inside the container', group: CREATE_GROUP },
+  label: { type: 'string', requiresArg: true, coerce: toArray, describe: 'attach a label K=V (repeatable)', group: CREATE_GROUP },
+  memory: { type: 'string', requiresArg: true, describe: 'memory limit in bytes (k, m, g suffixes)', group: CREATE_GROUP },
+  'pids-limit': { type: 'string', requiresArg: true, describe: 'maximum number of processes', group: CREATE_GROUP },
+  stdin: { type: 'string', requiresArg: true, describe: "connect the container's stdin to FILE", group: CREATE_GROUP },
+  stdout: { type: 'string', requiresArg: true, describe: "write the container's stdout to FILE (default: captured for logs)", group: CREATE_GROUP },
+  stderr: { type: 'string', requiresArg: true, describe: "write the container's stderr to FILE (default: captured for logs)", group: CREATE_GROUP },
+  'rootfs-mount': { type: 'string', requiresArg: true, coerce: toArray, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: CREATE_GROUP },
+} as const;
+
+/** create's extra option: restore instead (as `stasis restore`). */
+export const CHECKPOINT_FLAG = {
+  checkpoint: { type: 'string', requiresArg: true, describe: 'restore from this checkpoint folder or exported archive (as `stasis restore`)', group: CREATE_GROUP },
+} as const;
 
 export interface CreateFlags {
   bundle?: string;
@@ -74,14 +79,20 @@ export function parseBytes(flag: string, value: string | undefined): number | un
   if (!match) throw usageError(`--${flag} ${JSON.stringify(value)}: expected a number of bytes with an optional k, m or g suffix`);
   const bytes = Number(match[1]) * SIZE_SUFFIX[match[2].toLowerCase()];
   if (bytes < 6 * 1024 * 1024 && flag === 'memory') throw usageError(`--memory ${value}: at least 6m is needed to start a container`);
+  // The kernel takes up to 2^63 - 1; JavaScript counts exactly to 2^53.
+  if (!Number.isSafeInteger(bytes)) throw usageError(`--${flag} ${value}: more than ${Number.MAX_SAFE_INTEGER} bytes`);
   return bytes;
 }
 
-export function parsePositiveInt(flag: string, value: string | undefined): number | undefined {
+export function parsePositiveInt(flag: string, value: string | undefined, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value) || Number(value) < 1) throw usageError(`--${flag} ${JSON.stringify(value)}: expected a whole number of at least 1`);
+  if (Number(value) > max) throw usageError(`--${flag} ${value}: at most ${max}`);
   return Number(value);
 }
+
+/** The kernel's own ceiling on PIDs (PID_MAX_LIMIT on 64-bit). */
+const MAX_PIDS = 4_194_304;
 
 /** The container command: positional words after the ID plus everything after `--`. */
 export function commandWords(argv: { cmd?: unknown; '--'?: unknown }): string[] {
@@ -93,23 +104,103 @@ export function idArg(value: unknown): string {
   return validateId(value === undefined ? '' : String(value));
 }
 
+/** Flag combinations create and run refuse, before any work. */
+export function checkCreateFlags(argv: CreateFlags): void {
+  if (argv.bundle !== undefined && argv.rootfs !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
+  if (argv.rootfs !== undefined && toArray(argv.rootfsMount).length > 0) {
+    throw usageError("--rootfs-mount mounts onto a bundle's rootfs: use it with --bundle, not --rootfs");
+  }
+  const fileStdio = argv.stdin !== undefined || argv.stdout !== undefined || argv.stderr !== undefined;
+  if (argv.tty && fileStdio) throw usageError('--tty cannot be combined with --stdin, --stdout or --stderr');
+}
+
 /** Maps the create flags to the runtime's typed options. */
-export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { autoRemove?: boolean; inheritStdio?: 'none' | 'output' | 'all' } = {}) {
+export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { autoRemove?: boolean; inheritStdio?: 'none' | 'output' | 'all' } = {}): CreateOptions {
+  checkCreateFlags(argv);
   return {
     bundle: argv.bundle,
     rootfs: argv.rootfs,
     args,
-    env: parseEnv(toArray(argv.env)),
+    env: parseEnv(argv.env),
     cwd: argv.cwd,
     tty: argv.tty,
-    labels: parseKeyValues('label', toArray(argv.label)),
+    labels: parseKeyValues('label', argv.label),
     memoryBytes: parseBytes('memory', argv.memory),
-    pidsLimit: parsePositiveInt('pids-limit', argv.pidsLimit),
+    pidsLimit: parsePositiveInt('pids-limit', argv.pidsLimit, MAX_PIDS),
     stdin: argv.stdin,
     stdout: argv.stdout,
     stderr: argv.stderr,
-    rootfsMounts: toArray(argv.rootfsMount),
+    // yargs applies coerce to a dashed option's own key, not to its camel-case copy.
+    rootfsMounts: toArray(argv.rootfsMount).map(parseMountFlag),
     autoRemove: extra.autoRemove ?? false,
-    inheritStdio: extra.inheritStdio ?? ('none' as const),
+    inheritStdio: extra.inheritStdio ?? 'none',
   };
+}
+
+/** Parses `type=T,source=S,options=O1:O2` (the --rootfs-mount flag). */
+export function parseMountFlag(flag: string): Omit<MountRecord, 'target'> {
+  const fields = new Map<string, string>();
+  for (const part of flag.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw usageError(`--rootfs-mount ${JSON.stringify(flag)}: expected key=value pairs, got ${JSON.stringify(part)}`);
+    const key = part.slice(0, eq);
+    if (!['type', 'source', 'options'].includes(key)) {
+      throw usageError(`--rootfs-mount ${JSON.stringify(flag)}: unknown key ${JSON.stringify(key)} (use type, source, options)`);
+    }
+    fields.set(key, part.slice(eq + 1));
+  }
+  const type = fields.get('type');
+  if (!type) throw usageError(`--rootfs-mount ${JSON.stringify(flag)}: type= is required`);
+  const options = fields.get('options');
+  return { type, source: fields.get('source') ?? type, options: options ? options.split(':').filter(Boolean) : [] };
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Whether the year, month and day written in an RFC 3339 time name a real date (Date.parse takes 2026-02-31 as 3 March). */
+function realDate(value: string): boolean {
+  const [year, month, day] = value.slice(0, 10).split('-').map(Number);
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
+/** An RFC 3339 time, or a duration back from now such as 10m or 2h. */
+export function parseTimeBound(flag: string, value: string, now = Date.now()): number {
+  const duration = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
+  if (duration) return now - Number(duration[1]) * UNIT_MS[duration[2]];
+  if (/^\d{4}-\d{2}-\d{2}T/.test(value) && realDate(value)) {
+    const parsed = Date.parse(value);
+    if (!Number.isNaN(parsed)) return parsed;
+  }
+  throw usageError(`--${flag} ${JSON.stringify(value)}: expected an RFC 3339 time (2026-01-02T15:04:05Z) or a duration like 10m, 2h`);
+}
+
+type Rewording = (err: StasisError) => { message?: string; hint?: string; exitCode?: number };
+
+/**
+ * The library says what went wrong in its own terms and tags it with a code;
+ * the command that knows its flags words it (a promise .catch handler).
+ */
+export function reword(table: Record<string, Rewording>): (err: unknown) => never {
+  return (err) => {
+    const change = err instanceof StasisError && err.code !== undefined ? table[err.code] : undefined;
+    if (!change || !(err instanceof StasisError)) throw err;
+    const { message, hint, exitCode } = change(err);
+    throw new StasisError(message ?? err.message, { exitCode: exitCode ?? err.exitCode, hint: hint ?? err.hint, cause: err, code: err.code });
+  };
+}
+
+/** planCreate, with its errors worded for the command line. */
+export function planFromFlags(id: string, opts: CreateOptions): ProvisionPlan {
+  try {
+    return planCreate(id, opts);
+  } catch (err) {
+    return reword({
+      'no-default-rootfs': () => ({
+        message: 'create needs --rootfs DIR or --bundle DIR',
+        hint: `or build the default rootfs ${defaultRootfs()} with scripts/setup.sh`,
+        exitCode: EXIT_USAGE,
+      }),
+    })(err);
+  }
 }

@@ -1,14 +1,12 @@
-import type { CommandModule } from 'yargs';
 import { printJson } from '../output/print.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { runtimeFrom } from './context.ts';
+import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { idArg } from './flags.ts';
 
-type Args = GlobalArgs & { id: string };
-
-export const command: CommandModule<GlobalArgs, Args> = {
+export const command = defineCommand({
   command: 'info <id>',
   describe: 'print everything known about a container, as JSON',
-  builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
+  positionals: ID_POSITIONAL,
   handler: async (argv) => {
     const id = idArg(argv.id);
     const runtime = runtimeFrom(argv);
@@ -17,4 +15,4 @@ export const command: CommandModule<GlobalArgs, Args> = {
     const { info, mounts } = await runtime.inspect(id);
     printJson({ ...info, mounts, stateDir: runtime.store.containerDir(id) });
   },
-};
+});

@@ -1,26 +1,25 @@
-import type { CommandModule } from 'yargs';
 import { isJson, isQuiet, printJson, printLine, printTable } from '../output/print.ts';
 import { colors } from '../output/colors.ts';
-import type { ContainerInfo } from '../runtime/view.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
+import type { ContainerInfo } from '../runtime/types.ts';
+import { runtimeFrom } from './context.ts';
+import { defineCommand } from './define.ts';
 
-export const command: CommandModule<GlobalArgs, GlobalArgs> = {
+export const command = defineCommand({
   command: 'ps',
   aliases: ['ls'],
   describe: 'list containers, stopped ones included',
-  builder: (y) => y,
   handler: async (argv) => {
     const containers = await runtimeFrom(argv).containers();
     if (isJson()) return printJson(containers);
     if (isQuiet()) return containers.forEach((c) => printLine(c.id));
     await printTable(['ID', 'STATUS', 'PID', 'CREATED', 'COMMAND'], containers.map(row));
   },
-};
+});
 
 function row(c: ContainerInfo): string[] {
   const paint = colors();
   let status: string = c.status;
-  if (c.status === 'stopped' && c.exit) status = `stopped (${c.exit.status})`;
+  if (c.status === 'stopped' && c.exit) status = `stopped (${c.exit.status ?? 'unknown'})`;
   if (c.status === 'stopped' && c.checkpointed) status = 'stopped (checkpointed)';
   if (c.note) status = `${status} - ${c.note}`;
   const painted = c.status === 'running' ? paint.green(status) : c.status === 'paused' ? paint.yellow(status) : status;

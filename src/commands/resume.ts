@@ -1,14 +1,12 @@
-import type { CommandModule } from 'yargs';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { runtimeFrom } from './context.ts';
+import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { idArg } from './flags.ts';
 
-type Args = GlobalArgs & { id: string };
-
-export const command: CommandModule<GlobalArgs, Args> = {
+export const command = defineCommand({
   command: 'resume <id>',
   describe: 'thaw a paused container',
-  builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
+  positionals: ID_POSITIONAL,
   handler: async (argv) => {
     await runtimeFrom(argv).container(idArg(argv.id)).resume();
   },
-};
+});

@@ -1,29 +1,28 @@
-import { join } from 'node:path';
-import type { CommandModule } from 'yargs';
-import { usageError, StasisError, EXIT_TOOL } from '../errors.ts';
-import { planCreate } from '../runtime/create-plan.ts';
+import { StasisError, EXIT_TOOL, usageError } from '../errors.ts';
+import { forwardSignals } from '../host/signals.ts';
 import { classifyExecFailure } from '../runtime/exec-errors.ts';
 import { followLog } from '../runtime/logs.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import type { Container } from '../runtime/interfaces.ts';
+import type { Container } from '../runtime/types.ts';
 import { printLine } from '../output/print.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
-import { commandWords, createOptions, createOptionsFrom, idArg, type CreateFlags } from './flags.ts';
+import { runtimeFrom } from './context.ts';
+import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
+import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
-type Args = GlobalArgs & CreateFlags & { id: string; cmd?: string[]; detach?: boolean; rm?: boolean; interactive?: boolean };
-
-export const command: CommandModule<GlobalArgs, Args> = {
+export const command = defineCommand({
   command: 'run <id> [cmd..]',
   describe: 'create and start a container; attached, stream its output and exit with its status',
-  builder: (y) =>
-    createOptions(y, { checkpoint: false })
-      .option('detach', { alias: 'd', type: 'boolean', describe: 'start it and return at once' })
-      .option('rm', { type: 'boolean', describe: 'delete the container when it exits' })
-      .option('interactive', { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" })
-      .positional('id', { type: 'string', describe: 'container ID' })
-      .positional('cmd', { type: 'string', array: true, describe: 'command and arguments (put them after --)' })
-      .example('$0 run --rm t1 --bundle ./b', 'run to completion, exit with the container\'s status')
-      .example('$0 run -d web --rootfs /srv/web -- httpd -f', 'start in the background') as never,
+  positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
+  options: {
+    ...CREATE_FLAGS,
+    detach: { alias: 'd', type: 'boolean', describe: 'start it and return at once' },
+    rm: { type: 'boolean', describe: 'delete the container when it exits' },
+    interactive: { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" },
+  },
+  examples: [
+    ['$0 run --rm t1 --bundle ./b', "run to completion, exit with the container's status"],
+    ['$0 run -d web --rootfs /srv/web -- httpd -f', 'start in the background'],
+  ],
   handler: async (argv) => {
     const id = idArg(argv.id);
     if (argv.detach && argv.interactive) throw usageError('--interactive needs an attached run: drop --detach or --interactive');
@@ -36,7 +35,7 @@ export const command: CommandModule<GlobalArgs, Args> = {
     // Detached, the monitor's exit hook removes it; attached, we do, after reading the status.
     const options = createOptionsFrom(argv, commandWords(argv), { autoRemove: argv.rm === true && argv.detach === true, inheritStdio: inherit });
     if (inherit === 'all') options.tty = false;
-    const plan = planCreate(id, options);
+    const plan = planFromFlags(id, options);
     let container;
     try {
       container = await runtime.create(id, plan);
@@ -55,21 +54,17 @@ export const command: CommandModule<GlobalArgs, Args> = {
     }
     process.exitCode = await attach(runtime, container, inherit === 'none', argv.rm === true);
   },
-};
+});
 
 /** Streams the container's log until it exits, forwarding stasis's signals to it. */
 async function attach(runtime: Runtime, container: Container, streamLog: boolean, remove: boolean): Promise<number> {
   const { id } = container;
-  const forward = (signal: NodeJS.Signals) => {
+  const stopForwarding = forwardSignals((signal) => {
     container.kill(signal, { all: false }).catch(() => undefined);
-  };
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const signal of signals) process.on(signal, forward);
+  });
   try {
     if (streamLog) {
-      const logPath = join(runtime.store.containerDir(id), 'ctr.log');
-      const exited = () => runtime.hasExited(id);
-      for await (const record of followLog(logPath, { fromOffset: 0, finished: exited })) {
+      for await (const record of followLog(runtime.store.logPath(id), { fromOffset: 0, finished: () => runtime.hasExited(id) })) {
         (record.stream === 'stdout' ? process.stdout : process.stderr).write(record.text);
       }
     }
@@ -82,8 +77,9 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
       process.stderr.write(`stasis: container ${id} was checkpointed; restore it with \`stasis restore ${id}\`\n`);
       return 0;
     }
+    if (exit.status === null) throw new StasisError(`container ${id} exited, but its exit status is unknown`, { exitCode: EXIT_TOOL });
     return exit.status;
   } finally {
-    for (const signal of signals) process.off(signal, forward);
+    stopForwarding();
   }
 }

@@ -1,18 +1,15 @@
-import type { CommandModule } from 'yargs';
 import { isJson, printJson, printLine } from '../output/print.ts';
-import { runtimeFrom, type GlobalArgs } from './context.ts';
+import { runtimeFrom } from './context.ts';
+import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { idArg } from './flags.ts';
 
-type Args = GlobalArgs & { id: string };
-
-export const command: CommandModule<GlobalArgs, Args> = {
+export const command = defineCommand({
   command: 'start <id>',
   describe: 'start a created container',
-  builder: (y) => y.positional('id', { type: 'string', describe: 'container ID' }) as never,
+  positionals: ID_POSITIONAL,
   handler: async (argv) => {
-    const id = idArg(argv.id);
-    const info = await runtimeFrom(argv).container(id).start();
+    const info = await runtimeFrom(argv).container(idArg(argv.id)).start();
     if (isJson()) printJson(info);
     else printLine(info.id);
   },
-};
+});

@@ -1,9 +1,8 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { StasisError, usageError } from '../errors.ts';
+import { StasisError } from '../errors.ts';
 import type { MountRecord } from '../state/store.ts';
-import { parseMountFlag } from './mounts.ts';
-import type { ProvisionPlan } from './runtime.ts';
+import type { ProvisionPlan } from './types.ts';
 import { applyOverrides, defaultSpec, loadBundleSpec, type OciSpec, type SpecOverrides } from './spec.ts';
 
 export const DEFAULT_ROOTFS = '/var/lib/stasis/rootfs/busybox';
@@ -15,7 +14,7 @@ export interface CreateOptions extends SpecOverrides {
   stdin?: string;
   stdout?: string;
   stderr?: string;
-  rootfsMounts: string[];
+  rootfsMounts: Omit<MountRecord, 'target'>[];
   autoRemove: boolean;
   /** Attached run: which of the caller's own stdio the container uses directly. */
   inheritStdio: 'none' | 'output' | 'all';
@@ -34,7 +33,7 @@ export function checkRootfsDir(path: string): string {
   } catch {
     // reported below
   }
-  if (!isDir) throw new StasisError(`rootfs ${path} is not a directory`, { hint: 'give --rootfs the folder holding the root filesystem' });
+  if (!isDir) throw new StasisError(`rootfs ${path} is not a directory`, { hint: 'give the folder holding the root filesystem' });
   // overlayfs takes lowerdir in a comma- and colon-separated option string.
   if (/[,:]/.test(absolute)) throw new StasisError(`rootfs ${path}: a path with "," or ":" cannot be an overlay layer`);
   return absolute;
@@ -47,25 +46,24 @@ export function bundleBase(bundle: string): { rootfs: ProvisionPlan['rootfs']; s
   return { spec, rootfs: { kind: 'bundle', base: rootfs, userBundle: bundleDir } };
 }
 
-/** Everything is checked here, before any side effect. */
+/**
+ * Everything is checked here, before any side effect. Combinations of
+ * options are the command layer's to refuse (it knows the flags' names).
+ */
 export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
-  if (opts.bundle !== undefined && opts.rootfs !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
-  if (opts.rootfs !== undefined && opts.rootfsMounts.length > 0) {
-    throw usageError('--rootfs-mount mounts onto a bundle\'s rootfs: use it with --bundle, not --rootfs');
-  }
-  const fileStdio = opts.stdin !== undefined || opts.stdout !== undefined || opts.stderr !== undefined;
-  if (opts.tty && fileStdio) throw usageError('--tty cannot be combined with --stdin, --stdout or --stderr');
   if (opts.stdin !== undefined) {
     try {
       accessSync(opts.stdin, constants.R_OK);
     } catch {
-      throw new StasisError(`--stdin ${opts.stdin}: cannot read the file`);
+      throw new StasisError(`cannot read ${opts.stdin}, the file given for the container's stdin`);
     }
   }
-  for (const [flag, file] of [['stdout', opts.stdout], ['stderr', opts.stderr]] as const) {
-    if (file !== undefined && !existsSync(dirname(resolve(file)))) throw new StasisError(`--${flag} ${file}: folder ${dirname(resolve(file))} does not exist`);
+  for (const [stream, file] of [['stdout', opts.stdout], ['stderr', opts.stderr]] as const) {
+    if (file !== undefined && !existsSync(dirname(resolve(file)))) {
+      throw new StasisError(`the folder of ${file}, the file given for the container's ${stream}, does not exist`);
+    }
   }
-  const rootfsMounts: Omit<MountRecord, 'target'>[] = opts.rootfsMounts.map(parseMountFlag);
+  const rootfsMounts = opts.rootfsMounts;
 
   let plan: ProvisionPlan['rootfs'];
   let spec: OciSpec;
@@ -74,7 +72,7 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
   } else {
     const rootfs = opts.rootfs ?? defaultRootfs();
     if (opts.rootfs === undefined && !existsSync(rootfs)) {
-      throw usageError('create needs --rootfs DIR or --bundle DIR', `or build the default rootfs ${rootfs} with scripts/setup.sh`);
+      throw new StasisError(`no rootfs or bundle was given, and the default rootfs ${rootfs} does not exist`, { code: 'no-default-rootfs' });
     }
     spec = defaultSpec(id, opts.args ?? []);
     plan = { kind: 'overlay', base: checkRootfsDir(rootfs), userBundle: null };

@@ -4,18 +4,14 @@ import { randomUUID } from 'node:crypto';
 import { EXIT_TOOL, StasisError, signalExitCode } from '../errors.ts';
 import { classifyExecFailure } from './exec-errors.ts';
 import { runcMessage } from './runc.ts';
+import { forwardSignals } from '../host/signals.ts';
 import { showCommand, spawn } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
-import type { Runtime } from './runtime.ts';
+import type { RuntimeContext } from './context.ts';
+import { completeRecord } from './records.ts';
+import type { ExecOptions } from './types.ts';
 import { viewOf } from './view.ts';
 import { constants } from 'node:os';
-
-export interface ExecOptions {
-  args: string[];
-  env: string[];
-  cwd?: string;
-  tty: boolean;
-}
 
 /**
  * Runs a process in a running container with stasis's own stdio (runc exec in
@@ -23,43 +19,34 @@ export interface ExecOptions {
  * is told apart from one that ran and failed by the pid file runc writes only
  * once the process exists.
  */
-export async function execInContainer(runtime: Runtime, id: string, opts: ExecOptions): Promise<number> {
-  const record = runtime.record(id);
-  const info = viewOf(runtime.store, record);
-  if (info.status !== 'running') {
+export async function execInContainer(ctx: RuntimeContext, id: string, opts: ExecOptions): Promise<number> {
+  const record = completeRecord(ctx, id);
+  const info = viewOf(ctx.store, record);
+  // runc execs into a created container too: its namespaces exist already.
+  if (info.status !== 'running' && info.status !== 'created') {
     throw new StasisError(`cannot exec in container ${id}: it is ${info.status}`, { exitCode: EXIT_TOOL });
   }
-  if (opts.tty && !process.stdin.isTTY) {
-    // runc would fail opening /dev/tty with a bare "no such device or address".
-    throw new StasisError('exec -t needs stasis to run in a terminal', { exitCode: EXIT_TOOL, hint: 'run it from a terminal, or drop -t' });
-  }
   const execId = randomUUID().slice(0, 12);
-  const pidFile = join(runtime.store.containerDir(id), `exec-${execId}.pid`);
-  const args = [...runtime.runc.globalArgs(), 'exec', '--pid-file', pidFile];
-  if (opts.tty) args.push('--tty');
-  for (const entry of opts.env) args.push('--env', entry);
-  if (opts.cwd !== undefined) args.push('--cwd', opts.cwd);
-  args.push(id, ...opts.args);
-  debugLog(showCommand(runtime.config.runc, args));
-  const child = spawn(runtime.config.runc, args, { stdio: ['inherit', 'inherit', 'pipe'] });
+  const pidFile = join(ctx.store.containerDir(id), `exec-${execId}.pid`);
+  const args = ctx.runc.execArgs(id, { pidFile, tty: opts.tty, env: opts.env, cwd: opts.cwd, args: opts.args });
+  debugLog(showCommand(ctx.config.runc, args));
+  const child = spawn(ctx.config.runc, args, { stdio: ['inherit', 'inherit', 'pipe'] });
   let stderr = '';
   let announced = false;
   const announce = () => {
     if (announced || !existsSync(pidFile)) return;
     announced = true;
     const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10);
-    runtime.journal.append('/tasks/exec-started', id, { execId, pid });
+    ctx.journal.append('/tasks/exec-started', id, { execId, pid });
   };
   const poll = setInterval(announce, 10);
   child.stderr!.on('data', (chunk: Buffer) => {
     // runc's own errors are logrus lines; the process's stderr passes through untouched.
     const text = chunk.toString('utf8');
     if (!announced && /level=(error|fatal)/.test(text)) stderr += text;
-    else process.stderr.write(chunk);
+    else opts.stderr.write(chunk);
   });
-  const forward = (signal: NodeJS.Signals) => child.kill(signal);
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const signal of signals) process.on(signal, forward);
+  const stopForwarding = forwardSignals((signal) => child.kill(signal));
   try {
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
       child.on('error', reject);
@@ -74,7 +61,7 @@ export async function execInContainer(runtime: Runtime, id: string, opts: ExecOp
     return code ?? EXIT_TOOL;
   } finally {
     clearInterval(poll);
-    for (const signal of signals) process.off(signal, forward);
+    stopForwarding();
     rmSync(pidFile, { force: true });
   }
 }

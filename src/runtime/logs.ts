@@ -1,5 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { StasisError } from '../errors.ts';
 import { followLines } from '../state/follow.ts';
+import type { ContainerRecord, StateStore } from '../state/store.ts';
 
 // conmon's k8s-file log: one record per line, "<RFC3339Nano> <stdout|stderr> <F|P> <text>",
 // where P marks a partial line (the text had no newline yet).
@@ -64,4 +66,44 @@ export async function* followLog(path: string, opts: { fromOffset: number; finis
     const record = line === '' ? null : parseLogLine(line);
     if (record) yield record;
   }
+}
+
+/** What `logs` prints for a container: conmon's log, or the files a passthrough container wrote itself. */
+export type ContainerLogs =
+  | { kind: 'log'; path: string; records: LogRecord[]; end: number }
+  | { kind: 'files'; chunks: { stream: 'stdout' | 'stderr'; text: string }[] };
+
+/** The last `count` lines of a text. */
+function lastLines(text: string, count: number): string {
+  if (count === 0) return '';
+  const lines = text.split('\n');
+  const trailing = lines[lines.length - 1] === '' ? lines.pop() : undefined;
+  return lines.slice(-count).join('\n') + (trailing === '' ? '\n' : '');
+}
+
+/**
+ * The captured output of a container (the last `tail` lines). A container
+ * whose stdio went to the caller's files or terminal has nothing captured for
+ * those streams: that is an error naming where they went.
+ */
+export function containerLogs(store: StateStore, record: ContainerRecord, tail?: number): ContainerLogs {
+  if (record.stdio.mode === 'log') {
+    const path = store.logPath(record.id);
+    const { records, size } = readLog(path);
+    return { kind: 'log', path, records: tail === undefined ? records : tailRecords(records, tail), end: size };
+  }
+  const chunks: { stream: 'stdout' | 'stderr'; text: string }[] = [];
+  for (const [stream, file] of [['stdout', record.stdio.stdout], ['stderr', record.stdio.stderr]] as const) {
+    const own = store.logPath(record.id, stream);
+    if (file !== null || !existsSync(own)) continue;
+    const text = readFileSync(own, 'utf8');
+    chunks.push({ stream, text: tail === undefined ? text : lastLines(text, tail) });
+  }
+  if (record.stdio.stdout !== null && record.stdio.stderr !== null) {
+    throw new StasisError(`container ${record.id} writes to ${record.stdio.stdout} and ${record.stdio.stderr}; nothing was captured`);
+  }
+  if (record.stdio.stdout === null && !existsSync(store.logPath(record.id, 'stdout'))) {
+    throw new StasisError(`container ${record.id} was attached to the caller's terminal or stdio; nothing was captured`);
+  }
+  return { kind: 'files', chunks };
 }

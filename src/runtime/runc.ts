@@ -1,5 +1,6 @@
 import { StasisError } from '../errors.ts';
-import { run, type RunResult } from '../host/spawn.ts';
+import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
+import type { DumpRequest } from './types.ts';
 
 /**
  * runc prints logrus lines (time=… level=error msg="…"), directly or through
@@ -16,42 +17,98 @@ export function runcMessage(stderr: string): string {
   return [...new Set(messages)].filter((m) => !/will retry/.test(m)).join('; ') || 'runc failed without a message';
 }
 
+/** How long a dump may take before runc (and CRIU under it) is killed. */
+const DUMP_TIMEOUT_MS = 600_000;
+
+/**
+ * Every runc command line stasis runs is built here. Methods named after a
+ * runc command throw a StasisError with runc's own message when it fails;
+ * `try…` methods return the result for the caller to judge.
+ */
 export class Runc {
   readonly binary: string;
   readonly root: string;
   readonly criu: string | null;
+  private readonly runner: ProcessRunner;
 
-  constructor(binary: string, root: string, criu: string | null) {
+  constructor(binary: string, root: string, criu: string | null, runner: ProcessRunner) {
     this.binary = binary;
     this.root = root;
     this.criu = criu;
+    this.runner = runner;
   }
 
+  /** --root (and --criu): what every runc call, conmon's included, is given first. */
   globalArgs(): string[] {
     const args = ['--root', this.root];
     if (this.criu) args.push('--criu', this.criu);
     return args;
   }
 
-  raw(args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
-    return run(this.binary, [...this.globalArgs(), ...args], opts).catch((err: NodeJS.ErrnoException) => {
-      throw new StasisError(`cannot run ${this.binary}: ${err.message}`, {
-        hint: 'install runc (see `stasis doctor`) or point --runc / STASIS_RUNC at it',
-      });
+  private run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.runner.run(this.binary, [...this.globalArgs(), ...args], opts).catch((err: NodeJS.ErrnoException) => {
+      throw new StasisError(`cannot run ${this.binary}: ${err.message}`, { code: 'runc-missing' });
     });
   }
 
-  /** Runs a runc command and throws a StasisError with runc's own message when it fails. */
-  async call(what: string, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
-    const result = await this.raw(args, opts);
-    if (result.exitCode !== 0) {
-      throw new StasisError(`${what}: ${runcMessage(result.stderr)}`);
-    }
+  private async check(what: string, args: string[]): Promise<RunResult> {
+    const result = await this.run(args);
+    if (result.exitCode !== 0) throw new StasisError(`${what}: ${runcMessage(result.stderr)}`);
     return result;
   }
 
+  async start(id: string): Promise<void> {
+    await this.check(`start ${id}`, ['start', id]);
+  }
+
+  async kill(id: string, signal: string, all = false): Promise<void> {
+    await this.check(`kill ${id}`, ['kill', ...(all ? ['--all'] : []), id, signal]);
+  }
+
+  tryKill(id: string, signal: string): Promise<RunResult> {
+    return this.run(['kill', id, signal]);
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.check(`pause ${id}`, ['pause', id]);
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.check(`resume ${id}`, ['resume', id]);
+  }
+
+  /** Kills whatever is left of the container and removes runc's state; a container runc does not know is no error. */
+  forceDelete(id: string): Promise<RunResult> {
+    return this.run(['delete', '--force', id]);
+  }
+
+  /** The host PIDs of the container's processes. */
+  async processes(id: string): Promise<number[]> {
+    const result = await this.check(`top ${id}`, ['ps', '--format', 'json', id]);
+    return (JSON.parse(result.stdout) as number[] | null) ?? [];
+  }
+
+  dump(id: string, request: DumpRequest): Promise<RunResult> {
+    const args = ['checkpoint', '--image-path', request.imagesDir, '--work-path', request.workDir];
+    if (request.leaveRunning && !request.preDump) args.push('--leave-running');
+    if (request.preDump) args.push('--pre-dump');
+    if (request.parentPath !== undefined) args.push('--parent-path', request.parentPath);
+    args.push(...request.criuFlags, id);
+    return this.run(args, { timeout: DUMP_TIMEOUT_MS });
+  }
+
+  /** runc exec's argv (run in the foreground with stasis's own stdio by the caller). */
+  execArgs(id: string, opts: { pidFile: string; tty: boolean; env: string[]; cwd?: string; args: string[] }): string[] {
+    const args = [...this.globalArgs(), 'exec', '--pid-file', opts.pidFile];
+    if (opts.tty) args.push('--tty');
+    for (const entry of opts.env) args.push('--env', entry);
+    if (opts.cwd !== undefined) args.push('--cwd', opts.cwd);
+    args.push(id, ...opts.args);
+    return args;
+  }
+
   async version(): Promise<string> {
-    const result = await this.raw(['--version']);
+    const result = await this.run(['--version']);
     return /runc version (\S+)/.exec(result.stdout)?.[1] ?? 'unknown';
   }
 }

@@ -1,6 +1,7 @@
 import type { Server } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StasisError } from '../errors.ts';
+import { fnv1a } from './hash.ts';
 
 // A lock is a listening socket in Linux's abstract namespace. Only one process
 // can bind a name, and the kernel frees it the moment the holder dies, so a
@@ -11,18 +12,15 @@ export interface Lock {
   release(): Promise<void>;
 }
 
-function lockName(stateDirRealPath: string, key: string): string {
-  return `\0stasis/${fnv1a(stateDirRealPath)}${fnv1a(`${stateDirRealPath}\0salt`)}/${key}`;
-}
+/** Linux's limit on a socket name (sun_path), the leading NUL of an abstract name included. */
+const MAX_SOCKET_NAME = 107;
 
-/** FNV-1a, 32 bits, hex: a cheap stable name for a path (node:crypto costs start-up time). */
-export function fnv1a(text: string): string {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash.toString(16).padStart(8, '0');
+function lockName(stateDirRealPath: string, key: string): string {
+  const prefix = `\0stasis/${fnv1a(stateDirRealPath)}${fnv1a(`${stateDirRealPath}\0salt`)}/`;
+  // IDs may be 128 characters, more than a socket name holds: long keys are
+  // hashed (64 bits; a collision would only make two containers share a lock).
+  if (Buffer.byteLength(prefix + key) <= MAX_SOCKET_NAME) return prefix + key;
+  return `${prefix}h/${fnv1a(key)}${fnv1a(`${key}\0salt`)}`;
 }
 
 async function tryBind(name: string): Promise<Server | null> {

@@ -15,7 +15,8 @@ export interface MountRecord {
 }
 
 export interface ExitRecord {
-  status: number;
+  /** null: the container is gone but its status could not be learnt. */
+  status: number | null;
   exitedAt: string;
 }
 
@@ -74,6 +75,29 @@ export interface StorePaths {
   logs: string;
 }
 
+const STATUSES = new Set(['creating', 'created', 'running', 'paused', 'stopped']);
+
+/** Why a parsed state.json is not a usable record, or null when it is one. */
+function recordProblem(value: unknown, id: string): string | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
+  const record = value as Partial<ContainerRecord>;
+  if (record.id !== id) return `it names container ${JSON.stringify(record.id)}`;
+  if (typeof record.status !== 'string' || !STATUSES.has(record.status)) return `unknown status ${JSON.stringify(record.status)}`;
+  if (typeof record.instance !== 'string' || typeof record.bundle !== 'string') return 'instance or bundle missing';
+  if (typeof record.rootfs !== 'object' || record.rootfs === null || !Array.isArray(record.mounts)) return 'rootfs or mounts missing';
+  if (typeof record.stdio !== 'object' || record.stdio === null || !Array.isArray(record.command)) return 'stdio or command missing';
+  return null;
+}
+
+/** A state.json that exists but cannot be used: `ps` lists the container as damaged, `delete -f` removes it. */
+export class DamagedRecordError extends StasisError {
+  readonly problem: string;
+  constructor(id: string, problem: string) {
+    super(`state of container ${id} is unreadable: ${problem}`, { hint: `remove it with \`stasis delete -f ${id}\`` });
+    this.problem = problem;
+  }
+}
+
 /** The state directory: one folder per container, the runc root and the event journal. */
 export class StateStore {
   readonly paths: StorePaths;
@@ -113,6 +137,11 @@ export class StateStore {
     return join(this.paths.containers, validateId(id));
   }
 
+  /** conmon's log of the captured stdio (ctr), or the file a passthrough stream without its own file went to. */
+  logPath(id: string, stream: 'ctr' | 'stdout' | 'stderr' = 'ctr'): string {
+    return join(this.containerDir(id), `${stream}.log`);
+  }
+
   statePath(id: string): string {
     return join(this.containerDir(id), 'state.json');
   }
@@ -141,18 +170,24 @@ export class StateStore {
     return existsSync(this.containerDir(id));
   }
 
-  /** The record, or null when the folder exists but no record was written yet (an interrupted create). */
+  /**
+   * The record, or null when the folder exists but no record was written yet
+   * (an interrupted create). A record that cannot be read, or is not a record
+   * (empty, `{}`), throws DamagedRecordError.
+   */
   read(id: string): ContainerRecord | null {
     const dir = this.containerDir(id);
     if (!existsSync(dir)) throw notFound(id);
+    let record: unknown;
     try {
-      return readJson<ContainerRecord>(join(dir, 'state.json'));
+      record = readJson<unknown>(join(dir, 'state.json'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new StasisError(`state of container ${id} is unreadable: ${(err as Error).message}`, {
-        hint: `remove it with \`stasis delete -f ${id}\``,
-      });
+      throw new DamagedRecordError(id, (err as Error).message);
     }
+    const problem = recordProblem(record, id);
+    if (problem !== null) throw new DamagedRecordError(id, problem);
+    return record as ContainerRecord;
   }
 
   write(record: ContainerRecord): void {

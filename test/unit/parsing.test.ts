@@ -4,15 +4,15 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateId } from '../../src/state/ids.ts';
-import { parseSignal } from '../../src/runtime/signals.ts';
-import { parseBytes } from '../../src/commands/flags.ts';
-import { parseTimeBound } from '../../src/commands/events.ts';
+import { parseSignal } from '../../src/host/signals.ts';
+import { parseBytes, parseMountFlag, parseTimeBound } from '../../src/commands/flags.ts';
+
 import { parseLogLine, tailRecords } from '../../src/runtime/logs.ts';
 import { runcMessage } from '../../src/runtime/runc.ts';
 import { classifyExecFailure } from '../../src/runtime/exec-errors.ts';
 import { applyDeletions } from '../../src/checkpoint/rootfs-diff.ts';
-import { criuErrors } from '../../src/checkpoint/image.ts';
-import { parseMountFlag } from '../../src/runtime/mounts.ts';
+import { criuErrors } from '../../src/checkpoint/criu-log.ts';
+
 import { StasisError } from '../../src/errors.ts';
 
 describe('input parsing', () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pidAlive, processRunning } from '../../src/runtime/view.ts';
+import { pidAlive, processRunning } from '../../src/host/procfs.ts';
 
 describe('processRunning', () => {
   test('a running process is alive; a missing one and a zombie are not', async () => {

@@ -17,3 +17,17 @@ export function parseSignal(value: string): { name: string; number: number } {
   }
   throw usageError(`unknown signal ${JSON.stringify(value)}`, 'use a name like TERM, KILL, HUP or a number like 9');
 }
+
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * While a foreground child runs (an attached container, an exec'd process),
+ * the signals a user sends stasis are passed to it instead of ending stasis.
+ * Returns the function that stops forwarding.
+ */
+export function forwardSignals(forward: (signal: NodeJS.Signals) => void): () => void {
+  for (const signal of FORWARDED) process.on(signal, forward);
+  return () => {
+    for (const signal of FORWARDED) process.off(signal, forward);
+  };
+}

@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+
+// What /proc says about host processes: cheap checks used on every `ps`, and
+// the rows `top` shows.
+
+/** Whether a process exists (kill(pid, 0)); a zombie counts. Cheap: one system call. */
+export function pidAlive(pid: number | null): boolean {
+  if (pid === null || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+interface ProcStat {
+  /** The command name between the parentheses (it may hold spaces or ")"). */
+  name: string;
+  state: string;
+  ppid: number;
+  startTime: number;
+}
+
+/** /proc/PID/stat, or null when the process is gone. */
+export function readProcStat(pid: number): ProcStat | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  // "PID (comm) S PPID ...": the fields after comm follow its last ')'.
+  const close = stat.lastIndexOf(')');
+  const fields = stat.slice(close + 2).split(' ');
+  return { name: stat.slice(stat.indexOf('(') + 1, close), state: fields[0], ppid: Number(fields[1]), startTime: Number(fields[19]) };
+}
+
+/**
+ * Whether a process still runs: exists and is not a zombie. A daemonised
+ * monitor is reaped by whatever init adopted it, which may be late (a CI
+ * runner's PID namespace); until then kill(pid, 0) still answers for it.
+ * A container's own process is reaped at once by its monitor (a subreaper),
+ * so `ps` uses the cheaper pidAlive for those.
+ */
+export function processRunning(pid: number | null): boolean {
+  if (!pidAlive(pid)) return false;
+  const stat = readProcStat(pid!);
+  return stat !== null && stat.state !== 'Z' && stat.state !== 'X';
+}
+
+export interface ProcessRow {
+  pid: number;
+  ppid: number;
+  state: string;
+  command: string;
+}
+
+/** One host process as `top` shows it; null when it exited meanwhile. */
+export function processRow(pid: number): ProcessRow | null {
+  const stat = readProcStat(pid);
+  if (stat === null) return null;
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return null;
+  }
+  return { pid, ppid: stat.ppid, state: stat.state, command: cmdline || `[${stat.name}]` };
+}

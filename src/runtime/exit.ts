@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { processRunning } from '../host/procfs.ts';
+import type { ContainerRecord, ExitRecord } from '../state/store.ts';
+import type { RuntimeContext } from './context.ts';
+import type { WaitOutcome } from './types.ts';
+import { readExitFile } from './view.ts';
+
+// A container's exit: waiting for it, learning it from conmon's files, and
+// recording it once in the record and the journal.
+
+/** Waits for conmon's exit file; returns the exit, or null when it never came (monitor gone). */
+export async function waitExit(
+  ctx: RuntimeContext,
+  id: string,
+  opts: { timeoutMs?: number; signal?: AbortSignal; maxPollMs?: number } = {},
+): Promise<WaitOutcome> {
+  const { store } = ctx;
+  const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+  const maxDelay = opts.maxPollMs ?? 100;
+  let delay = 5;
+  for (;;) {
+    if (!store.exists(id)) return 'removed';
+    const record = store.read(id);
+    if (record !== null) {
+      if (record.checkpointedStop && !record.checkpointing) return 'checkpointed';
+      if (record.exit !== null && record.status === 'stopped') return record.exit;
+      if (!record.checkpointing) {
+        const exited = readExitFile(store, id);
+        if (exited !== null) return exited;
+        if (record.status !== 'creating' && !processRunning(record.pid) && !monitorAlive(ctx, id)) return null;
+      }
+    }
+    if (Date.now() > deadline || opts.signal?.aborted) return null;
+    await sleep(delay);
+    delay = Math.min(delay * 2, maxDelay);
+  }
+}
+
+/** True once the container's process is gone for good: removed, exit file written, or monitor dead. */
+export function hasExited(ctx: RuntimeContext, id: string): boolean {
+  return !ctx.store.exists(id) || readExitFile(ctx.store, id) !== null || !monitorAlive(ctx, id);
+}
+
+/**
+ * The PID in conmon.pid, if that process is still this container's monitor:
+ * a stale file may name a PID the kernel has since given to another process,
+ * so the command line must name the container's folder as conmon's persist dir.
+ */
+function monitorPid(ctx: RuntimeContext, id: string): number | null {
+  const file = ctx.store.readContainerFile(id, 'conmon.pid');
+  if (file === null) return null;
+  const pid = Number.parseInt(file.text, 10);
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const at = argv.indexOf('--persist-dir');
+    return at >= 0 && argv[at + 1] === ctx.store.containerDir(id) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+export function monitorAlive(ctx: RuntimeContext, id: string): boolean {
+  return processRunning(monitorPid(ctx, id));
+}
+
+/** For a create that died half way: its monitor may still be there. */
+export function killMonitor(ctx: RuntimeContext, id: string): void {
+  const pid = monitorPid(ctx, id);
+  if (pid === null) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** Records the exit in the record (written by the caller) and the journal; unknown: status null, now. */
+export function noteExit(ctx: RuntimeContext, record: ContainerRecord, exited: ExitRecord | null): void {
+  record.exit = exited ?? { status: null, exitedAt: new Date().toISOString() };
+  record.status = 'stopped';
+  ctx.journal.append('/tasks/exit', record.id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
+}

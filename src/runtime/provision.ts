@@ -1,0 +1,224 @@
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { StasisError } from '../errors.ts';
+import { fnv1a } from '../state/hash.ts';
+import type { ContainerRecord, MountRecord } from '../state/store.ts';
+import type { RuntimeContext } from './context.ts';
+import { killMonitor } from './exit.ts';
+import { mount, overlayMount, unmountAll } from './mounts.ts';
+import { clearLeftovers } from './remove.ts';
+import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
+import { viewOf } from './view.ts';
+
+// Bringing a container up (a new one, or one restored from a checkpoint) and
+// undoing that when a step fails: claim the ID, write the record, mount the
+// rootfs, write config.json, start conmon (which runs runc create/restore).
+
+/** At most this many exit hooks (each a short Node process) run at once. */
+const EXIT_HOOK_SLOTS = 4;
+
+/** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
+const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid'];
+
+/**
+ * Claims the ID and provisions the container, returning its state. `inPlace`
+ * is set by restore: it says whether the existing container of that ID (one
+ * that a checkpoint stopped) is restored in place.
+ */
+export async function provisionContainer(
+  ctx: RuntimeContext,
+  id: string,
+  plan: ProvisionPlan,
+  opts: { inPlace?: (record: ContainerRecord) => boolean } = {},
+): Promise<ContainerInfo> {
+  const { store } = ctx;
+  store.ensure();
+  const lock = await store.lock(id);
+  try {
+    if (!store.claim(id)) {
+      const existing = store.read(id);
+      if (existing !== null && opts.inPlace?.(existing) && viewOf(store, existing).status === 'stopped') {
+        return await reprovision(ctx, existing, plan);
+      }
+      throw new StasisError(`container ${id} already exists`, {
+        hint: `choose another ID, or remove it first with \`stasis delete -f ${id}\``,
+      });
+    }
+    try {
+      return await provision(ctx, id, plan, null);
+    } catch (err) {
+      store.remove(id);
+      throw err;
+    }
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Restore in place: the old writable layer is kept aside until the new container runs. */
+async function reprovision(ctx: RuntimeContext, previous: ContainerRecord, plan: ProvisionPlan): Promise<ContainerInfo> {
+  const dir = ctx.store.containerDir(previous.id);
+  await ctx.runc.forceDelete(previous.id);
+  await unmountAll(ctx.runner, previous.mounts);
+  const aside = join(dir, 'previous');
+  rmSync(aside, { recursive: true, force: true });
+  mkdirSync(aside);
+  for (const name of SET_ASIDE) {
+    if (existsSync(join(dir, name))) renameSync(join(dir, name), join(aside, name));
+  }
+  // A bundle container restored in place gets its --rootfs-mount mounts back.
+  if (plan.rootfs.kind === 'bundle' && plan.rootfsMounts.length === 0) {
+    plan.rootfsMounts = previous.mounts.map(({ type, source, options }) => ({ type, source, options }));
+  }
+  try {
+    const info = await provision(ctx, previous.id, plan, previous);
+    rmSync(aside, { recursive: true, force: true });
+    return info;
+  } catch (err) {
+    for (const name of SET_ASIDE) {
+      rmSync(join(dir, name), { recursive: true, force: true });
+      if (existsSync(join(aside, name))) renameSync(join(aside, name), join(dir, name));
+    }
+    rmSync(aside, { recursive: true, force: true });
+    ctx.store.write(previous);
+    throw err;
+  }
+}
+
+function newRecord(id: string, dir: string, plan: ProvisionPlan, previous: ContainerRecord | null): ContainerRecord {
+  const { spec, stdio } = plan;
+  return {
+    id,
+    instance: `${Date.now().toString(36)}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`,
+    status: 'creating',
+    pid: null,
+    bundle: dir,
+    createdAt: previous?.createdAt ?? new Date().toISOString(),
+    command: spec.process?.args ?? [],
+    labels: plan.labels,
+    restoredFrom: plan.restore?.from ?? null,
+    exit: null,
+    rootfs: plan.rootfs,
+    mounts: [],
+    stdio: { mode: stdio.inherit !== 'none' || stdio.stdin || stdio.stdout || stdio.stderr ? 'passthrough' : 'log', stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr },
+    tty: spec.process?.terminal === true,
+    autoRemove: plan.autoRemove,
+    lastCheckpoint: previous?.lastCheckpoint ?? null,
+    checkpointing: false,
+    checkpointedStop: false,
+  };
+}
+
+async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, previous: ContainerRecord | null): Promise<ContainerInfo> {
+  const { store, journal } = ctx;
+  const dir = store.containerDir(id);
+  const spec = plan.spec;
+  const record = newRecord(id, dir, plan, previous);
+  // Written before any mount so that a crash at any later point leaves a
+  // record saying what to undo (delete -f reads record.mounts).
+  store.write(record);
+  const stdioFds: number[] = [];
+  try {
+    let rootPath = plan.rootfs.base;
+    if (plan.rootfs.kind === 'overlay') {
+      const upper = join(dir, 'upper');
+      const work = join(dir, 'work');
+      rootPath = join(dir, 'rootfs');
+      // The upper layer's mode becomes the mode of the container's "/"; the
+      // container folder above it is 0700 already.
+      for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o755 });
+      await plan.restore?.fillLayer?.(upper);
+      await mountRecorded(ctx, record, overlayMount(plan.rootfs.base, upper, work, rootPath));
+    } else {
+      for (const m of plan.rootfsMounts) await mountRecorded(ctx, record, { ...m, target: rootPath });
+    }
+    await plan.restore?.onRootfs?.(rootPath);
+    spec.root = { ...spec.root, path: rootPath };
+    spec.linux ??= {};
+    // One flat cgroup per container and state dir; runc removes it on delete.
+    spec.linux.cgroupsPath = `/stasis-${fnv1a(store.lockRoot)}-${id}`;
+    spec.annotations = { ...spec.annotations, 'io.container.manager': 'stasis', 'org.stasis.id': id };
+    writeFileSync(join(dir, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
+
+    const stdio = openStdio(dir, plan.stdio, stdioFds);
+    const pid = await ctx.startMonitor({
+      conmon: ctx.config.conmon,
+      runc: ctx.config.runc,
+      runcGlobalArgs: ctx.runc.globalArgs(),
+      id,
+      containerDir: dir,
+      socketDir: store.paths.sockets,
+      logPath: record.stdio.mode === 'log' ? store.logPath(id) : null,
+      stdio,
+      terminal: record.tty && plan.stdio.inherit === 'none',
+      exitCommand: exitCommand(ctx, id, record.instance),
+      restoreImage: plan.restore?.imagesDir,
+      restoreArgs: plan.restore?.runcArgs,
+    });
+    record.pid = pid;
+    record.status = plan.restore ? 'running' : 'created';
+    store.write(record);
+  } catch (err) {
+    plan.restore?.onFailure?.(dir);
+    await teardown(ctx, record).catch(() => undefined);
+    throw err;
+  } finally {
+    for (const fd of stdioFds) closeSync(fd);
+  }
+  if (previous === null) journal.append('/containers/create', id, { image: plan.rootfs.base, runtime: 'runc', labels: plan.labels });
+  if (plan.restore) {
+    journal.append('/tasks/restored', id, { pid: record.pid, checkpoint: plan.restore.from });
+  } else {
+    journal.append('/tasks/create', id, { pid: record.pid, bundle: dir, rootfs: record.mounts.map((m) => m.target) });
+  }
+  return viewOf(store, record);
+}
+
+async function mountRecorded(ctx: RuntimeContext, record: ContainerRecord, m: MountRecord): Promise<void> {
+  record.mounts.push(m);
+  ctx.store.write(record);
+  await mount(ctx.runner, m);
+}
+
+function openStdio(dir: string, plan: StdioPlan, opened: number[]): [number | 'ignore', number | 'ignore', number | 'ignore'] {
+  if (plan.inherit === 'none' && !plan.stdin && !plan.stdout && !plan.stderr) return ['ignore', 'ignore', 'ignore'];
+  const open = (path: string, flags: string) => {
+    const fd = openSync(path, flags, 0o600);
+    opened.push(fd);
+    return fd;
+  };
+  const inheritOutput = plan.inherit !== 'none';
+  return [
+    plan.stdin ? open(plan.stdin, 'r') : plan.inherit === 'all' ? 0 : open('/dev/null', 'r'),
+    plan.stdout ? open(plan.stdout, 'a') : inheritOutput ? 1 : open(join(dir, 'stdout.log'), 'a'),
+    plan.stderr ? open(plan.stderr, 'a') : inheritOutput ? 2 : open(join(dir, 'stderr.log'), 'a'),
+  ];
+}
+
+/**
+ * What conmon runs when the container exits: `stasis __exit ID INSTANCE`,
+ * which records the exit in the journal. When many containers exit at once,
+ * each would start a Node process of ~40 MB; behind flock on one of a few
+ * slot files, at most EXIT_HOOK_SLOTS run at a time and the rest wait in
+ * flock (~1 MB).
+ */
+function exitCommand(ctx: RuntimeContext, id: string, instance: string): string[] {
+  const { config, store } = ctx;
+  const hook = [...config.cliCommand, '--state-dir', store.paths.root, '--runc', config.runc, '__exit', id, instance];
+  if (!config.flock) return hook;
+  const slots = join(store.paths.root, 'exit-hooks');
+  mkdirSync(slots, { recursive: true, mode: 0o700 });
+  const slot = Number.parseInt(fnv1a(id), 16) % EXIT_HOOK_SLOTS;
+  // -w: a hook that cannot get its slot in 10 minutes gives up; the exit
+  // is still in conmon's exit file, which every command reads.
+  return [config.flock, '-w', '600', join(slots, `slot-${slot}`), ...hook];
+}
+
+/** Undoes a provision: stops whatever runc made, unmounts. Leaves the folder. */
+async function teardown(ctx: RuntimeContext, record: ContainerRecord): Promise<void> {
+  await ctx.runc.forceDelete(record.id);
+  killMonitor(ctx, record.id);
+  await unmountAll(ctx.runner, record.mounts);
+  record.mounts = [];
+  await clearLeftovers(ctx, record.id);
+}

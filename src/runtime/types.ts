@@ -1,0 +1,186 @@
+import type { EventJournal } from '../state/events.ts';
+import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus } from '../state/store.ts';
+import type { RunResult } from '../host/spawn.ts';
+import type { OciSpec } from './spec.ts';
+
+// The contract of the runtime layer, after containerd's 2017 plugin/runtime.go:
+// a Runtime creates containers (from a spec, rootfs mounts, IO and optionally a
+// checkpoint to restore from: ProvisionPlan), lists them, deletes them
+// returning the exit status and time, and reports events; a Container is
+// started, inspected, paused, resumed, signalled, exec'd into and
+// checkpointed. Commands work through these types. This file imports nothing
+// of ours above src/state and src/host.
+
+export type Status = RecordStatus;
+
+export interface RuntimeConfig {
+  stateDir: string;
+  checkpointDir: string;
+  runc: string;
+  criu: string;
+  conmon: string;
+  /** argv prefix that runs this CLI again (conmon's exit command). */
+  cliCommand: string[];
+  /** util-linux flock, which bounds how many exit hooks run at once; null: unbounded. */
+  flock?: string | null;
+}
+
+/** How the container's stdio is wired. */
+export interface StdioPlan {
+  stdin: string | null;
+  stdout: string | null;
+  stderr: string | null;
+  /**
+   * Attached run: streams without a file use the caller's own fds directly
+   * ('output': stdout and stderr; 'all': stdin too, for -i / -t).
+   */
+  inherit: 'none' | 'output' | 'all';
+}
+
+/** What a restore adds to a ProvisionPlan: the images, and hooks run while the container is brought up. */
+export interface RestorePlan {
+  /** CRIU image folder. */
+  imagesDir: string;
+  /** runc restore options, e.g. --tcp-established (built from a whitelist, never taken from a checkpoint as given). */
+  runcArgs: string[];
+  /** What restoredFrom reports. */
+  from: string;
+  /** Fills the fresh writable layer before it is mounted. */
+  fillLayer?: (upperDir: string) => Promise<void>;
+  /** Runs on the mounted rootfs before runc restore (deletions). */
+  onRootfs?: (rootfsDir: string) => Promise<void>;
+  /** Called with the container folder when the restore failed, before it is cleaned up (to keep CRIU's log). */
+  onFailure?: (containerDir: string) => void;
+}
+
+/** Everything provisioning needs to bring up a container, new or restored. */
+export interface ProvisionPlan {
+  spec: OciSpec;
+  rootfs: ContainerRecord['rootfs'];
+  /** Mounts that give access to a bundle's rootfs, made before create. */
+  rootfsMounts: Omit<MountRecord, 'target'>[];
+  stdio: StdioPlan;
+  labels: Record<string, string>;
+  autoRemove: boolean;
+  restore?: RestorePlan;
+}
+
+export interface DeleteResult {
+  id: string;
+  /** null when the container did not exit but was stopped by a checkpoint, or its status is unknown. */
+  status: number | null;
+  exitedAt: string;
+  checkpoint?: string;
+}
+
+/** The container object of the contract, as `info`, `ps --json` and `create --json` print it. */
+export interface ContainerInfo
+  extends Pick<ContainerRecord, 'id' | 'pid' | 'bundle' | 'createdAt' | 'command' | 'labels' | 'restoredFrom' | 'exit' | 'rootfs' | 'tty' | 'stdio' | 'lastCheckpoint'> {
+  status: Status;
+  checkpointed: boolean;
+  /** Set when the record does not tell the whole story (an interrupted create, a damaged record). */
+  note?: string;
+}
+
+/** What waiting for a container ends with. */
+export type WaitOutcome = ExitRecord | 'checkpointed' | 'removed' | null;
+
+export interface ExecOptions {
+  args: string[];
+  env: string[];
+  cwd?: string;
+  tty: boolean;
+  /** Where the process's own stderr goes (runc's error lines are kept apart from it). */
+  stderr: NodeJS.WritableStream;
+}
+
+export interface CheckpointOptions {
+  imagePath?: string;
+  leaveRunning: boolean;
+  exportPath?: string;
+  tcpEstablished: boolean;
+  extUnixSk: boolean;
+  shellJob: boolean;
+  fileLocks: boolean;
+  preDump: boolean;
+  parentPath?: string;
+}
+
+export interface CheckpointResult {
+  id: string;
+  path: string;
+  exported: string | null;
+  leftRunning: boolean;
+  preDump: boolean;
+  imageBytes: number;
+  rootfsChanges: { files: number; deleted: number } | null;
+  timingsMs: { total: number; dump: number; rootfs: number; archive: number | null };
+  criu: Record<string, number> | null;
+}
+
+export type Progress = (step: string) => void;
+
+export interface ContainerRuntime {
+  create(id: string, opts: ProvisionPlan): Promise<Container>;
+  containers(): Promise<ContainerInfo[]>;
+  delete(container: Container, opts: { force: boolean }): Promise<DeleteResult>;
+  events(): EventJournal;
+}
+
+export interface Container {
+  readonly id: string;
+  start(): Promise<ContainerInfo>;
+  state(): Promise<ContainerInfo>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  kill(signal: string, opts: { all: boolean }): Promise<void>;
+  exec(opts: ExecOptions): Promise<number>;
+  checkpoint(opts: CheckpointOptions, progress?: Progress): Promise<CheckpointResult>;
+}
+
+/** Checkpointing is a feature above the runtime: the composition root hands it in. */
+export type CheckpointFeature = (host: CheckpointHost, id: string, opts: CheckpointOptions, progress: Progress) => Promise<CheckpointResult>;
+
+/** runc's checkpoint command, as the checkpoint layer asks for it. */
+export interface DumpRequest {
+  imagesDir: string;
+  workDir: string;
+  leaveRunning: boolean;
+  preDump: boolean;
+  /** Relative to imagesDir, as CRIU wants it. */
+  parentPath?: string;
+  /** CRIU options as runc flags (--tcp-established ...). */
+  criuFlags: string[];
+}
+
+/**
+ * What src/checkpoint needs of a runtime, and nothing more: the container's
+ * record under its lock, the runc calls of a dump, the journal, and
+ * provisioning for a restore. The Runtime implements it.
+ */
+export interface CheckpointHost {
+  readonly checkpointDir: string;
+  /** Where CRIU logs of failed operations are kept. */
+  readonly logsDir: string;
+  /** A folder on the state directory's filesystem for unpacking archives. */
+  readonly scratchDir: string;
+  readonly criu: string;
+  readonly journal: EventJournal;
+  /** Runs fn on the container's record while holding its lock. */
+  withContainer<T>(id: string, fn: (record: ContainerRecord) => Promise<T>): Promise<T>;
+  /** The record, or null while being created; throws when there is no such container. */
+  readRecord(id: string): ContainerRecord | null;
+  exists(id: string): boolean;
+  saveRecord(record: ContainerRecord): void;
+  containerDir(id: string): string;
+  /** What the record means now (the exit file and the pid are looked at). */
+  statusOf(record: ContainerRecord): Status;
+  /** runc pause, with no state checks (a checkpoint freezes the container it holds). */
+  freeze(id: string): Promise<void>;
+  /** runc resume; throws with runc's message when it fails. */
+  thaw(id: string): Promise<void>;
+  dump(id: string, request: DumpRequest): Promise<RunResult>;
+  runcVersion(): Promise<string>;
+  /** Creates (or, when inPlace says so, restores in place) a container from a plan with a restore part. */
+  provision(id: string, plan: ProvisionPlan, opts: { inPlace: (record: ContainerRecord) => boolean }): Promise<ContainerInfo>;
+}
