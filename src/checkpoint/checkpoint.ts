@@ -6,7 +6,7 @@ import { runcMessage } from '../runtime/runc.ts';
 import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
-import { IMAGES_DIR, STATS_FILE, copyStats, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
+import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
 import { captureOverlayDiff, rootfsFingerprint } from './rootfs-diff.ts';
 import { createTar } from './tar.ts';
 
@@ -106,6 +106,7 @@ export async function checkpointContainer(
       checkpointedAt: now,
     };
     record.checkpointing = true;
+    record.checkpointWork = { workDir, finalPath, leaveRunning, at: now.toISOString() };
     host.saveRecord(record);
     let frozen = false;
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
@@ -144,7 +145,6 @@ export async function checkpointContainer(
       if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
       if (!leaveRunning) frozen = false;
       writeMetadata(record, workDir, metaOpts, await provenance);
-      copyStats(workDir);
       renameSync(workDir, finalPath);
     } catch (err) {
       const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
@@ -154,12 +154,14 @@ export async function checkpointContainer(
         thawFailure = await host.thaw(id).then(() => '', (thawErr: unknown) => `; the container is still frozen: ${errorMessage(thawErr)}`);
       }
       record.checkpointing = false;
+      record.checkpointWork = null;
       if (thawFailure) record.status = 'paused';
       host.saveRecord(record);
       throw withCriuLog(thawFailure ? new StasisError(`${errorMessage(err)}${thawFailure}`) : err, kept, 'checkpoint', id);
     }
     const dumpMs = Date.now() - dumpStarted - rootfsMs;
     record.checkpointing = false;
+    record.checkpointWork = null;
     record.lastCheckpoint = { path: finalPath, at: now.toISOString() };
     if (!leaveRunning) {
       record.status = 'stopped';

@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
 import type { OciSpec } from '../runtime/spec.ts';
@@ -97,12 +97,6 @@ export function writeMetadata(
     runtime: 'runc',
   };
   writeFileSync(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
-}
-
-/** Copies CRIU's dump statistics next to the images, where podman and checkpointctl look for them. */
-export function copyStats(dir: string): void {
-  const stats = join(dir, IMAGES_DIR, STATS_FILE);
-  if (existsSync(stats)) copyFileSync(stats, join(dir, STATS_FILE));
 }
 
 export function readMeta(dir: string): CheckpointMeta {

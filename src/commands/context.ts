@@ -61,6 +61,9 @@ export function runtimeFrom(argv: GlobalArgs): Runtime {
     cliCommand: [process.execPath, cliEntry ? realpathSync(cliEntry) : resolve('bin/stasis')],
     flock: which('flock'),
   }, {
-    checkpoint: async (host, id, opts, progress) => (await import('../checkpoint/checkpoint.ts')).checkpointContainer(host, id, opts, progress),
+    checkpoint: {
+      checkpoint: async (host, id, opts, progress) => (await import('../checkpoint/checkpoint.ts')).checkpointContainer(host, id, opts, progress),
+      recover: async (host, record) => (await import('../checkpoint/recover.ts')).recoverCheckpoint(host, record),
+    },
   });
 }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 
 // What /proc says about host processes: cheap checks used on every `ps`, and
 // the rows `top` shows.
@@ -67,4 +67,25 @@ export function processRow(pid: number): ProcessRow | null {
     return null;
   }
   return { pid, ppid: stat.ppid, state: stat.state, command: cmdline || `[${stat.name}]` };
+}
+
+/** Whether process `pid` runs (not a zombie) with `word` among its arguments: a PID may have been reused. */
+export function commandLineHas(pid: number, word: string): boolean {
+  if (!processRunning(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(word);
+  } catch {
+    return false;
+  }
+}
+
+/** The PIDs of running processes with `word` among their arguments (a scan of /proc: for rare paths only). */
+export function processesWithArg(word: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid !== process.pid && commandLineHas(pid, word)) pids.push(pid);
+  }
+  return pids;
 }

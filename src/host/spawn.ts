@@ -1,3 +1,4 @@
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
 import { signalExitCode } from '../errors.ts';
@@ -46,6 +47,14 @@ export interface RunOptions {
   timeout?: number;
   /** Piped to the child's stdin (a tar archive, say); an error on it kills the child and rejects. */
   input?: Readable;
+  /**
+   * Run it in a session of its own with its output going to this file (read
+   * back into the result): it then finishes even when stasis is killed or
+   * the terminal's Ctrl-C reaches stasis. Used where dying half way would do
+   * harm, as runc checkpoint does (runc's CRIU dies with runc, and a dump cut
+   * short can kill the container).
+   */
+  outputFile?: string;
 }
 
 /** What the library layers use to run programs: the real one below, or a fake in unit tests. */
@@ -62,11 +71,17 @@ export interface ProcessRunner {
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   debugLog(showCommand(file, args));
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: [opts.input ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const outputFd = opts.outputFile === undefined ? null : openSync(opts.outputFile, 'w', 0o600);
+    const child = spawn(file, args, {
+      stdio: [opts.input ? 'pipe' : 'ignore', outputFd ?? 'pipe', outputFd ?? 'pipe'],
+      env: opts.env ?? process.env,
+      detached: outputFd !== null,
+    });
+    if (outputFd !== null) closeSync(outputFd);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
-    child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
     if (opts.input) {
       // The child stopping early (tar refusing an archive) is reported by its exit, not as EPIPE.
       child.stdin!.on('error', () => undefined);
@@ -83,11 +98,13 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      // Both streams went to one file: all of it is the child's "stderr" (runc logs there).
+      const combined = opts.outputFile === undefined ? null : readFileSync(opts.outputFile, 'utf8');
       resolve({
         // A child killed by a signal has no exit code: the shell's 128+n.
         exitCode: code ?? signalExitCode((signal && constants.signals[signal]) || 0),
-        stdout: Buffer.concat(stdout).toString('utf8'),
-        stderr: Buffer.concat(stderr).toString('utf8'),
+        stdout: combined ?? Buffer.concat(stdout).toString('utf8'),
+        stderr: combined ?? Buffer.concat(stderr).toString('utf8'),
         signal: signal ?? undefined,
       });
     });

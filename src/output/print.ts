@@ -1,3 +1,4 @@
+import { stripVTControlCharacters } from 'node:util';
 import { colorEnabled, outputMode } from './terminal.ts';
 
 export function printLine(text: string): void {
@@ -12,24 +13,26 @@ export function printJsonLine(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
-/** A table on stdout; cli-table3 is loaded only here, and uncoloured unless stdout takes colour. */
+/** What a cell takes on screen: colour codes take none. */
+function width(cell: string): number {
+  return stripVTControlCharacters(cell).length;
+}
+
+/**
+ * A table on stdout: aligned columns, the last one unpadded, so it reads well
+ * on a terminal and greps and cuts well in a pipe (like runc's tabwriter).
+ * The header is coloured only where stdout takes colour.
+ */
 export async function printTable(head: string[], rows: string[][]): Promise<void> {
-  if (!process.stdout.isTTY) {
-    // Plain aligned columns: easy to read, grep and cut in a pipe.
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-    const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('   ').trimEnd();
-    process.stdout.write([line(head), ...rows.map(line)].map((l) => `${l}\n`).join(''));
-    return;
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => width(r[i] ?? ''))));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i] - width(c)))).join('   ').trimEnd();
+  let header = line(head);
+  if (colorEnabled(process.stdout)) {
+    const { colors } = await import('./colors.ts');
+    header = colors().cyan(header);
   }
-  const { default: Table } = await import('cli-table3');
-  const colored = colorEnabled(process.stdout);
-  const table = new Table({
-    head,
-    style: colored ? { head: ['cyan'], border: ['grey'] } : { head: [], border: [] },
-    chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
-  });
-  table.push(...rows);
-  process.stdout.write(`${table.toString()}\n`);
+  process.stdout.write([header, ...rows.map(line)].map((l) => `${l}\n`).join(''));
 }
 
 export function isJson(): boolean {

@@ -1,6 +1,6 @@
 import type { ProcessRunner } from '../host/spawn.ts';
 import type { EventJournal } from '../state/events.ts';
-import type { StateStore } from '../state/store.ts';
+import type { ContainerRecord, StateStore } from '../state/store.ts';
 import type { MonitorOptions } from './conmon.ts';
 import type { Runc } from './runc.ts';
 import type { RuntimeConfig } from './types.ts';
@@ -17,4 +17,6 @@ export interface RuntimeContext {
   readonly runc: Runc;
   readonly runner: ProcessRunner;
   readonly startMonitor: (opts: MonitorOptions) => Promise<number>;
+  /** Finishes or undoes a checkpoint whose command died; the caller holds the lock. */
+  readonly recoverCheckpoint: (record: ContainerRecord) => Promise<void>;
 }

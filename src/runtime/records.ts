@@ -17,8 +17,18 @@ export async function withContainer<T>(ctx: RuntimeContext, id: string, fn: (rec
   const lock = await ctx.store.lock(id);
   try {
     // read() throws notFound when it was removed while we waited.
-    return await fn(completeRecord(ctx, id));
+    return await fn(await recovered(ctx, completeRecord(ctx, id)));
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * The record once any checkpoint interrupted by a dead command is finished or
+ * undone. The caller holds the container's lock: a checkpoint still running
+ * would hold it, so one marked in the record is one whose command died.
+ */
+export async function recovered(ctx: RuntimeContext, record: ContainerRecord): Promise<ContainerRecord> {
+  if (record.checkpointing) await ctx.recoverCheckpoint(record);
+  return record;
 }

@@ -4,6 +4,7 @@ import { StasisError, notFound } from '../errors.ts';
 import { DamagedRecordError, type ContainerRecord, type ExitRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import { killMonitor, noteExit, waitExit } from './exit.ts';
+import { recovered } from './records.ts';
 import { unmountAll, unmountUnder } from './mounts.ts';
 import type { DeleteResult, Status, WaitOutcome } from './types.ts';
 import { orphanView, readExitFile, viewOf } from './view.ts';
@@ -27,6 +28,7 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force: bo
       throw err;
     }
     if (record === null) return await removeOrphan(ctx, id, force);
+    await recovered(ctx, record);
     // We hold the lock, so a record still 'creating' belongs to a create that died.
     const info = viewOf(store, record);
     if (info.status !== 'stopped' && info.status !== 'created' && !force) {

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
 import type { DumpRequest } from './types.ts';
@@ -94,7 +95,10 @@ export class Runc {
     if (request.preDump) args.push('--pre-dump');
     if (request.parentPath !== undefined) args.push('--parent-path', request.parentPath);
     args.push(...request.criuFlags, id);
-    return this.run(args, { timeout: DUMP_TIMEOUT_MS });
+    // runc's output goes to a file in the work folder, and runc to a session of
+    // its own: a stasis killed (or Ctrl-C'd) mid-dump must not take runc with
+    // it, since runc's CRIU dies with runc and a dump cut short can kill the container.
+    return this.run(args, { timeout: DUMP_TIMEOUT_MS, outputFile: join(request.workDir, 'runc-checkpoint.log') });
   }
 
   /** runc exec's argv (run in the foreground with stasis's own stdio by the caller). */

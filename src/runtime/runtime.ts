@@ -1,5 +1,6 @@
 import { StasisError } from '../errors.ts';
-import { processRow, type ProcessRow } from '../host/procfs.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { commandLineHas, processRow, processesWithArg, type ProcessRow } from '../host/procfs.ts';
 import { systemRunner, type ProcessRunner } from '../host/spawn.ts';
 import { EventJournal } from '../state/events.ts';
 import { DamagedRecordError, StateStore, type ContainerRecord, type MountRecord } from '../state/store.ts';
@@ -10,7 +11,7 @@ import { hasExited, monitorAlive, waitExit } from './exit.ts';
 import { recordExit } from './exit-hook.ts';
 import { kill, pause, resume, start } from './lifecycle.ts';
 import { provisionContainer } from './provision.ts';
-import { completeRecord, withContainer } from './records.ts';
+import { completeRecord, recovered, withContainer } from './records.ts';
 import { deleteContainer } from './remove.ts';
 import { Runc } from './runc.ts';
 import type {
@@ -56,6 +57,9 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       runc: new Runc(config.runc, store.paths.runcRoot, config.criu, runner),
       runner,
       startMonitor: deps.startMonitor ?? startMonitor,
+      recoverCheckpoint: async (record) => {
+        if (this.checkpointFeature) await this.checkpointFeature.recover(this, record);
+      },
     };
     this.checkpointFeature = deps.checkpoint;
   }
@@ -90,7 +94,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       exec: (opts) => execInContainer(this.ctx, id, opts),
       checkpoint: (opts, progress = () => undefined) => {
         if (!this.checkpointFeature) throw new StasisError('this runtime was built without checkpoint support');
-        return this.checkpointFeature(this, id, opts, progress);
+        return this.checkpointFeature.checkpoint(this, id, opts, progress);
       },
     };
   }
@@ -143,12 +147,24 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       throw err;
     }
     if (record === null) return { info: orphanView(this.store, id, { creating: await this.store.isLocked(id) }), mounts: [] };
+    // A checkpoint whose command died is finished or undone first (under the lock), so nothing stays frozen.
+    if (record.checkpointing && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
     let info = viewOf(this.store, record);
     if (record.status === 'creating' && !(await this.store.isLocked(id))) {
       const orphan = orphanView(this.store, id, { creating: false });
       info = { ...info, status: orphan.status, pid: orphan.pid, note: orphan.note };
     }
     return { info, mounts: record.mounts };
+  }
+
+  private async recoverNow(id: string): Promise<ContainerRecord | null> {
+    const lock = await this.store.lock(id);
+    try {
+      const record = this.store.read(id);
+      return record === null ? null : await recovered(this.ctx, record);
+    } finally {
+      await lock.release();
+    }
   }
 
   /** The container's processes, for `top`. */
@@ -234,6 +250,14 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
 
   dump(id: string, request: DumpRequest) {
     return this.ctx.runc.dump(id, request);
+  }
+
+  async waitForDumpers(workDir: string): Promise<void> {
+    const deadline = Date.now() + 600_000;
+    for (let pids = processesWithArg(workDir); pids.length > 0 && Date.now() < deadline; ) {
+      await sleep(50);
+      pids = pids.filter((pid) => commandLineHas(pid, workDir));
+    }
   }
 
   runcVersion(): Promise<string> {

@@ -139,7 +139,15 @@ export interface Container {
 }
 
 /** Checkpointing is a feature above the runtime: the composition root hands it in. */
-export type CheckpointFeature = (host: CheckpointHost, id: string, opts: CheckpointOptions, progress: Progress) => Promise<CheckpointResult>;
+export interface CheckpointFeature {
+  checkpoint(host: CheckpointHost, id: string, opts: CheckpointOptions, progress: Progress): Promise<CheckpointResult>;
+  /**
+   * Finishes or undoes a checkpoint whose command died (the record says
+   * checkpointing, and its lock, which the caller holds now, was free):
+   * thaws the container, keeps a dump that completed, removes one that did not.
+   */
+  recover(host: CheckpointHost, record: ContainerRecord): Promise<void>;
+}
 
 /** runc's checkpoint command, as the checkpoint layer asks for it. */
 export interface DumpRequest {
@@ -180,6 +188,8 @@ export interface CheckpointHost {
   /** runc resume; throws with runc's message when it fails. */
   thaw(id: string): Promise<void>;
   dump(id: string, request: DumpRequest): Promise<RunResult>;
+  /** Waits (up to a dump's time limit) until no runc checkpoint (or CRIU) into workDir runs any more. */
+  waitForDumpers(workDir: string): Promise<void>;
   runcVersion(): Promise<string>;
   /** Creates (or, when inPlace says so, restores in place) a container from a plan with a restore part. */
   provision(id: string, plan: ProvisionPlan, opts: { inPlace: (record: ContainerRecord) => boolean }): Promise<ContainerInfo>;

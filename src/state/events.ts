@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { fileSize, followLines } from './follow.ts';
 
 export type Topic =
@@ -40,7 +40,16 @@ export class EventJournal {
 
   append(topic: Topic, id: string, event: Record<string, unknown> = {}): StasisEvent {
     const record: StasisEvent = { timestamp: new Date().toISOString(), topic, id, event };
-    appendFileSync(this.path, `${JSON.stringify(record)}\n`, { mode: 0o600 });
+    const fd = openSync(this.path, 'a+', 0o600);
+    try {
+      // A line torn by a crash or a full disk would swallow this one: start a fresh line.
+      const size = fstatSync(fd).size;
+      const last = Buffer.alloc(1);
+      const torn = size > 0 && readSync(fd, last, 0, 1, size - 1) === 1 && last[0] !== 0x0a;
+      writeSync(fd, `${torn ? '\n' : ''}${JSON.stringify(record)}\n`);
+    } finally {
+      closeSync(fd);
+    }
     return record;
   }
 
@@ -72,10 +81,18 @@ function parseLines(text: string): { events: StasisEvent[]; rest: string } {
   for (const line of lines) {
     if (line.trim() === '') continue;
     try {
-      events.push(JSON.parse(line) as StasisEvent);
+      const event = JSON.parse(line) as unknown;
+      if (isEvent(event)) events.push(event);
     } catch {
       // A torn line can only come from a crash mid-write; skip it rather than stop the stream.
     }
   }
   return { events, rest };
+}
+
+/** Junk that parses as JSON (`null`, a number, a half-written object) is not an event. */
+function isEvent(value: unknown): value is StasisEvent {
+  if (typeof value !== 'object' || value === null) return false;
+  const e = value as Partial<StasisEvent>;
+  return typeof e.timestamp === 'string' && typeof e.topic === 'string' && typeof e.id === 'string' && typeof e.event === 'object' && e.event !== null;
 }

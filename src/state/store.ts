@@ -26,6 +26,14 @@ export interface CheckpointMark {
   at: string;
 }
 
+export interface CheckpointWork {
+  /** The folder being written (renamed to finalPath when complete). */
+  workDir: string;
+  finalPath: string;
+  leaveRunning: boolean;
+  at: string;
+}
+
 /** The persistent record of one container: state.json in its folder. */
 export interface ContainerRecord {
   id: string;
@@ -64,6 +72,8 @@ export interface ContainerRecord {
   /** Set while `checkpoint` runs and after a checkpoint stopped the container. */
   checkpointing: boolean;
   checkpointedStop: boolean;
+  /** While `checkpoint` runs: where it writes, so that a command finding it interrupted can finish or undo it. */
+  checkpointWork?: CheckpointWork | null;
 }
 
 export interface StorePaths {

@@ -1,0 +1,45 @@
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { errorMessage } from '../errors.ts';
+import type { CheckpointHost } from '../runtime/types.ts';
+import type { ContainerRecord } from '../state/store.ts';
+import { IMAGES_DIR, META_FILE, STATS_FILE } from './image.ts';
+
+/**
+ * A `stasis checkpoint` killed half way leaves the record marked, the
+ * container perhaps frozen, and a partial image folder. The next command
+ * that takes the container's lock calls this: a dump that completed (CRIU
+ * writes its statistics last; the metadata was written before it started)
+ * becomes the checkpoint it was meant to be; anything less is removed; a
+ * container that still runs is thawed.
+ */
+export async function recoverCheckpoint(host: CheckpointHost, record: ContainerRecord): Promise<void> {
+  const work = record.checkpointWork ?? null;
+  // runc and CRIU outlive a killed stasis: the dump they are doing decides what is kept.
+  if (work !== null) await host.waitForDumpers(work.workDir);
+  // CRIU writes its statistics into its work folder (the checkpoint folder) when the dump has succeeded.
+  const complete = work !== null && existsSync(join(work.workDir, STATS_FILE)) && existsSync(join(work.workDir, IMAGES_DIR, 'inventory.img')) && existsSync(join(work.workDir, META_FILE));
+  record.checkpointing = false;
+  record.checkpointWork = null;
+  const alive = host.statusOf(record) !== 'stopped';
+  let kept = false;
+  if (work !== null && complete && alive === work.leaveRunning && !existsSync(work.finalPath)) {
+    renameSync(work.workDir, work.finalPath);
+    record.lastCheckpoint = { path: work.finalPath, at: work.at };
+    kept = true;
+  } else if (work !== null) {
+    rmSync(work.workDir, { recursive: true, force: true });
+  }
+  if (alive) {
+    // It may be frozen (killed while paused or dumping), or already running: runc says "not paused" then.
+    await host.thaw(record.id).catch((err: unknown) => {
+      if (!/not paused/i.test(errorMessage(err))) record.status = 'paused';
+    });
+  } else if (kept) {
+    record.status = 'stopped';
+    record.checkpointedStop = true;
+    record.pid = null;
+  }
+  host.saveRecord(record);
+  if (kept) host.journal.append('/tasks/checkpointed', record.id, { path: work!.finalPath, exported: null, leftRunning: alive, recovered: true });
+}
