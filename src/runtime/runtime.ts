@@ -149,6 +149,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     if (record === null) return { info: orphanView(this.store, id, { creating: await this.store.isLocked(id) }), mounts: [] };
     // A checkpoint whose command died is finished or undone first (under the lock), so nothing stays frozen.
     if (record.checkpointing && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
+    if (record.status === 'creating' && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
     let info = viewOf(this.store, record);
     if (record.status === 'creating' && !(await this.store.isLocked(id))) {
       const orphan = orphanView(this.store, id, { creating: false });
