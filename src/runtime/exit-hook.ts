@@ -23,7 +23,6 @@ export async function recordExit(ctx: RuntimeContext, id: string, instance: stri
     if (record.exit === null) {
       if (store.readContainerFile(id, 'oom') !== null) ctx.journal.append('/tasks/oom', id);
       noteExit(ctx, record, exited);
-      store.write(record);
     }
     if (record.autoRemove) await removeLocked(ctx, record);
   } finally {

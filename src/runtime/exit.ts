@@ -76,9 +76,14 @@ export function killMonitor(ctx: RuntimeContext, id: string): void {
   }
 }
 
-/** Records the exit in the record (written by the caller) and the journal; unknown: status null, now. */
+/**
+ * Records the exit in the record and the journal (unknown: status null, now).
+ * The record is written first, so that a reader who sees the event finds the
+ * record saying the same.
+ */
 export function noteExit(ctx: RuntimeContext, record: ContainerRecord, exited: ExitRecord | null): void {
   record.exit = exited ?? { status: null, exitedAt: new Date().toISOString() };
   record.status = 'stopped';
+  ctx.store.write(record);
   ctx.journal.append('/tasks/exit', record.id, { pid: record.pid, status: record.exit.status, exitedAt: record.exit.exitedAt });
 }

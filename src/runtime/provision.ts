@@ -135,8 +135,8 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     await plan.restore?.onRootfs?.(rootPath);
     spec.root = { ...spec.root, path: rootPath };
     spec.linux ??= {};
-    // One flat cgroup per container and state dir; runc removes it on delete.
-    spec.linux.cgroupsPath = `/stasis-${fnv1a(store.lockRoot)}-${id}`;
+    // runc removes it on delete; delete -f finds it without runc if runc's state is damaged.
+    spec.linux.cgroupsPath = store.cgroupPath(id);
     spec.annotations = { ...spec.annotations, 'io.container.manager': 'stasis', 'org.stasis.id': id };
     writeFileSync(join(dir, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
 

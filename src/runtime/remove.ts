@@ -1,6 +1,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError, notFound } from '../errors.ts';
+import { cgroupDirs, killCgroup } from '../host/cgroups.ts';
 import { DamagedRecordError, type ContainerRecord, type ExitRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import { killMonitor, noteExit, waitExit } from './exit.ts';
@@ -69,7 +70,10 @@ async function killNow(ctx: RuntimeContext, id: string, status: Status): Promise
       }
     }
   }
-  await ctx.runc.forceDelete(id);
+  const deleted = await ctx.runc.forceDelete(id);
+  // runc could not do it (its state is damaged or gone): what runs in the
+  // container's cgroup is the container's, and goes the same way.
+  if (deleted.exitCode !== 0) await killCgroup(cgroupDirs(ctx.store.cgroupPath(id)));
   return waitExit(ctx, id, { timeoutMs: 10_000 });
 }
 
@@ -82,8 +86,8 @@ export async function removeLocked(ctx: RuntimeContext, record: ContainerRecord,
   const { store, journal } = ctx;
   const id = record.id;
   if (!runcDeleted) await ctx.runc.forceDelete(id);
-  await unmountAll(ctx.runner, record.mounts);
   await clearLeftovers(ctx, id);
+  await unmountAll(ctx.runner, record.mounts);
   store.remove(id);
   rmSync(join(store.paths.sockets, id), { recursive: true, force: true });
   if (record.exit === null && record.checkpointedStop && record.lastCheckpoint) {
@@ -119,11 +123,15 @@ async function removeOrphan(ctx: RuntimeContext, id: string, force: boolean, dam
 }
 
 /**
- * What a killed runc or CRIU can leave: mounts in the container's folders
- * and a runc state folder that `runc delete` no longer accepts. Called after
- * `runc delete --force`, so no process of the container is left to use them.
+ * What a killed runc or CRIU, or a damaged runc state, can leave: processes
+ * in the container's cgroup, mounts in the container's folders and a runc
+ * state folder that `runc delete` no longer accepts. Called after
+ * `runc delete --force`.
  */
 export async function clearLeftovers(ctx: RuntimeContext, id: string): Promise<void> {
+  // Whatever still runs in the container's cgroup is the container's: when
+  // runc's state was damaged, `runc delete --force` could not kill it.
+  await killCgroup(cgroupDirs(ctx.store.cgroupPath(id)));
   const runcState = join(ctx.store.paths.runcRoot, id);
   await unmountUnder(ctx.runner, ctx.store.containerDir(id), runcState);
   rmSync(runcState, { recursive: true, force: true });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { StasisError, notFound } from '../errors.ts';
 import { readJson, writeJsonAtomic } from './atomic.ts';
 import { validateId } from './ids.ts';
+import { fnv1a } from './hash.ts';
 import { acquireLock, isLocked, type Lock } from './lock.ts';
 
 export type RecordStatus = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
@@ -150,6 +151,11 @@ export class StateStore {
   /** conmon's log of the captured stdio (ctr), or the file a passthrough stream without its own file went to. */
   logPath(id: string, stream: 'ctr' | 'stdout' | 'stderr' = 'ctr'): string {
     return join(this.containerDir(id), `${stream}.log`);
+  }
+
+  /** The container's cgroup (runc's cgroupsPath): one flat cgroup per container and state directory. */
+  cgroupPath(id: string): string {
+    return `/stasis-${fnv1a(this.lockRoot)}-${validateId(id)}`;
   }
 
   statePath(id: string): string {

@@ -1,0 +1,78 @@
+import { readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+// A container's cgroup, found without runc: what proves that a process
+// belongs to the container when runc's own state is gone or damaged.
+
+/** The folders of cgroup `path` (as in a spec's cgroupsPath) under every mounted hierarchy, v1 and v2. */
+export function cgroupDirs(path: string): string[] {
+  let table: string;
+  try {
+    table = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const dirs = new Set<string>();
+  for (const line of table.split('\n')) {
+    const [before, after] = line.split(' - ');
+    if (!after || !/^cgroup2? /.test(after)) continue;
+    dirs.add(join(before.split(' ')[4], path));
+  }
+  return [...dirs];
+}
+
+/** The PIDs in those cgroups now. */
+export function cgroupPids(dirs: string[]): number[] {
+  const pids = new Set<number>();
+  for (const dir of dirs) {
+    try {
+      for (const line of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')) if (line) pids.add(Number(line));
+    } catch {
+      // not in this hierarchy
+    }
+  }
+  return [...pids];
+}
+
+/** SIGKILLs every process in the cgroups until none is left (a frozen cgroup is thawed first), then removes the folders. */
+export async function killCgroup(dirs: string[], timeoutMs = 5_000): Promise<number[]> {
+  const killed = new Set<number>();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = cgroupPids(dirs);
+    if (pids.length === 0 || Date.now() > deadline) break;
+    for (const dir of dirs) thaw(dir);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed.add(pid);
+      } catch {
+        // gone already
+      }
+    }
+    await sleep(10);
+  }
+  for (const dir of dirs) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // not there, or (past the deadline) still busy
+    }
+  }
+  return [...killed];
+}
+
+/** A SIGKILL stays pending in a frozen cgroup. */
+function thaw(dir: string): void {
+  for (const [file, value] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']]) {
+    try {
+      const current = readFileSync(join(dir, file), 'utf8');
+      if (current.trim() !== value) {
+        writeFileSync(join(dir, file), value);
+      }
+    } catch {
+      // no such controller here
+    }
+  }
+}
