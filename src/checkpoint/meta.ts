@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { isAbsolute, posix } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
 import { validateId } from '../state/ids.ts';
@@ -73,7 +74,7 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
   const path = (field: string, value: unknown, opts: { overlayLayer?: boolean } = {}): string => {
     const given = text(field, value, 4096);
     if (given === '') {
-      if (typeof value === 'string') problem(field, 'is empty');
+      if (value === '') problem(field, 'is empty');
       return '';
     }
     if (!isAbsolute(given)) problem(field, `${JSON.stringify(given)} is not an absolute path`);
@@ -193,6 +194,16 @@ export interface BasePolicy {
   trusted: boolean;
   /** Folders whose images a recorded base may be taken from without --rootfs (e.g. the default rootfs's parent). */
   imageRoots: readonly string[];
+  /** Resolves symbolic links (default: realpath, or the path itself when it does not exist). */
+  realpath?: (path: string) => string;
+}
+
+function realpathOrSelf(path: string): string {
+  try {
+    return realpathSync.native(path);
+  } catch {
+    return path;
+  }
 }
 
 export type BaseChoice =
@@ -223,14 +234,17 @@ export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, po
     }
     return { kind: 'bundle', bundle: meta.rootfs.userBundle, from: 'checkpoint' };
   }
+  // Symbolic links resolved on both sides, so that a link in an image folder cannot lead out of it.
+  const realpath = policy.realpath ?? realpathOrSelf;
+  const base = realpath(meta.rootfs.base);
   const inImageRoot = policy.imageRoots.some((root) => {
-    const clean = posix.normalize(root).replace(/\/+$/, '');
-    return meta.rootfs.base.startsWith(`${clean}/`);
+    const clean = posix.normalize(realpath(root)).replace(/\/+$/, '');
+    return base.startsWith(`${clean}/`);
   });
   if (!policy.trusted && !inImageRoot) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} is not in ${policy.imageRoots.join(' or ') || 'an image folder'}, and the checkpoint was not written here`, {
       hint: `name the base to restore onto with --rootfs DIR (e.g. --rootfs ${meta.rootfs.base} if that is the image it ran on)`,
     });
   }
-  return { kind: 'overlay', base: meta.rootfs.base, from: 'checkpoint' };
+  return { kind: 'overlay', base, from: 'checkpoint' };
 }
