@@ -830,8 +830,8 @@ function checkImageMounts(
       if (specMount && (MOUNT_TYPES_FOR[specMount.type ?? ''] ?? []).includes(mount.fstype)) continue;
       if ((masked.includes(mount.mountpoint) || readonly.includes(mount.mountpoint)) && ['proc', 'sysfs'].includes(mount.fstype)) continue;
       if ((mount.fstype === 'cgroup' || mount.fstype === 'cgroup2') && cgroupRoots.some((root) => under(mount.mountpoint, root))) continue;
-      const fs = mount.fstype === 'auto' ? `${mount.fsname ?? 'unknown'} filesystem` : `${mount.fstype} mount`;
-      refuse('mounts', `mount ${mount.mountpoint}`, `a ${fs} of ${mount.source || '(no source)'}${mount.root !== '/' ? ` (its ${mount.root})` : ''} with options ${mount.options || '(none)'}, which CRIU would mount as recorded`, file(mount));
+      const type = mount.fstype === 'auto' ? (mount.fsname ?? 'unknown') : mount.fstype;
+      refuse('mounts', `mount ${mount.mountpoint}`, `${mount.source || '(no source)'}${mount.root !== '/' ? ` (its ${mount.root})` : ''} of type ${type} with options ${mount.options || '(none)'}, which CRIU would mount as recorded`, file(mount));
     }
   }
 
