@@ -248,3 +248,23 @@ export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, po
   }
   return { kind: 'overlay', base, from: 'checkpoint' };
 }
+
+/**
+ * checkpoint/descriptors.json, which runc reads on restore: one entry per stdio
+ * fd of the container's init, and every "pipe:[N]" entry makes CRIU hand its own
+ * fd of that number to the restored process. More than the three stdio entries
+ * would pass CRIU's other descriptors into the container, so only three are
+ * accepted, each a path or an anonymous pipe, socket or anon inode.
+ */
+export function validateDescriptors(raw: unknown): string[] {
+  const problems: MetaProblem[] = [];
+  if (!Array.isArray(raw)) throw new CheckpointMetaError([{ field: 'the document', problem: 'is not an array' }], 'checkpoint/descriptors.json');
+  if (raw.length !== 3) problems.push({ field: 'the document', problem: `has ${raw.length} entries where a container's stdio has 3` });
+  raw.forEach((entry, index) => {
+    const fine = typeof entry === 'string' && entry.length <= 4096 && PRINTABLE.test(entry)
+      && (/^(pipe|socket|anon_inode):\[?[\w:-]*\]?$/.test(entry) || (isAbsolute(entry) && !entry.split('/').includes('..')));
+    if (!fine) problems.push({ field: `[${index}]`, problem: `${JSON.stringify(entry)} is not a stdio descriptor (a path, or pipe:[N])` });
+  });
+  if (problems.length > 0) throw new CheckpointMetaError(problems, 'checkpoint/descriptors.json');
+  return raw as string[];
+}

@@ -178,7 +178,7 @@ function isAbsolutePath(value: unknown): value is string {
   return isString(value) && isAbsolute(value) && value.length <= 4096;
 }
 
-/** "/a/./b/" → "/a/b"; a path with ".." is refused by the callers (nothing legitimate needs it). */
+/** "/a/./b/" → "/a/b" (and "/../x" → "/x": runc resolves destinations inside the rootfs anyway). */
 function cleanPath(path: string): string {
   const clean = posix.normalize(path);
   return clean.length > 1 ? clean.replace(/\/+$/, '') : clean;
@@ -269,7 +269,7 @@ export function applyRestorePolicy(untrusted: unknown, opts: RestorePolicyOption
   if (process.terminal === true) warnings.push('the checkpoint\'s process had a terminal; it is restored without one (its stdio are pipes)');
   result.terminal = false;
   result.user = readUser(process.user, policyProcess.user);
-  result.rlimits = readRlimits(process.rlimits, opts.hostLimits ?? readHostRlimits(), warnings);
+  if (process.rlimits !== undefined) result.rlimits = readRlimits(process.rlimits, opts.hostLimits ?? readHostRlimits(), warnings);
 
   // --- capabilities
   const asked = readCapabilities(process.capabilities);
@@ -377,7 +377,6 @@ function readUser(value: unknown, policyUser: unknown): Record<string, unknown> 
 const RLIMIT_TYPES = new Set(RLIMIT_NAMES);
 
 function readRlimits(value: unknown, hostLimits: ReadonlyMap<string, RlimitValue>, warnings: string[]): unknown[] {
-  if (value === undefined) return [];
   if (!Array.isArray(value)) throw new CheckpointSpecError('process.rlimits', 'is not an array');
   const seen = new Set<string>();
   const kept: { type: string; soft: number; hard: number }[] = [];
@@ -457,10 +456,6 @@ function restoreMounts(
   } else {
     base = policyMounts.map(clone);
     for (const mount of asked) {
-      if (mount.destination.split('/').includes('..')) {
-        refuse('mounts', `mount ${mount.destination}`, 'a destination that climbs out with ".."');
-        continue;
-      }
       if (byDestination(userMounts, mount.destination) || byDestination(policyMounts, mount.destination)) continue;
       // A tmpfs is memory of the container's own; CRIU recreates it with its contents.
       if (mount.type === 'tmpfs' && !isBind(mount)) {

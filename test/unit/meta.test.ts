@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CheckpointMetaError, chooseRestoreBase, restoreArgsFor, validateCheckpointMeta } from '../../src/checkpoint/meta.ts';
+import { CheckpointMetaError, chooseRestoreBase, restoreArgsFor, validateCheckpointMeta, validateDescriptors } from '../../src/checkpoint/meta.ts';
 import type { CheckpointMeta } from '../../src/checkpoint/image.ts';
 import { StasisError } from '../../src/errors.ts';
 
@@ -167,5 +167,17 @@ describe('chooseRestoreBase: symbolic links', () => {
     const m = validateCheckpointMeta({ ...stasisJson(), rootfs: { ...stasisJson().rootfs, base: '/var/lib/stasis/rootfs/escape' } });
     const realpath = (path: string) => (path === '/var/lib/stasis/rootfs/escape' ? '/' : path);
     assert.throws(() => chooseRestoreBase(m, {}, { trusted: false, imageRoots: ['/var/lib/stasis/rootfs'], realpath }), /is not in/);
+  });
+});
+
+describe('validateDescriptors', () => {
+  test('the three stdio entries runc wrote pass', () => {
+    assert.deepEqual(validateDescriptors(['/dev/null', 'pipe:[43478]', 'pipe:[43479]']), ['/dev/null', 'pipe:[43478]', 'pipe:[43479]']);
+  });
+
+  test('more entries (CRIU\'s own fds handed to the container) or odd ones are refused', () => {
+    assert.throws(() => validateDescriptors(['/dev/null', 'pipe:[1]', 'pipe:[2]', 'pipe:[3]']), /has 4 entries where a container's stdio has 3/);
+    assert.throws(() => validateDescriptors(['/dev/null', 'pipe:[1]', 'x\u0000']), /is not a stdio descriptor/);
+    assert.throws(() => validateDescriptors({}), CheckpointMetaError);
   });
 });
