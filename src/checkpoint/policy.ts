@@ -189,7 +189,6 @@ const NAMESPACE_KIND: Record<string, NamespaceKind> = {
   pid: 'pid', network: 'network', mount: 'mount', ipc: 'ipc', uts: 'uts', user: 'user', cgroup: 'cgroup', time: 'time',
 };
 const CAPABILITY_SETS = ['bounding', 'effective', 'permitted', 'inheritable', 'ambient'] as const;
-const HOOK_KINDS = ['prestart', 'createRuntime', 'createContainer', 'startContainer', 'poststart', 'poststop'] as const;
 
 /** Annotation prefixes a runtime acts on: never taken from a checkpoint. */
 const ACTIVE_ANNOTATIONS = ['org.criu.', 'org.systemd.', 'run.oci.', 'org.opencontainers.runc.', 'io.containers.trace-', 'io.kubernetes.cri-o.TrustedSandbox'];
