@@ -1,0 +1,365 @@
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { StasisError } from '../errors.ts';
+import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
+import { readCriuProcesses, type CriuProcesses } from './criu-creds.ts';
+import { decodeMessage, readImageEntries } from './criu-image.ts';
+import { readImageMounts, type ImageMount } from './criu-mounts.ts';
+import { validateCheckpointMeta } from './meta.ts';
+import {
+  applyRestorePolicy,
+  checkRestoredImages,
+  type ImagePolicyOptions,
+  type PolicyRefusal,
+  type RestorePolicyOptions,
+  type TrustArea,
+} from './policy.ts';
+
+// What a checkpoint folder holds and what restoring it would ask for, without
+// restoring it: for `stasis checkpoint inspect`. Everything in the folder is
+// untrusted; a file that is missing or damaged becomes a line in `problems`,
+// never an exception (except for a folder that is not a checkpoint at all).
+// An archive is unpacked (with its entries checked) by the caller first.
+
+export type Engine = 'stasis' | 'podman' | 'cri-o' | 'containerd' | 'unknown';
+
+export interface InspectOptions {
+  /** The policy to judge by; default: stasis's default spec for this container. */
+  policySpec?: OciSpec;
+  /** How it would be restored; default: as it was run (the checkpoint's rootfs kind), else onto a --rootfs base. */
+  kind?: 'overlay' | 'bundle';
+  userMounts?: RestorePolicyOptions['userMounts'];
+  trust?: RestorePolicyOptions['trust'];
+  hostLimits?: RestorePolicyOptions['hostLimits'];
+  pathExists?: ImagePolicyOptions['pathExists'];
+}
+
+export interface ReportMount {
+  destination: string;
+  type: string | null;
+  source: string | null;
+  options: string[];
+  /** policy: replaced by the policy's mount there; kept: taken as it is (a tmpfs, or a grant); refused. */
+  verdict: 'policy' | 'kept' | 'refused';
+}
+
+export interface ReportProcess {
+  pid: number;
+  tid: number;
+  comm: string | null;
+  uid: number | null;
+  gid: number | null;
+  capabilities: { bounding: string[]; effective: string[]; permitted: string[]; inheritable: string[]; ambient: string[] } | null;
+  seccomp: string;
+  lsmProfile: string | null;
+}
+
+export interface CheckpointReport {
+  path: string;
+  engine: Engine;
+  /** Why that engine: the files and annotations that say so. */
+  engineEvidence: string[];
+  container: { id: string | null; name: string | null };
+  command: string[] | null;
+  createdAt: string | null;
+  checkpointedAt: string | null;
+  versions: { runc: string | null; criu: string | null };
+  base: { kind: 'overlay' | 'bundle' | null; path: string | null; fingerprint: string | null; image: string | null };
+  criuOptions: string[];
+  hooks: { kind: string; path: string; args: string[] }[];
+  mounts: ReportMount[];
+  /** The mount tree CRIU would rebuild (from mountpoints-N.img). */
+  imageMounts: { mountpoint: string; fstype: string; source: string; readOnly: boolean; externalKey: string | null }[];
+  capabilities: { spec: Record<string, string[]> | null; processes: ReportProcess[] };
+  namespaces: { type: string; path: string | null; restoredAs: 'own' | 'host' | null }[];
+  processes: { pid: number; ppid: number; comm: string | null; threads: number }[];
+  sizes: { totalBytes: number; imagesBytes: number; memoryBytes: number; rootfsDiffBytes: number | null };
+  /** Files that are missing or do not decode. */
+  problems: string[];
+  verdict: { restorable: boolean; refused: PolicyRefusal[]; warnings: string[] };
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const str = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+
+function readJson(dir: string, name: string, problems: string[]): unknown {
+  const path = join(dir, name);
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    problems.push(`${name}: not valid JSON (${(err as Error).message})`);
+    return undefined;
+  }
+}
+
+function sizeOf(path: string): number {
+  const stat = statSync(path, { throwIfNoEntry: false });
+  if (!stat) return 0;
+  if (!stat.isDirectory()) return stat.size;
+  return readdirSync(path).reduce((total, name) => total + sizeOf(join(path, name)), 0);
+}
+
+/** Which engine wrote it (checkpointctl's rule, with stasis first: stasis also writes a CRI name annotation). */
+function guessEngine(dir: string, annotations: Record<string, unknown>, config: Record<string, unknown>): { engine: Engine; evidence: string[] } {
+  const manager = str(annotations['io.container.manager']);
+  const has = (prefix: string) => Object.keys(annotations).filter((key) => key.startsWith(prefix));
+  if (existsSync(join(dir, 'stasis.json'))) return { engine: 'stasis', evidence: ['stasis.json', ...(manager ? [`io.container.manager=${manager}`] : [])] };
+  if (manager === 'stasis') return { engine: 'stasis', evidence: ['io.container.manager=stasis'] };
+  if (manager === 'libpod') return { engine: 'podman', evidence: ['io.container.manager=libpod'] };
+  const crio = has('io.kubernetes.cri-o.');
+  if (manager === 'cri-o' || crio.length > 0) return { engine: 'cri-o', evidence: manager === 'cri-o' ? ['io.container.manager=cri-o'] : crio.slice(0, 3) };
+  const cri = has('io.kubernetes.cri.');
+  if (cri.length > 0 || existsSync(join(dir, 'status'))) return { engine: 'containerd', evidence: [...cri.slice(0, 3), ...(existsSync(join(dir, 'status')) ? ['status'] : [])] };
+  if (Object.keys(config).length > 0) return { engine: 'unknown', evidence: ['config.dump (no engine annotation)'] };
+  return { engine: 'unknown', evidence: [] };
+}
+
+function containerName(engine: Engine, annotations: Record<string, unknown>, config: Record<string, unknown>): string | null {
+  if (engine === 'cri-o') {
+    try {
+      const metadata = JSON.parse(String(annotations['io.kubernetes.cri-o.Metadata'] ?? ''));
+      if (isObject(metadata) && typeof metadata.name === 'string') return metadata.name;
+    } catch {
+      // fall through to the other names
+    }
+  }
+  return str(config.name) ?? str(annotations['io.kubernetes.cri.container-name']) ?? str(annotations['io.podman.annotations.checkpoint.name']);
+}
+
+/** Reports what the checkpoint folder `dir` holds and what restoring it would ask for. */
+export function inspectCheckpoint(dir: string, opts: InspectOptions = {}): CheckpointReport {
+  const images = join(dir, 'checkpoint');
+  if (!existsSync(join(images, 'inventory.img'))) {
+    throw new StasisError(`${dir} is not a checkpoint: it has no checkpoint/inventory.img`, {
+      hint: 'give the folder `stasis checkpoint` printed, or an archive it, podman or CRI-O exported',
+    });
+  }
+  const problems: string[] = [];
+  const rawSpec = readJson(dir, 'spec.dump', problems);
+  const spec = isObject(rawSpec) ? rawSpec : {};
+  if (rawSpec === undefined && !problems.some((p) => p.startsWith('spec.dump'))) problems.push('spec.dump: missing');
+  const rawConfig = readJson(dir, 'config.dump', problems);
+  const config = isObject(rawConfig) ? rawConfig : {};
+  const annotations = isObject(spec.annotations) ? spec.annotations : {};
+  const { engine, evidence } = guessEngine(dir, annotations, config);
+
+  // stasis.json, checked as restore checks it.
+  const rawMeta = readJson(dir, 'stasis.json', problems);
+  let meta: ReturnType<typeof validateCheckpointMeta> | null = null;
+  if (rawMeta !== undefined) {
+    try {
+      meta = validateCheckpointMeta(rawMeta);
+    } catch (err) {
+      problems.push(`stasis.json: ${(err as Error).message.replace(/^[^\n]*:\n/, '').replace(/\n\s*/g, '; ').trim()}`);
+    }
+  }
+  const looseMeta = isObject(rawMeta) ? rawMeta : {};
+  const looseRootfs = isObject(looseMeta.rootfs) ? looseMeta.rootfs : {};
+
+  // CRIU's images.
+  let processes: CriuProcesses | null = null;
+  let mounts: ImageMount[] = [];
+  try {
+    processes = readCriuProcesses(images);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  try {
+    mounts = readImageMounts(images);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  let tcpClose = false;
+  try {
+    const [inventory] = readImageEntries(join(images, 'inventory.img'), 'inventory');
+    if (inventory) tcpClose = decodeMessage(inventory, 'inventory.img', 'inventory_entry').bool(10) === true;
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+
+  const process = isObject(spec.process) ? spec.process : {};
+  const command = Array.isArray(process.args) && process.args.every((a) => typeof a === 'string') ? (process.args as string[]) : null;
+  const id = meta?.id ?? str(looseMeta.id) ?? str(config.id) ?? str(annotations['org.stasis.id']);
+  const kind = meta?.rootfs.kind ?? (looseRootfs.kind === 'bundle' || looseRootfs.kind === 'overlay' ? looseRootfs.kind : null);
+
+  // The verdict: the spec through the policy, then the images against what it would give.
+  const policySpec = opts.policySpec ?? defaultSpec(id && id.length > 0 ? id : 'checkpoint', []);
+  const restoreKind = opts.kind ?? kind ?? 'overlay';
+  const refused: PolicyRefusal[] = [];
+  const warnings: string[] = [];
+  let restoreSpec: OciSpec | null = null;
+  if (rawSpec !== undefined) {
+    try {
+      const base: RestorePolicyOptions = { policySpec, kind: restoreKind, userMounts: opts.userMounts, trust: opts.trust, hostLimits: opts.hostLimits };
+      const result = applyRestorePolicy(rawSpec, base);
+      warnings.push(...result.warnings);
+      if (result.ok) restoreSpec = result.spec;
+      else {
+        refused.push(...result.refused);
+        // To list what the images ask beyond that too, judge them by the spec the refused grants would give.
+        const granted = [...new Set(result.refused.map((r) => r.area))];
+        const trust: TrustArea[] | 'all' = opts.trust === 'all' ? 'all' : [...(opts.trust ?? []), ...granted];
+        const provisional = applyRestorePolicy(rawSpec, { ...base, trust });
+        if (provisional.ok) restoreSpec = provisional.spec;
+      }
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (restoreSpec && processes) {
+    const images = checkRestoredImages({ processes, mounts }, restoreSpec, { trust: opts.trust, hostLimits: opts.hostLimits, pathExists: opts.pathExists });
+    for (const r of images.refused) if (!refused.some((o) => o.area === r.area && o.what === r.what)) refused.push(r);
+    warnings.push(...images.warnings);
+  }
+
+  const refusedMounts = new Set(refused.filter((r) => r.area === 'mounts').map((r) => r.what));
+  const policyDestinations = new Set(((policySpec.mounts ?? []) as { destination?: string }[]).map((m) => m.destination));
+  const reportMounts: ReportMount[] = (Array.isArray(spec.mounts) ? spec.mounts : []).filter(isObject).map((m) => {
+    const destination = str(m.destination) ?? '(none)';
+    return {
+      destination,
+      type: str(m.type),
+      source: str(m.source),
+      options: Array.isArray(m.options) ? m.options.map(String) : [],
+      verdict: refusedMounts.has(`mount ${destination}`) ? 'refused' : policyDestinations.has(destination) ? 'policy' : 'kept',
+    };
+  });
+
+  const hooks: CheckpointReport['hooks'] = [];
+  if (isObject(spec.hooks)) {
+    for (const [hookKind, list] of Object.entries(spec.hooks)) {
+      for (const hook of Array.isArray(list) ? list : []) {
+        if (!isObject(hook)) continue;
+        hooks.push({ kind: hookKind, path: str(hook.path) ?? '(no path)', args: Array.isArray(hook.args) ? hook.args.map(String) : [] });
+      }
+    }
+  }
+
+  const linux = isObject(spec.linux) ? spec.linux : {};
+  const namespaces = (Array.isArray(linux.namespaces) ? linux.namespaces : []).filter(isObject).map((ns) => {
+    const type = str(ns.type) ?? '(none)';
+    const kindOf = ({ pid: 'pid', network: 'network', ipc: 'ipc', uts: 'uts', mount: 'mount', user: 'user', cgroup: 'cgroup', time: 'time' } as const)[type as 'pid'];
+    const own = kindOf ? processes?.rootNamespaces[kindOf] : undefined;
+    return { type, path: str(ns.path), restoredAs: own === undefined ? null : own ? ('own' as const) : ('host' as const) };
+  });
+
+  const specCaps = isObject(process.capabilities)
+    ? Object.fromEntries(Object.entries(process.capabilities).filter(([, v]) => Array.isArray(v)).map(([k, v]) => [k, (v as unknown[]).map(String)]))
+    : null;
+
+  const criuOptions = meta?.criuOptions ?? (Array.isArray(looseMeta.criuOptions) ? looseMeta.criuOptions.map(String) : []);
+  if (tcpClose && !criuOptions.includes('tcp-close')) criuOptions.push('tcp-close');
+
+  const pages = existsSync(images) ? readdirSync(images).filter((name) => /^pages-\d+\.img$/.test(name)) : [];
+  const diff = join(dir, 'rootfs-diff.tar');
+
+  return {
+    path: dir,
+    engine,
+    engineEvidence: evidence,
+    container: { id, name: containerName(engine, annotations, config) },
+    command,
+    createdAt: str(config.createdTime) ?? str(annotations['io.kubernetes.cri-o.Created']),
+    checkpointedAt: meta?.checkpointedAt ?? str(looseMeta.checkpointedAt) ?? str(config.checkpointedTime),
+    versions: { runc: meta?.runcVersion ?? null, criu: meta?.criuVersion ?? null },
+    base: {
+      kind,
+      path: meta?.rootfs.base ?? str(looseRootfs.base) ?? str(config.rootfsImage),
+      fingerprint: meta?.rootfs.fingerprint ?? str(looseRootfs.fingerprint) ?? str(config.rootfsImageRef),
+      image: str(config.rootfsImageName),
+    },
+    criuOptions,
+    hooks,
+    mounts: reportMounts,
+    imageMounts: mounts.map((m) => ({ mountpoint: m.mountpoint, fstype: m.fstype === 'auto' ? (m.fsname ?? 'auto') : m.fstype, source: m.source, readOnly: m.readOnly, externalKey: m.externalKey })),
+    capabilities: {
+      spec: specCaps,
+      processes: (processes?.threads ?? []).map((t) => ({
+        pid: t.pid,
+        tid: t.tid,
+        comm: t.comm,
+        uid: t.creds?.uid ?? null,
+        gid: t.creds?.gid ?? null,
+        capabilities: t.creds
+          ? { bounding: t.creds.capBnd, effective: t.creds.capEff, permitted: t.creds.capPrm, inheritable: t.creds.capInh, ambient: t.creds.capAmb ?? [] }
+          : null,
+        seccomp: t.seccomp,
+        lsmProfile: t.creds?.lsmProfile ?? null,
+      })),
+    },
+    namespaces,
+    processes: (processes?.tasks ?? []).map((t) => ({ pid: t.pid, ppid: t.ppid, comm: t.comm, threads: t.threads.length })),
+    sizes: {
+      totalBytes: sizeOf(dir),
+      imagesBytes: sizeOf(images),
+      memoryBytes: pages.reduce((total, name) => total + sizeOf(join(images, name)), 0),
+      rootfsDiffBytes: existsSync(diff) ? sizeOf(diff) : null,
+    },
+    problems,
+    verdict: { restorable: refused.length === 0 && problems.length === 0 && restoreSpec !== null, refused, warnings },
+  };
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+/** The report as plain text (no colour): what `stasis checkpoint inspect` prints. */
+export function formatInspectReport(report: CheckpointReport): string {
+  const lines: string[] = [];
+  const row = (label: string, value: string) => lines.push(`${label.padEnd(14)}${value}`);
+  const list = (values: readonly string[]) => (values.length > 0 ? values.join(', ') : 'none');
+  row('Checkpoint', report.path);
+  row('Engine', `${report.engine}${report.engineEvidence.length > 0 ? ` (${report.engineEvidence.join(', ')})` : ''}`);
+  row('Container', `${report.container.id ?? '?'}${report.container.name && report.container.name !== report.container.id ? ` (name ${report.container.name})` : ''}`);
+  row('Command', report.command ? report.command.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : JSON.stringify(arg))).join(' ') : '?');
+  if (report.createdAt) row('Created', report.createdAt);
+  row('Checkpointed', report.checkpointedAt ?? '?');
+  const base = report.base;
+  row('Base', base.path ? `${base.kind ?? ''} ${base.path}${base.fingerprint ? ` (${base.fingerprint})` : ''}${base.image && base.image !== base.path ? `, image ${base.image}` : ''}`.trim() : '?');
+  if (report.versions.runc || report.versions.criu) row('Versions', `runc ${report.versions.runc ?? '?'}, CRIU ${report.versions.criu ?? '?'}`);
+  row('CRIU options', list(report.criuOptions));
+  const size = report.sizes;
+  row('Size', `${bytes(size.totalBytes)} (memory ${bytes(size.memoryBytes)}${size.rootfsDiffBytes !== null ? `, rootfs changes ${bytes(size.rootfsDiffBytes)}` : ''})`);
+  row('Namespaces', list(report.namespaces.map((ns) => `${ns.type}${ns.path ? ` ${ns.path}` : ''}${ns.restoredAs === 'host' ? ' (the host\'s!)' : ''}`)));
+  row('Hooks', list(report.hooks.map((h) => `${h.kind} ${h.path}`)));
+  if (report.capabilities.spec) {
+    lines.push('Capabilities in the spec');
+    for (const [set, names] of Object.entries(report.capabilities.spec)) lines.push(`  ${set.padEnd(12)}${list(names)}`);
+  }
+  lines.push('Processes');
+  for (const p of report.capabilities.processes) {
+    const caps = p.capabilities ? `bounding ${list(p.capabilities.bounding)}; effective ${list(p.capabilities.effective)}` : 'no credentials recorded';
+    lines.push(`  ${`${p.pid}${p.tid !== p.pid ? `/${p.tid}` : ''}`.padEnd(8)}${(p.comm ?? '?').padEnd(16)}uid ${p.uid ?? '?'}  ${caps}`);
+  }
+  lines.push('Mounts');
+  for (const m of report.mounts) {
+    lines.push(`  ${m.destination.padEnd(22)}${(m.type ?? '?').padEnd(8)}${(m.source ?? '').padEnd(20)}${m.verdict === 'refused' ? 'REFUSED' : m.verdict === 'policy' ? 'policy' : 'kept'}`);
+  }
+  if (report.problems.length > 0) {
+    lines.push('Problems');
+    for (const problem of report.problems) lines.push(`  ${problem}`);
+  }
+  if (report.verdict.restorable) lines.push('Verdict       restorable under stasis\'s policy');
+  else if (report.verdict.refused.length > 0) {
+    lines.push('Verdict       refused: it asks for more than the policy allows');
+    for (const r of report.verdict.refused) {
+      lines.push(`  ${r.what}: ${r.asked} (${r.source})`);
+      lines.push(`    grant: ${r.grant}`);
+    }
+  } else lines.push('Verdict       not restorable: see the problems');
+  if (report.verdict.warnings.length > 0) {
+    lines.push('Warnings');
+    for (const w of report.verdict.warnings) lines.push(`  ${w}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
