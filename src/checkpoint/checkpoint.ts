@@ -8,6 +8,7 @@ import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
 import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
 import { captureOverlayDiff, rootfsFingerprint } from './rootfs-diff.ts';
+import { signCheckpoint } from './signature.ts';
 import { createTar } from './tar.ts';
 
 // A checkpoint, as containerd's first one did it: freeze the container, take
@@ -145,6 +146,7 @@ export async function checkpointContainer(
       if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
       if (!leaveRunning) frozen = false;
       writeMetadata(record, workDir, metaOpts, await provenance);
+      signCheckpoint(host.stateRoot, workDir);
       renameSync(workDir, finalPath);
     } catch (err) {
       const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));

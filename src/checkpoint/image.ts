@@ -99,25 +99,6 @@ export function writeMetadata(
   writeFileSync(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
 }
 
-export function readMeta(dir: string): CheckpointMeta {
-  const metaPath = join(dir, META_FILE);
-  if (!existsSync(join(dir, IMAGES_DIR, 'inventory.img'))) {
-    throw new StasisError(`${dir} is not a checkpoint: it has no ${IMAGES_DIR}/inventory.img`, {
-      hint: 'give the folder `stasis checkpoint` printed, or an archive it exported',
-    });
-  }
-  let meta: CheckpointMeta;
-  try {
-    meta = JSON.parse(readFileSync(metaPath, 'utf8')) as CheckpointMeta;
-  } catch (err) {
-    throw new StasisError(`${dir} is not a stasis checkpoint: ${META_FILE} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable'}`);
-  }
-  if (meta.format !== 1 || typeof meta.rootfs?.base !== 'string') {
-    throw new StasisError(`${dir}: ${META_FILE} has an unknown format`);
-  }
-  return meta;
-}
-
 export function folderSize(dir: string): number {
   let total = 0;
   for (const name of readdirSync(dir)) {

@@ -1,8 +1,9 @@
-import { realpathSync } from 'node:fs';
 import { isAbsolute, posix } from 'node:path';
-import { StasisError, usageError } from '../errors.ts';
+import { EXIT_USAGE, StasisError } from '../errors.ts';
 import { validateId } from '../state/ids.ts';
-import type { CheckpointMeta } from './image.ts';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { IMAGES_DIR, META_FILE, type CheckpointMeta } from './image.ts';
 
 // stasis.json, read as untrusted input: every field is checked, and what reaches a
 // command line or a path is rebuilt rather than copied. runc restore's own options
@@ -218,19 +219,21 @@ export type BaseChoice =
  * have the restored container write into it. Such a restore needs --bundle.
  */
 export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, policy: BasePolicy): BaseChoice {
-  if (request.rootfs !== undefined && request.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
+  const usage = (message: string, code: string) => new StasisError(message, { exitCode: EXIT_USAGE, code });
+  if (request.rootfs !== undefined && request.bundle !== undefined) throw usage('a rootfs and a bundle cannot both be restored onto', 'base-both');
+  // A bundle's changes were written in place, a rootfs container's are in the archive: the two do not mix.
   if (request.rootfs !== undefined && meta.rootfs.kind === 'bundle') {
-    throw usageError('this checkpoint is of a --bundle container: restore it onto a bundle with --bundle DIR', 'its rootfs changes were written in place, so the checkpoint does not carry them');
+    throw usage('this checkpoint is of a bundle container: it restores onto a bundle, whose rootfs holds its changes', 'base-kind-bundle');
   }
   if (request.bundle !== undefined && meta.rootfs.kind === 'overlay') {
-    throw usageError('this checkpoint is of a --rootfs container: restore it onto a copy of its base with --rootfs DIR', 'the checkpoint carries its writable layer, which goes on top of that base');
+    throw usage('this checkpoint is of a container on a read-only rootfs: it restores onto a copy of that rootfs, with its writable layer on top', 'base-kind-overlay');
   }
   if (request.rootfs !== undefined) return { kind: 'overlay', base: request.rootfs, from: 'flag' };
   if (request.bundle !== undefined) return { kind: 'bundle', bundle: request.bundle, from: 'flag' };
   if (meta.rootfs.kind === 'bundle') {
     if (!policy.trusted || meta.rootfs.userBundle === null) {
-      throw usageError(`this checkpoint is of a --bundle container (its bundle was ${meta.rootfs.userBundle ?? meta.rootfs.base}): name the bundle to restore onto with --bundle DIR`,
-        'a bundle\'s rootfs is written in place, so stasis uses one only when you name it; the checkpoint was not written by this state directory');
+      // A bundle's rootfs is written in place: stasis writes into one only when the user names it.
+      throw usage(`this checkpoint is of a bundle container (its bundle was ${meta.rootfs.userBundle ?? meta.rootfs.base}) and was not written here: the bundle to restore onto must be named`, 'bundle-not-named');
     }
     return { kind: 'bundle', bundle: meta.rootfs.userBundle, from: 'checkpoint' };
   }
@@ -243,7 +246,7 @@ export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, po
   });
   if (!policy.trusted && !inImageRoot) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} is not in ${policy.imageRoots.join(' or ') || 'an image folder'}, and the checkpoint was not written here`, {
-      hint: `name the base to restore onto with --rootfs DIR (e.g. --rootfs ${meta.rootfs.base} if that is the image it ran on)`,
+      code: 'base-outside-images',
     });
   }
   return { kind: 'overlay', base, from: 'checkpoint' };
@@ -267,4 +270,18 @@ export function validateDescriptors(raw: unknown): string[] {
   });
   if (problems.length > 0) throw new CheckpointMetaError(problems, 'checkpoint/descriptors.json');
   return raw as string[];
+}
+
+/** The metadata of checkpoint folder `dir`, read as untrusted input (every field checked). */
+export function readMeta(dir: string): CheckpointMeta {
+  if (!existsSync(join(dir, IMAGES_DIR, 'inventory.img'))) {
+    throw new StasisError(`${dir} is not a checkpoint: it has no ${IMAGES_DIR}/inventory.img`, { code: 'not-a-checkpoint' });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(join(dir, META_FILE), 'utf8'));
+  } catch (err) {
+    throw new StasisError(`${dir} is not a stasis checkpoint: ${META_FILE} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable'}`, { code: 'no-stasis-meta' });
+  }
+  return validateCheckpointMeta(raw);
 }

@@ -1,12 +1,15 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { EXIT_USAGE, StasisError, errorMessage } from '../errors.ts';
-import { bundleBase, checkRootfsDir } from '../runtime/create-plan.ts';
-import type { OciSpec } from '../runtime/spec.ts';
+import { bundleBase, checkRootfsDir, defaultRootfs } from '../runtime/create-plan.ts';
+import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
 import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../runtime/types.ts';
 import type { ContainerRecord, MountRecord } from '../state/store.ts';
 import { keepLog, withCriuLog } from './criu-log.ts';
-import { IMAGES_DIR, SPEC_FILE, readCriuStats, readMeta, type CheckpointMeta } from './image.ts';
+import { IMAGES_DIR, SPEC_FILE, readCriuStats, type CheckpointMeta } from './image.ts';
+import { chooseRestoreBase, readMeta, validateDescriptors } from './meta.ts';
+import { RestorePolicyError, applyRestorePolicy, checkCriuImages, type Trust, type UserMount } from './policy.ts';
+import { signedHere } from './signature.ts';
 import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
 import { checkEntriesSafe, extractTar, readTarEntries } from './tar.ts';
 
@@ -22,12 +25,20 @@ export interface RestoreOptions {
   /** Mounted on a bundle's rootfs before the restore (bundle checkpoints only). */
   rootfsMounts?: Omit<MountRecord, 'target'>[];
   labels?: Record<string, string>;
+  /** Bind mounts the user grants a checkpoint from elsewhere (the sources are the user's). */
+  userMounts?: UserMount[];
+  /** What the user vouches for in a checkpoint from elsewhere, beyond stasis's policy. */
+  trust?: Trust;
 }
 
 export interface RestoreResult {
   container: ContainerInfo;
   checkpoint: string;
   inPlace: boolean;
+  /** Whether the checkpoint was written by this state directory (its spec was taken as it is). */
+  trusted: boolean;
+  /** What the restore policy changed in a checkpoint from elsewhere (hooks dropped, limits lowered...). */
+  warnings: string[];
   timingsMs: { total: number; unpack: number | null; restore: number };
   criu: Record<string, number> | null;
 }
@@ -57,23 +68,41 @@ async function unpackArchive(host: CheckpointHost, archive: string): Promise<str
   return target;
 }
 
-function chooseBase(meta: CheckpointMeta, opts: RestoreOptions): ProvisionPlan['rootfs'] {
-  const kind = opts.base?.kind ?? meta.rootfs.kind;
-  if (kind !== meta.rootfs.kind) {
-    // A bundle's changes were written in place, a rootfs container's are in the archive: the two do not mix.
-    throw new StasisError(
-      meta.rootfs.kind === 'bundle'
-        ? 'this checkpoint is of a bundle container: it restores onto a bundle, whose rootfs holds its changes'
-        : 'this checkpoint is of a container on a read-only rootfs: it restores onto a copy of that rootfs, with its writable layer on top',
-      { exitCode: EXIT_USAGE, code: `base-kind-${meta.rootfs.kind}` },
-    );
+/** The base to restore onto: the one asked for, or the recorded one where the checkpoint may name it. */
+function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: boolean): ProvisionPlan['rootfs'] {
+  const request = { rootfs: opts.base?.kind === 'overlay' ? opts.base.dir : undefined, bundle: opts.base?.kind === 'bundle' ? opts.base.dir : undefined };
+  const choice = chooseRestoreBase(meta, request, { trusted, imageRoots: [dirname(defaultRootfs())] });
+  if (choice.kind === 'bundle') return bundleBase(choice.bundle).rootfs;
+  if (choice.from === 'flag') return { kind: 'overlay', base: checkRootfsDir(choice.base), userBundle: null };
+  if (!existsSync(choice.base)) {
+    throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, { code: 'base-missing-overlay' });
   }
-  if (opts.base?.kind === 'overlay') return { kind: 'overlay', base: checkRootfsDir(opts.base.dir), userBundle: null };
-  if (opts.base?.kind === 'bundle') return bundleBase(opts.base.dir).rootfs;
-  if (!existsSync(meta.rootfs.base)) {
-    throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, { code: `base-missing-${meta.rootfs.kind}` });
+  return { kind: 'overlay', base: choice.base, userBundle: null };
+}
+
+/**
+ * The spec to restore with. A checkpoint this state directory wrote (and
+ * signed) is restored as it was; any other gets the security-relevant parts
+ * of its spec from stasis's policy, and is refused where it asks for more than
+ * that. CRIU's images are checked against the resulting spec either way.
+ */
+function restoreSpec(dir: string, id: string, rootfs: ProvisionPlan['rootfs'], trusted: boolean, opts: RestoreOptions): { spec: OciSpec; warnings: string[] } {
+  const untrusted = readCheckpointJson<unknown>(dir, SPEC_FILE);
+  let spec: OciSpec;
+  let warnings: string[] = [];
+  if (trusted) {
+    spec = untrusted as OciSpec;
+  } else {
+    // The user's own statement of what the container may do: the bundle they name, else stasis's default.
+    const policySpec = rootfs.kind === 'bundle' && rootfs.userBundle !== null ? bundleBase(rootfs.userBundle).spec : defaultSpec(id, []);
+    const result = applyRestorePolicy(untrusted, { policySpec, kind: rootfs.kind, userMounts: opts.userMounts, trust: opts.trust });
+    if (!result.ok) throw new RestorePolicyError(result.refused);
+    ({ spec, warnings } = result);
   }
-  return { kind: meta.rootfs.kind, base: meta.rootfs.base, userBundle: meta.rootfs.userBundle };
+  if (spec.process) spec.process.terminal = false;
+  const images = checkCriuImages(join(dir, IMAGES_DIR), spec, { trust: trusted ? 'all' : opts.trust });
+  if (images.refused.length > 0) throw new RestorePolicyError(images.refused, "the checkpoint's CRIU images");
+  return { spec, warnings: [...warnings, ...images.warnings] };
 }
 
 /** A JSON file of a checkpoint (untrusted input): a clear error when it is missing or damaged. */
@@ -128,7 +157,8 @@ export async function restoreContainer(
     progress('checking the checkpoint');
     const meta = readMeta(dir);
     if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken on top of it`);
-    const rootfs = chooseBase(meta, opts);
+    const trusted = signedHere(host.stateRoot, dir);
+    const rootfs = chooseBase(meta, opts, trusted);
     if (rootfsMounts.length > 0 && rootfs.kind !== 'bundle') {
       throw new StasisError('rootfs mounts are for a bundle\'s rootfs: this checkpoint is of a container on a read-only rootfs, whose writable layer it carries', {
         exitCode: EXIT_USAGE,
@@ -145,8 +175,9 @@ export async function restoreContainer(
         });
       }
     }
-    const spec = readCheckpointJson<OciSpec>(dir, SPEC_FILE);
-    if (spec.process) spec.process.terminal = false;
+    const { spec, warnings } = restoreSpec(dir, id, rootfs, trusted, opts);
+    // runc restore hands the container the descriptors this file names.
+    validateDescriptors(readCheckpointJson(join(dir, IMAGES_DIR), 'descriptors.json'));
     const diffTar = join(dir, DIFF_TAR);
     const deletedFile = join(dir, DELETED_FILES);
     const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
@@ -189,6 +220,8 @@ export async function restoreContainer(
       container,
       checkpoint: source,
       inPlace,
+      trusted,
+      warnings,
       timingsMs: { total: Date.now() - started, unpack: unpackMs, restore: Date.now() - restoreStarted },
       criu: readCriuStats(join(host.containerDir(id), 'stats-restore')),
     };

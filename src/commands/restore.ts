@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import { EXIT_USAGE, usageError } from '../errors.ts';
+import { TRUST_AREAS, type Trust, type TrustArea, type UserMount } from '../checkpoint/policy.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
@@ -17,6 +19,8 @@ export const command = defineCommand({
     bundle: { type: 'string', requiresArg: true, describe: "restore onto this bundle's rootfs, written in place" },
     'rootfs-mount': { type: 'string', requiresArg: true, coerce: toArray, describe: "mount type=T,source=S,options=O1:O2 on the bundle's rootfs first (repeatable; in place: the container's own)" },
     label: { type: 'string', requiresArg: true, coerce: toArray, describe: "labels K=V (default: the checkpointed container's)" },
+    mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'grant a checkpoint from elsewhere a bind mount: type=bind,source=DIR,destination=PATH[,options=O1:O2] (repeatable; the source is yours)' },
+    'trust-checkpoint': { type: 'string', requiresArg: true, coerce: toArray, describe: `grant a checkpoint from elsewhere what it asks beyond stasis's policy, by area: ${TRUST_AREAS.join(', ')}, or all (repeatable)` },
   },
   examples: [
     ['$0 restore web', 'bring back the container a checkpoint stopped'],
@@ -28,7 +32,7 @@ export const command = defineCommand({
 });
 
 /** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
-export async function restoreFromFlags(runtime: Runtime, id: string, argv: CreateFlags & { cmd?: string[]; '--'?: string[] }): Promise<void> {
+export async function restoreFromFlags(runtime: Runtime, id: string, argv: CreateFlags & { cmd?: string[]; '--'?: string[]; mount?: string[]; trustCheckpoint?: string[] }): Promise<void> {
   const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr'] as const).filter((key) => argv[key] !== undefined);
   const command = commandWords(argv).length > 0;
   if (ignored.length > 0 || command) {
@@ -39,12 +43,14 @@ export async function restoreFromFlags(runtime: Runtime, id: string, argv: Creat
   const base = argv.rootfs !== undefined ? { kind: 'overlay' as const, dir: argv.rootfs } : argv.bundle !== undefined ? { kind: 'bundle' as const, dir: argv.bundle } : undefined;
   // yargs applies coerce to a dashed option's own key, not to its camel-case copy.
   const rootfsMounts = toArray(argv.rootfsMount).map(parseMountFlag);
+  const userMounts = toArray(argv.mount).map(parseBindMountFlag);
+  const trust = parseTrust(toArray(argv.trustCheckpoint));
   const progress = await spinner(`restoring ${id}`);
   try {
     const result = await restoreContainer(
       runtime,
       id,
-      { checkpoint: argv.checkpoint, base, rootfsMounts, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
+      { checkpoint: argv.checkpoint, base, rootfsMounts, userMounts, trust, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
       (step) => progress.step(`${id}: ${step}`),
     ).catch(reword({
       'no-checkpoint': () => ({ hint: 'name one with --checkpoint PATH' }),
@@ -64,11 +70,45 @@ export async function restoreFromFlags(runtime: Runtime, id: string, argv: Creat
         exitCode: EXIT_USAGE,
       }),
       'base-differs': () => ({ hint: 'restore onto the image the container ran on, or an exact copy of it (--rootfs DIR)' }),
+      'base-both': () => ({ message: '--bundle and --rootfs cannot be used together' }),
+      'bundle-not-named': () => ({ hint: 'name the bundle to restore onto with --bundle DIR' }),
+      'base-outside-images': (err) => ({ hint: `name the base to restore onto with --rootfs DIR (e.g. --rootfs ${err.message.split(' ')[4]} if that is the image it ran on)` }),
     }));
     progress.stop();
-    if (isJson()) printJson({ ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, timingsMs: result.timingsMs, criu: result.criu });
+    for (const warning of result.warnings) process.stderr.write(`stasis: warning: ${warning}\n`);
+    if (isJson()) printJson({ ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, trusted: result.trusted, warnings: result.warnings, timingsMs: result.timingsMs, criu: result.criu });
     else printLine(result.container.id);
   } finally {
     progress.stop();
   }
+}
+
+/** `--trust-checkpoint AREA` (repeatable) or `all`. */
+function parseTrust(values: string[]): Trust | undefined {
+  if (values.length === 0) return undefined;
+  if (values.includes('all')) return 'all';
+  for (const value of values) {
+    if (!(TRUST_AREAS as readonly string[]).includes(value)) throw usageError(`--trust-checkpoint ${JSON.stringify(value)}: not an area`, `areas: ${TRUST_AREAS.join(', ')}, or all`);
+  }
+  return values as TrustArea[];
+}
+
+/** `--mount type=bind,source=DIR,destination=PATH[,options=O1:O2]`. */
+function parseBindMountFlag(flag: string): UserMount {
+  const fields = new Map<string, string>();
+  for (const part of flag.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw usageError(`--mount ${JSON.stringify(flag)}: expected key=value pairs, got ${JSON.stringify(part)}`);
+    fields.set(part.slice(0, eq), part.slice(eq + 1));
+  }
+  for (const key of fields.keys()) {
+    if (!['type', 'source', 'destination', 'options'].includes(key)) throw usageError(`--mount ${JSON.stringify(flag)}: unknown key ${JSON.stringify(key)} (use type, source, destination, options)`);
+  }
+  if ((fields.get('type') ?? 'bind') !== 'bind') throw usageError(`--mount ${JSON.stringify(flag)}: only type=bind can be granted`);
+  const source = fields.get('source');
+  const destination = fields.get('destination');
+  if (!source || !destination) throw usageError(`--mount ${JSON.stringify(flag)}: source= and destination= are required`);
+  if (!destination.startsWith('/')) throw usageError(`--mount ${JSON.stringify(flag)}: the destination must be an absolute path inside the container`);
+  const options = fields.get('options');
+  return { source: resolve(source), destination, options: options ? options.split(':').filter(Boolean) : undefined };
 }

@@ -213,6 +213,11 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return this.store.paths.root;
   }
 
+  get stateRoot(): string {
+    this.store.ensure();
+    return this.store.paths.root;
+  }
+
   get criu(): string {
     return this.config.criu;
   }

@@ -172,6 +172,8 @@ export interface CheckpointHost {
   readonly logsDir: string;
   /** A folder on the state directory's filesystem for unpacking archives. */
   readonly scratchDir: string;
+  /** The state directory itself, where the key that signs its checkpoints is kept. */
+  readonly stateRoot: string;
   readonly criu: string;
   readonly journal: EventJournal;
   /** Runs fn on the container's record while holding its lock. */

@@ -150,15 +150,15 @@ describe('chooseRestoreBase', () => {
 
   test('kind flipped to bundle: the shared base is never written; an untrusted bundle checkpoint needs --bundle', () => {
     const flipped = meta({ kind: 'bundle', userBundle: '/var/lib/stasis/rootfs/busybox/..' });
-    assert.throws(() => chooseRestoreBase(flipped, {}, untrusted), (err: unknown) => err instanceof StasisError && err.exitCode === 2 && /name the bundle to restore onto with --bundle DIR/.test(err.message));
-    assert.throws(() => chooseRestoreBase(flipped, { rootfs: '/var/lib/stasis/rootfs/busybox' }, untrusted), /restore it onto a bundle with --bundle DIR/);
+    assert.throws(() => chooseRestoreBase(flipped, {}, untrusted), (err: unknown) => err instanceof StasisError && err.exitCode === 2 && err.code === 'bundle-not-named' && /the bundle to restore onto must be named/.test(err.message));
+    assert.throws(() => chooseRestoreBase(flipped, { rootfs: '/var/lib/stasis/rootfs/busybox' }, untrusted), (err: unknown) => err instanceof StasisError && err.code === 'base-kind-bundle');
     assert.deepEqual(chooseRestoreBase(flipped, { bundle: '/srv/b' }, untrusted), { kind: 'bundle', bundle: '/srv/b', from: 'flag' });
   });
 
   test('a trusted bundle checkpoint goes back onto its bundle; --bundle on an overlay checkpoint is refused', () => {
     assert.deepEqual(chooseRestoreBase(meta({ kind: 'bundle', userBundle: '/srv/b' }), {}, { ...untrusted, trusted: true }), { kind: 'bundle', bundle: '/srv/b', from: 'checkpoint' });
-    assert.throws(() => chooseRestoreBase(meta(), { bundle: '/srv/b' }, untrusted), /of a --rootfs container/);
-    assert.throws(() => chooseRestoreBase(meta(), { bundle: '/srv/b', rootfs: '/x' }, untrusted), /cannot be used together/);
+    assert.throws(() => chooseRestoreBase(meta(), { bundle: '/srv/b' }, untrusted), (err: unknown) => err instanceof StasisError && err.code === 'base-kind-overlay');
+    assert.throws(() => chooseRestoreBase(meta(), { bundle: '/srv/b', rootfs: '/x' }, untrusted), (err: unknown) => err instanceof StasisError && err.code === 'base-both');
   });
 });
 
