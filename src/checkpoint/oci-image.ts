@@ -67,6 +67,9 @@ export interface ReadImage {
   annotations: Record<string, string>;
 }
 
+/** Media types of containerd's `ctr checkpoint` index (core/images/mediatypes.go). */
+const CONTAINERD_CHECKPOINT = 'application/vnd.containerd.container.';
+
 interface Index {
   schemaVersion: number;
   mediaType?: string;
@@ -244,6 +247,12 @@ export async function readCheckpointImage(source: string | ImageRef, destDir: st
   }
 }
 
+function refuseContainerdCheckpoint(index: Index): void {
+  if ((index.manifests ?? []).some((m) => typeof m.mediaType === 'string' && m.mediaType.startsWith(CONTAINERD_CHECKPOINT))) {
+    throw new Error("it is containerd's own checkpoint (ctr checkpoint: CRIU images and a protobuf container config in an index), which stasis does not restore");
+  }
+}
+
 async function findManifest(layoutDir: string, ref: ImageRef): Promise<{ desc: Descriptor; indexAnnotations: Record<string, string> }> {
   const indexPath = join(layoutDir, 'index.json');
   if (!existsSync(indexPath)) {
@@ -255,6 +264,7 @@ async function findManifest(layoutDir: string, ref: ImageRef): Promise<{ desc: D
   } catch (err) {
     throw new Error(`index.json is not JSON: ${(err as Error).message}`);
   }
+  refuseContainerdCheckpoint(index);
   const indexAnnotations = index.annotations ?? {};
   let candidates = Array.isArray(index.manifests) ? index.manifests : [];
   if (ref.reference !== null) candidates = candidates.filter((desc) => desc.annotations?.[REF_NAME] === ref.reference);
@@ -270,6 +280,7 @@ async function findManifest(layoutDir: string, ref: ImageRef): Promise<{ desc: D
   if (desc.mediaType === MEDIA.index) {
     // A multi-platform index: take this host's platform.
     const nested = await verifiedJson<Index>(layoutDir, desc, 'index');
+    refuseContainerdCheckpoint(nested);
     const mine = (nested.manifests ?? []).filter((m) => !m.platform || (m.platform.os === 'linux' && m.platform.architecture === goArch()));
     if (mine.length !== 1) throw new Error(`its index has ${mine.length} images for linux/${goArch()}`);
     return { desc: { ...mine[0], annotations: { ...desc.annotations, ...mine[0].annotations } }, indexAnnotations: { ...indexAnnotations, ...nested.annotations } };

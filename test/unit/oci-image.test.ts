@@ -199,6 +199,19 @@ describe('what is refused when reading', () => {
     await assert.rejects(readCheckpointImage(`oci:${dir}`, fresh('read')), /unsafe archive entry "evil": symlink target "\/etc" leaves the extraction root/);
   });
 
+  test("containerd's own checkpoint index (ctr checkpoint) is named, not misread", async () => {
+    const dir = fresh('ctr');
+    mkdirSync(join(dir, 'blobs', 'sha256'), { recursive: true });
+    const nested = Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [
+      { mediaType: 'application/vnd.containerd.container.criu.checkpoint.criu.tar', digest: `sha256:${'1'.repeat(64)}`, size: 1 },
+      { mediaType: 'application/vnd.containerd.container.checkpoint.config.v1+proto', digest: `sha256:${'2'.repeat(64)}`, size: 1 },
+    ] }));
+    writeFileSync(blobPath(dir, sha256(nested)), nested);
+    writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MEDIA.index, digest: sha256(nested), size: nested.length }] }));
+    await assert.rejects(readCheckpointImage(`oci:${dir}`, fresh('read')), /containerd's own checkpoint \(ctr checkpoint/);
+  });
+
   test('not an OCI image: a docker-archive, a folder without index.json, a missing file', async () => {
     const docker = fresh('docker');
     mkdirSync(docker);
