@@ -151,6 +151,7 @@ describe('foreignMeta', () => {
     const podman = fresh('podman');
     writePodmanFolder(podman);
     assert.deepEqual(foreignMeta(podman, 'stasis'), { ok: false, error: { code: 'wrong-engine', message: "foreignMeta reads podman, CRI-O and containerd checkpoints, not stasis's" } });
+    assert.deepEqual(foreignMeta(podman, 'cri-o'), { ok: false, error: { code: 'wrong-engine', message: 'it was made by podman, container ix1 (image localhost/busybox:stasis), not by CRI-O' } });
     writeFileSync(join(podman, 'deleted.files'), '{"not": "a list"}');
     assert.equal((foreignMeta(podman, 'podman') as { error: { code: string } }).error.code, 'damaged');
     const noArgs = fresh('noargs');

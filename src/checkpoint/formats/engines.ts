@@ -209,6 +209,9 @@ export function foreignMeta(dir: string, engine: Engine): MetaResult {
   }
   const info = detectEngine(dir);
   if (info.problem) return { ok: false, error: { code: 'not-restorable', message: info.problem } };
+  if (info.engine !== engine) {
+    return { ok: false, error: { code: 'wrong-engine', message: `it was ${describeEngine(info)}, not by ${ENGINE_LABEL[engine]}` } };
+  }
   const specValue = readJson(dir, FILES.spec);
   const spec = asObject(specValue) as ForeignSpec;
   if (!Array.isArray(spec.process?.args) || spec.process.args.length === 0) {
