@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { applyRestorePolicy, CheckpointSpecError, parseProcLimits, RestorePolicyError, type PolicyRefusal, type RestorePolicyOptions } from '../../src/checkpoint/policy.ts';
+import { applyRestorePolicy, type RestorePolicyOptions } from '../../src/checkpoint/policy.ts';
+import { CheckpointSpecError } from '../../src/checkpoint/spec-shape.ts';
+import { parseProcLimits, RestorePolicyError, type PolicyRefusal } from '../../src/checkpoint/trust.ts';
 import type { RlimitValue } from '../../src/checkpoint/criu-creds.ts';
 import { defaultSpec, type OciSpec } from '../../src/runtime/spec.ts';
 
