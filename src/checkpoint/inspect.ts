@@ -6,14 +6,9 @@ import { readCriuProcesses, type CriuProcesses } from './criu-creds.ts';
 import { decodeMessage, readImageEntries } from './criu-image.ts';
 import { readImageMounts, type ImageMount } from './criu-mounts.ts';
 import { validateCheckpointMeta } from './meta.ts';
-import {
-  applyRestorePolicy,
-  checkRestoredImages,
-  type ImagePolicyOptions,
-  type PolicyRefusal,
-  type RestorePolicyOptions,
-  type TrustArea,
-} from './policy.ts';
+import { applyRestorePolicy, type RestorePolicyOptions } from './policy.ts';
+import { checkRestoredImages, type ImagePolicyOptions } from './policy-images.ts';
+import type { PolicyRefusal, TrustArea } from './trust.ts';
 
 // What a checkpoint folder holds and what restoring it would ask for, without
 // restoring it: for `stasis checkpoint inspect`. Everything in the folder is

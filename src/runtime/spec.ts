@@ -25,7 +25,7 @@ export interface OciSpec {
   [key: string]: unknown;
 }
 
-const DEFAULT_CAPABILITIES = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
+const DEFAULT_CAPABILITIES: readonly string[] = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
 
 /** The spec `runc spec` would write, for a container named `id` running `args`. */
 export function defaultSpec(id: string, args: string[]): OciSpec {
@@ -38,11 +38,12 @@ export function defaultSpec(id: string, args: string[]): OciSpec {
       args: args.length > 0 ? args : ['sh'],
       env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'TERM=xterm'],
       cwd: '/',
+      // A copy per set: a caller that changes one set must not change the others, or the next spec.
       capabilities: {
-        bounding: DEFAULT_CAPABILITIES,
-        effective: DEFAULT_CAPABILITIES,
-        permitted: DEFAULT_CAPABILITIES,
-        ambient: DEFAULT_CAPABILITIES,
+        bounding: [...DEFAULT_CAPABILITIES],
+        effective: [...DEFAULT_CAPABILITIES],
+        permitted: [...DEFAULT_CAPABILITIES],
+        ambient: [...DEFAULT_CAPABILITIES],
       },
       // Kept at runc's own default: raising it above the caller's hard limit is refused.
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],

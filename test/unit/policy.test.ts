@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { applyRestorePolicy, CheckpointSpecError, parseProcLimits, RestorePolicyError, type PolicyRefusal, type RestorePolicyOptions } from '../../src/checkpoint/policy.ts';
+import { applyRestorePolicy, type RestorePolicyOptions } from '../../src/checkpoint/policy.ts';
+import { CheckpointSpecError } from '../../src/checkpoint/spec-shape.ts';
+import { parseProcLimits, RestorePolicyError, type PolicyRefusal } from '../../src/checkpoint/trust.ts';
 import type { RlimitValue } from '../../src/checkpoint/criu-creds.ts';
 import { defaultSpec, type OciSpec } from '../../src/runtime/spec.ts';
 
 // The spec.dump stasis writes for `run -d c1 -- sleep 1000`: its default spec with
 // what provision() and the checkpoint add.
 function stasisSpecDump(): Record<string, any> {
-  // A deep copy that does not share arrays: defaultSpec's capability sets are one array.
-  const spec = JSON.parse(JSON.stringify(defaultSpec('c1', ['sleep', '1000']))) as Record<string, any>;
+  const spec = defaultSpec('c1', ['sleep', '1000']) as Record<string, any>;
   spec.root.path = '/run/stasis/containers/c1/rootfs';
   spec.linux.cgroupsPath = '/stasis-9772aa00-c1';
   spec.annotations = { 'io.container.manager': 'stasis', 'org.stasis.id': 'c1', 'io.kubernetes.cri.container-name': 'c1' };
