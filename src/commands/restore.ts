@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { EXIT_USAGE, usageError } from '../errors.ts';
-import { TRUST_AREAS, type Trust, type TrustArea, type UserMount } from '../checkpoint/policy.ts';
+import type { UserMount } from '../checkpoint/policy.ts';
+import { TRUST_AREAS, type Trust, type TrustArea } from '../checkpoint/trust.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
