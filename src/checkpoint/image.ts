@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { withoutLoopbackHook } from '../runtime/network.ts';
 import type { OciSpec } from '../runtime/spec.ts';
 import type { ContainerRecord } from '../state/store.ts';
 
@@ -59,7 +60,8 @@ export function writeMetadata(
   opts: { preDump: boolean; parentPath?: string; criuOptions: string[]; restoreArgs: string[]; checkpointedAt: Date },
   provenance: Provenance,
 ): void {
-  const spec = JSON.parse(readFileSync(join(record.bundle, 'config.json'), 'utf8')) as OciSpec;
+  // stasis adds its loopback hook to every container it brings up: the checkpoint does not carry it.
+  const spec = withoutLoopbackHook(JSON.parse(readFileSync(join(record.bundle, 'config.json'), 'utf8')) as OciSpec);
   // checkpointctl shows this annotation as the container's name (its engine column says containerd for any
   // manager but podman's and CRI-O's; we do not pretend to be either).
   spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };

@@ -6,6 +6,7 @@ import type { ContainerRecord, MountRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import { killMonitor } from './exit.ts';
 import { mount, overlayMount, unmountAll } from './mounts.ts';
+import { withLoopbackHook } from './network.ts';
 import { clearLeftovers } from './remove.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
 import { viewOf } from './view.ts';
@@ -138,6 +139,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     // runc removes it on delete; delete -f finds it without runc if runc's state is damaged.
     spec.linux.cgroupsPath = store.cgroupPath(id);
     spec.annotations = { ...spec.annotations, 'io.container.manager': 'stasis', 'org.stasis.id': id };
+    withLoopbackHook(spec);
     writeFileSync(join(dir, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
 
     const stdio = openStdio(dir, plan.stdio, stdioFds);
