@@ -44,7 +44,13 @@ NODE_PREFIX=/opt/stasis/node
 NODE_MIN_MAJOR=22
 ROOTFS_DIR=/var/lib/stasis/rootfs/busybox
 MAN_DIR=/usr/local/share/man/man1
-APT_PACKAGES=(runc conmon iptables busybox-static zstd tar)
+# runc, conmon, iptables (CRIU locks a container's network with it),
+# busybox-static (the default rootfs, setup's CRIU test), zstd and tar
+# (archives); for the tests: iproute2 (ip, ss), util-linux (nsenter, flock),
+# gcc and libc6-dev (small C programs), podman (interop), openssh-server and
+# -client (migrate over ssh); go-md2man (man pages); bash-completion.
+APT_PACKAGES=(runc conmon iptables busybox-static zstd tar iproute2 util-linux gcc libc6-dev
+  podman openssh-client openssh-server go-md2man bash-completion)
 
 # Our own installs live in /usr/local; make sure they win over /usr (root's
 # usual PATH already has this order, but CI or sudo may not).
@@ -116,13 +122,63 @@ write_file() {
 
 # --- 1. Debian packages ---------------------------------------------------
 # --no-install-recommends: runc recommends criu, and Debian 12's criu 3.17
-# does not work on this kernel (we bring our own CRIU below).
+# does not work on this kernel (we bring our own CRIU below); podman's
+# recommends (buildah, slirp4netns, fuse-overlayfs...) are not needed.
+#
+# No service may start during the install: openssh-server is only for the
+# tests, which run their own sshd on a 127.0.0.1 port, and would otherwise
+# start a system sshd on port 22. policy-rc.d exiting 101 is Debian's "not
+# allowed" for invoke-rc.d and deb-systemd-invoke; one the host already has
+# that says so is left alone, any other is set aside for the install.
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_RC_SAVED=$POLICY_RC.stasis-saved
+block_service_starts() {
+  local rc=0
+  if [[ -x $POLICY_RC ]]; then
+    "$POLICY_RC" ssh start >/dev/null 2>&1 || rc=$?
+    ((rc == 101)) && return 0
+    mv -f "$POLICY_RC" "$POLICY_RC_SAVED"
+  fi
+  trap allow_service_starts EXIT
+  printf '%s\n' '#!/bin/sh' '# Written by stasis scripts/setup.sh for one apt-get install: no service starts.' 'exit 101' >"$POLICY_RC"
+  chmod 0755 "$POLICY_RC"
+}
+allow_service_starts() {
+  if grep -qs 'Written by stasis scripts/setup.sh' "$POLICY_RC"; then
+    rm -f "$POLICY_RC"
+    [[ -e $POLICY_RC_SAVED ]] && mv -f "$POLICY_RC_SAVED" "$POLICY_RC"
+  fi
+  trap - EXIT
+}
+# Sockets listening on port 22 (hex 0016, state 0A) in /proc/net/tcp and tcp6.
+port22_listeners() { awk 'NR > 1 && $4 == "0A" && $2 ~ /:0016$/ {print $2}' /proc/net/tcp /proc/net/tcp6 2>/dev/null || true; }
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do pkg_installed "$p" || missing+=("$p"); done
 if ((${#missing[@]})); then
   apt_update
+  installing_sshd=0
+  [[ " ${missing[*]} " == *" openssh-server "* ]] && installing_sshd=1
+  listeners_before=$(port22_listeners)
+  if ((installing_sshd)); then
+    # Debian's ssh.service and /etc/init.d/ssh do nothing while this file
+    # exists: the system sshd stays off at boot too. sshd itself ignores it.
+    mkdir -p /etc/ssh
+    [[ -e /etc/ssh/sshd_not_to_be_run ]] ||
+      echo "Created by stasis scripts/setup.sh: openssh-server is installed for the tests' own sshd only." >/etc/ssh/sshd_not_to_be_run
+  fi
   log "apt-get install ${missing[*]}"
+  block_service_starts
   apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  allow_service_starts
+  if ((installing_sshd)); then
+    # Not enabled either (the file above already keeps it from starting).
+    if command -v systemctl >/dev/null; then systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true; fi
+    update-rc.d ssh disable >/dev/null 2>&1 || true
+    if [[ -z $listeners_before && -n $(port22_listeners) ]]; then
+      die "something listens on port 22 since openssh-server was installed: $(port22_listeners)"
+    fi
+  fi
   note "apt packages: installed ${missing[*]}"
 else
   note "apt packages: already present (${APT_PACKAGES[*]})"
