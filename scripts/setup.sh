@@ -44,6 +44,8 @@ NODE_PREFIX=/opt/stasis/node
 NODE_MIN_MAJOR=22
 ROOTFS_DIR=/var/lib/stasis/rootfs/busybox
 MAN_DIR=/usr/local/share/man/man1
+BASH_COMPLETION=/usr/local/share/bash-completion/completions/stasis
+ZSH_COMPLETION=/usr/local/share/zsh/site-functions/_stasis
 # runc, conmon, iptables (CRIU locks a container's network with it),
 # busybox-static (the default rootfs, setup's CRIU test), zstd and tar
 # (archives); for the tests: iproute2 (ip, ss), util-linux (nsenter, flock),
@@ -708,6 +710,24 @@ if ((${#man_new[@]})); then
   note "man: installed ${man_new[*]} into $MAN_DIR"
 else
   note "man: pages up to date ($MAN_DIR)"
+fi
+
+# Shell completion (yargs' scripts; they run `stasis --get-yargs-completions`).
+# bash: bash-completion loads completions/stasis at the first TAB after
+# "stasis". zsh: an autoloaded _stasis in a folder Debian's zsh has on fpath;
+# yargs' script ends by binding its function with compdef, which suits a
+# script sourced from .zshrc, so as _stasis it calls the function itself.
+if ((build_ok)); then
+  completion_new=()
+  node "$REPO/bin/stasis" completion bash | write_file "$BASH_COMPLETION" 0644 && completion_new+=("$BASH_COMPLETION")
+  node "$REPO/bin/stasis" completion zsh |
+    sed 's/^compdef _stasis_yargs_completions stasis$/if [[ $funcstack[1] == _stasis ]]; then _stasis_yargs_completions "$@"; else compdef _stasis_yargs_completions stasis; fi/' |
+    write_file "$ZSH_COMPLETION" 0644 && completion_new+=("$ZSH_COMPLETION")
+  if ((${#completion_new[@]})); then
+    note "completion: installed ${completion_new[*]}"
+  else
+    note "completion: up to date ($BASH_COMPLETION, $ZSH_COMPLETION)"
+  fi
 fi
 
 # --- summary --------------------------------------------------------------
