@@ -2,7 +2,9 @@
 # setup.sh [--no-demo] — install everything stasis needs on a Debian 12 host.
 #
 # Run as root from a clone of the repo. Installs:
-#   - runc, conmon, iptables, busybox-static, zstd, tar      (Debian packages)
+#   - runc, conmon, iptables, busybox-static, zstd, tar; for the tests iproute2,
+#     util-linux, gcc, libc6-dev, podman, openssh-server (kept off: the tests run
+#     their own sshd) and -client; go-md2man, bash-completion (Debian packages)
 #   - CRIU >= 4.2 and checkpointctl: Debian's own criu if its candidate is
 #     >= 4.2, else (Debian 12's 3.17 cannot dump on this kernel, and 13's 4.1.1
 #     cannot dump TCP sockets on Linux >= 6.16) forky's criu and libraries
@@ -11,7 +13,7 @@
 #     and /usr/local/bin/checkpointctl
 #   - Node >= 22 (the package needs it; Debian 12 machines here have node 20)
 #   - the repo's npm dependencies and build (dist/), the `stasis` command,
-#     man pages, and the default busybox rootfs
+#     man pages, bash and zsh completion, and the default busybox rootfs
 # then runs scripts/demo.sh unless --no-demo is given.
 #
 # Idempotent: every step first checks whether its result is already in place,
