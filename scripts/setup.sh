@@ -188,6 +188,10 @@ else
   note "apt packages: already present (${APT_PACKAGES[*]})"
 fi
 
+# sshd needs its privilege separation folder, which only the (never started)
+# system service makes; /run is emptied at boot, so check it every run.
+[[ -d /run/sshd ]] || install -d -m 0755 /run/sshd
+
 # --- 2. CRIU >= 4.2 and checkpointctl --------------------------------------
 criu_looks_good() {  # criu check prints "Looks good." when the kernel has what CRIU needs
   local out
