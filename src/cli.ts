@@ -67,6 +67,28 @@ function findVerb(args: string[]): string | undefined {
   return undefined;
 }
 
+/**
+ * Shell completion is yargs' own: the scripts `stasis completion [bash|zsh]` prints run
+ * `stasis --get-yargs-completions stasis WORD...` at each TAB. Returns the words after the
+ * program name when that is what was asked, so the command among them can be found and declared
+ * in full (its options are what gets completed). yargs takes the shell from $SHELL, both for the
+ * script and for the answer's format (zsh's carry descriptions), so $SHELL is set from what was
+ * asked: the shell named, or zsh when the zsh script's COMP_LINE is in the environment.
+ */
+function completionWords(args: string[]): string[] | undefined {
+  const key = args.indexOf('--get-yargs-completions');
+  if (key >= 0) {
+    process.env.SHELL = process.env.COMP_LINE === undefined ? 'bash' : 'zsh';
+    delete process.env.ZSH_NAME;
+    return args.slice(key + 2);
+  }
+  if (findVerb(args) === 'completion') {
+    const shell = args[args.indexOf('completion') + 1];
+    if (shell === 'bash' || shell === 'zsh') process.env.SHELL = shell;
+  }
+  return undefined;
+}
+
 function globalOptions(parser: Argv): Argv<GlobalArgs> {
   return parser.options(GLOBAL_OPTIONS) as unknown as Argv<GlobalArgs>;
 }
@@ -104,7 +126,7 @@ export async function main(args: string[]): Promise<void> {
       process.exit(1);
     });
   }
-  const verb = findVerb(args);
+  const verb = findVerb(completionWords(args) ?? args);
   const entry = COMMANDS.find((c) => c.name === verb || c.aliases?.includes(verb ?? ''));
   const json = args.includes('--json');
   let parser = globalOptions(
@@ -117,6 +139,7 @@ export async function main(args: string[]): Promise<void> {
       .version(__STASIS_VERSION__)
       .help()
       .alias('help', 'h')
+      .completion('completion', false)
       // In a pipe, no wrapping at all: cut words help nobody, and grep wants whole lines.
       .wrap(process.stdout.isTTY ? Math.min(120, process.stdout.columns) : null)
       .epilogue('Run `stasis <command> --help` for the options of a command; `man stasis` for the details.')
