@@ -9,6 +9,7 @@ import { showCommand, spawn } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
 import type { RuntimeContext } from './context.ts';
 import { completeRecord } from './records.ts';
+import { timeNamespaceExec } from './timens.ts';
 import type { ExecOptions } from './types.ts';
 import { viewOf } from './view.ts';
 import { constants } from 'node:os';
@@ -28,9 +29,12 @@ export async function execInContainer(ctx: RuntimeContext, id: string, opts: Exe
   }
   const execId = randomUUID().slice(0, 12);
   const pidFile = join(ctx.store.containerDir(id), `exec-${execId}.pid`);
-  const args = ctx.runc.execArgs(id, { pidFile, tty: opts.tty, env: opts.env, cwd: opts.cwd, args: opts.args });
-  debugLog(showCommand(ctx.config.runc, args));
-  const child = spawn(ctx.config.runc, args, { stdio: ['inherit', 'inherit', 'pipe'] });
+  const timens = info.pid === null ? null : await timeNamespaceExec(ctx, id, info.pid, execId);
+  const runcArgs = ctx.runc.execArgs(id, { pidFile, tty: opts.tty, env: opts.env, cwd: opts.cwd, args: opts.args, root: timens?.root });
+  const file = timens?.file ?? ctx.config.runc;
+  const args = [...(timens?.prefix ?? []), ...runcArgs];
+  debugLog(showCommand(file, args));
+  const child = spawn(file, args, { stdio: ['inherit', 'inherit', 'pipe'] });
   let stderr = '';
   let announced = false;
   const announce = () => {
@@ -63,5 +67,6 @@ export async function execInContainer(ctx: RuntimeContext, id: string, opts: Exe
     clearInterval(poll);
     stopForwarding();
     rmSync(pidFile, { force: true });
+    timens?.cleanup();
   }
 }

@@ -102,8 +102,10 @@ export class Runc {
   }
 
   /** runc exec's argv (run in the foreground with stasis's own stdio by the caller). */
-  execArgs(id: string, opts: { pidFile: string; tty: boolean; env: string[]; cwd?: string; args: string[] }): string[] {
-    const args = [...this.globalArgs(), 'exec', '--pid-file', opts.pidFile];
+  execArgs(id: string, opts: { pidFile: string; tty: boolean; env: string[]; cwd?: string; args: string[]; root?: string }): string[] {
+    const globals = this.globalArgs();
+    if (opts.root !== undefined) globals[1] = opts.root;
+    const args = [...globals, 'exec', '--pid-file', opts.pidFile];
     if (opts.tty) args.push('--tty');
     for (const entry of opts.env) args.push('--env', entry);
     if (opts.cwd !== undefined) args.push('--cwd', opts.cwd);
