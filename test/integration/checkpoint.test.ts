@@ -79,6 +79,20 @@ describe('checkpoint', { skip: CHECKPOINTS }, () => {
     await env.ok(['delete', '-f', 'orig', 'clone1', 'clone2', 'clone3']);
   });
 
+  test('two checkpoint --leave-running of one container in quick succession get two folders', async () => {
+    await env.ok(['run', '-d', 'twice', '--', ...COUNTER]);
+    await counterAdvances(env, 'twice', 1);
+    const [first, second] = await Promise.all([env.run(['--json', 'checkpoint', 'twice', '--leave-running']), env.run(['--json', 'checkpoint', 'twice', '--leave-running'])]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(second.code, 0, second.stderr);
+    const paths = [JSON.parse(first.stdout).path, JSON.parse(second.stdout).path];
+    assert.notEqual(paths[0], paths[1]);
+    for (const path of paths) assert.ok(existsSync(join(path, 'checkpoint', 'inventory.img')), path);
+    assert.deepEqual(readdirSync(join(env.checkpointDir, 'twice')).sort(), paths.map((p) => p.split('/').at(-1)).sort(), 'two folders, no partial one');
+    assert.equal((await env.json(['info', 'twice'])).status, 'running');
+    await env.ok(['delete', '-f', 'twice']);
+  });
+
   test('export, delete the original, restore the archive onto a fresh copy of the base', { skip: requires('checkpointctl') }, async () => {
     for (const [round, ext] of [[1, 'tar.zst'], [2, 'tar.gz']] as const) {
       const archive = join(env.root, `mover${round}.${ext}`);

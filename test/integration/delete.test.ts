@@ -52,12 +52,49 @@ describe('delete', { skip: requires(...CONTAINERS) }, () => {
     }
   });
 
+  test('delete -f removes a container whose state.json is damaged, leaving no process, mount, cgroup or runc state', async () => {
+    for (const [id, content] of [['empty', '{}'], ['garbled', 'garbage']]) {
+      await env.ok(['run', '-d', id, '--', 'sleep', '100']);
+      const info = await env.json(['info', id]);
+      const cgroup = cgroupDir(info.pid, 'pids');
+      const rootfs = join(env.stateDir, 'containers', id, 'rootfs');
+      assert.deepEqual(mountedUnder(rootfs), [rootfs], 'its overlay is mounted');
+      writeFileSync(join(env.stateDir, 'containers', id, 'state.json'), content);
+      const result = await env.run(['delete', '-f', id]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, new RegExp(`^${id} exited with `));
+      assert.throws(() => process.kill(info.pid, 0), `${id}'s process is gone`);
+      assert.deepEqual(mountedUnder(join(env.stateDir, 'containers', id)), [], `${id}'s overlay is unmounted`);
+      assert.equal(existsSync(cgroup), false, `${id}'s cgroup`);
+      assert.equal(existsSync(join(env.stateDir, 'runc', id)), false, `runc's state of ${id}`);
+      assert.equal(existsSync(info.stateDir), false, `${id}'s folder`);
+    }
+    assert.equal(spawnSync('runc', ['--root', join(env.stateDir, 'runc'), 'list', '-q']).stdout.toString().trim(), '');
+    env.assertNothingLeft();
+  });
+
   test('delete and delete -f of a missing container', async () => {
     for (const args of [['delete', 'ghost'], ['delete', '-f', 'ghost']]) {
       const result = await env.run(args);
       assert.equal(result.code, 1, args.join(' '));
       assert.match(result.stderr, /^stasis: no such container: ghost/, args.join(' '));
     }
+  });
+
+  test('delete of a stopped and two missing containers: the stopped one goes, each cause is printed once, exit 1', async () => {
+    await env.ok(['run', '-d', 'real', '--', 'true']);
+    await env.run(['wait', 'real']);
+    const result = await env.run(['delete', 'ghost1', 'real', 'ghost2']);
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, /^real exited with status 0 at \S+\n$/, 'the one that could be deleted is');
+    assert.equal(result.stderr, [
+      'stasis: no such container: ghost1',
+      'hint: list containers with `stasis ps`',
+      'stasis: no such container: ghost2',
+      'hint: list containers with `stasis ps`',
+      'stasis: 2 of 3 containers could not be deleted',
+      '',
+    ].join('\n'));
   });
 
   test('concurrent deletes of one container: one succeeds, the other finds it gone', async () => {

@@ -17,6 +17,16 @@ describe('exec', { skip: requires(...CONTAINERS) }, () => {
     await env.ok(['delete', '-f', 'web']);
   });
 
+  test('exec into a created container works (its namespaces exist already)', async () => {
+    await env.ok(['create', 'fresh', '--', 'sleep', '100']);
+    const exec = await env.run(['exec', 'fresh', '--', 'sh', '-c', 'echo inside; exit 3']);
+    assert.equal(exec.code, 3, exec.stderr);
+    assert.equal(exec.stdout, 'inside\n');
+    assert.equal(exec.stderr, '');
+    assert.equal((await env.json(['info', 'fresh'])).status, 'created', 'it is still created');
+    await env.ok(['delete', '-f', 'fresh']);
+  });
+
   test('exec gives 127 for a missing command', async () => {
     await env.ok(['run', '-d', 'a9', '--', 'sleep', '100']);
     const result = await env.run(['exec', 'a9', '--', 'nope']);

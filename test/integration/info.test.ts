@@ -20,6 +20,16 @@ describe('info', { skip: requires(...CONTAINERS) }, () => {
     await env.ok(['delete', '-f', 'web']);
   });
 
+  test("the bundle of a --bundle container is the user's bundle folder", async () => {
+    const bundle = env.makeBundle('userbundle', ['sleep', '100']);
+    await env.ok(['create', 'bun', '--bundle', bundle]);
+    const info = await env.json(['info', 'bun']);
+    assert.equal(info.bundle, bundle);
+    assert.equal(info.rootfs.userBundle, bundle);
+    assert.notEqual(info.stateDir, bundle, 'stasis keeps its own files in its state directory');
+    await env.ok(['delete', '-f', 'bun']);
+  });
+
   test('a missing container; with --json the error is JSON on stderr and nothing is on stdout', async () => {
     const plain = await env.run(['info', 'ghost']);
     assert.equal(plain.code, 1);

@@ -71,6 +71,24 @@ describe('ps', { skip: requires(...CONTAINERS) }, () => {
     await env.ok(['delete', '-f', 'plain', 'painted', 'finished']);
   });
 
+  test('a container whose state.json is damaged is listed with a note saying so', async () => {
+    await env.ok(['run', '-d', 'empty', '--', 'sleep', '100']);
+    await env.ok(['run', '-d', 'garbled', '--', 'sleep', '100']);
+    writeFileSync(join(env.stateDir, 'containers', 'empty', 'state.json'), '{}');
+    writeFileSync(join(env.stateDir, 'containers', 'garbled', 'state.json'), 'garbage');
+    const listed = await env.json(['ps']);
+    assert.deepEqual(listed.map((c: { id: string }) => c.id), ['empty', 'garbled'], 'both are listed, neither left out');
+    for (const info of listed) {
+      assert.equal(info.status, 'running', `${info.id}: its process runs on`);
+      assert.match(info.note, /^its record is damaged \(.+\); remove it with `stasis delete -f`$/, info.id);
+    }
+    const text = await env.ok(['ps']);
+    assert.match(text, /^empty\s+running - its record is damaged \(.+\); remove it with `stasis delete -f`\s+\d+/m);
+    assert.match(text, /^garbled\s+running - its record is damaged \(.+JSON.*\); remove it with `stasis delete -f`\s+\d+/m);
+    assert.equal((await env.json(['info', 'garbled'])).note, listed[1].note);
+    await env.ok(['delete', '-f', 'empty', 'garbled']);
+  });
+
   test('an unknown flag is a usage error', async () => {
     const unknownFlag = await env.run(['ps', '--bogus']);
     assert.equal(unknownFlag.code, 2);

@@ -102,4 +102,17 @@ describe('run', { skip: requires(...CONTAINERS) }, () => {
     assert.equal(fromFile.stdout.trim(), '2');
   });
 
+  test('an ID of 128 characters works for run -d, ps and delete -f', async () => {
+    const id = `long-${'x'.repeat(123)}`;
+    assert.equal(id.length, 128);
+    assert.equal(await env.ok(['run', '-d', id, '--', 'sleep', '100']), `${id}\n`);
+    const listed = (await env.json(['ps'])).filter((c: { id: string }) => c.id === id);
+    assert.deepEqual(listed.map((c: { id: string; status: string }) => `${c.id} ${c.status}`), [`${id} running`]);
+    assert.match(await env.ok(['ps']), new RegExp(`^${id}\\s+running\\s+\\d+`, 'm'));
+    const deleted = await env.run(['delete', '-f', id]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.match(deleted.stdout, new RegExp(`^${id} exited with status 137 at `));
+    assert.ok(!env.containerIds().includes(id));
+    assert.deepEqual(mountedUnder(join(env.stateDir, 'containers', id)), []);
+  });
 });

@@ -23,6 +23,13 @@ describe('start', { skip: requires(...CONTAINERS) }, () => {
     await env.ok(['delete', '-f', 's1']);
   });
 
+  test('a stopped container cannot be started again, and says so', async () => {
+    await env.ok(['run', '-d', 's2', '--', 'true']);
+    await env.run(['wait', 's2']);
+    await env.fails(1, ['start', 's2'], /^stasis: cannot start container s2: it is stopped\nhint: a stopped container cannot be started again; create a new one\n$/);
+    await env.ok(['delete', 's2']);
+  });
+
   test('start of a missing container', async () => {
     const result = await env.run(['start', 'ghost']);
     assert.equal(result.code, 1);
