@@ -2,6 +2,7 @@
 // stasis code under test (Runtime, provisioning, delete, checkpoint/,
 // restore) is the real one, working on a real state directory under
 // os.tmpdir(); what it asks of runc is recorded and answered as runc would.
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,6 +103,11 @@ export class FakeRunner implements ProcessRunner {
   reset(): void {
     this.calls.length = 0;
   }
+}
+
+/** A pid that named a process a moment ago and names none now (a container CRIU or a kill stopped). */
+export function deadPid(): number {
+  return Number.parseInt(spawnSync('sh', ['-c', 'echo $$']).stdout.toString(), 10);
 }
 
 /** What conmon writes when the container exits: its status, in the container folder. */

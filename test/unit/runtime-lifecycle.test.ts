@@ -1,16 +1,9 @@
 // start, pause, resume, kill, exits and waiting over a fake runc (src/runtime/lifecycle.ts, exit.ts, exit-hook.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FakeHost, rejection, writeExit } from './fakes.ts';
-
-/** A pid that named a process a moment ago and names none now. */
-function deadPid(): number {
-  const child = spawnSync('sh', ['-c', 'echo $$']);
-  return Number.parseInt(child.stdout.toString(), 10);
-}
+import { FakeHost, deadPid, rejection, writeExit } from './fakes.ts';
 
 describe('start (fake runc)', () => {
   const host = new FakeHost('start');
