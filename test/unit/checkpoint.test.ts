@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CheckpointOptions } from '../../src/runtime/types.ts';
-import { FakeHost, rejection, runcError, type Call } from './fakes.ts';
+import { FakeHost, flagValue, rejection, runcError, writeCriuDump, type Call } from './fakes.ts';
 
 const OPTS: CheckpointOptions = {
   leaveRunning: false,
@@ -15,12 +15,6 @@ const OPTS: CheckpointOptions = {
   preDump: false,
 };
 
-/** The value after `flag` in a call's arguments. */
-function flagValue(call: Call, flag: string): string {
-  const at = call.args.indexOf(flag);
-  assert.ok(at >= 0, `${flag} in ${call.args.join(' ')}`);
-  return call.args[at + 1];
-}
 
 const CRIU_LOG = [
   '(00.001000) Version: 4.2.1 (gitid 0)',
@@ -37,9 +31,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
   /** runc checkpoint as it goes when CRIU dumps: the images, the stats and CRIU's log in the work folder. */
   const dumpSucceeds = (onDump: (call: Call) => void = () => undefined) =>
     host.runner.on('runc', ['checkpoint'], (call) => {
-      const images = flagValue(call, '--image-path');
-      writeFileSync(join(images, 'inventory.img'), 'fake inventory');
-      writeFileSync(join(flagValue(call, '--work-path'), 'dump.log'), '(00.001000) Dumping finished successfully\n');
+      writeCriuDump(call);
       onDump(call);
       return {};
     });
@@ -64,7 +56,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
     assert.deepEqual(checkpointEntries('c1'), [result.path.split('/').at(-1)], 'only the final folder, no partial one');
     assert.equal(result.leftRunning, false);
     assert.equal(result.rootfsChanges, null, 'a bundle rootfs is not carried');
-    assert.deepEqual(readdirSync(result.path).sort(), ['checkpoint', 'config.dump', 'dump.log', 'spec.dump', 'stasis.json']);
+    assert.deepEqual(readdirSync(result.path).sort(), ['checkpoint', 'config.dump', 'dump.log', 'spec.dump', 'stasis.json', 'stasis.sig', 'stats-dump']);
     const meta = JSON.parse(readFileSync(join(result.path, 'stasis.json'), 'utf8'));
     assert.equal(meta.id, 'c1');
     assert.equal(meta.runcVersion, '1.1.5-fake');

@@ -14,6 +14,7 @@ import { Runtime } from '../../src/runtime/runtime.ts';
 import type { ProvisionPlan } from '../../src/runtime/types.ts';
 import type { ContainerRecord } from '../../src/state/store.ts';
 import { checkpointContainer } from '../../src/checkpoint/checkpoint.ts';
+import { syntheticImages } from './criu-encode.ts';
 import { recoverCheckpoint } from '../../src/checkpoint/recover.ts';
 
 export const FAKE_RUNC = '/fake/bin/runc';
@@ -108,6 +109,28 @@ export class FakeRunner implements ProcessRunner {
 /** A pid that named a process a moment ago and names none now (a container CRIU or a kill stopped). */
 export function deadPid(): number {
   return Number.parseInt(spawnSync('sh', ['-c', 'echo $$']).stdout.toString(), 10);
+}
+
+/** The value after `flag` in a call's arguments. */
+export function flagValue(call: Call, flag: string): string {
+  const at = call.args.indexOf(flag);
+  if (at < 0) throw new Error(`no ${flag} in ${call.args.join(' ')}`);
+  return call.args[at + 1];
+}
+
+/**
+ * What a successful `runc checkpoint` leaves, as CRIU writes it: decodable
+ * images of one process (pstree, core, ids, mountpoints, inventory) and
+ * runc's descriptors.json in --image-path; CRIU's log and statistics in
+ * --work-path.
+ */
+export function writeCriuDump(call: Call): void {
+  const images = flagValue(call, '--image-path');
+  const work = flagValue(call, '--work-path');
+  for (const [name, bytes] of syntheticImages()) writeFileSync(join(images, name), bytes);
+  writeFileSync(join(images, 'descriptors.json'), JSON.stringify(['/dev/null', 'pipe:[4001]', 'pipe:[4002]']));
+  writeFileSync(join(work, 'dump.log'), '(00.001000) Dumping finished successfully\n');
+  writeFileSync(join(work, 'stats-dump'), Buffer.alloc(0));
 }
 
 /** What conmon writes when the container exits: its status, in the container folder. */

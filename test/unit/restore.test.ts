@@ -6,7 +6,7 @@ import { cpSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } 
 import { join } from 'node:path';
 import { restoreContainer } from '../../src/checkpoint/restore.ts';
 import type { CheckpointOptions } from '../../src/runtime/types.ts';
-import { FakeHost, rejection, writeExit } from './fakes.ts';
+import { FakeHost, rejection, writeCriuDump, writeExit } from './fakes.ts';
 
 const OPTS: CheckpointOptions = {
   leaveRunning: true,
@@ -33,8 +33,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
     // A checkpoint of a running bundle container, made by the real checkpoint code.
     await host.createRunning('src', { labels: { app: 'web' } });
     host.runner.on('runc', ['checkpoint'], (call) => {
-      const images = call.args[call.args.indexOf('--image-path') + 1];
-      writeFileSync(join(images, 'inventory.img'), 'fake inventory');
+      writeCriuDump(call);
       return {};
     });
     image = join(host.root, 'image');
@@ -66,6 +65,8 @@ describe('restore (fake runc, conmon and CRIU)', () => {
     assert.equal(monitor.terminal, false);
     assert.deepEqual(host.runner.allCalls(), [], 'conmon runs runc restore itself');
     assert.equal(result.inPlace, false);
+    assert.equal(result.trusted, true, 'signed by this state directory');
+    assert.deepEqual(result.warnings, []);
     assert.equal(result.checkpoint, image);
     assert.equal(result.container.status, 'running');
     assert.equal(result.container.restoredFrom, image);
@@ -75,24 +76,39 @@ describe('restore (fake runc, conmon and CRIU)', () => {
     assert.deepEqual(host.events().slice(-2), ['/containers/create copy1', '/tasks/restored copy1']);
   });
 
-  for (const [what, damage, message] of [
-    ['no stasis.json', (dir: string) => rmSync(join(dir, 'stasis.json')), /is not a stasis checkpoint: stasis\.json is missing$/],
-    ['a garbled stasis.json', (dir: string) => writeFileSync(join(dir, 'stasis.json'), '{"format": 1, "rootfs'), /is not a stasis checkpoint: stasis\.json is unreadable$/],
-    ['a stasis.json of another format', (dir: string) => writeFileSync(join(dir, 'stasis.json'), '{"format": 2}'), /: stasis\.json has an unknown format$/],
-    ['no spec.dump', (dir: string) => rmSync(join(dir, 'spec.dump')), /: spec\.dump is missing$/],
-    ['a garbled spec.dump', (dir: string) => writeFileSync(join(dir, 'spec.dump'), 'garbage'), /: spec\.dump is not valid JSON \(.+\)$/],
-    ['no CRIU images', (dir: string) => rmSync(join(dir, 'checkpoint'), { recursive: true }), /is not a checkpoint: it has no checkpoint\/inventory\.img$/],
+  for (const [what, damage, message, withBase] of [
+    ['no stasis.json', (dir: string) => rmSync(join(dir, 'stasis.json')), /is not a stasis checkpoint: stasis\.json is missing$/, false],
+    ['a garbled stasis.json', (dir: string) => writeFileSync(join(dir, 'stasis.json'), '{"format": 1, "rootfs'), /is not a stasis checkpoint: stasis\.json is unreadable$/, false],
+    ['a stasis.json of another format', (dir: string) => writeFileSync(join(dir, 'stasis.json'), '{"format": 2}'), /^the checkpoint's stasis\.json cannot be used:\n {2}format: 2 is not a format this stasis reads \(1\)\n/, false],
+    // A changed spec.dump breaks the signature: the checkpoint is foreign, so the bundle must be named.
+    ['no spec.dump', (dir: string) => rmSync(join(dir, 'spec.dump')), /: spec\.dump is missing$/, true],
+    ['a garbled spec.dump', (dir: string) => writeFileSync(join(dir, 'spec.dump'), 'garbage'), /: spec\.dump is not valid JSON \(.+\)$/, true],
+    ['no CRIU images', (dir: string) => rmSync(join(dir, 'checkpoint'), { recursive: true }), /is not a checkpoint: it has no checkpoint\/inventory\.img$/, false],
+    ['a damaged CRIU image', (dir: string) => writeFileSync(join(dir, 'checkpoint', 'pstree.img'), 'garbage'), /CRIU image .*pstree\.img is damaged or not a CRIU image/, false],
+    ['a descriptors.json that hands CRIU\'s descriptors over', (dir: string) => writeFileSync(join(dir, 'checkpoint', 'descriptors.json'), JSON.stringify(['/dev/null', 'pipe:[1]', 'pipe:[2]', 'pipe:[3]'])), /descriptors\.json/, false],
   ] as const) {
     test(`a checkpoint folder with ${what} is refused and nothing is left`, async () => {
       const dir = damaged(`bad-${what.replace(/\W+/g, '-')}`, damage);
       const calls = host.monitor.calls.length;
-      const err = await rejection(restoreContainer(host.runtime, 'r1', { checkpoint: dir }));
+      const base = withBase ? { kind: 'bundle' as const, dir: join(host.root, 'bundle-src') } : undefined;
+      const err = await rejection(restoreContainer(host.runtime, 'r1', { checkpoint: dir, base }));
       assert.match(err.message, message);
-      assert.ok(err.message.includes(dir), `the message names ${dir}: ${err.message}`);
       assert.equal(err.exitCode, 1);
       nothingLeft('r1', calls);
     });
   }
+
+  test('a checkpoint whose spec.dump was changed is no longer trusted: it restores only onto a bundle named for it', async () => {
+    const dir = damaged('changed-spec', (d) => {
+      const spec = JSON.parse(readFileSync(join(d, 'spec.dump'), 'utf8'));
+      spec.annotations = { ...spec.annotations, changed: 'yes' };
+      writeFileSync(join(d, 'spec.dump'), JSON.stringify(spec));
+    });
+    const calls = host.monitor.calls.length;
+    const err = await rejection(restoreContainer(host.runtime, 'r3', { checkpoint: dir }));
+    assert.match(err.message, /^this checkpoint is of a bundle container \(its bundle was .*bundle-src\) and was not written here: the bundle to restore onto must be named$/);
+    nothingLeft('r3', calls);
+  });
 
   test('a checkpoint that does not exist', async () => {
     const err = await rejection(restoreContainer(host.runtime, 'r1', { checkpoint: join(host.root, 'nope') }));
@@ -150,7 +166,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
   test('a container a checkpoint stopped is restored in place from its latest checkpoint', async () => {
     await host.createRunning('inplace');
     host.runner.on('runc', ['checkpoint'], (call) => {
-      writeFileSync(join(call.args[call.args.indexOf('--image-path') + 1], 'inventory.img'), 'fake inventory');
+      writeCriuDump(call);
       return {};
     });
     const checkpoint = await host.runtime.container('inplace').checkpoint({ ...OPTS, leaveRunning: false });
@@ -204,7 +220,7 @@ describe('restore of a --rootfs container (fake runc, conmon and CRIU; real tar)
     // What the container wrote, in its upper layer (the overlay itself is not mounted: mount is fake).
     writeFileSync(join(host.containerDir('ov'), 'upper', 'made-here'), 'kept\n');
     host.runner.on('runc', ['checkpoint'], (call) => {
-      writeFileSync(join(call.args[call.args.indexOf('--image-path') + 1], 'inventory.img'), 'fake inventory');
+      writeCriuDump(call);
       return {};
     });
     const image = join(host.root, 'ov-image');
