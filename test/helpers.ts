@@ -1,7 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
+import { accessSync, constants, cpSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
+import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { delimiter, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const REPO = resolve(import.meta.dirname, '..');
@@ -64,6 +65,20 @@ export class TestEnv {
 
   async json<T = any>(args: string[]): Promise<T> {
     return JSON.parse(await this.ok(['--json', ...args])) as T;
+  }
+
+  /** Runs the CLI, asserts it exits `code` with stderr matching `stderr`, and returns the result (as podman's `run_podman 125 ...`). */
+  async fails(code: number, args: string[], stderr: RegExp, opts: Parameters<TestEnv['run']>[1] = {}): Promise<Result> {
+    const result = await this.run(args, opts);
+    assert.equal(result.code, code, `stasis ${args.join(' ')}: exit code\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+    assert.match(result.stderr, stderr, `stasis ${args.join(' ')}: stderr`);
+    return result;
+  }
+
+  /** No container folder and no mount under the state directory: what a refused command must leave. */
+  assertNothingLeft(): void {
+    assert.deepEqual(this.containerIds(), []);
+    assert.deepEqual(mountedUnder(this.stateDir), []);
   }
 
   containerIds(): string[] {
@@ -130,6 +145,149 @@ export function lastCount(logs: string): number {
   return counts.length === 0 ? -1 : counts[counts.length - 1];
 }
 
+/** Waits until container `id`'s counter (COUNTER) has printed a value above `beyond`; returns it. */
+export async function counterAdvances(env: TestEnv, id: string, beyond: number): Promise<number> {
+  return eventually(async () => {
+    const value = lastCount(await env.ok(['logs', id]));
+    return value > beyond ? value : 0;
+  }, `${id}'s counter to pass ${beyond}`);
+}
+
 export function mountedUnder(path: string): string[] {
   return spawnSync('sh', ['-c', `cut -d' ' -f5 /proc/self/mountinfo | grep '^${path}' || true`]).stdout.toString().split('\n').filter(Boolean);
 }
+
+/**
+ * The cgroup folder of a process for one controller, on cgroup v1 (a
+ * hierarchy per controller), v2 (one unified hierarchy) or a hybrid of the
+ * two: /proc/PID/cgroup names the path, /proc/self/mountinfo the mount point.
+ */
+export function cgroupDir(pid: number, controller: 'memory' | 'pids'): string {
+  const memberships = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n').map((line) => {
+    const [, , controllers, path] = /^(\d+):([^:]*):(.*)$/.exec(line)!;
+    return { controllers: controllers.split(','), path };
+  });
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((line) => {
+    const [before, after] = line.split(' - ');
+    const [fstype, , superOptions] = after.split(' ');
+    return { target: before.split(' ')[4], fstype, options: superOptions.split(',') };
+  });
+  const v1 = memberships.find((m) => m.controllers.includes(controller));
+  const v1Mount = mounts.find((m) => m.fstype === 'cgroup' && m.options.includes(controller));
+  if (v1 && v1Mount) return join(v1Mount.target, v1.path);
+  const v2 = memberships.find((m) => m.controllers.length === 1 && m.controllers[0] === '');
+  const v2Mount = mounts.find((m) => m.fstype === 'cgroup2');
+  if (v2 && v2Mount) return join(v2Mount.target, v2.path);
+  throw new Error(`no ${controller} cgroup found for process ${pid}`);
+}
+
+/** A cgroup's limit for a controller, under its v1 or v2 file name (memory.limit_in_bytes / memory.max, pids.max). */
+export function cgroupLimit(dir: string, controller: 'memory' | 'pids'): string {
+  const v2 = existsSync(join(dir, 'cgroup.controllers'));
+  const file = controller === 'memory' ? (v2 ? 'memory.max' : 'memory.limit_in_bytes') : 'pids.max';
+  return readFileSync(join(dir, file), 'utf8').trim();
+}
+
+/** Whether process `pid` has an inotify instance open (it is watching a file: an events follower is ready). */
+export function hasInotify(pid: number): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:inotify';
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+// ------------------------------------------------ requirements (as runc's bats `requires`)
+
+/** What a test can need of the host. `criu>=4.2`: at least that CRIU version. */
+export type Requirement =
+  | 'root'
+  | 'runc'
+  | 'criu'
+  | 'conmon'
+  | 'podman'
+  | 'sshd'
+  | 'checkpointctl'
+  | 'flock'
+  | 'iptables'
+  | 'rootfs'
+  | 'uffd'
+  | `criu>=${number}.${number}`;
+
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+function onPath(program: string): string | null {
+  for (const dir of [...(process.env.PATH ?? '').split(delimiter), ...SBIN]) {
+    if (dir === '') continue;
+    const candidate = join(dir, program);
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+let criuVersionCache: string | null | undefined;
+
+function installedCriuVersion(): string | null {
+  if (criuVersionCache === undefined) {
+    const criu = onPath('criu');
+    const out = criu ? spawnSync(criu, ['--version'], { encoding: 'utf8', timeout: 10_000 }) : null;
+    criuVersionCache = out ? /Version: (\d+(?:\.\d+)*)/.exec(`${out.stdout}${out.stderr}`)?.[1] ?? null : null;
+  }
+  return criuVersionCache;
+}
+
+function atLeast(version: string, wanted: string): boolean {
+  const have = version.split('.').map(Number);
+  const want = wanted.split('.').map(Number);
+  for (let i = 0; i < want.length; i++) {
+    if ((have[i] ?? 0) !== want[i]) return (have[i] ?? 0) > want[i];
+  }
+  return true;
+}
+
+/** Why one requirement is not met on this host, or null when it is. */
+function unmet(requirement: Requirement): string | null {
+  // STASIS_TEST_MISSING=root,criu pretends those are missing (to see the skips without changing the host).
+  const pretend = (process.env.STASIS_TEST_MISSING ?? '').split(',').map((s) => s.trim());
+  const name = requirement.startsWith('criu>=') ? 'criu' : requirement;
+  if (pretend.includes(requirement) || pretend.includes(name)) return `${requirement} (STASIS_TEST_MISSING)`;
+  if (requirement === 'root') return process.getuid?.() === 0 ? null : 'root';
+  if (requirement === 'rootfs') return existsSync(join(ROOTFS, 'bin')) ? null : `the rootfs ${ROOTFS} (scripts/setup.sh builds it)`;
+  if (requirement === 'uffd') {
+    const criu = onPath('criu');
+    if (!criu) return 'criu (for uffd)';
+    return spawnSync(criu, ['check', '--feature', 'uffd-noncoop'], { timeout: 30_000 }).status === 0 ? null : 'userfaultfd (criu check --feature uffd-noncoop)';
+  }
+  if (requirement.startsWith('criu>=')) {
+    const wanted = requirement.slice('criu>='.length);
+    const version = installedCriuVersion();
+    if (version === null) return requirement;
+    return atLeast(version, wanted) ? null : `${requirement} (found ${version})`;
+  }
+  return onPath(requirement) ? null : requirement;
+}
+
+/**
+ * For a describe's or a test's `skip` option: false when the host has
+ * everything, else the reason, which the runner prints with the skip:
+ *
+ *   describe('checkpoint', { skip: requires('root', 'runc', 'conmon', 'criu') }, () => { ... });
+ */
+export function requires(...requirements: Requirement[]): string | false {
+  const missing = requirements.map(unmet).filter((why): why is string => why !== null);
+  return missing.length === 0 ? false : `needs ${missing.join(', ')}`;
+}
+
+/** What every test that runs real containers needs. */
+export const CONTAINERS: Requirement[] = ['root', 'runc', 'conmon', 'rootfs'];

@@ -1,9 +1,12 @@
+// stasis run: attached, detached, exit codes, and the create options as run passes them (real runc + conmon).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { BIN, TestEnv, eventually } from '../helpers.ts';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CONTAINERS, TestEnv, cgroupDir, cgroupLimit, eventually, mountedUnder, requires } from '../helpers.ts';
 
-describe('run: attached, detached, exit codes', () => {
+describe('run', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('run');
   after(() => env.cleanup());
 
@@ -40,13 +43,18 @@ describe('run: attached, detached, exit codes', () => {
     assert.equal(result.stdout, 'HELLO\n');
   });
 
-  test('run -d returns at once with the ID; logs -f ends when the container exits', async () => {
+  test('run -d returns at once with the ID', async () => {
     const started = await env.run(['run', '-d', 'a6', '--', 'sh', '-c', 'for i in 1 2 3; do echo line $i; sleep 0.2; done']);
     assert.equal(started.stdout, 'a6\n');
-    const logs = await env.run(['logs', '-f', 'a6'], { timeoutMs: 20_000 });
-    assert.equal(logs.code, 0);
-    assert.equal(logs.stdout, 'line 1\nline 2\nline 3\n');
+    assert.equal((await env.run(['wait', 'a6'])).code, 0);
     await env.ok(['delete', 'a6']);
+  });
+
+  test('--rm -d removes the container when it exits', async () => {
+    await env.ok(['run', '-d', '--rm', 'gone', '--', 'true']);
+    await eventually(() => !existsSync(join(env.stateDir, 'containers', 'gone')), 'removal of the container');
+    const events = await env.ok(['events', '--no-follow', '--topic', '/containers/delete', 'gone']);
+    assert.match(events, /\/containers\/delete gone/);
   });
 
   test('a stasis-side failure of run is 125, a usage error of run too', async () => {
@@ -55,31 +63,56 @@ describe('run: attached, detached, exit codes', () => {
     assert.match(badBundle.stderr, /^stasis: bundle \/nonexistent\/bundle/);
     const badFlag = await env.run(['run', 'a8', '--no-such-flag']);
     assert.equal(badFlag.code, 125);
-    const badExec = await env.run(['exec', 'nothere', '--', 'true']);
-    assert.equal(badExec.code, 125);
-    assert.match(badExec.stderr, /no such container: nothere/);
+    const run = await env.run(['run', '../x', '--', 'true']);
+    assert.equal(run.code, 125, 'run reports its usage errors as 125');
+    assert.equal(existsSync(join(env.root, 'x')), false);
     assert.deepEqual(env.containerIds(), []);
   });
 
-  test('exec gives 127 for a missing command', async () => {
-    await env.ok(['run', '-d', 'a9', '--', 'sleep', '100']);
-    const result = await env.run(['exec', 'a9', '--', 'nope']);
-    assert.equal(result.code, 127);
-    await env.ok(['delete', '-f', 'a9']);
+  test('options reach the spec and the cgroup', async () => {
+    const out = join(env.root, 'out.txt');
+    await env.ok(['run', '-d', 'opts', '--memory', '64m', '--pids-limit', '20', '-e', 'A=1', '-e', 'B=two words', '--cwd', '/tmp', '--', 'sleep', '100']);
+    const spec = JSON.parse(readFileSync(join(env.stateDir, 'containers', 'opts', 'config.json'), 'utf8'));
+    assert.equal(spec.linux.resources.memory.limit, 64 * 1024 * 1024);
+    assert.equal(spec.linux.resources.pids.limit, 20);
+    const { pid } = await env.json(['info', 'opts']);
+    assert.equal(cgroupLimit(cgroupDir(pid, 'memory'), 'memory'), String(64 * 1024 * 1024));
+    assert.equal(cgroupLimit(cgroupDir(pid, 'pids'), 'pids'), '20');
+    const shown = await env.run(['exec', 'opts', '--', 'sh', '-c', 'echo "$A|$B|$(pwd)"']);
+    assert.equal(shown.stdout, '1|two words|/tmp\n');
+    await env.ok(['delete', '-f', 'opts']);
+
+    // Attached: the stream without a file comes straight to run's own stderr.
+    const attached = await env.run(['run', '--rm', 'tofile', '--stdout', out, '--', 'sh', '-c', 'echo to-file; echo to-err >&2']);
+    assert.equal(attached.code, 0);
+    assert.equal(attached.stderr, 'to-err\n');
+    assert.equal(readFileSync(out, 'utf8'), 'to-file\n');
+    // Detached: the stream without a file is captured for logs.
+    await env.ok(['run', '-d', 'tofile2', '--stdout', out, '--', 'sh', '-c', 'echo again; echo to-err >&2']);
+    assert.equal((await env.run(['wait', 'tofile2'])).code, 0);
+    const logs = await env.run(['logs', 'tofile2']);
+    assert.equal(logs.stderr, 'to-err\n', 'stderr is captured');
+    assert.equal(readFileSync(out, 'utf8'), 'to-file\nagain\n', '--stdout appends');
+    await env.ok(['delete', 'tofile2']);
+
+    const input = join(env.root, 'in.txt');
+    writeFileSync(input, 'line one\nline two\n');
+    const fromFile = await env.run(['run', '--rm', 'fromfile', '--stdin', input, '--', 'wc', '-l']);
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    assert.equal(fromFile.stdout.trim(), '2');
   });
 
-  test('stasis ps | head -1 prints no EPIPE error', async () => {
-    for (let i = 0; i < 3; i++) await env.ok(['create', `p${i}`, '--', 'true']);
-    const result = await new Promise<{ out: string; err: string }>((resolve) => {
-      const shell = spawn('sh', ['-c', `"${process.execPath}" "${BIN}" --state-dir "${env.stateDir}" ps | head -1`], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      shell.stdout.on('data', (d) => (out += d));
-      shell.stderr.on('data', (d) => (err += d));
-      shell.on('close', () => resolve({ out, err }));
-    });
-    assert.match(result.out, /^ID\s+STATUS/);
-    assert.equal(result.err, '');
-    await env.ok(['delete', 'p0', 'p1', 'p2']);
+  test('an ID of 128 characters works for run -d, ps and delete -f', async () => {
+    const id = `long-${'x'.repeat(123)}`;
+    assert.equal(id.length, 128);
+    assert.equal(await env.ok(['run', '-d', id, '--', 'sleep', '100']), `${id}\n`);
+    const listed = (await env.json(['ps'])).filter((c: { id: string }) => c.id === id);
+    assert.deepEqual(listed.map((c: { id: string; status: string }) => `${c.id} ${c.status}`), [`${id} running`]);
+    assert.match(await env.ok(['ps']), new RegExp(`^${id}\\s+running\\s+\\d+`, 'm'));
+    const deleted = await env.run(['delete', '-f', id]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.match(deleted.stdout, new RegExp(`^${id} exited with status 137 at `));
+    assert.ok(!env.containerIds().includes(id));
+    assert.deepEqual(mountedUnder(join(env.stateDir, 'containers', id)), []);
   });
 });

@@ -1,12 +1,10 @@
+// stasis events, on real runc + conmon.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { TestEnv, eventually, mountedUnder, ROOTFS } from '../helpers.ts';
+import { CONTAINERS, COUNTER, ROOTFS, TestEnv, eventually, hasInotify, requires } from '../helpers.ts';
 
-describe('events', () => {
+describe('events', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('events');
   after(() => env.cleanup());
 
@@ -17,7 +15,8 @@ describe('events', () => {
     follower.stdout.on('data', (d) => (out += d));
     const closed = new Promise((resolve) => follower.on('close', resolve));
     try {
-      await sleep(400);
+      // Ready once it watches the journal: it has taken the journal's size, and events after it are followed.
+      await eventually(() => hasInotify(follower.pid!), 'the follower to watch the journal', 10_000);
       assert.equal((await env.run(['run', '--rm', 'e1', '--', 'sh', '-c', 'exit 4'])).code, 4);
       await env.ok(['run', '--rm', 'other', '--', 'true']);
       await eventually(() => out.includes('/tasks/exit'), 'the exit event', 10_000);
@@ -45,37 +44,17 @@ describe('events', () => {
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--since "yesterday"/);
   });
-});
 
-describe('bundles and rootfs mounts', () => {
-  const env = new TestEnv('bundle');
-  after(() => env.cleanup());
-
-  test('--bundle runs the bundle as runc would, writing its rootfs in place', async () => {
-    const bundle = env.makeBundle('b', ['sh', '-c', 'echo from-bundle; echo mark > /written']);
-    const result = await env.run(['run', 'b1', '--bundle', bundle]);
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, 'from-bundle\n');
-    assert.equal(readFileSync(join(bundle, 'rootfs', 'written'), 'utf8'), 'mark\n');
-    const info = await env.json(['info', 'b1']);
-    assert.equal(info.rootfs.kind, 'bundle');
-    assert.equal(info.rootfs.userBundle, bundle);
-    await env.ok(['delete', 'b1']);
-    assert.ok(existsSync(join(bundle, 'config.json')), 'the bundle itself is left alone');
-  });
-
-  test('--rootfs-mount mounts before create and unmounts on delete', async () => {
-    const bundle = env.makeBundle('m', ['sh', '-c', 'echo changed > /etc/motd; sleep 100']);
-    const lower = ROOTFS;
-    const upper = join(env.root, 'upper');
-    const work = join(env.root, 'work');
-    mkdirSync(upper);
-    mkdirSync(work);
-    await env.ok(['run', '-d', 'm1', '--bundle', bundle, '--rootfs-mount', `type=overlay,source=overlay,options=lowerdir=${lower}:upperdir=${upper}:workdir=${work}`]);
-    assert.deepEqual(mountedUnder(join(bundle, 'rootfs')), [join(bundle, 'rootfs')]);
-    await eventually(() => existsSync(join(upper, 'etc', 'motd')), 'the write in the upper layer');
-    await env.ok(['delete', '-f', 'm1']);
-    assert.deepEqual(mountedUnder(join(bundle, 'rootfs')), []);
-    assert.equal(existsSync(join(lower, 'etc', 'motd')), false);
+  test('the journal records each step of a lifecycle, in order', async () => {
+    await env.ok(['create', 'web', '--rootfs', ROOTFS, '--label', 'tier=front', '--', ...COUNTER]);
+    await env.ok(['start', 'web']);
+    await env.ok(['pause', 'web']);
+    await env.ok(['resume', 'web']);
+    await env.run(['exec', 'web', '--env', 'GREETING=hi', '--cwd', '/etc', '--', 'sh', '-c', 'echo $GREETING; pwd; echo oops >&2; exit 7']);
+    await env.ok(['kill', 'web', '-s', 'KILL']);
+    await env.run(['wait', 'web']);
+    await env.ok(['delete', 'web']);
+    const topics = (await env.ok(['events', '--no-follow', 'web'])).trim().split('\n').map((l) => l.split(' ')[1]);
+    assert.deepEqual(topics, ['/containers/create', '/tasks/create', '/tasks/start', '/tasks/paused', '/tasks/resumed', '/tasks/exec-started', '/tasks/exit', '/tasks/delete', '/containers/delete']);
   });
 });

@@ -1,0 +1,45 @@
+// stasis doctor, on the real host.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { stripVTControlCharacters } from 'node:util';
+import { TestEnv, requires } from '../helpers.ts';
+
+describe('doctor', () => {
+  const env = new TestEnv('doctor');
+  after(() => env.cleanup());
+
+  test('doctor reports every check and exits 0 on a set-up host', { skip: requires('root', 'runc', 'conmon', 'criu', 'flock', 'iptables') }, async () => {
+    const result = await env.run(['doctor']);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    for (const name of ['runc', 'conmon', 'criu', 'criu check', 'flock (exit hooks)', 'iptables', 'overlayfs', 'cgroup freezer', 'state directory']) {
+      assert.match(result.stdout, new RegExp(`^ok\\s+${name.replace(/[()]/g, '\\$&')}`, 'm'), name);
+    }
+    const report = await env.json(['doctor']);
+    assert.equal(report.ok, true);
+    assert.ok(report.checks.every((c: { name: string; ok: boolean; required: boolean }) => typeof c.name === 'string' && (c.ok || !c.required)));
+  });
+
+  test('doctor exits 1 and says what to install when a tool is missing', async () => {
+    const result = await env.run(['doctor', '--criu', '/nonexistent/criu', '--runc', '/nonexistent/runc']);
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, /^FAIL runc\s+\/nonexistent\/runc: not found/m);
+    assert.match(result.stdout, /apt-get install runc/);
+    assert.match(result.stdout, /^FAIL criu\s+\/nonexistent\/criu: not found/m);
+    assert.match(result.stdout, /scripts\/setup\.sh/);
+  });
+
+  test('colour: FORCE_COLOR paints the marks (green ok, red FAIL) and the columns align once the codes are stripped', async () => {
+    const forced = await env.run(['doctor', '--runc', '/nonexistent/runc'], { env: { FORCE_COLOR: '1', NO_COLOR: '' } });
+    assert.equal(forced.code, 1);
+    assert.match(forced.stdout, /^\x1b\[31mFAIL\x1b\[39m runc {19}\/nonexistent\/runc: not found$/m, 'a red FAIL');
+    assert.match(forced.stdout, /^ {5} {22} \x1b\[2m-> apt-get install runc\x1b\[22m$/m, 'a dim hint');
+    assert.match(forced.stdout, /^\x1b\[3[23]m(ok  |warn)\x1b\[39m /m, 'a green ok or a yellow warn');
+    const plain = stripVTControlCharacters(forced.stdout);
+    const lines = plain.trimEnd().split('\n');
+    // "MARK NAME(22) DETAIL": every detail starts in column 28.
+    for (const line of lines) assert.match(line, /^(ok  |FAIL|warn| {4}) .{22} \S/, line);
+    const uncoloured = await env.run(['doctor', '--runc', '/nonexistent/runc']);
+    assert.doesNotMatch(uncoloured.stdout, /\x1b\[/, 'no colour in a pipe');
+    assert.equal(plain.split('\n').length, uncoloured.stdout.split('\n').length);
+  });
+});

@@ -1,0 +1,242 @@
+// checkpoint over a fake runc (and so a fake CRIU): src/checkpoint/checkpoint.ts through the CheckpointHost port.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CheckpointOptions } from '../../src/runtime/types.ts';
+import { FakeHost, flagValue, rejection, runcError, writeCriuDump, type Call } from './fakes.ts';
+
+const OPTS: CheckpointOptions = {
+  leaveRunning: false,
+  tcpEstablished: false,
+  extUnixSk: false,
+  shellJob: false,
+  fileLocks: false,
+  preDump: false,
+};
+
+
+const CRIU_LOG = [
+  '(00.001000) Version: 4.2.1 (gitid 0)',
+  '(00.002000) Error (criu/sockets.c:530): unix: Connected socket 0x1234 is external',
+  '(00.002100) Error (criu/cr-dump.c:1794): Dumping FAILED.',
+  '(00.002200) Warn  (compel/src/lib/infect.c:128): RLIMIT_NOFILE error (ignored)',
+  '',
+].join('\n');
+
+describe('checkpoint (fake runc and CRIU)', () => {
+  const host = new FakeHost('checkpoint');
+  after(() => host.cleanup());
+
+  /** runc checkpoint as it goes when CRIU dumps: the images, the stats and CRIU's log in the work folder. */
+  const dumpSucceeds = (onDump: (call: Call) => void = () => undefined) =>
+    host.runner.on('runc', ['checkpoint'], (call) => {
+      writeCriuDump(call);
+      onDump(call);
+      return {};
+    });
+
+  const checkpointEntries = (id: string) => (existsSync(join(host.checkpointDir, id)) ? readdirSync(join(host.checkpointDir, id)) : []);
+
+  test('a checkpoint: pause, runc checkpoint into a partial folder, renamed; the container is recorded as stopped by it', async () => {
+    await host.createRunning('c1', { labels: { app: 'counter' } });
+    host.runner.reset();
+    dumpSucceeds();
+    const result = await host.runtime.container('c1').checkpoint({ ...OPTS, tcpEstablished: true });
+
+    const calls = host.runner.runcCalls();
+    assert.equal(calls[0], 'pause c1');
+    const dump = host.runner.calls.filter((c) => c.file === 'runc')[1];
+    const workDir = flagValue(dump, '--work-path');
+    assert.deepEqual(dump.args, ['checkpoint', '--image-path', join(workDir, 'checkpoint'), '--work-path', workDir, '--tcp-established', 'c1']);
+    assert.match(workDir, new RegExp(`^${join(host.checkpointDir, 'c1')}/\\.\\d{8}T\\d{6}\\.\\d{3}Z\\.partial-\\d+$`));
+    assert.deepEqual(calls.slice(2), ['--version'], 'no resume: CRIU stopped the container');
+
+    assert.equal(result.path, join(host.checkpointDir, 'c1', checkpointEntries('c1')[0]));
+    assert.deepEqual(checkpointEntries('c1'), [result.path.split('/').at(-1)], 'only the final folder, no partial one');
+    assert.equal(result.leftRunning, false);
+    assert.equal(result.rootfsChanges, null, 'a bundle rootfs is not carried');
+    assert.deepEqual(readdirSync(result.path).sort(), ['checkpoint', 'config.dump', 'dump.log', 'spec.dump', 'stasis.json', 'stasis.sig', 'stats-dump']);
+    const meta = JSON.parse(readFileSync(join(result.path, 'stasis.json'), 'utf8'));
+    assert.equal(meta.id, 'c1');
+    assert.equal(meta.runcVersion, '1.1.5-fake');
+    assert.equal(meta.criuVersion, 'unknown');
+    assert.deepEqual(meta.restoreArgs, ['--tcp-established']);
+    assert.deepEqual(meta.labels, { app: 'counter' });
+    assert.equal(meta.rootfs.kind, 'bundle');
+    assert.match(meta.rootfs.fingerprint, /^sha256:[0-9a-f]{64}$/);
+    const spec = JSON.parse(readFileSync(join(result.path, 'spec.dump'), 'utf8'));
+    assert.equal(spec.annotations['io.kubernetes.cri.container-name'], 'c1');
+
+    const record = host.record('c1');
+    assert.equal(record.status, 'stopped');
+    assert.equal(record.checkpointing, false);
+    assert.equal(record.checkpointedStop, true);
+    assert.equal(record.pid, null);
+    assert.equal(record.lastCheckpoint!.path, result.path);
+    assert.equal(record.exit, null, 'a checkpoint is not an exit');
+    assert.equal(host.events().at(-1), '/tasks/checkpointed c1');
+  });
+
+  test('runc pause fails: nothing is dumped or thawed, the record is not left checkpointing', async () => {
+    await host.createRunning('c2');
+    host.runner.reset();
+    host.runner.failRunc(['pause'], 'unable to freeze: device or resource busy', { once: true });
+    const events = host.events().length;
+    const err = await rejection(host.runtime.container('c2').checkpoint(OPTS));
+    assert.equal(err.message, 'checkpoint c2 failed: pause c2: unable to freeze: device or resource busy');
+    assert.deepEqual(host.runner.runcCalls(), ['pause c2']);
+    const record = host.record('c2');
+    assert.equal(record.checkpointing, false);
+    assert.equal(record.status, 'running');
+    assert.deepEqual(checkpointEntries('c2'), []);
+    assert.equal(host.events().length, events);
+  });
+
+  test("runc checkpoint fails: the error names the kept CRIU log and quotes its errors; the container is thawed", async () => {
+    await host.createRunning('c3');
+    host.runner.reset();
+    let workDir = '';
+    host.runner.on('runc', ['checkpoint'], (call) => {
+      workDir = flagValue(call, '--work-path');
+      writeFileSync(join(workDir, 'dump.log'), CRIU_LOG);
+      return { exitCode: 1, stderr: runcError(`criu failed: type NOTIFY errno 0\nlog file: ${join(workDir, 'dump.log')}`) };
+    }, { once: true });
+    const err = await rejection(host.runtime.container('c3').checkpoint({ ...OPTS, leaveRunning: true }));
+
+    const logs = readdirSync(host.runtime.logsDir).filter((name) => name.startsWith('c3-dump-'));
+    assert.equal(logs.length, 1, 'the log is kept under the logs folder');
+    const kept = join(host.runtime.logsDir, logs[0]);
+    assert.match(kept, /\/logs\/c3-dump-\d{8}T\d{6}\.\d{3}Z\.log$/);
+    assert.equal(readFileSync(kept, 'utf8'), CRIU_LOG);
+    assert.equal(err.message, [
+      'checkpoint c3 failed: runc checkpoint failed: criu failed: type NOTIFY errno 0',
+      `CRIU log: ${kept}`,
+      '  (00.002000) Error (criu/sockets.c:530): unix: Connected socket 0x1234 is external',
+      '  (00.002100) Error (criu/cr-dump.c:1794): Dumping FAILED.',
+    ].join('\n'));
+    assert.ok(!err.message.includes(workDir), 'the removed work folder is not named');
+
+    const calls = host.runner.runcCalls();
+    assert.equal(calls[0], 'pause c3');
+    assert.match(calls[1], /^checkpoint .* --leave-running c3$/);
+    assert.deepEqual(calls.slice(2).sort(), ['--version', 'resume c3'], 'the container is thawed');
+    assert.equal(calls.at(-1), 'resume c3');
+    const record = host.record('c3');
+    assert.equal(record.checkpointing, false);
+    assert.equal(record.status, 'running');
+    assert.equal(record.lastCheckpoint, null);
+    assert.deepEqual(checkpointEntries('c3'), [], 'no partial image is left');
+  });
+
+  test('a failed dump without a CRIU log says so plainly', async () => {
+    host.runner.failRunc(['checkpoint'], 'criu not found', { once: true });
+    const err = await rejection(host.runtime.container('c3').checkpoint(OPTS));
+    assert.equal(err.message, 'checkpoint c3 failed: runc checkpoint failed: criu not found');
+    assert.equal(host.record('c3').status, 'running');
+  });
+
+  test('--leave-running and the thaw fails: the checkpoint is kept, the error says it is frozen, the record says paused', async () => {
+    await host.createRunning('c4');
+    host.runner.reset();
+    dumpSucceeds();
+    host.runner.failRunc(['resume'], 'unable to thaw: no such file or directory', { once: true });
+    const err = await rejection(host.runtime.container('c4').checkpoint({ ...OPTS, leaveRunning: true }));
+    const [folder] = checkpointEntries('c4');
+    const path = join(host.checkpointDir, 'c4', folder);
+    assert.equal(err.message, `checkpoint c4: the checkpoint is in ${path}, but the container could not be thawed and is still frozen: resume c4: unable to thaw: no such file or directory`);
+    assert.equal(err.hint, 'try `stasis resume c4`');
+    assert.ok(existsSync(join(path, 'checkpoint', 'inventory.img')));
+    const record = host.record('c4');
+    assert.equal(record.status, 'paused');
+    assert.equal(record.checkpointing, false);
+    assert.equal(record.checkpointedStop, false);
+    assert.equal(record.lastCheckpoint!.path, path);
+    assert.equal((await host.runtime.info('c4')).status, 'paused');
+  });
+
+  test('--leave-running: resumed after the dump, still running', async () => {
+    await host.createRunning('c5');
+    host.runner.reset();
+    dumpSucceeds();
+    const result = await host.runtime.container('c5').checkpoint({ ...OPTS, leaveRunning: true });
+    assert.equal(result.leftRunning, true);
+    assert.equal(host.runner.runcCalls().at(-1), 'resume c5');
+    const record = host.record('c5');
+    assert.equal(record.status, 'running');
+    assert.equal(record.checkpointedStop, false);
+    assert.equal(record.pid, process.pid);
+  });
+
+  test('a tty container is refused before it is touched', async () => {
+    await host.createRunning('c6', { tty: true });
+    host.runner.reset();
+    const err = await rejection(host.runtime.container('c6').checkpoint(OPTS));
+    assert.equal(err.message, 'cannot checkpoint container c6: it has a terminal, and runc cannot checkpoint a container with a terminal');
+    assert.equal(err.code, 'tty');
+    assert.deepEqual(host.runner.runcCalls(), []);
+    assert.equal(host.record('c6').checkpointing, false);
+    assert.deepEqual(checkpointEntries('c6'), []);
+  });
+
+  test('paused, created, passthrough-stdio and missing containers are refused', async () => {
+    await host.createRunning('c7');
+    await host.runtime.container('c7').pause();
+    await host.create('c8');
+    await host.createRunning('c9', { stdout: join(host.root, 'c9.out') });
+    host.runner.reset();
+    assert.equal((await rejection(host.runtime.container('c7').checkpoint(OPTS))).message, 'cannot checkpoint container c7: it was paused with `stasis pause`; resume it first');
+    assert.equal((await rejection(host.runtime.container('c8').checkpoint(OPTS))).message, 'cannot checkpoint container c8: it is created');
+    const passthrough = await rejection(host.runtime.container('c9').checkpoint(OPTS));
+    assert.equal(passthrough.code, 'stdio-passthrough');
+    assert.equal((await rejection(host.runtime.container('ghost').checkpoint(OPTS))).message, 'no such container: ghost');
+    assert.deepEqual(host.runner.runcCalls(), []);
+  });
+
+  test('--image-path that is not empty is refused; an empty one is used as it is', async () => {
+    const full = join(host.root, 'full');
+    mkdirSync(full);
+    writeFileSync(join(full, 'something'), '');
+    host.runner.reset();
+    const err = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, imagePath: full }));
+    assert.equal(err.code, 'image-path-not-empty');
+    assert.deepEqual(host.runner.runcCalls(), []);
+
+    const empty = join(host.root, 'empty');
+    mkdirSync(empty);
+    dumpSucceeds();
+    const result = await host.runtime.container('c5').checkpoint({ ...OPTS, imagePath: empty, leaveRunning: true });
+    assert.equal(result.path, empty);
+    assert.ok(existsSync(join(empty, 'checkpoint', 'inventory.img')));
+    assert.deepEqual(readdirSync(host.root).filter((name) => name.includes('partial')), []);
+  });
+
+  // Known bug (reported): once runc checkpoint has succeeded without --leave-running, CRIU
+  // has killed the container; a failure in the steps after it (the second writeMetadata,
+  // copyStats, the rename: a full disk, say) goes to the catch, which deletes the work
+  // folder, the only copy of the container's state, and leaves the record 'running'.
+  test('a failure after a successful dump keeps the dump of the container CRIU stopped', { todo: 'known bug: checkpoint.ts deletes a completed dump when a later step fails' }, async () => {
+    await host.createRunning('c10');
+    host.runner.reset();
+    dumpSucceeds((call) => {
+      // What makes the last metadata write fail after the dump: a folder where config.dump goes (EISDIR).
+      const workDir = flagValue(call, '--work-path');
+      rmSync(join(workDir, 'config.dump'));
+      mkdirSync(join(workDir, 'config.dump'));
+    });
+    await rejection(host.runtime.container('c10').checkpoint(OPTS));
+    const [folder] = checkpointEntries('c10');
+    assert.ok(folder !== undefined && existsSync(join(host.checkpointDir, 'c10', folder, 'checkpoint', 'inventory.img')), 'the dump is kept');
+    assert.equal(host.record('c10').checkpointedStop, true, 'the record says a checkpoint stopped it');
+  });
+
+  test('--pre-dump and --parent-path are checked before the container is touched', async () => {
+    host.runner.reset();
+    const noParent = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, parentPath: join(host.root, 'nothing') }));
+    assert.equal(noParent.code, 'bad-parent');
+    // The kernel's soft-dirty tracking is asked of CRIU, which is not installed here: no tracking.
+    const preDump = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, preDump: true }));
+    assert.equal(preDump.code, 'no-soft-dirty');
+    assert.deepEqual(host.runner.runcCalls(), []);
+  });
+});

@@ -1,0 +1,128 @@
+// A checkpoint or a create whose command died, finished or undone by the next command
+// (src/checkpoint/recover.ts, src/runtime/records.ts), over a fake runc.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FakeHost, deadPid } from './fakes.ts';
+
+describe('recovery of a checkpoint whose command died (fake runc)', () => {
+  const host = new FakeHost('recover');
+  after(() => host.cleanup());
+
+  /**
+   * Leaves container `id` as a `stasis checkpoint` killed half way leaves it:
+   * the record marked, and the partial image folder with what the dump had written.
+   */
+  const interrupted = (id: string, opts: { complete: boolean; leaveRunning: boolean; containerAlive: boolean }) => {
+    const finalPath = join(host.checkpointDir, id, '20260102T030405.000Z');
+    const workDir = join(host.checkpointDir, id, `.20260102T030405.000Z.partial-4242`);
+    mkdirSync(join(workDir, 'checkpoint'), { recursive: true });
+    writeFileSync(join(workDir, 'stasis.json'), '{"format": 1}');
+    writeFileSync(join(workDir, 'checkpoint', 'inventory.img'), 'fake');
+    // CRIU writes its statistics last, when the dump has succeeded.
+    if (opts.complete) writeFileSync(join(workDir, 'stats-dump'), 'fake');
+    const record = host.record(id);
+    host.runtime.store.write({
+      ...record,
+      pid: opts.containerAlive ? record.pid : deadPid(),
+      checkpointing: true,
+      checkpointWork: { workDir, finalPath, leaveRunning: opts.leaveRunning, at: '2026-01-02T03:04:05.000Z' },
+    });
+    return { workDir, finalPath };
+  };
+
+  test('a dump that completed and stopped the container becomes its checkpoint', async () => {
+    await host.createRunning('done');
+    const { workDir, finalPath } = interrupted('done', { complete: true, leaveRunning: false, containerAlive: false });
+    host.runner.reset();
+    const info = await host.runtime.info('done');
+    assert.equal(info.status, 'stopped');
+    assert.equal(info.checkpointed, true);
+    assert.deepEqual(info.lastCheckpoint, { path: finalPath, at: '2026-01-02T03:04:05.000Z' });
+    assert.ok(existsSync(join(finalPath, 'checkpoint', 'inventory.img')), 'renamed to its final folder');
+    assert.equal(existsSync(workDir), false);
+    const record = host.record('done');
+    assert.equal(record.checkpointing, false);
+    assert.equal(record.checkpointWork, null);
+    assert.equal(record.pid, null);
+    assert.deepEqual(host.runner.runcCalls(), [], 'nothing to thaw');
+    const [event] = host.runtime.events().readAll().filter((e) => e.id === 'done' && e.topic === '/tasks/checkpointed');
+    assert.deepEqual(event.event, { path: finalPath, exported: null, leftRunning: false, recovered: true });
+  });
+
+  test('a dump cut short is removed and the container, still running, is thawed', async () => {
+    await host.createRunning('cut');
+    const { workDir, finalPath } = interrupted('cut', { complete: false, leaveRunning: false, containerAlive: true });
+    host.runner.reset();
+    const info = await host.runtime.info('cut');
+    assert.equal(info.status, 'running');
+    assert.equal(info.checkpointed, false);
+    assert.equal(info.lastCheckpoint, null);
+    assert.equal(existsSync(workDir), false);
+    assert.equal(existsSync(finalPath), false);
+    assert.deepEqual(host.runner.runcCalls(), ['resume cut']);
+    assert.equal(host.record('cut').checkpointing, false);
+    assert.ok(!host.events().includes('/tasks/checkpointed cut'));
+  });
+
+  test('a completed --leave-running dump of a running container is kept, and the container thawed', async () => {
+    await host.createRunning('kept');
+    const { finalPath } = interrupted('kept', { complete: true, leaveRunning: true, containerAlive: true });
+    host.runner.reset();
+    // Any command that takes the lock recovers first: here, pause.
+    host.runner.failRunc(['resume'], 'container not paused', { once: true });
+    await host.runtime.container('kept').pause();
+    assert.deepEqual(host.runner.runcCalls(), ['resume kept', 'pause kept'], '"not paused" is no failure: it was not frozen');
+    const record = host.record('kept');
+    assert.equal(record.status, 'paused');
+    assert.deepEqual(record.lastCheckpoint, { path: finalPath, at: '2026-01-02T03:04:05.000Z' });
+    assert.equal(record.checkpointedStop, false);
+  });
+
+  test('a thaw that fails leaves the record saying paused', async () => {
+    await host.createRunning('frozen');
+    interrupted('frozen', { complete: false, leaveRunning: true, containerAlive: true });
+    host.runner.failRunc(['resume'], 'unable to thaw: device or resource busy', { once: true });
+    const info = await host.runtime.info('frozen');
+    assert.equal(info.status, 'paused');
+    assert.equal(host.record('frozen').checkpointing, false);
+  });
+
+  test('delete -f recovers first: a completed dump is kept as the checkpoint it reports', async () => {
+    await host.createRunning('gone');
+    const { finalPath } = interrupted('gone', { complete: true, leaveRunning: false, containerAlive: false });
+    const result = await host.runtime.delete(host.runtime.container('gone'), { force: true });
+    assert.deepEqual(result, { id: 'gone', status: null, exitedAt: '2026-01-02T03:04:05.000Z', checkpoint: finalPath });
+    assert.ok(existsSync(join(finalPath, 'checkpoint', 'inventory.img')), 'the checkpoint outlives the container');
+  });
+});
+
+describe('a create whose command died after conmon started the container (fake conmon)', () => {
+  const host = new FakeHost('recover-create');
+  after(() => host.cleanup());
+
+  test('the next command completes the record: created, with its pid and /tasks/create', async () => {
+    await host.create('late');
+    const record = host.record('late');
+    // As a create killed between conmon's report and writing it leaves it: conmon's pid file, a record still 'creating'.
+    host.runtime.store.write({ ...record, status: 'creating', pid: null });
+    const events = host.events().length;
+    const info = await host.runtime.info('late');
+    assert.equal(info.status, 'created');
+    assert.equal(info.pid, process.pid);
+    assert.equal(info.note, undefined);
+    assert.equal(host.record('late').status, 'created');
+    assert.deepEqual(host.events().slice(events), ['/tasks/create late']);
+  });
+
+  test('one that died before conmon started stays as it is, for delete -f', async () => {
+    await host.create('early');
+    host.runtime.store.write({ ...host.record('early'), status: 'creating', pid: null });
+    rmSync(join(host.containerDir('early'), 'pid'));
+    const info = await host.runtime.info('early');
+    assert.equal(info.status, 'stopped');
+    assert.equal(info.note, 'create was interrupted; remove it with `stasis delete -f`');
+    assert.equal(host.record('early').status, 'creating');
+  });
+});
