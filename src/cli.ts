@@ -144,7 +144,9 @@ export async function main(args: string[]): Promise<void> {
       .wrap(process.stdout.isTTY ? Math.min(120, process.stdout.columns) : null)
       .epilogue('Run `stasis <command> --help` for the options of a command; `man stasis` for the details.')
       .fail((msg, err) => {
-        throw err ?? new StasisError(msg, { exitCode: EXIT_USAGE });
+        // yargs' own parse errors (a missing option value...) are usage errors too.
+        if (err && !(err instanceof StasisError) && err.name !== 'YError') throw err;
+        throw new StasisError(msg ?? err?.message ?? 'usage error', { exitCode: EXIT_USAGE });
       }),
   );
   // With the command known, only it is declared: the others would only be

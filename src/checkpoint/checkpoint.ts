@@ -110,6 +110,7 @@ export async function checkpointContainer(
     record.checkpointWork = { workDir, finalPath, leaveRunning, at: now.toISOString() };
     host.saveRecord(record);
     let frozen = false;
+    let dumped = false;
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
     let rootfsMs = 0;
     const dumpStarted = Date.now();
@@ -144,11 +145,20 @@ export async function checkpointContainer(
       provenance.catch(() => undefined);
       const result = await dumping;
       if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
+      dumped = true;
       if (!leaveRunning) frozen = false;
       writeMetadata(record, workDir, metaOpts, await provenance);
       signCheckpoint(host.stateRoot, workDir);
       renameSync(workDir, finalPath);
     } catch (err) {
+      if (dumped && !leaveRunning) {
+        // CRIU has stopped the container: the dump is all there is of it. It
+        // stays where it is, marked, and the next command that takes the
+        // container (any of them) finishes the checkpoint.
+        throw new StasisError(`checkpoint ${id}: the dump is complete in ${workDir}, but finishing it failed: ${errorMessage(err)}`, {
+          hint: `free what was short (disk space?), then run any command on it, e.g. \`stasis info ${id}\`, to finish the checkpoint`,
+        });
+      }
       const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
       rmSync(workDir, { recursive: true, force: true });
       let thawFailure = '';

@@ -19,7 +19,7 @@ import { viewOf } from './view.ts';
 const EXIT_HOOK_SLOTS = 4;
 
 /** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
-const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid'];
+const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log'];
 
 /**
  * Claims the ID and provisions the container, returning its state. `inPlace`

@@ -71,6 +71,8 @@ async function killNow(ctx: RuntimeContext, id: string, status: Status): Promise
     }
   }
   const deleted = await ctx.runc.forceDelete(id);
+  // A create that died before conmon started (recovery found no container): no monitor will write an exit.
+  if (status === 'creating') return null;
   // runc could not do it (its state is damaged or gone): what runs in the
   // container's cgroup is the container's, and goes the same way.
   if (deleted.exitCode !== 0) await killCgroup(cgroupDirs(ctx.store.cgroupPath(id)));

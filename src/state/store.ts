@@ -92,6 +92,7 @@ const STATUSES = new Set(['creating', 'created', 'running', 'paused', 'stopped']
 function recordProblem(value: unknown, id: string): string | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
   const record = value as Partial<ContainerRecord>;
+  if (record.id === undefined) return 'it names no container';
   if (record.id !== id) return `it names container ${JSON.stringify(record.id)}`;
   if (typeof record.status !== 'string' || !STATUSES.has(record.status)) return `unknown status ${JSON.stringify(record.status)}`;
   if (typeof record.instance !== 'string' || typeof record.bundle !== 'string') return 'instance or bundle missing';

@@ -32,7 +32,7 @@ describe('create and run refuse bad values before any work', () => {
 
   // Known bug (reported): src/cli.ts's .fail() rethrows yargs' own YError for a parse
   // error ("Not enough arguments following"), and the catch gives it exit code 1.
-  test('a missing option value of create is a usage error: 2', { todo: 'known bug: exits 1 (src/cli.ts .fail rethrows the YError)' }, async () => {
+  test('a missing option value of create is a usage error: 2', async () => {
     await env.fails(2, ['create', 'x', '--rootfs'], /^stasis: Not enough arguments following: rootfs\n$/);
     await env.fails(2, ['create', 'x', '--state-dir'], /^stasis: Not enough arguments following: state-dir\n$/);
     nothingMade();

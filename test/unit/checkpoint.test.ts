@@ -211,11 +211,10 @@ describe('checkpoint (fake runc and CRIU)', () => {
     assert.deepEqual(readdirSync(host.root).filter((name) => name.includes('partial')), []);
   });
 
-  // Known bug (reported): once runc checkpoint has succeeded without --leave-running, CRIU
-  // has killed the container; a failure in the steps after it (the second writeMetadata,
-  // copyStats, the rename: a full disk, say) goes to the catch, which deletes the work
-  // folder, the only copy of the container's state, and leaves the record 'running'.
-  test('a failure after a successful dump keeps the dump of the container CRIU stopped', { todo: 'known bug: checkpoint.ts deletes a completed dump when a later step fails' }, async () => {
+  // Once runc checkpoint has succeeded without --leave-running, CRIU has killed the
+  // container; a failure in the steps after it (the second writeMetadata, the rename: a
+  // full disk, say) must not lose the dump: the next command finishes the checkpoint.
+  test('a failure after a successful dump keeps the dump of the container CRIU stopped', async () => {
     await host.createRunning('c10');
     host.runner.reset();
     dumpSucceeds((call) => {
@@ -223,8 +222,13 @@ describe('checkpoint (fake runc and CRIU)', () => {
       const workDir = flagValue(call, '--work-path');
       rmSync(join(workDir, 'config.dump'));
       mkdirSync(join(workDir, 'config.dump'));
+      // CRIU kills the dumped container; conmon then writes its exit file.
+      writeFileSync(join(host.containerDir('c10'), 'exit'), '137');
     });
-    await rejection(host.runtime.container('c10').checkpoint(OPTS));
+    const failed = await rejection(host.runtime.container('c10').checkpoint(OPTS));
+    assert.match(failed.message, /the dump is complete in/);
+    // Any command on the container finishes it.
+    await host.runtime.info('c10');
     const [folder] = checkpointEntries('c10');
     assert.ok(folder !== undefined && existsSync(join(host.checkpointDir, 'c10', folder, 'checkpoint', 'inventory.img')), 'the dump is kept');
     assert.equal(host.record('c10').checkpointedStop, true, 'the record says a checkpoint stopped it');
