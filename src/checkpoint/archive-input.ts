@@ -143,9 +143,10 @@ export async function openTarInput(source: string | Readable, guard: ByteGuard):
 // Kept free on the destination's filesystem: /run is RAM on most hosts, and
 // other containers write there too.
 export const SPARE_BYTES = 64 * 1024 * 1024;
-// How often the free space is looked at again while unpacking: tiny files
-// take a block each on disk, more than their share of the tar stream.
-const RECHECK_BYTES = 64 * 1024 * 1024;
+// How often the free space is looked at again while unpacking, as tiny files
+// take more on disk than in the tar stream: a 1-byte file is 1 KiB of tar and
+// a 4 KiB block, so between two looks at most 64 MiB, the spare room, lands.
+const RECHECK_BYTES = 16 * 1024 * 1024;
 
 export function formatBytes(bytes: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
