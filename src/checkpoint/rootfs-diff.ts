@@ -2,7 +2,7 @@ import { lstatSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
-import { run } from '../host/spawn.ts';
+import { createListedToFile } from './gnu-tar.ts';
 
 // The writable layer a checkpoint carries, in the layout podman and CRI-O use:
 // rootfs-diff.tar holds files added or changed (the overlay upper layer minus
@@ -36,18 +36,8 @@ function walkUpper(upperDir: string): { entries: string[]; deleted: string[] } {
 /** Writes rootfs-diff.tar and deleted.files into `outDir` from an overlay upper layer. */
 export async function captureOverlayDiff(upperDir: string, outDir: string): Promise<{ files: number; deleted: number }> {
   const { entries, deleted } = walkUpper(upperDir);
-  const listPath = join(outDir, '.rootfs-diff.list');
-  // NUL-separated so that any file name survives.
-  writeFileSync(listPath, entries.map((e) => `${e}\0`).join(''));
-  try {
-    const result = await run('tar', [
-      '-C', upperDir, '-cf', join(outDir, DIFF_TAR),
-      '--numeric-owner', '--xattrs', '--xattrs-include=*', '--no-recursion', '--null', '-T', listPath,
-    ]);
-    if (result.exitCode !== 0) throw new StasisError(`archiving the rootfs changes: ${result.stderr.trim()}`);
-  } finally {
-    rmSync(listPath, { force: true });
-  }
+  const problem = await createListedToFile(upperDir, entries, join(outDir, DIFF_TAR));
+  if (problem) throw new StasisError(`archiving the rootfs changes: ${problem}`);
   writeFileSync(join(outDir, DELETED_FILES), `${JSON.stringify(deleted.map((p) => `/${p}`))}\n`);
   return { files: entries.length, deleted: deleted.length };
 }

@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { compressionFromMagic } from '../../src/checkpoint/archive-format.ts';
+import { createListedToFile } from '../../src/checkpoint/gnu-tar.ts';
+import { COMPRESSIONS, createTar, extractTar, readTarEntries } from '../../src/checkpoint/tar.ts';
+import { COMPRESSED_FORMATS, freshDir, gnuArchive, listTree, makeTestRoot, makeTree, rawTar, removeTestRoot, treeNames } from './tar-fixtures.ts';
+
+before(() => makeTestRoot('tar-create-test'));
+after(removeTestRoot);
+
+function collect(): { out: PassThrough; bytes: () => Buffer } {
+  const out = new PassThrough();
+  const chunks: Buffer[] = [];
+  out.on('data', (chunk: Buffer) => chunks.push(chunk));
+  return { out, bytes: () => Buffer.concat(chunks) };
+}
+
+describe('createTar', () => {
+  for (const ext of ['tar', 'tar.gz', 'tgz', 'tar.zst', 'tar.zstd']) {
+    test(`round trip through .${ext}`, async () => {
+      const out = freshDir('out');
+      const file = path.join(out, `checkpoint.${ext}`);
+      await createTar(makeTree(), file);
+      assert.deepEqual(readdirSync(out), [`checkpoint.${ext}`], 'temp file left behind');
+      const names = (await readTarEntries(file)).map((entry) => entry.name).sort();
+      assert.deepEqual(names, treeNames, 'entries must not carry a folder prefix or ./');
+      const dest = path.join(out, 'dest');
+      await extractTar(file, dest);
+      assert.deepEqual(listTree(dest), treeNames);
+      assert.deepEqual(readFileSync(path.join(dest, 'checkpoint', 'pages-1.img')), Buffer.alloc(20000, 7));
+      assert.equal(statSync(path.join(dest, 'config.dump')).mode & 0o777, 0o600);
+    });
+  }
+
+  for (const compression of COMPRESSIONS) {
+    test(`onto a stream, ${compression}, read back from a stream`, async () => {
+      const { out, bytes } = collect();
+      await createTar(makeTree(), out, compression);
+      assert.equal(out.writableEnded, false, 'the stream is left open');
+      assert.equal(compressionFromMagic(bytes()), compression);
+      const dest = path.join(freshDir('stream'), 'dest');
+      await extractTar(Readable.from([bytes()]), dest);
+      assert.deepEqual(listTree(dest), treeNames);
+    });
+  }
+
+  test('a stream that fails stops tar and is reported', async () => {
+    const broken = new Writable({ write: (_chunk, _encoding, callback) => callback(new Error('EPIPE: the reader went away')) });
+    await assert.rejects(createTar(makeTree(), broken, 'none'), /the reader went away/);
+  });
+
+  test('a stream needs the compression given', async () => {
+    await assert.rejects(createTar(makeTree(), new PassThrough(), undefined as never), /a stream needs the compression given/);
+  });
+
+  test('names with odd characters survive, and names like options stay names', async () => {
+    const tree = freshDir('odd');
+    for (const name of ['-v', '--remove-files', 'a b', 'é ü', 'new\nline', 'quote"d', 'arrow -> x']) writeFileSync(path.join(tree, name), name);
+    const file = path.join(freshDir('odd-out'), 'odd.tar');
+    await createTar(tree, file);
+    assert.equal(readdirSync(tree).length, 7, 'the source is untouched');
+    const dest = path.join(freshDir('odd-dest'), 'dest');
+    await extractTar(file, dest);
+    for (const name of readdirSync(tree)) assert.equal(readFileSync(path.join(dest, name), 'utf8'), name);
+    assert.deepEqual((await readTarEntries(file)).map((entry) => entry.name).sort(), readdirSync(tree).sort());
+  });
+
+  test('archives an empty folder', async () => {
+    const file = path.join(freshDir('empty'), 'empty.tar');
+    await createTar(freshDir('empty-src'), file);
+    assert.deepEqual(await readTarEntries(file), []);
+    await extractTar(file, path.join(freshDir('empty-dest'), 'dest'));
+  });
+
+  test('refuses an unknown extension, naming the accepted ones', async () => {
+    await assert.rejects(createTar(makeTree(), path.join(freshDir('ext'), 'a.zip')), /\.tar, \.tar\.gz, \.tgz, \.tar\.zst, \.tar\.zstd/);
+  });
+
+  test('leaves nothing behind when tar fails', async () => {
+    const out = freshDir('fail');
+    // The output folder is missing, so tar cannot create its temp file.
+    await assert.rejects(createTar(makeTree(), path.join(out, 'missing', 'a.tar')), /tar failed/);
+    assert.deepEqual(readdirSync(out), []);
+  });
+});
+
+describe('readTarEntries: GNU tar\'s own listing', () => {
+  for (const [label, flags, ext] of COMPRESSED_FORMATS) {
+    test(`a ${label} archive`, async () => {
+      const tree = makeTree();
+      symlinkSync('../spec.dump', path.join(tree, 'nested', 'spec-link'));
+      const file = gnuArchive(tree, path.join(freshDir('list'), `a.${ext}`), [...flags]);
+      const byName = new Map((await readTarEntries(file)).map((entry) => [entry.name, entry]));
+      assert.deepEqual([...byName.keys()].sort(), [...treeNames, 'nested/spec-link'].sort());
+      assert.deepEqual(byName.get('checkpoint/pages-1.img'), { name: 'checkpoint/pages-1.img', type: 'file', linkName: '', size: 20000, mode: 0o644 });
+      assert.equal(byName.get('config.dump')?.mode, 0o600);
+      assert.equal(byName.get('nested/')?.type, 'dir');
+      assert.deepEqual({ ...byName.get('nested/spec-link') }, { name: 'nested/spec-link', type: 'symlink', linkName: '../spec.dump', size: 0, mode: 0o777 });
+    });
+  }
+
+  test('a truncated archive', async () => {
+    const file = path.join(freshDir('list-cut'), 'a.tar');
+    writeFileSync(file, rawTar([{ name: 'a', data: 'x' }]).subarray(0, 1024));
+    await assert.rejects(readTarEntries(file), /truncated/);
+  });
+});
+
+describe('createListedToFile (the rootfs diff)', () => {
+  test('archives exactly the listed entries, whatever their names', async () => {
+    const upper = freshDir('upper');
+    mkdirSync(path.join(upper, 'dir'));
+    writeFileSync(path.join(upper, 'dir', 'listed'), 'x');
+    writeFileSync(path.join(upper, 'dir', 'not-listed'), 'x');
+    writeFileSync(path.join(upper, '--remove-files'), 'x');
+    writeFileSync(path.join(upper, 'new\nline'), 'x');
+    const file = path.join(freshDir('diff'), 'rootfs-diff.tar');
+    assert.equal(await createListedToFile(upper, ['--remove-files', 'dir', 'dir/listed', 'new\nline'], file), null);
+    assert.deepEqual((await readTarEntries(file)).map((entry) => entry.name), ['--remove-files', 'dir/', 'dir/listed', 'new\nline']);
+    assert.equal(readdirSync(upper).length, 3, 'the upper layer is untouched');
+  });
+
+  test('an empty list makes an empty archive', async () => {
+    const file = path.join(freshDir('diff-empty'), 'rootfs-diff.tar');
+    assert.equal(await createListedToFile(freshDir('upper-empty'), [], file), null);
+    assert.deepEqual(await readTarEntries(file), []);
+  });
+});
