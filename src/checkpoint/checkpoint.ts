@@ -7,7 +7,7 @@ import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } fr
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
 import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
-import { captureOverlayDiff, rootfsFingerprint } from './rootfs-diff.ts';
+import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
 import { signCheckpoint } from './signature.ts';
 import { createTar } from './tar.ts';
 
@@ -125,6 +125,10 @@ export async function checkpointContainer(
         rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
         rootfsMs = Date.now() - rootfsStarted;
       }
+      // The base's files the processes use: a restore elsewhere must find them unchanged.
+      const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
+        ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
+        : [];
       // The metadata is written before the dump, so that a dump which
       // finishes is restorable even if stasis dies right after it.
       const fingerprint = await rootfsFingerprint(record.rootfs.base);
@@ -140,14 +144,15 @@ export async function checkpointContainer(
         parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
         criuFlags: restoreArgs,
       });
-      // The versions do not depend on the dump: asked while CRIU works.
+      // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
       const provenance = provenanceOf(host, fingerprint);
       provenance.catch(() => undefined);
+      const baseFiles = hashBaseFiles(record.rootfs.base, inUse);
       const result = await dumping;
       if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
       dumped = true;
       if (!leaveRunning) frozen = false;
-      writeMetadata(record, workDir, metaOpts, await provenance);
+      writeMetadata(record, workDir, metaOpts, { ...(await provenance), baseFiles });
       signCheckpoint(host.stateRoot, workDir);
       renameSync(workDir, finalPath);
     } catch (err) {

@@ -173,9 +173,13 @@ export function readCriuProcesses(imagesDir: string): CriuProcesses {
   for (const entry of pstree) {
     const pid = entry.needUint32(1, 'pid');
     const threadIds = entry.uint32s(5);
-    // CRIU lists the leader among its threads; images without threads have the leader alone.
-    const tids = threadIds.length > 0 ? threadIds : [pid];
-    if (!tids.includes(pid)) throw new CriuImageError(pstreePath, `task ${pid} is not among its own threads ${tids.join(', ')}`);
+    // CRIU lists the leader among its threads; images without threads have the leader alone,
+    // and so does a zombie (CRIU writes no meaningful thread list for one: only its leader is restored).
+    let tids = threadIds.length > 0 ? threadIds : [pid];
+    if (!tids.includes(pid)) {
+      if (!isZombie(imagesDir, pid, present)) throw new CriuImageError(pstreePath, `task ${pid} is not among its own threads ${tids.join(', ')}`);
+      tids = [pid];
+    }
     let oldCreds: { creds: Credentials; file: string } | null | undefined;
     const task: CriuTask = {
       pid,
@@ -301,4 +305,15 @@ export function capabilityExcess(threads: readonly ThreadCreds[], allowed: reado
     }
   }
   return excess;
+}
+
+/** CRIU's task states (compel's): a dead task that is still in the tree is a zombie. */
+const TASK_DEAD = 2;
+const TASK_ZOMBIE = 6;
+
+function isZombie(imagesDir: string, pid: number, present: ReadonlySet<string>): boolean {
+  const name = `core-${pid}.img`;
+  if (!present.has(name)) return false;
+  const state = onlyEntry(join(imagesDir, name), 'core', 'core_entry').message(3, 'tc')?.uint32(1);
+  return state === TASK_DEAD || state === TASK_ZOMBIE;
 }

@@ -4,6 +4,7 @@ import { StasisError } from '../errors.ts';
 import { withoutLoopbackHook } from '../runtime/network.ts';
 import type { OciSpec } from '../runtime/spec.ts';
 import type { ContainerRecord } from '../state/store.ts';
+import type { BaseFile } from './rootfs-diff.ts';
 
 // A checkpoint folder (and the exported archive, which is the same tree):
 //   checkpoint/      CRIU's images (runc checkpoint --image-path)
@@ -33,6 +34,8 @@ export interface CheckpointMeta {
     base: string;
     fingerprint: string;
     userBundle: string | null;
+    /** The base's files the processes had mapped or open, which a restore finds unchanged or refuses. */
+    baseFiles?: BaseFile[];
   };
   /** runc restore flags that must repeat the checkpoint's CRIU options. */
   restoreArgs: string[];
@@ -48,6 +51,7 @@ export interface Provenance {
   runcVersion: string;
   criuVersion: string;
   fingerprint: string;
+  baseFiles?: BaseFile[];
 }
 
 /**
@@ -77,6 +81,7 @@ export function writeMetadata(
       base: record.rootfs.base,
       fingerprint: provenance.fingerprint,
       userBundle: record.rootfs.userBundle,
+      ...(provenance.baseFiles ? { baseFiles: provenance.baseFiles } : {}),
     },
     restoreArgs: opts.restoreArgs,
     criuOptions: opts.criuOptions,

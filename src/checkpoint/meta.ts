@@ -131,6 +131,24 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
     }
     else if (raw.rootfs.userBundle !== null && raw.rootfs.userBundle !== undefined) problem('rootfs.userBundle', 'is set, but a --rootfs container has no bundle of the user\'s');
     rootfs = { kind: kind === 'bundle' ? 'bundle' : 'overlay', base, fingerprint, userBundle };
+    if (raw.rootfs.baseFiles !== undefined) {
+      const files = raw.rootfs.baseFiles;
+      if (!Array.isArray(files) || files.length > 4096) problem('rootfs.baseFiles', 'is not an array of at most 4096 files');
+      else {
+        rootfs.baseFiles = files.map((file: unknown, index) => {
+          const field = `rootfs.baseFiles[${index}]`;
+          if (!isObject(file)) {
+            problem(field, 'is not an object');
+            return { path: '', size: 0, sha256: '' };
+          }
+          const size = file.size;
+          if (!Number.isSafeInteger(size) || (size as number) < 0) problem(`${field}.size`, 'is not a size');
+          const sha256 = text(`${field}.sha256`, file.sha256, 64);
+          if (sha256 !== '' && !/^[0-9a-f]{64}$/.test(sha256)) problem(`${field}.sha256`, 'is not 64 hex digits');
+          return { path: path(`${field}.path`, file.path), size: size as number, sha256 };
+        });
+      }
+    }
   }
 
   // CRIU options: each known; runc flags rebuilt from them.

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { EXIT_USAGE, StasisError, errorMessage } from '../errors.ts';
 import { bundleBase, checkRootfsDir, defaultRootfs } from '../runtime/create-plan.ts';
@@ -12,12 +12,19 @@ import { applyRestorePolicy, type UserMount } from './policy.ts';
 import { checkCriuImages } from './policy-images.ts';
 import { RestorePolicyError, type Trust } from './trust.ts';
 import { signedHere } from './signature.ts';
-import { DELETED_FILES, DIFF_TAR, applyDeletions, rootfsFingerprint } from './rootfs-diff.ts';
-import { checkEntriesSafe, extractTar, readTarEntries } from './tar.ts';
+import { DELETED_FILES, DIFF_TAR, applyDeletions, changedBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
+import { extractTar } from './tar.ts';
 
 // A restore, as containerd's first one did it: through create, with the
 // checkpoint's images handed to runc (`runc restore` run by conmon) and the
 // writable layer put back underneath.
+
+/**
+ * The most an archive may unpack to, whatever the free space (which is
+ * checked too): a few hundred KiB of zstd can expand to many GiB, and the
+ * state directory is often in RAM (/run).
+ */
+const UNPACK_LIMIT_BYTES = 64 * 1024 ** 3;
 
 export interface RestoreOptions {
   /** Folder or archive; default: the latest checkpoint of this ID. */
@@ -58,14 +65,15 @@ export function latestCheckpoint(host: CheckpointHost, id: string, record: Conta
   return join(dir, candidates[candidates.length - 1]);
 }
 
-/** Unpacks an archive into a fresh folder after checking every entry; returns that folder. */
-async function unpackArchive(host: CheckpointHost, archive: string): Promise<string> {
+/** Unpacks an archive into a fresh folder, checked; returns that folder. */
+export async function unpackArchive(host: CheckpointHost, archive: string): Promise<string> {
   const target = mkdtempSync(join(host.scratchDir, '.restore-'));
   try {
-    await extractTar(archive, target);
+    await extractTar(archive, target, { maxBytes: UNPACK_LIMIT_BYTES });
   } catch (err) {
     rmSync(target, { recursive: true, force: true });
-    throw new StasisError(`cannot restore from ${archive}: ${errorMessage(err)}`);
+    // extractTar's message names the archive already.
+    throw new StasisError(errorMessage(err).startsWith('cannot') ? errorMessage(err) : `cannot restore from ${archive}: ${errorMessage(err)}`);
   }
   return target;
 }
@@ -146,6 +154,7 @@ export async function restoreContainer(
     throw new StasisError(`checkpoint ${source} does not exist`);
   }
   let unpacked: string | null = null;
+  let layer: string | null = null;
   let unpackMs: number | null = null;
   try {
     let dir = source;
@@ -176,6 +185,15 @@ export async function restoreContainer(
           code: 'base-differs',
         });
       }
+      // The files the processes had mapped or open must be the same bytes: a
+      // same-size change passes the fingerprint, and the process would crash.
+      const changed = changedBaseFiles(rootfs.base, meta.rootfs.baseFiles ?? []);
+      if (changed.length > 0) {
+        const shown = changed.slice(0, 5).join(', ') + (changed.length > 5 ? ` and ${changed.length - 5} more` : '');
+        throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base}: ${shown} ${changed.length > 1 ? 'differ' : 'differs'} from the file${changed.length > 1 ? 's' : ''} the processes used`, {
+          code: 'base-differs',
+        });
+      }
     }
     const { spec, warnings } = restoreSpec(dir, id, rootfs, trusted, opts);
     // runc restore hands the container the descriptors this file names.
@@ -183,7 +201,13 @@ export async function restoreContainer(
     const diffTar = join(dir, DIFF_TAR);
     const deletedFile = join(dir, DELETED_FILES);
     const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
-    if (hasDiff) checkEntriesSafe(await readTarEntries(diffTar), { rootfsLayer: true });
+    if (hasDiff) {
+      // Extracted (and checked) before an in-place restore sets the old layer
+      // aside, on the state directory's filesystem, then moved into place.
+      layer = mkdtempSync(join(host.scratchDir, '.layer-'));
+      chmodSync(layer, 0o755); // it becomes the upper layer, whose mode is the container's "/"
+      await extractTar(diffTar, layer, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+    }
     const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? readCheckpointJson(dir, DELETED_FILES) : [];
     let keptLog: string | null = null;
     const plan: ProvisionPlan = {
@@ -197,7 +221,11 @@ export async function restoreContainer(
         imagesDir: join(dir, IMAGES_DIR),
         runcArgs: meta.restoreArgs,
         from: source,
-        fillLayer: hasDiff ? (upper) => extractTar(diffTar, upper, { rootfsLayer: true }) : undefined,
+        fillLayer: layer === null ? undefined : async (upper) => {
+          rmdirSync(upper);
+          renameSync(layer!, upper);
+          layer = null;
+        },
         onRootfs: rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deleted); } : undefined,
         onFailure: (containerDir) => {
           keptLog = keepLog(host.logsDir, id, join(containerDir, 'restore.log'));
@@ -229,5 +257,6 @@ export async function restoreContainer(
     };
   } finally {
     if (unpacked !== null) rmSync(unpacked, { recursive: true, force: true });
+    if (layer !== null) rmSync(layer, { recursive: true, force: true });
   }
 }

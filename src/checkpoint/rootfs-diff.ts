@@ -1,4 +1,4 @@
-import { lstatSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
@@ -101,4 +101,99 @@ export async function rootfsFingerprint(rootfsDir: string): Promise<string> {
   };
   visit('', 1);
   return `sha256:${createHash('sha256').update(lines.join('\n')).digest('hex')}`;
+}
+
+/** A file of the base that the checkpointed processes had mapped or open, as it was then. */
+export interface BaseFile {
+  /** Inside the container, absolute. */
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+/** The device number as /proc/PID/maps writes it (hex major:minor). */
+function mapsDevice(dev: number): string {
+  const major = (dev >> 8) & 0xfff;
+  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
+}
+
+/**
+ * The paths (inside the container) of the files on the container's rootfs
+ * that its processes map or hold open and that come from the read-only base
+ * (not the writable layer, which the checkpoint carries): what must be the
+ * same, byte for byte, wherever the checkpoint is restored. Read while the
+ * container is frozen.
+ */
+export function baseFilesInUse(pids: readonly number[], rootfsDir: string, upperDir: string): string[] {
+  let rootDev: number;
+  try {
+    rootDev = statSync(rootfsDir).dev;
+  } catch {
+    return [];
+  }
+  const device = mapsDevice(rootDev);
+  const paths = new Set<string>();
+  for (const pid of pids) {
+    let maps = '';
+    try {
+      maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of maps.split('\n')) {
+      // address perms offset dev inode path
+      const fields = line.split(/\s+/);
+      if (fields.length >= 6 && fields[3] === device && fields[5].startsWith('/')) paths.add(fields.slice(5).join(' ').replace(/ \(deleted\)$/, ''));
+    }
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const stat = statSync(`/proc/${pid}/fd/${fd}`);
+        if (stat.isFile() && stat.dev === rootDev) paths.add(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  // Seen from the host, a path inside the container's own mount namespace is
+  // given from that namespace's root; one through the host's mount of the
+  // rootfs has the rootfs folder in front.
+  const inside = [...paths].map((path) => (path.startsWith(`${rootfsDir}/`) ? path.slice(rootfsDir.length) : path));
+  return [...new Set(inside)].filter((path) => !existsSync(join(upperDir, path))).sort();
+}
+
+/** Sizes and SHA-256 of those files in the base folder. */
+export function hashBaseFiles(baseDir: string, paths: readonly string[]): BaseFile[] {
+  const files: BaseFile[] = [];
+  for (const path of paths) {
+    let data: Buffer;
+    try {
+      data = readFileSync(join(baseDir, path));
+    } catch {
+      continue;
+    }
+    files.push({ path, size: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+  }
+  return files;
+}
+
+/** The recorded files that are missing from `baseDir` or differ from what was recorded. */
+export function changedBaseFiles(baseDir: string, files: readonly BaseFile[]): string[] {
+  const changed: string[] = [];
+  for (const file of files) {
+    const path = join(baseDir, file.path);
+    try {
+      const stat = lstatSync(path);
+      if (!stat.isFile() || stat.size !== file.size || createHash('sha256').update(readFileSync(path)).digest('hex') !== file.sha256) changed.push(file.path);
+    } catch {
+      changed.push(file.path);
+    }
+  }
+  return changed;
 }

@@ -10,9 +10,9 @@ import { idArg, reword } from './flags.ts';
 const CRIU_GROUP = 'CRIU options:';
 
 export const command = defineCommand({
-  command: 'checkpoint <id>',
-  describe: 'dump a running container, its spec and its rootfs changes to disk with CRIU; it stops unless --leave-running',
-  positionals: ID_POSITIONAL,
+  command: 'checkpoint <id> [path]',
+  describe: 'dump a running container, its spec and its rootfs changes to disk with CRIU; it stops unless --leave-running (`checkpoint inspect PATH` shows what a checkpoint holds)',
+  positionals: { ...ID_POSITIONAL, path: { type: 'string', describe: 'with `inspect`: the checkpoint folder or archive to inspect' } },
   options: {
     'image-path': { type: 'string', requiresArg: true, describe: 'folder for the checkpoint (default: a new folder under --checkpoint-dir)' },
     'leave-running': { type: 'boolean', describe: 'keep the container running after the dump' },
@@ -27,8 +27,15 @@ export const command = defineCommand({
   examples: [
     ['$0 checkpoint web --export web.tar.zst', 'dump web, stop it, write a portable archive'],
     ['$0 checkpoint web --leave-running --image-path /srv/cp/web1', 'a snapshot; web keeps running'],
+    ['$0 checkpoint inspect web.tar.zst', 'what a checkpoint holds and would ask for, before restoring it'],
   ],
   handler: async (argv) => {
+    // `checkpoint inspect PATH`; a container named "inspect" is still `checkpoint inspect`.
+    if (argv.id === 'inspect' && argv.path !== undefined) {
+      const { inspectFromPath } = await import('./checkpoint-inspect.ts');
+      return inspectFromPath(runtimeFrom(argv), argv.path);
+    }
+    if (argv.path !== undefined) throw usageError(`unexpected argument ${JSON.stringify(argv.path)}: checkpoint takes one container ID`, 'to look into a checkpoint: stasis checkpoint inspect PATH');
     const id = idArg(argv.id);
     const opts: CheckpointOptions = {
       imagePath: argv.imagePath,

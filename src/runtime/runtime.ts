@@ -1,5 +1,6 @@
 import { StasisError } from '../errors.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { cgroupDirs, cgroupPids } from '../host/cgroups.ts';
 import { commandLineHas, processRow, processesWithArg, type ProcessRow } from '../host/procfs.ts';
 import { systemRunner, type ProcessRunner } from '../host/spawn.ts';
 import { EventJournal } from '../state/events.ts';
@@ -244,6 +245,10 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
 
   statusOf(record: ContainerRecord) {
     return viewOf(this.store, record).status;
+  }
+
+  containerPids(id: string): number[] {
+    return cgroupPids(cgroupDirs(this.store.cgroupPath(id)));
   }
 
   freeze(id: string): Promise<void> {

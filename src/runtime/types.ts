@@ -185,6 +185,8 @@ export interface CheckpointHost {
   containerDir(id: string): string;
   /** What the record means now (the exit file and the pid are looked at). */
   statusOf(record: ContainerRecord): Status;
+  /** The host PIDs of the container's processes (from its cgroup: no runc call). */
+  containerPids(id: string): number[];
   /** runc pause, with no state checks (a checkpoint freezes the container it holds). */
   freeze(id: string): Promise<void>;
   /** runc resume; throws with runc's message when it fails. */

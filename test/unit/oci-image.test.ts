@@ -196,7 +196,7 @@ describe('what is refused when reading', () => {
     writeFileSync(blobPath(dir, sha256(manifestBytes)), manifestBytes);
     index.manifests[0] = { ...index.manifests[0], digest: sha256(manifestBytes), size: manifestBytes.length } as never;
     writeFileSync(join(dir, 'index.json'), JSON.stringify(index));
-    await assert.rejects(readCheckpointImage(`oci:${dir}`, fresh('read')), /unsafe archive entry "evil": symlink target "\/etc" leaves the extraction root/);
+    await assert.rejects(readCheckpointImage(`oci:${dir}`, fresh('read')), /unsafe archive entry "evil": a symlink to "\/etc"/);
   });
 
   test("containerd's own checkpoint index (ctr checkpoint) is named, not misread", async () => {

@@ -1,0 +1,32 @@
+import { rmSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { StasisError } from '../errors.ts';
+import { formatInspectReport, inspectCheckpoint } from '../checkpoint/inspect.ts';
+import { unpackArchive } from '../checkpoint/restore.ts';
+import { isJson, printJson } from '../output/print.ts';
+import type { Runtime } from '../runtime/runtime.ts';
+
+/**
+ * `stasis checkpoint inspect PATH`: what a checkpoint folder or archive holds
+ * and what restoring it would ask for, judged by the policy an untrusted
+ * checkpoint gets; nothing is restored, and an archive is unpacked (checked,
+ * as a restore would) into a folder removed afterwards.
+ */
+export async function inspectFromPath(runtime: Runtime, path: string): Promise<void> {
+  const source = resolve(path);
+  let isFile: boolean;
+  try {
+    isFile = statSync(source).isFile();
+  } catch {
+    throw new StasisError(`checkpoint ${source} does not exist`);
+  }
+  const dir = isFile ? await unpackArchive(runtime, source) : source;
+  try {
+    // The report names what the user gave, not the folder it was unpacked into.
+    const report = { ...inspectCheckpoint(dir), path: source };
+    if (isJson()) printJson(report);
+    else process.stdout.write(formatInspectReport(report).replace(/\n?$/, '\n'));
+  } finally {
+    if (isFile) rmSync(dir, { recursive: true, force: true });
+  }
+}
