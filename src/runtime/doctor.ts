@@ -36,7 +36,7 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
     name: 'criu',
     ok: criuMajor >= 4,
     required: true,
-    detail: criuVersion ? `${criu} ${criuVersion}${criuMajor < 4 ? ' (4.0 or newer is needed on this kernel)' : ''}` : `${criu}: not found`,
+    detail: criuVersion ? `${criu} ${criuVersion}${criuMajor < 4 ? ' (4.0 or newer is needed on this kernel; 4.2 for sockets on Linux 6.16 and later)' : ''}` : `${criu}: not found`,
     hint: SETUP_HINT,
   });
   if (criuVersion) {
@@ -44,14 +44,52 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
     const good = check !== null && /Looks good/.test(`${check.stdout}${check.stderr}`);
     const lastError = check ? `${check.stdout}${check.stderr}`.trim().split('\n').filter((l) => /error/i.test(l)).pop() : undefined;
     checks.push({ name: 'criu check', ok: good, required: true, detail: good ? 'Looks good.' : lastError ?? 'failed', hint: SETUP_HINT });
-    const dirty = await softDirtyTracking(criu);
+    const [dirty, uffd, timens] = await Promise.all([
+      softDirtyTracking(criu),
+      criuFeature(criu, 'uffd-noncoop'),
+      criuFeature(criu, 'timens'),
+    ]);
     checks.push({
       name: 'soft-dirty tracking',
       ok: dirty,
       required: false,
       detail: dirty ? 'available: checkpoint --pre-dump works' : 'not available in this kernel: checkpoint --pre-dump cannot work',
     });
+    // CRIU before 4.2 asks the kernel for a socket option that Linux 6.16 dropped: no TCP or UDP socket can be dumped.
+    const sockets = versionAtLeast(criuVersion, [4, 2]) || !versionAtLeast(kernelRelease(), [6, 16]);
+    checks.push({
+      name: 'TCP/UDP sockets',
+      ok: sockets,
+      required: false,
+      detail: sockets
+        ? 'CRIU can dump network sockets: servers and (with --tcp-established) connections'
+        : `CRIU ${criuVersion} cannot dump any TCP or UDP socket on Linux ${kernelRelease()} (4.2 or newer is needed from 6.16 on)`,
+      hint: SETUP_HINT,
+    });
+    checks.push({
+      name: 'post-copy (uffd)',
+      ok: uffd,
+      required: false,
+      detail: uffd ? 'userfaultfd is usable: lazy memory transfer is possible' : 'userfaultfd (non-cooperative) is not available: memory is always copied before the restore',
+    });
+    checks.push({
+      name: 'time namespace',
+      ok: timens,
+      required: false,
+      detail: timens ? 'CRIU restores clocks in a time namespace; stasis exec joins it' : 'not available: clocks jump on restore',
+    });
   }
+  const nsenter = which('nsenter');
+  const ip = which('ip');
+  checks.push({
+    name: 'loopback on restore',
+    ok: nsenter !== null && ip !== null,
+    required: false,
+    detail: nsenter !== null && ip !== null
+      ? `${ip} brings lo up in a restored container (runc restores its network namespace empty)`
+      : `${nsenter === null ? 'nsenter' : 'ip'} not found: a restored container's loopback stays down`,
+    hint: 'apt-get install iproute2 util-linux',
+  });
 
   const flock = runtime.config.flock ?? null;
   checks.push({
@@ -83,6 +121,25 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
   checks.push({ name: 'state directory', ok: stateOk, required: true, detail: `${runtime.store.paths.root}${stateOk ? ' (writable, 0700)' : ' is not writable'}`, hint: 'run as root or pass --state-dir' });
 
   return { ok: checks.every((c) => c.ok || !c.required), checks };
+}
+
+async function criuFeature(criu: string, feature: string): Promise<boolean> {
+  const check = await run(criu, ['check', '--feature', feature]).catch(() => null);
+  return check?.exitCode === 0;
+}
+
+function kernelRelease(): string {
+  return safeRead('/proc/sys/kernel/osrelease').trim();
+}
+
+/** Whether a dotted version ("4.2.1", "6.18.44-fc") is at least `least`. */
+export function versionAtLeast(version: string, least: number[]): boolean {
+  const parts = version.split(/[.-]/).map((part) => Number.parseInt(part, 10));
+  for (let i = 0; i < least.length; i++) {
+    const part = Number.isNaN(parts[i]) ? 0 : parts[i] ?? 0;
+    if (part !== least[i]) return part > least[i];
+  }
+  return true;
 }
 
 function safeRead(path: string): string {

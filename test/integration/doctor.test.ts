@@ -1,6 +1,8 @@
 // stasis doctor, on the real host.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import { TestEnv, requires } from '../helpers.ts';
 
@@ -17,6 +19,20 @@ describe('doctor', () => {
     const report = await env.json(['doctor']);
     assert.equal(report.ok, true);
     assert.ok(report.checks.every((c: { name: string; ok: boolean; required: boolean }) => typeof c.name === 'string' && (c.ok || !c.required)));
+  });
+
+  test('a CRIU older than 4.2 on Linux 6.16 or later: doctor warns that no socket can be dumped', { skip: requires('root', 'runc', 'conmon') }, async () => {
+    // A stand-in CRIU that answers as 4.1.1 does and passes `criu check`.
+    const fake = join(env.root, 'criu-4.1.1');
+    writeFileSync(fake, '#!/bin/sh\ncase "$1" in --version) echo "Version: 4.1.1";; check) [ "$2" = --feature ] && exit 1; echo "Looks good.";; esac\n', { mode: 0o755 });
+    const report = await env.json(['doctor', '--criu', fake]);
+    const sockets = report.checks.find((c: { name: string }) => c.name === 'TCP/UDP sockets');
+    const [major, minor] = readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map(Number);
+    const newKernel = major > 6 || (major === 6 && minor >= 16);
+    assert.equal(sockets.ok, !newKernel, JSON.stringify(sockets));
+    if (newKernel) assert.match(sockets.detail, /CRIU 4\.1\.1 cannot dump any TCP or UDP socket on Linux .* \(4\.2 or newer is needed from 6\.16 on\)/);
+    const uffd = report.checks.find((c: { name: string }) => c.name === 'post-copy (uffd)');
+    assert.equal(uffd.ok, false, 'the stand-in supports no feature');
   });
 
   test('doctor exits 1 and says what to install when a tool is missing', async () => {
