@@ -53,7 +53,7 @@ ZSH_COMPLETION=/usr/local/share/zsh/site-functions/_stasis
 # (archives); for the tests: iproute2 (ip, ss), util-linux (nsenter, flock),
 # gcc and libc6-dev (small C programs), podman (interop), openssh-server and
 # -client (migrate over ssh); go-md2man (man pages); bash-completion.
-APT_PACKAGES=(runc conmon iptables busybox-static zstd tar iproute2 util-linux gcc libc6-dev
+APT_PACKAGES=(runc conmon iptables busybox-static zstd tar iproute2 util-linux socat gcc libc6-dev
   podman openssh-client openssh-server go-md2man bash-completion)
 
 # Our own installs live in /usr/local; make sure they win over /usr (root's

@@ -1,5 +1,6 @@
 import { StasisError, EXIT_TOOL, usageError } from '../errors.ts';
 import { forwardSignals } from '../host/signals.ts';
+import { canAttachStdin, feedStdin } from '../runtime/attach.ts';
 import { classifyExecFailure } from '../runtime/exec-errors.ts';
 import { followLog } from '../runtime/logs.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -36,6 +37,9 @@ export const command = defineCommand({
     const options = createOptionsFrom(argv, commandWords(argv), { autoRemove: argv.rm === true && argv.detach === true, inheritStdio: inherit });
     if (inherit === 'all') options.tty = false;
     const plan = planFromFlags(id, options);
+    // Attached with captured output: stdin goes to the container through the monitor.
+    const attachStdin = !argv.detach && inherit === 'none' && argv.stdin === undefined && canAttachStdin();
+    plan.stdio.attachStdin = attachStdin;
     let container;
     try {
       container = await runtime.create(id, plan);
@@ -52,13 +56,14 @@ export const command = defineCommand({
       printLine(id);
       return;
     }
-    process.exitCode = await attach(runtime, container, inherit === 'none', argv.rm === true);
+    process.exitCode = await attach(runtime, container, inherit === 'none', argv.rm === true, attachStdin);
   },
 });
 
 /** Streams the container's log until it exits, forwarding stasis's signals to it. */
-async function attach(runtime: Runtime, container: Container, streamLog: boolean, remove: boolean): Promise<number> {
+async function attach(runtime: Runtime, container: Container, streamLog: boolean, remove: boolean, attachStdin: boolean): Promise<number> {
   const { id } = container;
+  const stdinFeeder = attachStdin ? feedStdin(runtime.store, id) : null;
   const stopForwarding = forwardSignals((signal) => {
     container.kill(signal, { all: false }).catch(() => undefined);
   });
@@ -81,5 +86,7 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
     return exit.status;
   } finally {
     stopForwarding();
+    // The container is gone: whatever socat still waits to read from our stdin has nowhere to go.
+    stdinFeeder?.kill();
   }
 }

@@ -15,6 +15,8 @@ export interface MonitorOptions {
   logPath: string | null;
   stdio: [number | 'ignore', number | 'ignore', number | 'ignore'];
   terminal: boolean;
+  /** The container's stdin is a pipe conmon holds, fed through its attach socket (closed when the last client leaves). */
+  stdin?: boolean;
   exitCommand: string[];
   /** Restore from this CRIU image folder instead of creating. */
   restoreImage?: string;
@@ -40,6 +42,7 @@ export function monitorArgs(opts: MonitorOptions): string[] {
   ];
   for (const arg of opts.runcGlobalArgs) args.push(`--runtime-arg=${arg}`);
   if (opts.terminal) args.push('--terminal');
+  if (opts.stdin) args.push('--stdin');
   const [exitCommand, ...exitArgs] = opts.exitCommand;
   args.push('--exit-command', exitCommand);
   for (const arg of exitArgs) args.push(`--exit-command-arg=${arg}`);

@@ -153,6 +153,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
       logPath: record.stdio.mode === 'log' ? store.logPath(id) : null,
       stdio,
       terminal: record.tty && plan.stdio.inherit === 'none',
+      stdin: plan.stdio.attachStdin === true && plan.restore === undefined,
       exitCommand: exitCommand(ctx, id, record.instance),
       restoreImage: plan.restore?.imagesDir,
       restoreArgs: plan.restore?.runcArgs,

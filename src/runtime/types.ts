@@ -35,6 +35,12 @@ export interface StdioPlan {
    * ('output': stdout and stderr; 'all': stdin too, for -i / -t).
    */
   inherit: 'none' | 'output' | 'all';
+  /**
+   * Attached run with captured output: the container's stdin is a pipe the
+   * monitor holds, fed from the caller's stdin through its attach socket, so
+   * that the container stays checkpointable. Otherwise stdin is /dev/null.
+   */
+  attachStdin?: boolean;
 }
 
 /** What a restore adds to a ProvisionPlan: the images, and hooks run while the container is brought up. */

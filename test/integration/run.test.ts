@@ -43,6 +43,42 @@ describe('run', { skip: requires(...CONTAINERS) }, () => {
     assert.equal(result.stdout, 'HELLO\n');
   });
 
+  test('a plain attached run passes its stdin to the container (EOF when it ends), through the monitor', { skip: requires('socat') }, async () => {
+    const cat = await env.run(['run', 'r1', '--', 'cat'], { input: 'hi\n' });
+    assert.equal(cat.code, 0, cat.stderr);
+    assert.equal(cat.stdout, 'hi\n');
+    // Captured as a plain run's output is: logs has it too.
+    assert.equal(await env.ok(['logs', 'r1']), 'hi\n');
+    await env.ok(['delete', 'r1']);
+    const lines = await env.run(['run', '--rm', 'r2', '--', 'sh', '-c', 'wc -l'], { input: 'a\nb\nc\n' });
+    assert.equal(lines.stdout.trim(), '3');
+    // No stdin at all: the container reads EOF at once.
+    const empty = await env.run(['run', '--rm', 'r3', '--', 'sh', '-c', 'read x; echo "got [$x]"']);
+    assert.equal(empty.stdout, 'got []\n');
+  });
+
+  test('an attached run whose stdin stays open is still checkpointable, and says so when it is', { skip: requires('socat', 'criu') }, async () => {
+    const child = spawn(process.execPath, env.args(['run', 'r4', '--', 'sh', '-c', 'while true; do echo tick; sleep 0.2; done']), {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      await eventually(async () => (await env.ok(['logs', 'r4'])).includes('tick'), 'the first tick');
+      await env.ok(['checkpoint', 'r4']);
+      assert.equal(await exited, 0);
+      assert.match(stderr, /container r4 was checkpointed; restore it with `stasis restore r4`/);
+      await env.ok(['restore', 'r4']);
+      assert.equal((await env.json(['info', 'r4'])).status, 'running');
+    } finally {
+      child.stdin!.end();
+      child.kill();
+      await env.run(['delete', '-f', 'r4']);
+    }
+  });
+
   test('run -d returns at once with the ID', async () => {
     const started = await env.run(['run', '-d', 'a6', '--', 'sh', '-c', 'for i in 1 2 3; do echo line $i; sleep 0.2; done']);
     assert.equal(started.stdout, 'a6\n');
