@@ -216,6 +216,7 @@ export type Requirement =
   | 'checkpointctl'
   | 'flock'
   | 'iptables'
+  | 'socat'
   | 'rootfs'
   | 'uffd'
   | `criu>=${number}.${number}`;

@@ -21,15 +21,17 @@ export async function recoverCheckpoint(host: CheckpointHost, record: ContainerR
   const complete = work !== null && existsSync(join(work.workDir, STATS_FILE)) && existsSync(join(work.workDir, IMAGES_DIR, 'inventory.img')) && existsSync(join(work.workDir, META_FILE));
   record.checkpointing = false;
   record.checkpointWork = null;
-  const alive = host.statusOf(record) !== 'stopped';
   let kept = false;
-  if (work !== null && complete && alive === work.leaveRunning && !existsSync(work.finalPath)) {
+  if (work !== null && complete && !existsSync(work.finalPath)) {
     renameSync(work.workDir, work.finalPath);
     record.lastCheckpoint = { path: work.finalPath, at: work.at };
     kept = true;
   } else if (work !== null) {
     rmSync(work.workDir, { recursive: true, force: true });
   }
+  // A completed dump without --leave-running has ended the container (CRIU
+  // kills it; its exit may not be seen yet): what it left is the checkpoint.
+  const alive = kept ? work!.leaveRunning : host.statusOf(record) !== 'stopped';
   if (alive) {
     // It may be frozen (killed while paused or dumping), or already running: runc says "not paused" then.
     await host.thaw(record.id).catch((err: unknown) => {

@@ -125,9 +125,9 @@ function readCheckpointJson<T = unknown>(dir: string, name: string): T {
 }
 
 /** Refuses a duplicate before looking for a checkpoint or unpacking anything; returns the record to restore in place. */
-function existingRecord(host: CheckpointHost, id: string): ContainerRecord | null {
+async function existingRecord(host: CheckpointHost, id: string): Promise<ContainerRecord | null> {
   if (!host.exists(id)) return null;
-  const existing = host.readRecord(id);
+  const existing = await host.settledRecord(id);
   if (!existing?.checkpointedStop) {
     const status = existing ? host.statusOf(existing) : null;
     throw new StasisError(`container ${id} already exists${status ? ` (${status})` : ''}: only a container a checkpoint stopped is restored in place`, {
@@ -145,7 +145,7 @@ export async function restoreContainer(
 ): Promise<RestoreResult> {
   const started = Date.now();
   const rootfsMounts = opts.rootfsMounts ?? [];
-  const existing = existingRecord(host, id);
+  const existing = await existingRecord(host, id);
   const source = resolve(opts.checkpoint ?? latestCheckpoint(host, id, existing));
   let stat;
   try {

@@ -4,10 +4,9 @@ import { StasisError } from '../errors.ts';
 import { fnv1a } from '../state/hash.ts';
 import type { ContainerRecord, MountRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
-import { killMonitor } from './exit.ts';
 import { mount, overlayMount, unmountAll } from './mounts.ts';
 import { withLoopbackHook } from './network.ts';
-import { clearLeftovers } from './remove.ts';
+import { ASIDE, putBack, setAside, teardown } from './cleanup.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
 import { viewOf } from './view.ts';
 
@@ -18,8 +17,6 @@ import { viewOf } from './view.ts';
 /** At most this many exit hooks (each a short Node process) run at once. */
 const EXIT_HOOK_SLOTS = 4;
 
-/** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
-const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log'];
 
 /**
  * Claims the ID and provisions the container, returning its state. `inPlace`
@@ -61,27 +58,17 @@ async function reprovision(ctx: RuntimeContext, previous: ContainerRecord, plan:
   const dir = ctx.store.containerDir(previous.id);
   await ctx.runc.forceDelete(previous.id);
   await unmountAll(ctx.runner, previous.mounts);
-  const aside = join(dir, 'previous');
-  rmSync(aside, { recursive: true, force: true });
-  mkdirSync(aside);
-  for (const name of SET_ASIDE) {
-    if (existsSync(join(dir, name))) renameSync(join(dir, name), join(aside, name));
-  }
+  setAside(ctx, previous);
   // A bundle container restored in place gets its --rootfs-mount mounts back.
   if (plan.rootfs.kind === 'bundle' && plan.rootfsMounts.length === 0) {
     plan.rootfsMounts = previous.mounts.map(({ type, source, options }) => ({ type, source, options }));
   }
   try {
     const info = await provision(ctx, previous.id, plan, previous);
-    rmSync(aside, { recursive: true, force: true });
+    rmSync(join(dir, ASIDE), { recursive: true, force: true });
     return info;
   } catch (err) {
-    for (const name of SET_ASIDE) {
-      rmSync(join(dir, name), { recursive: true, force: true });
-      if (existsSync(join(aside, name))) renameSync(join(aside, name), join(dir, name));
-    }
-    rmSync(aside, { recursive: true, force: true });
-    ctx.store.write(previous);
+    putBack(ctx, previous.id);
     throw err;
   }
 }
@@ -217,11 +204,3 @@ function exitCommand(ctx: RuntimeContext, id: string, instance: string): string[
   return [config.flock, '-w', '600', join(slots, `slot-${slot}`), ...hook];
 }
 
-/** Undoes a provision: stops whatever runc made, unmounts. Leaves the folder. */
-async function teardown(ctx: RuntimeContext, record: ContainerRecord): Promise<void> {
-  await ctx.runc.forceDelete(record.id);
-  killMonitor(ctx, record.id);
-  await unmountAll(ctx.runner, record.mounts);
-  record.mounts = [];
-  await clearLeftovers(ctx, record.id);
-}

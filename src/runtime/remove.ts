@@ -4,9 +4,10 @@ import { StasisError, notFound } from '../errors.ts';
 import { cgroupDirs, killCgroup } from '../host/cgroups.ts';
 import { DamagedRecordError, type ContainerRecord, type ExitRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
+import { clearLeftovers } from './cleanup.ts';
 import { killMonitor, noteExit, waitExit } from './exit.ts';
-import { recovered } from './records.ts';
-import { unmountAll, unmountUnder } from './mounts.ts';
+import { recovered } from './recover.ts';
+import { unmountAll } from './mounts.ts';
 import type { DeleteResult, Status, WaitOutcome } from './types.ts';
 import { orphanView, readExitFile, viewOf } from './view.ts';
 
@@ -29,7 +30,7 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force: bo
       throw err;
     }
     if (record === null) return await removeOrphan(ctx, id, force);
-    await recovered(ctx, record);
+    record = await recovered(ctx, record);
     // We hold the lock, so a record still 'creating' belongs to a create that died.
     const info = viewOf(store, record);
     if (info.status !== 'stopped' && info.status !== 'created' && !force) {
@@ -122,19 +123,4 @@ async function removeOrphan(ctx: RuntimeContext, id: string, force: boolean, dam
   store.remove(id);
   ctx.journal.append('/containers/delete', id);
   return { id, ...exit };
-}
-
-/**
- * What a killed runc or CRIU, or a damaged runc state, can leave: processes
- * in the container's cgroup, mounts in the container's folders and a runc
- * state folder that `runc delete` no longer accepts. Called after
- * `runc delete --force`.
- */
-export async function clearLeftovers(ctx: RuntimeContext, id: string): Promise<void> {
-  // Whatever still runs in the container's cgroup is the container's: when
-  // runc's state was damaged, `runc delete --force` could not kill it.
-  await killCgroup(cgroupDirs(ctx.store.cgroupPath(id)));
-  const runcState = join(ctx.store.paths.runcRoot, id);
-  await unmountUnder(ctx.runner, ctx.store.containerDir(id), runcState);
-  rmSync(runcState, { recursive: true, force: true });
 }

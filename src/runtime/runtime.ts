@@ -12,7 +12,8 @@ import { hasExited, monitorAlive, waitExit } from './exit.ts';
 import { recordExit } from './exit-hook.ts';
 import { kill, pause, resume, start } from './lifecycle.ts';
 import { provisionContainer } from './provision.ts';
-import { completeRecord, recovered, withContainer } from './records.ts';
+import { completeRecord, withContainer } from './records.ts';
+import { recovered } from './recover.ts';
 import { deleteContainer } from './remove.ts';
 import { Runc } from './runc.ts';
 import type {
@@ -157,6 +158,12 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       info = { ...info, status: orphan.status, pid: orphan.pid, note: orphan.note };
     }
     return { info, mounts: record.mounts };
+  }
+
+  async settledRecord(id: string): Promise<ContainerRecord | null> {
+    const record = this.store.read(id);
+    if (record === null || !(record.checkpointing || record.status === 'creating') || (await this.store.isLocked(id))) return record;
+    return this.recoverNow(id);
   }
 
   private async recoverNow(id: string): Promise<ContainerRecord | null> {

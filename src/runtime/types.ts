@@ -186,6 +186,8 @@ export interface CheckpointHost {
   withContainer<T>(id: string, fn: (record: ContainerRecord) => Promise<T>): Promise<T>;
   /** The record, or null while being created; throws when there is no such container. */
   readRecord(id: string): ContainerRecord | null;
+  /** The record once whatever a killed command left half done is finished or undone (takes the lock if free). */
+  settledRecord(id: string): Promise<ContainerRecord | null>;
   exists(id: string): boolean;
   saveRecord(record: ContainerRecord): void;
   containerDir(id: string): string;
