@@ -46,7 +46,7 @@ NODE_PREFIX=/opt/stasis/node
 NODE_MIN_MAJOR=22
 ROOTFS_DIR=/var/lib/stasis/rootfs/busybox
 MAN_DIR=/usr/local/share/man/man1
-BASH_COMPLETION=/usr/local/share/bash-completion/completions/stasis
+BASH_COMPLETION=/etc/bash_completion.d/stasis
 ZSH_COMPLETION=/usr/local/share/zsh/site-functions/_stasis
 # runc, conmon, iptables (CRIU locks a container's network with it),
 # busybox-static (the default rootfs, setup's CRIU test), zstd and tar
@@ -719,8 +719,9 @@ else
 fi
 
 # Shell completion (yargs' scripts; they run `stasis --get-yargs-completions`).
-# bash: bash-completion loads completions/stasis at the first TAB after
-# "stasis". zsh: an autoloaded _stasis in a folder Debian's zsh has on fpath;
+# bash: bash-completion sources /etc/bash_completion.d/ when a shell starts,
+# so `complete -p stasis` answers at once (its completions/ folder would be
+# loaded only at the first TAB). zsh: an autoloaded _stasis in a folder Debian's zsh has on fpath;
 # yargs' script ends by binding its function with compdef, which suits a
 # script sourced from .zshrc, so as _stasis it calls the function itself.
 if ((build_ok)); then
