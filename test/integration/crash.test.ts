@@ -86,7 +86,18 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
       await killedAfter(env, ['checkpoint', id], delay(round + 3));
       [c] = (await assertHonest(env, `checkpoint killed (round ${round})`)).filter((x) => x.id === id);
       assert.ok(c.status === 'running' || (c.status === 'stopped' && c.checkpointed), `checkpoint killed (round ${round}): ${id} is ${c.status}, neither running nor stopped by a checkpoint`);
-      if (c.status === 'running') await env.ok(['checkpoint', id]);
+      if (c.status === 'running') {
+        const again = await env.run(['checkpoint', id]);
+        if (again.code !== 0) {
+          // CRIU itself can fail a dump (seen here under load: "Can't lookup mount ... path=/"); what
+          // must hold then is that the container goes on, unfrozen, and is listed so.
+          assert.match(again.stderr, /criu failed/, again.stderr);
+          [c] = (await assertHonest(env, `checkpoint failed in CRIU (round ${round})`)).filter((x) => x.id === id);
+          assert.equal(c.status, 'running');
+          await env.ok(['delete', '-f', id]);
+          continue;
+        }
+      }
 
       await killedAfter(env, ['restore', id], delay(round + 5));
       [c] = (await assertHonest(env, `restore killed (round ${round})`)).filter((x) => x.id === id);

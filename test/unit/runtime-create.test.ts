@@ -34,6 +34,7 @@ describe('create (fake runc and conmon)', () => {
       logPath: join(dir, 'ctr.log'),
       stdio: ['ignore', 'ignore', 'ignore'],
       terminal: false,
+      stdin: false,
       exitCommand: ['/usr/bin/node', '/opt/stasis/bin/stasis', '--state-dir', host.stateDir, '--runc', FAKE_RUNC, '__exit', 'web', record.instance],
       restoreImage: undefined,
       restoreArgs: undefined,
