@@ -200,7 +200,11 @@ export async function restoreContainer(
     validateDescriptors(readCheckpointJson(join(dir, IMAGES_DIR), 'descriptors.json'));
     const diffTar = join(dir, DIFF_TAR);
     const deletedFile = join(dir, DELETED_FILES);
-    const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
+    // In place from the checkpoint that stopped it, the container's own layer (still mounted) is
+    // what the checkpoint carries: it is kept, not unpacked again.
+    const keepLayer = existing !== null && rootfs.kind === 'overlay' && existing.checkpointedStop
+      && existing.lastCheckpoint?.path === source && existing.rootfs.base === rootfs.base;
+    const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar) && !keepLayer;
     if (hasDiff) {
       // Extracted (and checked) before an in-place restore sets the old layer
       // aside, on the state directory's filesystem, then moved into place.
@@ -221,6 +225,7 @@ export async function restoreContainer(
         imagesDir: join(dir, IMAGES_DIR),
         runcArgs: meta.restoreArgs,
         from: source,
+        keepLayer,
         fillLayer: layer === null ? undefined : async (upper) => {
           rmdirSync(upper);
           renameSync(layer!, upper);

@@ -15,14 +15,17 @@ export const ASIDE = 'previous';
 
 /** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
 const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log'];
+/** The writable layer among them, which a restore onto the container's own layer keeps in place. */
+const LAYER = ['upper', 'work'];
 
 /** Moves the stopped container's files aside, with its record, so that a restore killed half way can be undone. */
-export function setAside(ctx: RuntimeContext, previous: ContainerRecord): void {
+export function setAside(ctx: RuntimeContext, previous: ContainerRecord, opts: { keepLayer?: boolean } = {}): void {
   const dir = ctx.store.containerDir(previous.id);
   const aside = join(dir, ASIDE);
   rmSync(aside, { recursive: true, force: true });
   mkdirSync(aside);
   for (const name of SET_ASIDE) {
+    if (opts.keepLayer && LAYER.includes(name)) continue;
     if (existsSync(join(dir, name))) renameSync(join(dir, name), join(aside, name));
   }
   writeFileSync(join(aside, 'state.json'), JSON.stringify(previous));
@@ -38,7 +41,9 @@ export function putBack(ctx: RuntimeContext, id: string): void {
   const dir = ctx.store.containerDir(id);
   const aside = join(dir, ASIDE);
   const previous = readJson<ContainerRecord>(join(aside, 'state.json'));
+  const keptLayer = !existsSync(join(aside, 'upper'));
   for (const name of SET_ASIDE) {
+    if (keptLayer && LAYER.includes(name)) continue;
     rmSync(join(dir, name), { recursive: true, force: true });
     if (existsSync(join(aside, name))) renameSync(join(aside, name), join(dir, name));
   }

@@ -34,6 +34,11 @@ export async function unmountUnder(runner: ProcessRunner, ...dirs: string[]): Pr
   }
 }
 
+/** Whether something is mounted on `target`. */
+export async function isMounted(target: string): Promise<boolean> {
+  return (await mountTargets()).includes(target);
+}
+
 /** Unmounts what stasis mounted, last mounted first, skipping what is no longer mounted. */
 export async function unmountAll(runner: ProcessRunner, mounts: readonly MountRecord[]): Promise<void> {
   if (mounts.length === 0) return;

@@ -4,7 +4,7 @@ import { StasisError } from '../errors.ts';
 import { fnv1a } from '../state/hash.ts';
 import type { ContainerRecord, MountRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
-import { mount, overlayMount, unmountAll } from './mounts.ts';
+import { isMounted, mount, overlayMount, unmountAll } from './mounts.ts';
 import { withLoopbackHook } from './network.ts';
 import { ASIDE, putBack, setAside, teardown } from './cleanup.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
@@ -56,9 +56,11 @@ export async function provisionContainer(
 /** Restore in place: the old writable layer is kept aside until the new container runs. */
 async function reprovision(ctx: RuntimeContext, previous: ContainerRecord, plan: ProvisionPlan): Promise<ContainerInfo> {
   const dir = ctx.store.containerDir(previous.id);
+  const keepLayer = plan.restore?.keepLayer === true && plan.rootfs.kind === 'overlay' && previous.rootfs.kind === 'overlay' && plan.rootfs.base === previous.rootfs.base;
   await ctx.runc.forceDelete(previous.id);
-  await unmountAll(ctx.runner, previous.mounts);
-  setAside(ctx, previous);
+  if (!keepLayer) await unmountAll(ctx.runner, previous.mounts);
+  setAside(ctx, previous, { keepLayer });
+  if (plan.restore) plan.restore.keepLayer = keepLayer;
   // A bundle container restored in place gets its --rootfs-mount mounts back.
   if (plan.rootfs.kind === 'bundle' && plan.rootfsMounts.length === 0) {
     plan.rootfsMounts = previous.mounts.map(({ type, source, options }) => ({ type, source, options }));
@@ -112,15 +114,21 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
       const upper = join(dir, 'upper');
       const work = join(dir, 'work');
       rootPath = join(dir, 'rootfs');
-      // The upper layer's mode becomes the mode of the container's "/"; the
-      // container folder above it is 0700 already.
-      for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o755 });
-      await plan.restore?.fillLayer?.(upper);
-      await mountRecorded(ctx, record, overlayMount(plan.rootfs.base, upper, work, rootPath));
+      const overlay = overlayMount(plan.rootfs.base, upper, work, rootPath);
+      if (plan.restore?.keepLayer && previous !== null && (await isMounted(rootPath))) {
+        record.mounts = previous.mounts;
+        store.write(record);
+      } else {
+        // The upper layer's mode becomes the mode of the container's "/"; the
+        // container folder above it is 0700 already.
+        for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o755 });
+        if (!plan.restore?.keepLayer) await plan.restore?.fillLayer?.(upper);
+        await mountRecorded(ctx, record, overlay);
+      }
     } else {
       for (const m of plan.rootfsMounts) await mountRecorded(ctx, record, { ...m, target: rootPath });
     }
-    await plan.restore?.onRootfs?.(rootPath);
+    if (!plan.restore?.keepLayer) await plan.restore?.onRootfs?.(rootPath);
     spec.root = { ...spec.root, path: rootPath };
     spec.linux ??= {};
     // runc removes it on delete; delete -f finds it without runc if runc's state is damaged.

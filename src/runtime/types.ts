@@ -53,6 +53,13 @@ export interface RestorePlan {
   from: string;
   /** Fills the fresh writable layer before it is mounted. */
   fillLayer?: (upperDir: string) => Promise<void>;
+  /**
+   * In place, onto the container's own writable layer, which is still
+   * mounted and is what the checkpoint carries (the checkpoint stopped it):
+   * kept as it is, with no unmount, extraction or mount (an unmount of an
+   * overlay syncs its whole filesystem, which a dump has just filled).
+   */
+  keepLayer?: boolean;
   /** Runs on the mounted rootfs before runc restore (deletions). */
   onRootfs?: (rootfsDir: string) => Promise<void>;
   /** Called with the container folder when the restore failed, before it is cleaned up (to keep CRIU's log). */
