@@ -7,10 +7,6 @@ export function setDebug(enabled: boolean): void {
   debugEnabled = enabled;
 }
 
-export function debugEnabledNow(): boolean {
-  return debugEnabled;
-}
-
 /** With --debug: the message and the milliseconds since the process started. */
 export function debugLog(message: string): void {
   if (debugEnabled) process.stderr.write(`stasis: debug: +${Math.round(performance.now())}ms ${message}\n`);

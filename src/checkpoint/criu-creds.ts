@@ -265,11 +265,6 @@ function readRootNamespaces(imagesDir: string, rootPid: number): CriuProcesses['
   return result;
 }
 
-/** Per thread: the credentials CRIU restores (readCriuProcesses(dir).threads). */
-export function readTaskCreds(imagesDir: string): ThreadCreds[] {
-  return readCriuProcesses(imagesDir).threads;
-}
-
 export type CapabilitySet = 'bounding' | 'effective' | 'permitted' | 'inheritable' | 'ambient';
 
 export interface CapabilityExcess {

@@ -105,7 +105,7 @@ export function idArg(value: unknown): string {
 }
 
 /** Flag combinations create and run refuse, before any work. */
-export function checkCreateFlags(argv: CreateFlags): void {
+function checkCreateFlags(argv: CreateFlags): void {
   if (argv.bundle !== undefined && argv.rootfs !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
   if (argv.rootfs !== undefined && toArray(argv.rootfsMount).length > 0) {
     throw usageError("--rootfs-mount mounts onto a bundle's rootfs: use it with --bundle, not --rootfs");

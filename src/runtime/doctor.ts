@@ -133,7 +133,7 @@ function kernelRelease(): string {
 }
 
 /** Whether a dotted version ("4.2.1", "6.18.44-fc") is at least `least`. */
-export function versionAtLeast(version: string, least: number[]): boolean {
+function versionAtLeast(version: string, least: number[]): boolean {
   const parts = version.split(/[.-]/).map((part) => Number.parseInt(part, 10));
   for (let i = 0; i < least.length; i++) {
     const part = Number.isNaN(parts[i]) ? 0 : parts[i] ?? 0;
