@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { fnv1a } from '../state/hash.ts';
@@ -18,8 +18,11 @@ import { viewOf } from './view.ts';
 /** At most this many exit hooks (each a short Node process) run at once. */
 const EXIT_HOOK_SLOTS = 4;
 
-/** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
-const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log'];
+/**
+ * What an in-place restore moves aside (and back, if it fails); the log is kept and appended to.
+ * engine-files: what a restore made for the bind mounts of another engine's container (/etc/hosts...).
+ */
+const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log', 'engine-files'];
 
 /**
  * Claims the ID and provisions the container, returning its state. `inPlace`
@@ -120,6 +123,9 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
   store.write(record);
   const stdioFds: number[] = [];
   try {
+    await plan.restore?.prepare?.(dir);
+    // Another engine's log goes first; in place, the container's own log goes on.
+    if (plan.restore?.importLog && previous === null && record.stdio.mode === 'log') copyFileSync(plan.restore.importLog, store.logPath(id));
     let rootPath = plan.rootfs.base;
     if (plan.rootfs.kind === 'overlay') {
       const upper = join(dir, 'upper');

@@ -17,10 +17,11 @@ import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff,
 // sources as checkpointctl reads them (test/fixtures/engines/build.ts), and
 // checked with checkpointctl where it is installed.
 //
-// The tests that restore with the CLI need restore.ts to read these formats;
-// they are skipped until the lead wires it, unless STASIS_ENGINES_RESTORE=1.
+// Another engine's checkpoint is untrusted: podman gives its containers more
+// capabilities than stasis's policy (CAP_CHOWN, CAP_SETUID, ...), so restoring
+// one takes --trust-checkpoint capabilities (PODMAN_CAPS).
 
-const RESTORE_WIRED = process.env.STASIS_ENGINES_RESTORE === '1' ? false : 'needs restore wiring (lead)';
+const PODMAN_CAPS = ['--trust-checkpoint', 'capabilities'];
 const has = (binary: string) => spawnSync('sh', ['-c', `command -v ${binary}`]).status === 0;
 const NO_PODMAN = has('podman') ? false : 'podman is not installed';
 const COUNTING = (prefix: string) => ['sh', '-c', `${prefix} i=0; while true; do echo "count $i"; i=$((i+1)); sleep 0.2; done`];
@@ -145,12 +146,16 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     podman.ok(['rm', '-f', '-t', '0', 'sx1']);
   });
 
-  test('stasis restore of the podman archive', { skip: RESTORE_WIRED }, async () => {
+  test('stasis restore of the podman archive', async () => {
     const missing = await env.run(['restore', '--checkpoint', exported]);
     assert.equal(missing.code, 1, missing.stderr);
     assert.match(missing.stderr, /localhost\/busybox:stasis/);
     assert.match(missing.stderr, /--rootfs/);
-    assert.equal(await env.ok(['restore', '--checkpoint', exported, '--rootfs', ROOTFS]), 'ix1\n');
+    const policy = await env.run(['restore', '--checkpoint', exported, '--rootfs', ROOTFS]);
+    assert.equal(policy.code, 1);
+    assert.match(policy.stderr, /capability CAP_CHOWN.*\n[^]*hint: to grant it: --trust-checkpoint capabilities/);
+    assert.ok(!env.containerIds().includes('ix1'), 'a refused restore leaves nothing');
+    assert.equal(await env.ok(['restore', '--checkpoint', exported, '--rootfs', ROOTFS, ...PODMAN_CAPS]), 'ix1\n');
     const logs = await env.ok(['logs', 'ix1']);
     assert.match(logs, /^count 0\n/, "podman's ctr.log is imported");
     const atRestore = lastCount(logs);
@@ -163,8 +168,8 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     assert.equal((await env.run(['exec', 'ix1', '--', 'ls', '/etc/group'])).code, 1);
   });
 
-  test('stasis restore of podman\'s checkpoint image and of a stasis one', { skip: RESTORE_WIRED }, async () => {
-    assert.equal(await env.ok(['restore', 'ix2r', '--checkpoint', `oci-archive:${join(env.root, 'ix2.oci.tar')}`, '--rootfs', ROOTFS]), 'ix2r\n');
+  test('stasis restore of podman\'s checkpoint image and of a stasis one', async () => {
+    assert.equal(await env.ok(['restore', 'ix2r', '--checkpoint', `oci-archive:${join(env.root, 'ix2.oci.tar')}`, '--rootfs', ROOTFS, ...PODMAN_CAPS]), 'ix2r\n');
     assert.equal((await env.json(['info', 'ix2r'])).status, 'running');
     await env.ok(['run', '-d', 'sx2', '--rootfs', ROOTFS, '--', ...COUNTING('')]);
     await eventually(async () => lastCount(await env.ok(['logs', 'sx2'])) >= 2, 'sx2 to count');
@@ -174,20 +179,20 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     assert.equal(await env.ok(['restore', '--checkpoint', image]), 'sx2\n');
   });
 
-  test('volumes, pods and what is not a checkpoint: errors name the file', { skip: RESTORE_WIRED }, async () => {
+  test('volumes, pods and what is not a checkpoint: errors name the file', async () => {
     const data = join(env.root, 'data');
     mkdirSync(data);
     podman.ok(['run', '-d', '--name', 'ix3', '-v', `${data}:/data`, 'localhost/busybox:stasis', ...COUNTING('')]);
     const withVolume = join(env.root, 'ix3.tar');
     podman.ok(['container', 'checkpoint', '--export', withVolume, '-c', 'none', 'ix3']);
-    const volume = await env.run(['restore', '--checkpoint', withVolume, '--rootfs', ROOTFS]);
+    const volume = await env.run(['restore', '--checkpoint', withVolume, '--rootfs', ROOTFS, ...PODMAN_CAPS]);
     assert.equal(volume.code, 1);
     assert.match(volume.stderr, /\/data/);
     const podDir = await unpack(exported, join(env.root, 'pod'));
     writeFileSync(join(podDir, 'pod.dump'), '{}');
     const podArchive = join(env.root, 'pod.tar');
     await createTar(podDir, podArchive);
-    const pod = await env.run(['restore', '--checkpoint', podArchive, '--rootfs', ROOTFS]);
+    const pod = await env.run(['restore', '--checkpoint', podArchive, '--rootfs', ROOTFS, ...PODMAN_CAPS]);
     assert.equal(pod.code, 1);
     assert.match(pod.stderr, new RegExp(`${podArchive}.*made by podman, container ix1.*whole pod`, 's'));
     const junkDir = join(env.root, 'junk');
@@ -258,7 +263,7 @@ describe('kubelet archives from CRI-O and containerd (built around real CRIU ima
     }
   });
 
-  test('stasis restore of both kubelet archives', { skip: RESTORE_WIRED }, async () => {
+  test('stasis restore of both kubelet archives', async () => {
     assert.equal(await env.ok(['restore', 'k-crio', '--checkpoint', archives['cri-o'], '--rootfs', ROOTFS]), 'k-crio\n');
     assert.equal(await env.ok(['restore', '--checkpoint', archives.containerd, '--rootfs', ROOTFS]), 'counter\n');
     for (const id of ['k-crio', 'counter']) {
