@@ -34,6 +34,27 @@ export function compressionOfName(file: string): Compression | null {
   }
 }
 
+/** Endings of archive formats stasis does not write: such a name would mislead whoever reads it. */
+const OTHER_FORMATS = ['.zip', '.tar.bz2', '.tbz2', '.tbz', '.bz2', '.tar.xz', '.txz', '.xz', '.tar.lz4', '.lz4', '.tar.lz', '.lz', '.lzma', '.7z', '.rar', '.cpio'];
+
+/**
+ * The compression of an export to the file `path` (not a folder), checked:
+ * a known ending says it (a conflicting `compression` is an error), the
+ * ending of a format stasis does not write is an error, any other name gets
+ * `compression` or zstd.
+ */
+export function exportCompression(path: string, compression: Compression | undefined): Compression {
+  const named = compressionOfName(path);
+  if (named !== null && compression !== undefined && named !== compression) {
+    throw new StasisError(`${path}: the name says ${named === 'none' ? 'an uncompressed tar' : named}, but ${compression} was asked for`, { code: 'export-compression-conflict' });
+  }
+  const other = named === null ? OTHER_FORMATS.find((ending) => path.toLowerCase().endsWith(ending)) : undefined;
+  if (other !== undefined) {
+    throw new StasisError(`${path}: stasis does not write ${other} archives (name it .tar, .tar.gz, .tgz, .tar.zst or .tar.zstd; a name without an archive ending gets zstd)`, { code: 'export-format' });
+  }
+  return named ?? compression ?? 'zstd';
+}
+
 /**
  * The file an export to `path` writes. An existing folder gets a new
  * checkpoint-<id>-<time> archive inside it; a name with a known ending is
@@ -47,14 +68,11 @@ export function exportTarget(path: string, id: string, compression: Compression 
     const chosen = compression ?? 'zstd';
     return { file: join(absolute, `checkpoint-${id}-${timestampName(now)}${ENDING[chosen]}`), compression: chosen };
   }
-  const named = compressionOfName(absolute);
-  if (named !== null && compression !== undefined && named !== compression) {
-    throw new StasisError(`${path}: the name says ${named === 'none' ? 'an uncompressed tar' : named}, but ${compression} was asked for`, { code: 'export-compression-conflict' });
-  }
+  const chosen = exportCompression(path, compression);
   if (!existsSync(dirname(absolute))) {
     throw new StasisError(`${path}: the folder ${dirname(absolute)} does not exist`, { code: 'export-folder-missing' });
   }
-  return { file: absolute, compression: named ?? compression ?? 'zstd' };
+  return { file: absolute, compression: chosen };
 }
 
 function names(dir: string, exclude: readonly string[]): string[] {

@@ -1,4 +1,5 @@
-import { usageError } from '../errors.ts';
+import { StasisError, errorMessage, usageError } from '../errors.ts';
+import { exportTarget } from '../checkpoint/export.ts';
 import { COMPRESSIONS, type Compression } from '../checkpoint/tar.ts';
 import { parseImageRef } from '../checkpoint/formats/oci-layout.ts';
 import { criuStatsLines } from '../checkpoint/stats.ts';
@@ -83,7 +84,9 @@ export const command = defineCommand({
           'no-soft-dirty': () => ({ message: `${opts.preDump ? '--pre-dump' : '--parent-path'} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports' }),
           'bad-parent': () => ({ message: `--parent-path ${opts.parentPath}: not a checkpoint folder` }),
           'image-path-not-empty': (err) => ({ message: `--image-path ${err.message}` }),
-          'export-compression-conflict': (err) => ({ message: `--export ${err.message}`, hint: 'drop -c/--compress, or name the file for it (.tar, .tar.gz, .tar.zst)', exitCode: 2 }),
+          // Checked again by the library once the container is locked (a folder may have gone meanwhile).
+          'export-compression-conflict': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
+          'export-format': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
           'export-folder-missing': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
           'bad-image-target': (err) => ({ message: `--create-image ${err.message}`, exitCode: 2 }),
           tty: () => ({ hint: 'run the container without -t to be able to checkpoint it' }),
@@ -128,6 +131,13 @@ function checkFlags(opts: CheckpointOptions, exportFlag: string | undefined): vo
     throw usageError('--export -: stdout is a terminal; the archive is binary', 'pipe or redirect it: stasis checkpoint ID --export - > FILE');
   }
   if (opts.compression !== undefined && !exporting) throw usageError('-c/--compress is for the archive of --export');
+  if (opts.exportPath !== undefined) {
+    try {
+      exportTarget(opts.exportPath, 'ID', opts.compression, new Date());
+    } catch (err) {
+      throw usageError(`--export ${errorMessage(err)}`, err instanceof StasisError && err.code === 'export-compression-conflict' ? 'drop -c/--compress, or name the file for it (.tar, .tar.gz, .tar.zst)' : undefined);
+    }
+  }
   if (opts.ignoreRootfs && !exporting && opts.createImage === undefined) {
     throw usageError('--ignore-rootfs is for --export and --create-image: the checkpoint folder always keeps the rootfs changes');
   }

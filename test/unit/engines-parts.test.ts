@@ -262,6 +262,9 @@ describe('export targets', () => {
     assert.equal(exportTarget(join(dir, 'plain'), 'web', 'none', now).compression, 'none');
     assert.throws(() => exportTarget(join(dir, 'a.tar'), 'web', 'zstd', now), (err: StasisError) => err.code === 'export-compression-conflict' && /the name says an uncompressed tar, but zstd was asked for/.test(err.message));
     assert.throws(() => exportTarget(join(dir, 'no', 'a.tar'), 'web', undefined, now), (err: StasisError) => err.code === 'export-folder-missing');
+    for (const name of ['a.zip', 'a.tar.xz', 'a.tar.bz2']) {
+      assert.throws(() => exportTarget(join(dir, name), 'web', undefined, now), (err: StasisError) => err.code === 'export-format', name);
+    }
   });
 
   test('--print-stats lines: labels, microseconds, the total', () => {
