@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { describeEngine, detectEngine, foreignMeta } from '../../src/checkpoint/formats/engines.ts';
 import { parseHardLimits } from '../../src/checkpoint/formats/spec-parts.ts';
-import { readCheckpointImage, writeCheckpointImage } from '../../src/checkpoint/oci-image.ts';
+import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
 import { createTar, extractTar } from '../../src/checkpoint/tar.ts';
 import { ROOTFS, TestEnv, counterAdvances, eventually, lastCount, type Result } from '../helpers.ts';
 import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff, writeContainerdFiles, writeCrioFiles } from '../fixtures/engines/build.ts';
