@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import { criuVersion, softDirtyTracking } from '../runtime/criu.ts';
@@ -8,6 +8,9 @@ import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
 import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
+import { ENGINE_FILES_DIR, SHM_TAR } from './engine-files.ts';
+import { ROOTFS_FILES, exportTarget, exportToFile, exportToStream, type ExportTarget } from './export.ts';
+import { checkImageTarget, writeCheckpointImage } from './oci-image.ts';
 import { signCheckpoint } from './signature.ts';
 import { createTar } from './tar.ts';
 
@@ -23,8 +26,15 @@ const RESTORE_FLAGS: [keyof CheckpointOptions, string][] = [
   ['fileLocks', '--file-locks'],
 ];
 
-/** The kernel's abilities and the parent image, checked before the container is touched. */
+/** The kernel's abilities, the parent image and the image's target, checked before the container is touched. */
 async function checkPreconditions(host: CheckpointHost, opts: CheckpointOptions): Promise<void> {
+  if (opts.createImage !== undefined) {
+    try {
+      checkImageTarget(opts.createImage);
+    } catch (err) {
+      throw new StasisError(errorMessage(err), { code: 'bad-image-target' });
+    }
+  }
   if (opts.parentPath !== undefined && !existsSync(join(resolve(opts.parentPath), IMAGES_DIR))) {
     throw new StasisError(`the parent checkpoint ${opts.parentPath} is not a checkpoint folder (no ${IMAGES_DIR}/ inside)`, { code: 'bad-parent' });
   }
@@ -90,6 +100,8 @@ export async function checkpointContainer(
     if (refused) throw refused;
     const now = new Date();
     const finalPath = imageFolder(host, id, opts, now);
+    // Where the archive goes is settled before anything is done, so a bad name changes nothing.
+    const exportTo: ExportTarget | null = opts.exportPath === undefined ? null : exportTarget(opts.exportPath, id, opts.compression, now);
     mkdirSync(dirname(finalPath), { recursive: true, mode: 0o700 });
     // Written beside the final folder and renamed at the end, so that a failed
     // or interrupted dump never leaves something that looks like a checkpoint.
@@ -113,6 +125,7 @@ export async function checkpointContainer(
     let dumped = false;
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
     let rootfsMs = 0;
+    let versions: Provenance | null = null;
     const dumpStarted = Date.now();
     try {
       // Frozen while the files are captured, so that memory and files agree.
@@ -125,6 +138,9 @@ export async function checkpointContainer(
         rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
         rootfsMs = Date.now() - rootfsStarted;
       }
+      // A /dev/shm that restore made for another engine's container is a bind
+      // mount, which CRIU leaves out as external: its files are carried as podman carries them.
+      if (!opts.preDump) await captureShm(record.bundle, workDir);
       // The base's files the processes use: a restore elsewhere must find them unchanged.
       const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
         ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
@@ -152,7 +168,8 @@ export async function checkpointContainer(
       if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
       dumped = true;
       if (!leaveRunning) frozen = false;
-      writeMetadata(record, workDir, metaOpts, { ...(await provenance), baseFiles });
+      versions = await provenance;
+      writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
       signCheckpoint(host.stateRoot, workDir);
       renameSync(workDir, finalPath);
     } catch (err) {
@@ -201,22 +218,50 @@ export async function checkpointContainer(
 
     let exported: string | null = null;
     let archiveMs: number | null = null;
-    if (opts.exportPath) {
-      progress(`writing ${opts.exportPath}`);
+    const exclude = opts.ignoreRootfs ? ROOTFS_FILES : [];
+    if (exportTo !== null || opts.exportStream !== undefined) {
+      progress(`writing ${exportTo?.file ?? 'the archive'}`);
       const archiveStarted = Date.now();
-      exported = resolve(opts.exportPath);
       try {
-        await createTar(finalPath, exported);
+        if (exportTo !== null) {
+          await exportToFile(finalPath, exportTo, exclude);
+          exported = exportTo.file;
+        } else {
+          await exportToStream(finalPath, opts.exportStream!, opts.compression ?? 'zstd', exclude);
+          exported = '-';
+        }
       } catch (err) {
         throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${errorMessage(err)}`);
       }
       archiveMs = Date.now() - archiveStarted;
     }
-    host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, leftRunning: leaveRunning, preDump: opts.preDump });
+    let image: string | null = null;
+    if (opts.createImage !== undefined) {
+      progress(`writing the image ${opts.createImage}`);
+      try {
+        const written = await writeCheckpointImage(finalPath, opts.createImage, {
+          facts: {
+            containerName: id,
+            rootfsImageName: opts.podmanImage?.name ?? record.rootfs.base,
+            rootfsImageId: opts.podmanImage?.id,
+            criuVersion: versions?.criuVersion,
+            runtimeVersion: versions?.runcVersion,
+          },
+          podman: opts.podmanImage ? { imageName: opts.podmanImage.name, imageId: opts.podmanImage.id } : undefined,
+          exclude,
+          created: now,
+        });
+        image = written.ref;
+      } catch (err) {
+        throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but writing the image failed: ${errorMessage(err)}`);
+      }
+    }
+    host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
     return {
       id,
       path: finalPath,
       exported,
+      image,
       leftRunning: leaveRunning,
       preDump: opts.preDump,
       imageBytes: folderSize(finalPath),
@@ -225,4 +270,22 @@ export async function checkpointContainer(
       criu: readCriuStats(join(finalPath, STATS_FILE)),
     };
   });
+}
+
+/**
+ * podman's devshm-checkpoint.tar, for a container whose /dev/shm is a bind
+ * of a folder restore made in its engine-files (a container restored from
+ * another engine's checkpoint): CRIU does not dump an external mount's files.
+ */
+async function captureShm(bundleDir: string, workDir: string): Promise<void> {
+  let mounts: unknown;
+  try {
+    mounts = (JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as { mounts?: unknown }).mounts;
+  } catch {
+    return;
+  }
+  const shm = Array.isArray(mounts)
+    ? (mounts as { destination?: unknown; source?: unknown }[]).find((m) => m.destination === '/dev/shm' && typeof m.source === 'string' && m.source === join(bundleDir, ENGINE_FILES_DIR, 'shm'))
+    : undefined;
+  if (shm && existsSync(shm.source as string) && readdirSync(shm.source as string).length > 0) await createTar(shm.source as string, join(workDir, SHM_TAR), 'none');
 }

@@ -21,6 +21,7 @@ import {
   type Descriptor,
   type ImageRef,
 } from './formats/oci-layout.ts';
+import { createToFile } from './gnu-tar.ts';
 import { createTar, extractTar } from './tar.ts';
 
 // A checkpoint as an OCI image: one layer whose root holds the checkpoint
@@ -47,6 +48,8 @@ export interface WriteImageOptions {
   podman?: { imageName: string; imageId?: string; rootMode?: number };
   /** The image's name in the layout when the reference gives none; default localhost/checkpoint-<container>:latest. */
   defaultReference?: string;
+  /** Top-level names of the folder left out of the layer (rootfs-diff.tar, deleted.files for --ignore-rootfs). */
+  exclude?: readonly string[];
   created?: Date;
 }
 
@@ -133,7 +136,9 @@ export async function writeCheckpointImage(checkpointDir: string, target: string
       stageForPodman(checkpointDir, source, opts.podman);
     }
     const layerTar = join(work, 'layer.tar');
-    await createTar(source, layerTar);
+    const exclude = new Set(opts.exclude ?? []);
+    const problem = await createToFile(source, readdirSync(source).filter((name) => !exclude.has(name)).sort(), layerTar, 'none');
+    if (problem) throw new Error(`cannot write the image's layer: ${problem}`);
     const diffId = await fileDigest(layerTar);
     const gzip = (opts.compression ?? 'gzip') === 'gzip';
     const layerFile = gzip ? `${layerTar}.gz` : layerTar;
@@ -174,6 +179,13 @@ export async function writeCheckpointImage(checkpointDir: string, target: string
   }
 }
 
+/** Throws (saying why) when `target` is not an image reference, or names something an image cannot be written to. */
+export function checkImageTarget(target: string | ImageRef): void {
+  const ref = refOf(target);
+  if (ref.transport === 'oci') checkLayoutTarget(ref.path);
+  else if (statSync(ref.path, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${formatImageRef(ref)}: ${ref.path} is a folder; an oci-archive is a file (oci:DIR writes a layout folder)`);
+}
+
 /** An existing folder is only written into when it is empty or already an OCI layout. */
 function checkLayoutTarget(layoutDir: string): void {
   if (!existsSync(layoutDir)) return;
@@ -200,7 +212,7 @@ function writeIndex(layoutDir: string, manifest: Descriptor, reference: string, 
  * the archive checks of tar.ts. An oci-archive is unpacked beside destDir
  * first (checked the same way) and removed afterwards.
  */
-export async function readCheckpointImage(source: string | ImageRef, destDir: string): Promise<ReadImage> {
+export async function readCheckpointImage(source: string | ImageRef, destDir: string, opts: { maxBytes?: number } = {}): Promise<ReadImage> {
   const ref = refOf(source);
   const shown = formatImageRef(ref);
   if (existsSync(destDir) && readdirSync(destDir).length > 0) throw new Error(`${destDir} is not empty`);
@@ -210,7 +222,7 @@ export async function readCheckpointImage(source: string | ImageRef, destDir: st
     if (ref.transport === 'oci-archive') {
       if (!statSync(ref.path, { throwIfNoEntry: false })?.isFile()) throw new Error(`${shown}: ${ref.path} is not a file`);
       unpacked = mkdtempSync(join(dirname(resolve(destDir)), `.${basename(destDir)}.oci-`));
-      await extractTar(ref.path, unpacked);
+      await extractTar(ref.path, unpacked, { maxBytes: opts.maxBytes });
       layoutDir = unpacked;
     }
     const found = await findManifest(layoutDir, ref);
@@ -231,7 +243,7 @@ export async function readCheckpointImage(source: string | ImageRef, destDir: st
       const actual = await fileDigest(layerPath, compression);
       if (actual !== diffId) throw new Error(`${shown}: the layer does not match the config's diff_id: expected ${diffId}, got ${actual}`);
     }
-    await extractTar(layerPath, destDir);
+    await extractTar(layerPath, destDir, { maxBytes: opts.maxBytes });
     return {
       ref: shown,
       refName: found.desc.annotations?.[REF_NAME] ?? null,

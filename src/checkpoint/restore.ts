@@ -1,44 +1,38 @@
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { EXIT_USAGE, StasisError, errorMessage } from '../errors.ts';
+import { chmodSync, existsSync, lchownSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { EXIT_USAGE, StasisError } from '../errors.ts';
 import { bundleBase, checkRootfsDir, defaultRootfs } from '../runtime/create-plan.ts';
-import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
 import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../runtime/types.ts';
-import type { ContainerRecord, MountRecord } from '../state/store.ts';
+import type { ContainerRecord } from '../state/store.ts';
+import { validateId } from '../state/ids.ts';
 import { keepLog, withCriuLog } from './criu-log.ts';
+import { SHM_TAR, engineFileMounts, engineFiles, makeEngineFiles, ownEngineMounts } from './engine-files.ts';
+import { rootDirMode } from './formats/criu-images.ts';
+import { detectEngine, foreignMeta, type EngineInfo } from './formats/engines.ts';
+import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from './formats/layer.ts';
+import type { ForeignSpec } from './formats/spec-parts.ts';
 import { IMAGES_DIR, SPEC_FILE, readCriuStats, type CheckpointMeta } from './image.ts';
-import { chooseRestoreBase, readMeta, validateDescriptors } from './meta.ts';
-import { applyRestorePolicy, type UserMount } from './policy.ts';
-import { checkCriuImages } from './policy-images.ts';
-import { RestorePolicyError, type Trust } from './trust.ts';
+import { chooseRestoreBase, readMeta, restoreArgsFor, validateDescriptors } from './meta.ts';
+import { foreignParts } from './restore-foreign.ts';
+import { notRestorable, restoreSpec, type LayerSource, type RestoreOptions, type RestoreParts } from './restore-parts.ts';
+import { UNPACK_LIMIT_BYTES, openCheckpoint, readCheckpointJson, type OpenedCheckpoint } from './restore-source.ts';
 import { signedHere } from './signature.ts';
 import { DELETED_FILES, DIFF_TAR, applyDeletions, changedBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
-import { extractTar } from './tar.ts';
+import { extractTar, readTarEntries } from './tar.ts';
 
 // A restore, as containerd's first one did it: through create, with the
 // checkpoint's images handed to runc (`runc restore` run by conmon) and the
-// writable layer put back underneath.
+// writable layer put back underneath. The checkpoint may be stasis's own or
+// another engine's (restore-foreign.ts); both become the same RestoreParts.
 
-/**
- * The most an archive may unpack to, whatever the free space (which is
- * checked too): a few hundred KiB of zstd can expand to many GiB, and the
- * state directory is often in RAM (/run).
- */
-const UNPACK_LIMIT_BYTES = 64 * 1024 ** 3;
+export { unpackArchive, type CheckpointSource } from './restore-source.ts';
+export type { RestoreOptions } from './restore-parts.ts';
 
-export interface RestoreOptions {
-  /** Folder or archive; default: the latest checkpoint of this ID. */
-  checkpoint?: string;
-  /** The base to restore onto, instead of the one the checkpoint names. */
-  base?: { kind: 'overlay' | 'bundle'; dir: string };
-  /** Mounted on a bundle's rootfs before the restore (bundle checkpoints only). */
-  rootfsMounts?: Omit<MountRecord, 'target'>[];
-  labels?: Record<string, string>;
-  /** Bind mounts the user grants a checkpoint from elsewhere (the sources are the user's). */
-  userMounts?: UserMount[];
-  /** What the user vouches for in a checkpoint from elsewhere, beyond stasis's policy. */
-  trust?: Trust;
-}
+/** The CRIU configuration file restore writes in the container's folder, and the spec annotation that names it to runc. */
+const CRIU_CONFIG_FILE = 'criu-restore.conf';
+const CRIU_CONFIG_ANNOTATION = 'org.criu.config';
+/** What runc hands CRIU when the spec names no configuration file; kept in ours, which replaces it. */
+const RUNC_CRIU_CONFIG = '/etc/criu/runc.conf';
 
 export interface RestoreResult {
   container: ContainerInfo;
@@ -46,6 +40,8 @@ export interface RestoreResult {
   inPlace: boolean;
   /** Whether the checkpoint was written by this state directory (its spec was taken as it is). */
   trusted: boolean;
+  /** Which engine wrote the checkpoint, with what it says of the container. */
+  engine: Omit<EngineInfo, 'problem'>;
   /** What the restore policy changed in a checkpoint from elsewhere (hooks dropped, limits lowered...). */
   warnings: string[];
   timingsMs: { total: number; unpack: number | null; restore: number };
@@ -65,19 +61,6 @@ export function latestCheckpoint(host: CheckpointHost, id: string, record: Conta
   return join(dir, candidates[candidates.length - 1]);
 }
 
-/** Unpacks an archive into a fresh folder, checked; returns that folder. */
-export async function unpackArchive(host: CheckpointHost, archive: string): Promise<string> {
-  const target = mkdtempSync(join(host.scratchDir, '.restore-'));
-  try {
-    await extractTar(archive, target, { maxBytes: UNPACK_LIMIT_BYTES });
-  } catch (err) {
-    rmSync(target, { recursive: true, force: true });
-    // extractTar's message names the archive already.
-    throw new StasisError(errorMessage(err).startsWith('cannot') ? errorMessage(err) : `cannot restore from ${archive}: ${errorMessage(err)}`);
-  }
-  return target;
-}
-
 /** The base to restore onto: the one asked for, or the recorded one where the checkpoint may name it. */
 function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: boolean): ProvisionPlan['rootfs'] {
   const request = { rootfs: opts.base?.kind === 'overlay' ? opts.base.dir : undefined, bundle: opts.base?.kind === 'bundle' ? opts.base.dir : undefined };
@@ -90,150 +73,247 @@ function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: boolean
   return { kind: 'overlay', base: choice.base, userBundle: null };
 }
 
-/**
- * The spec to restore with. A checkpoint this state directory wrote (and
- * signed) is restored as it was; any other gets the security-relevant parts
- * of its spec from stasis's policy, and is refused where it asks for more than
- * that. CRIU's images are checked against the resulting spec either way.
- */
-function restoreSpec(dir: string, id: string, rootfs: ProvisionPlan['rootfs'], trusted: boolean, opts: RestoreOptions): { spec: OciSpec; warnings: string[] } {
-  const untrusted = readCheckpointJson<unknown>(dir, SPEC_FILE);
-  let spec: OciSpec;
-  let warnings: string[] = [];
-  if (trusted) {
-    spec = untrusted as OciSpec;
-  } else {
-    // The user's own statement of what the container may do: the bundle they name, else stasis's default.
-    const policySpec = rootfs.kind === 'bundle' && rootfs.userBundle !== null ? bundleBase(rootfs.userBundle).spec : defaultSpec(id, []);
-    const result = applyRestorePolicy(untrusted, { policySpec, kind: rootfs.kind, userMounts: opts.userMounts, trust: opts.trust });
-    if (!result.ok) throw new RestorePolicyError(result.refused);
-    ({ spec, warnings } = result);
-  }
-  if (spec.process) spec.process.terminal = false;
-  const images = checkCriuImages(join(dir, IMAGES_DIR), spec, { trust: trusted ? 'all' : opts.trust });
-  if (images.refused.length > 0) throw new RestorePolicyError(images.refused, "the checkpoint's CRIU images");
-  return { spec, warnings: [...warnings, ...images.warnings] };
-}
-
-/** A JSON file of a checkpoint (untrusted input): a clear error when it is missing or damaged. */
-function readCheckpointJson<T = unknown>(dir: string, name: string): T {
-  try {
-    return JSON.parse(readFileSync(join(dir, name), 'utf8')) as T;
-  } catch (err) {
-    throw new StasisError(`checkpoint ${dir}: ${name} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not valid JSON (${errorMessage(err)})`}`);
-  }
-}
-
 /** Refuses a duplicate before looking for a checkpoint or unpacking anything; returns the record to restore in place. */
 async function existingRecord(host: CheckpointHost, id: string): Promise<ContainerRecord | null> {
   if (!host.exists(id)) return null;
+  // Whatever a killed command left half done is finished or undone first.
   const existing = await host.settledRecord(id);
   if (!existing?.checkpointedStop) {
     const status = existing ? host.statusOf(existing) : null;
     throw new StasisError(`container ${id} already exists${status ? ` (${status})` : ''}: only a container a checkpoint stopped is restored in place`, {
       hint: `restore under another ID, or remove it first with \`stasis delete -f ${id}\``,
+      code: 'duplicate',
     });
   }
   return existing;
 }
 
+/** stasis.json, with messages naming the user's checkpoint rather than the folder it was unpacked into. */
+function readStasisMeta(opened: OpenedCheckpoint): CheckpointMeta {
+  try {
+    return readMeta(opened.dir);
+  } catch (err) {
+    if (err instanceof StasisError && opened.temp !== null && err.message.startsWith(opened.dir)) {
+      throw new StasisError(`${opened.shown}${err.message.slice(opened.dir.length)}`, { code: err.code, hint: err.hint, exitCode: err.exitCode });
+    }
+    throw err;
+  }
+}
+
+/** The mode "/" had when CRIU dumped it (CRIU refuses another), else a stasis layer's. */
+function imagesRootMode(imagesDir: string): number {
+  try {
+    return rootDirMode(imagesDir) ?? 0o40755;
+  } catch {
+    // A damaged image is CRIU's to report (the policy has decoded the ones it reads).
+    return 0o40755;
+  }
+}
+
+/** The parts of a restore of a checkpoint stasis wrote (here, or in another state directory). */
+async function stasisParts(host: CheckpointHost, opened: OpenedCheckpoint, id: string, meta: CheckpointMeta, opts: RestoreOptions): Promise<RestoreParts> {
+  const { dir, shown } = opened;
+  const trusted = signedHere(host.stateRoot, dir);
+  const rootfs = chooseBase(meta, opts, trusted);
+  if ((opts.rootfsMounts ?? []).length > 0 && rootfs.kind !== 'bundle') {
+    throw new StasisError('rootfs mounts are for a bundle\'s rootfs: this checkpoint is of a container on a read-only rootfs, whose writable layer it carries', {
+      exitCode: EXIT_USAGE,
+      code: 'mounts-need-bundle',
+    });
+  }
+  // A bundle's rootfs is restored as it is now (the container wrote to it in
+  // place), so only a read-only base can be checked against the checkpoint.
+  if (rootfs.kind === 'overlay') {
+    const fingerprint = await rootfsFingerprint(rootfs.base);
+    if (fingerprint !== meta.rootfs.fingerprint) {
+      throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base} (their files differ)`, {
+        code: 'base-differs',
+      });
+    }
+    // The files the processes had mapped or open must be the same bytes: a
+    // same-size change passes the fingerprint, and the process would crash.
+    const changed = changedBaseFiles(rootfs.base, meta.rootfs.baseFiles ?? []);
+    if (changed.length > 0) {
+      const listed = changed.slice(0, 5).join(', ') + (changed.length > 5 ? ` and ${changed.length - 5} more` : '');
+      throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base}: ${listed} ${changed.length > 1 ? 'differ' : 'differs'} from the file${changed.length > 1 ? 's' : ''} the processes used`, {
+        code: 'base-differs',
+      });
+    }
+  }
+  const untrusted = withoutOwnCriuConfig(readCheckpointJson<ForeignSpec>(dir, SPEC_FILE, shown));
+  // A container once restored from another engine's checkpoint has binds of files restore made: made again.
+  const files = typeof untrusted === 'object' && untrusted !== null ? engineFiles(ownEngineMounts(untrusted), host.containerDir(id)) : [];
+  const { spec, warnings } = restoreSpec(dir, untrusted, id, rootfs, trusted, opts, engineFileMounts(files));
+  // runc restore hands the container the descriptors this file names.
+  validateDescriptors(readCheckpointJson(join(dir, IMAGES_DIR), 'descriptors.json', shown));
+  const diffTar = join(dir, DIFF_TAR);
+  const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar);
+  if (rootfs.kind === 'overlay' && !hasDiff) warnings.push(`the checkpoint carries no rootfs changes (${DIFF_TAR}): the container gets its base as it is`);
+  const deletedFile = join(dir, DELETED_FILES);
+  const shmTar = join(dir, SHM_TAR);
+  return {
+    spec,
+    rootfs,
+    trusted,
+    warnings,
+    runcArgs: meta.restoreArgs,
+    labels: opts.labels ?? meta.labels,
+    layer: hasDiff ? { diffTar, format: 'plain', fixParents: false } : null,
+    deletions: rootfs.kind === 'overlay' && existsSync(deletedFile) ? readCheckpointJson(dir, DELETED_FILES, shown) : [],
+    rootMode: imagesRootMode(join(dir, IMAGES_DIR)),
+    files,
+    shmTar: existsSync(shmTar) ? shmTar : null,
+    importLog: null,
+    hostname: spec.hostname ?? id,
+  };
+}
+
+/** A spec without the CRIU configuration file a restore with tcp-close named (it was for that restore only). */
+function withoutOwnCriuConfig<T>(spec: T): T {
+  const annotations = (spec as { annotations?: Record<string, unknown> } | null)?.annotations;
+  const value = annotations?.[CRIU_CONFIG_ANNOTATION];
+  if (typeof value === 'string' && value.endsWith(`/${CRIU_CONFIG_FILE}`)) delete annotations![CRIU_CONFIG_ANNOTATION];
+  return spec;
+}
+
+/**
+ * Unpacks the rootfs changes into a fresh folder on the state directory's
+ * filesystem, which becomes the upper layer: checked as a rootfs layer, the
+ * folders the tar leaves out given the base's modes, an OCI layer's
+ * whiteouts turned into deletions, "/" given the mode CRIU recorded.
+ * Returns the folder and the deletions to apply on the mounted root.
+ */
+async function unpackLayer(host: CheckpointHost, layer: LayerSource, baseDir: string, rootMode: number): Promise<{ dir: string; deletions: string[] }> {
+  const dir = mkdtempSync(join(host.scratchDir, '.layer-'));
+  try {
+    await extractTar(layer.diffTar, dir, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+    const deletions: string[] = [];
+    if (layer.fixParents || layer.format === 'oci-layer') {
+      const entries = await readTarEntries(layer.diffTar);
+      if (layer.fixParents) fixParentDirs(dir, missingParentDirs(entries.map((entry) => entry.name), baseDir), { chmod: chmodSync, lchown: lchownSync });
+      if (layer.format === 'oci-layer') {
+        const whiteouts = layerWhiteouts(entries);
+        removeWhiteoutMarkers(dir, whiteouts.markers, (path) => rmSync(path, { force: true }));
+        deletions.push(...whiteouts.deleted, ...whiteouts.opaque.flatMap((folder) => opaqueDeletions(baseDir, dir, folder)));
+      }
+    }
+    chmodSync(dir, rootMode & 0o7777);
+    return { dir, deletions };
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The configuration file for tcp-close: what runc would have had CRIU read, and the option. */
+function criuConfig(): string {
+  let admin = '';
+  try {
+    admin = readFileSync(RUNC_CRIU_CONFIG, 'utf8');
+  } catch {
+    // none
+  }
+  return `${admin}${admin === '' || admin.endsWith('\n') ? '' : '\n'}tcp-close\n`;
+}
+
 export async function restoreContainer(
   host: CheckpointHost,
-  id: string,
+  id: string | undefined,
   opts: RestoreOptions,
   progress: Progress = () => undefined,
 ): Promise<RestoreResult> {
   const started = Date.now();
-  const rootfsMounts = opts.rootfsMounts ?? [];
-  const existing = await existingRecord(host, id);
-  const source = resolve(opts.checkpoint ?? latestCheckpoint(host, id, existing));
-  let stat;
-  try {
-    stat = statSync(source);
-  } catch {
-    throw new StasisError(`checkpoint ${source} does not exist`);
+  if (id === undefined && opts.checkpoint === undefined) {
+    throw new StasisError('nothing to restore: name the container to restore in place, or a checkpoint', { exitCode: EXIT_USAGE, code: 'no-id' });
   }
-  let unpacked: string | null = null;
-  let layer: string | null = null;
-  let unpackMs: number | null = null;
+  let existing = id === undefined ? null : await existingRecord(host, id);
+  // The user's CRIU options, checked before anything is unpacked.
+  const extraArgs = restoreArgsFor(opts.criuOptions ?? []);
+  const opened = await openCheckpoint(host, opts.checkpoint ?? latestCheckpoint(host, id!, existing), progress);
+  const scratch: string[] = [];
+  let criuConfigFile: string | null = null;
   try {
-    let dir = source;
-    if (stat.isFile()) {
-      progress(`unpacking ${source}`);
-      const unpackStarted = Date.now();
-      unpacked = await unpackArchive(host, source);
-      unpackMs = Date.now() - unpackStarted;
-      dir = unpacked;
-    }
     progress('checking the checkpoint');
-    const meta = readMeta(dir);
-    if (meta.preDump) throw new StasisError(`${source} is a pre-dump: restore the checkpoint taken on top of it`);
-    const trusted = signedHere(host.stateRoot, dir);
-    const rootfs = chooseBase(meta, opts, trusted);
-    if (rootfsMounts.length > 0 && rootfs.kind !== 'bundle') {
-      throw new StasisError('rootfs mounts are for a bundle\'s rootfs: this checkpoint is of a container on a read-only rootfs, whose writable layer it carries', {
-        exitCode: EXIT_USAGE,
-        code: 'mounts-need-bundle',
-      });
+    const info = detectEngine(opened.dir, { annotations: opened.annotations });
+    if (info.problem) throw notRestorable(opened.shown, info, info.problem);
+    const engine = { ...info };
+    delete engine.problem;
+    let parts: RestoreParts;
+    let finalId: string;
+    if (info.engine === 'stasis') {
+      const meta = readStasisMeta(opened);
+      if (meta.preDump) throw new StasisError(`${opened.shown} is a pre-dump: restore the checkpoint taken on top of it`);
+      finalId = id ?? meta.id;
+      if (id === undefined) existing = await existingRecord(host, finalId);
+      parts = await stasisParts(host, opened, finalId, meta, opts);
+    } else {
+      const read = foreignMeta(opened.dir, info.engine);
+      if (!read.ok) throw notRestorable(opened.shown, info, read.error.message);
+      finalId = id ?? validateId(read.meta.id);
+      if (id === undefined) existing = await existingRecord(host, finalId);
+      parts = foreignParts(host, opened.dir, opened.shown, finalId, info, read.meta, [...read.warnings], opts);
     }
-    // A bundle's rootfs is restored as it is now (the container wrote to it in
-    // place), so only a read-only base can be checked against the checkpoint.
-    if (rootfs.kind === 'overlay') {
-      const fingerprint = await rootfsFingerprint(rootfs.base);
-      if (fingerprint !== meta.rootfs.fingerprint) {
-        throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base} (their files differ)`, {
-          code: 'base-differs',
-        });
-      }
-      // The files the processes had mapped or open must be the same bytes: a
-      // same-size change passes the fingerprint, and the process would crash.
-      const changed = changedBaseFiles(rootfs.base, meta.rootfs.baseFiles ?? []);
-      if (changed.length > 0) {
-        const shown = changed.slice(0, 5).join(', ') + (changed.length > 5 ? ` and ${changed.length - 5} more` : '');
-        throw new StasisError(`rootfs ${rootfs.base} does not match the checkpoint's base ${meta.rootfs.base}: ${shown} ${changed.length > 1 ? 'differ' : 'differs'} from the file${changed.length > 1 ? 's' : ''} the processes used`, {
-          code: 'base-differs',
-        });
-      }
-    }
-    const { spec, warnings } = restoreSpec(dir, id, rootfs, trusted, opts);
-    // runc restore hands the container the descriptors this file names.
-    validateDescriptors(readCheckpointJson(join(dir, IMAGES_DIR), 'descriptors.json'));
-    const diffTar = join(dir, DIFF_TAR);
-    const deletedFile = join(dir, DELETED_FILES);
+    const restoreId = finalId;
+
     // In place from the checkpoint that stopped it, the container's own layer (still mounted) is
     // what the checkpoint carries: it is kept, not unpacked again.
-    const keepLayer = existing !== null && rootfs.kind === 'overlay' && existing.checkpointedStop
-      && existing.lastCheckpoint?.path === source && existing.rootfs.base === rootfs.base;
-    const hasDiff = rootfs.kind === 'overlay' && existsSync(diffTar) && !keepLayer;
-    if (hasDiff) {
+    const keepLayer = info.engine === 'stasis' && existing !== null && existing.checkpointedStop && parts.rootfs.kind === 'overlay'
+      && existing.lastCheckpoint?.path === opened.dir && existing.rootfs.base === parts.rootfs.base;
+    let layerDir: string | null = null;
+    let deletions = parts.deletions;
+    if (parts.layer !== null && parts.rootfs.kind === 'overlay' && !keepLayer) {
       // Extracted (and checked) before an in-place restore sets the old layer
       // aside, on the state directory's filesystem, then moved into place.
-      layer = mkdtempSync(join(host.scratchDir, '.layer-'));
-      chmodSync(layer, 0o755); // it becomes the upper layer, whose mode is the container's "/"
-      await extractTar(diffTar, layer, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+      progress('unpacking the rootfs changes');
+      const unpacked = await unpackLayer(host, parts.layer, parts.rootfs.base, parts.rootMode);
+      layerDir = unpacked.dir;
+      scratch.push(layerDir);
+      if (unpacked.deletions.length > 0) deletions = [...(Array.isArray(deletions) ? deletions : []), ...unpacked.deletions];
     }
-    const deleted: unknown = rootfs.kind === 'overlay' && existsSync(deletedFile) ? readCheckpointJson(dir, DELETED_FILES) : [];
+    let shmDir: string | null = null;
+    if (parts.shmTar !== null && parts.files.some((file) => file.kind === 'shm' && file.directory)) {
+      shmDir = join(mkdtempSync(join(host.scratchDir, '.shm-')), 'shm');
+      scratch.push(dirname(shmDir));
+      await extractTar(parts.shmTar, shmDir, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+    }
+    if (opts.tcpClose) {
+      // runc 1.1 has no --tcp-close, but hands CRIU the configuration file this annotation names (docs/services-notes.md).
+      criuConfigFile = join(host.containerDir(restoreId), CRIU_CONFIG_FILE);
+      parts.spec.annotations = { ...parts.spec.annotations, [CRIU_CONFIG_ANNOTATION]: criuConfigFile };
+    }
+
+    const rootMode = parts.rootMode;
     let keptLog: string | null = null;
     const plan: ProvisionPlan = {
-      spec,
-      rootfs,
-      rootfsMounts,
+      spec: parts.spec,
+      rootfs: parts.rootfs,
+      rootfsMounts: opts.rootfsMounts ?? [],
       stdio: { stdin: null, stdout: null, stderr: null, inherit: 'none' },
-      labels: opts.labels ?? meta.labels,
+      labels: parts.labels,
       autoRemove: false,
       restore: {
-        imagesDir: join(dir, IMAGES_DIR),
-        runcArgs: meta.restoreArgs,
-        from: source,
+        imagesDir: join(opened.dir, IMAGES_DIR),
+        runcArgs: [...new Set([...parts.runcArgs, ...extraArgs])],
+        from: opened.shown,
         keepLayer,
-        fillLayer: layer === null ? undefined : async (upper) => {
-          rmdirSync(upper);
-          renameSync(layer!, upper);
-          layer = null;
+        importLog: parts.importLog ?? undefined,
+        prepare: async (containerDir) => {
+          makeEngineFiles(containerDir, parts.files, { hostname: parts.hostname }, shmDir);
+          shmDir = null;
+          if (criuConfigFile !== null) writeFileSync(join(containerDir, CRIU_CONFIG_FILE), criuConfig(), { mode: 0o600 });
         },
-        onRootfs: rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deleted); } : undefined,
+        fillLayer: parts.rootfs.kind !== 'overlay' ? undefined : async (upper) => {
+          if (layerDir === null) {
+            chmodSync(upper, rootMode & 0o7777);
+            return;
+          }
+          rmdirSync(upper);
+          renameSync(layerDir, upper);
+          layerDir = null;
+        },
+        onRootfs: parts.rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deletions); } : undefined,
         onFailure: (containerDir) => {
-          keptLog = keepLog(host.logsDir, id, join(containerDir, 'restore.log'));
+          keptLog = keepLog(host.logsDir, restoreId, join(containerDir, 'restore.log'));
         },
       },
     };
@@ -242,26 +322,29 @@ export async function restoreContainer(
     let inPlace = false;
     let container: ContainerInfo;
     try {
-      container = await host.provision(id, plan, {
+      container = await host.provision(restoreId, plan, {
         inPlace: (record) => {
           inPlace = record.checkpointedStop;
           return inPlace;
         },
       });
     } catch (err) {
-      throw withCriuLog(err, keptLog, 'restore', id);
+      throw withCriuLog(err, keptLog, 'restore', restoreId);
     }
     return {
       container,
-      checkpoint: source,
+      checkpoint: opened.shown,
       inPlace,
-      trusted,
-      warnings,
-      timingsMs: { total: Date.now() - started, unpack: unpackMs, restore: Date.now() - restoreStarted },
-      criu: readCriuStats(join(host.containerDir(id), 'stats-restore')),
+      trusted: parts.trusted,
+      engine,
+      warnings: parts.warnings,
+      timingsMs: { total: Date.now() - started, unpack: opened.unpackMs, restore: Date.now() - restoreStarted },
+      criu: readCriuStats(join(host.containerDir(restoreId), 'stats-restore')),
     };
   } finally {
-    if (unpacked !== null) rmSync(unpacked, { recursive: true, force: true });
-    if (layer !== null) rmSync(layer, { recursive: true, force: true });
+    // CRIU has read the configuration file once runc restore is done; later dumps must not take tcp-close.
+    if (criuConfigFile !== null) rmSync(criuConfigFile, { force: true });
+    if (opened.temp !== null) rmSync(opened.temp, { recursive: true, force: true });
+    for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -13,8 +13,11 @@ import { unmountAll, unmountUnder } from './mounts.ts';
 /** The folder an in-place restore moves the stopped container's files into until the new one runs. */
 export const ASIDE = 'previous';
 
-/** What an in-place restore moves aside (and back, if it fails); the log is kept and appended to. */
-const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log'];
+/**
+ * What an in-place restore moves aside (and back, if it fails); the log is kept and appended to.
+ * engine-files: what a restore made for the bind mounts of another engine's container (/etc/hosts...).
+ */
+const SET_ASIDE = ['upper', 'work', 'exit', 'oom', 'pid', 'conmon.pid', 'restore.log', 'engine-files'];
 /** The writable layer among them, which a restore onto the container's own layer keeps in place. */
 const LAYER = ['upper', 'work'];
 

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { fnv1a } from '../state/hash.ts';
@@ -109,6 +109,9 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
   store.write(record);
   const stdioFds: number[] = [];
   try {
+    await plan.restore?.prepare?.(dir);
+    // Another engine's log goes first; in place, the container's own log goes on.
+    if (plan.restore?.importLog && previous === null && record.stdio.mode === 'log') copyFileSync(plan.restore.importLog, store.logPath(id));
     let rootPath = plan.rootfs.base;
     if (plan.rootfs.kind === 'overlay') {
       const upper = join(dir, 'upper');

@@ -1,6 +1,7 @@
 import type { EventJournal } from '../state/events.ts';
 import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus } from '../state/store.ts';
 import type { RunResult } from '../host/spawn.ts';
+import type { Writable } from 'node:stream';
 import type { OciSpec } from './spec.ts';
 
 // The contract of the runtime layer, after containerd's 2017 plugin/runtime.go:
@@ -51,6 +52,10 @@ export interface RestorePlan {
   runcArgs: string[];
   /** What restoredFrom reports. */
   from: string;
+  /** Runs first, with the new container's folder (made, empty but for its record): files the spec's bind mounts name. */
+  prepare?: (containerDir: string) => Promise<void>;
+  /** A log (k8s-file lines) that becomes the start of a new container's captured log (not used in place, where the log goes on). */
+  importLog?: string;
   /** Fills the fresh writable layer before it is mounted. */
   fillLayer?: (upperDir: string) => Promise<void>;
   /**
@@ -111,6 +116,16 @@ export interface CheckpointOptions {
   imagePath?: string;
   leaveRunning: boolean;
   exportPath?: string;
+  /** Write the archive here instead (stdout), compressed with `compression`. */
+  exportStream?: Writable;
+  /** The archive's compression; default: from exportPath's name, else zstd. */
+  compression?: 'none' | 'gzip' | 'zstd';
+  /** Leave the rootfs changes out of the archive and the image (the folder keeps them). */
+  ignoreRootfs?: boolean;
+  /** Also write an OCI checkpoint image: oci:DIR[:NAME] or oci-archive:FILE[:NAME]. */
+  createImage?: string;
+  /** The podman image the container's base is, so that podman can restore the image. */
+  podmanImage?: { name: string; id?: string };
   tcpEstablished: boolean;
   extUnixSk: boolean;
   shellJob: boolean;
@@ -123,6 +138,8 @@ export interface CheckpointResult {
   id: string;
   path: string;
   exported: string | null;
+  /** The checkpoint image written (--create-image), as its reference. */
+  image: string | null;
   leftRunning: boolean;
   preDump: boolean;
   imageBytes: number;

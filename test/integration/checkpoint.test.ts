@@ -1,11 +1,11 @@
 // stasis checkpoint (with the restores that prove what it captured), on real runc, CRIU and conmon.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONTAINERS, COUNTER, TestEnv, counterAdvances, eventually, lastCount, requires } from '../helpers.ts';
+import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, type Result } from '../helpers.ts';
 
 const CHECKPOINTS = requires(...CONTAINERS, 'criu');
 
@@ -181,5 +181,98 @@ describe('checkpoint failures change nothing', { skip: CHECKPOINTS }, () => {
     } finally {
       spawnSync('umount', [small]);
     }
+  });
+});
+
+/** `stasis FROM-ARGS | stasis TO-ARGS` through a real pipe between the two processes, each with its own state directory. */
+function pipeline(from: TestEnv, fromArgs: string[], to: TestEnv, toArgs: string[]): Promise<[Result, Result]> {
+  const env = { ...process.env, NO_COLOR: '1' };
+  const writer = spawn(process.execPath, from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const reader = spawn(process.execPath, to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
+  // The reader has its own copy of the pipe; ours would keep the writer's stdout from ever ending.
+  writer.stdout!.destroy();
+  const finished = (child: ChildProcess, own: boolean) => new Promise<Result>((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    if (own) child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return Promise.all([finished(writer, false), finished(reader, true)]);
+}
+
+describe('checkpoint archives on a pipe and in a folder', { skip: CHECKPOINTS }, () => {
+  const env = new TestEnv('checkpoint-pipe');
+  const other = new TestEnv('checkpoint-pipe-other');
+  after(async () => {
+    await env.cleanup();
+    await other.cleanup();
+  });
+
+  test('checkpoint --export - | restore --checkpoint - into another state directory and back, twice', async () => {
+    await env.ok(['run', '-d', 'web', '--', 'sh', '-c', 'echo kept > /root/made; i=0; while true; do echo "count $i"; i=$((i+1)); sleep 0.2; done']);
+    let count = await counterAdvances(env, 'web', 1);
+    for (let round = 0; round < 2; round++) {
+      const [out, into] = await pipeline(env, ['checkpoint', 'web', '--export', '-'], other, ['restore', 'web', '--checkpoint', '-', '--rootfs', ROOTFS]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.equal(into.code, 0, into.stderr);
+      assert.equal(into.stdout, 'web\n');
+      assert.equal((await env.json(['info', 'web'])).status, 'stopped', 'the checkpoint stopped it here');
+      const there = await other.json(['info', 'web']);
+      assert.equal(there.restoredFrom, 'stdin');
+      count = await counterAdvances(other, 'web', count);
+      assert.equal(await other.ok(['exec', 'web', '--', 'cat', '/root/made']), 'kept\n');
+      // And back: restored in place here, from the stream.
+      const [back, home] = await pipeline(other, ['checkpoint', 'web', '--export', '-', '-c', 'gzip'], env, ['--json', 'restore', 'web', '--checkpoint', '-', '--rootfs', ROOTFS]);
+      assert.equal(back.code, 0, back.stderr);
+      assert.equal(home.code, 0, home.stderr);
+      const restored = JSON.parse(home.stdout);
+      assert.equal(restored.inPlace, true);
+      assert.equal(restored.trusted, false, 'written by the other state directory');
+      assert.deepEqual(restored.engine.engine, 'stasis');
+      count = await counterAdvances(env, 'web', count);
+      await other.ok(['delete', 'web']);
+    }
+    const counts = [...(await env.ok(['logs', 'web'])).matchAll(/count (\d+)/g)].map((m) => Number(m[1]));
+    assert.equal(counts.filter((c) => c === 0).length, 1, 'never started again');
+  });
+
+  test('the archive on stdout: zstd, or -c; --json goes to stderr; a terminal is refused', async () => {
+    const raw = (args: string[]) => spawnSync(process.execPath, env.args(args), { encoding: 'buffer', env: { ...process.env, NO_COLOR: '1' } });
+    const zstd = raw(['checkpoint', 'web', '-R', '--export', '-']);
+    assert.equal(zstd.status, 0, zstd.stderr.toString());
+    assert.deepEqual([...zstd.stdout.subarray(0, 4)], [0x28, 0xb5, 0x2f, 0xfd]);
+    const plain = raw(['--json', 'checkpoint', 'web', '-R', '-e', '-', '-c', 'none']);
+    assert.equal(plain.status, 0, plain.stderr.toString());
+    assert.equal(plain.stdout.subarray(257, 262).toString(), 'ustar', 'a plain tar');
+    const report = JSON.parse(plain.stderr.toString());
+    assert.equal(report.exported, '-');
+    assert.equal(report.leftRunning, true);
+    // script(1) gives the command a terminal as its stdout.
+    const tty = spawnSync('script', ['-qec', [process.execPath, ...env.args(['checkpoint', 'web', '--export', '-'])].join(' '), '/dev/null'], { encoding: 'utf8' });
+    assert.equal(tty.status, 2, tty.stdout);
+    assert.match(tty.stdout, /--export -: stdout is a terminal; the archive is binary/);
+    assert.equal((await env.json(['info', 'web'])).status, 'running');
+  });
+
+  test('--export DIR: checkpoint-ID-TIME.tar.zst, which checkpointctl list finds; --print-stats', { skip: requires('checkpointctl') }, async () => {
+    const dir = join(env.root, 'exports');
+    mkdirSync(dir);
+    const result = await env.run(['checkpoint', 'web', '-R', '-e', dir, '--print-stats', '--keep']);
+    assert.equal(result.code, 0, result.stderr);
+    const archive = result.stdout.trim();
+    assert.match(archive, new RegExp(`^${dir}/checkpoint-web-\\d{8}T\\d{6}\\.\\d{3}Z\\.tar\\.zst$`));
+    assert.match(result.stderr, /^CRIU dump statistics:\n {2}freezing time +\d+ us\n/m);
+    assert.match(result.stderr, /pages written +\d+\n/);
+    assert.match(result.stderr, /stasis checkpoint in total +\d+ ms\n/);
+    const listed = spawnSync('checkpointctl', ['list', dir], { encoding: 'utf8' });
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.match(listed.stdout, new RegExp(`\\bweb\\b.*${archive.split('/').at(-1)!.replace(/\./g, '\\.')}`));
+    await env.fails(2, ['checkpoint', 'web', '-R', '-e', join(dir, 'a.tar'), '-c', 'gzip'], /--export .*a\.tar: the name says an uncompressed tar, but gzip was asked for/);
+    await env.fails(2, ['checkpoint', 'web', '-c', 'gzip'], /-c\/--compress is for the archive of --export/);
+    await env.fails(2, ['checkpoint', 'web', '--ignore-rootfs'], /--ignore-rootfs is for --export and --create-image/);
+    await env.fails(2, ['checkpoint', 'web', '--create-image', 'web.tar'], /--create-image "web\.tar": not an image reference/);
+    assert.equal((await env.json(['info', 'web'])).status, 'running');
+    await env.ok(['delete', '-f', 'web']);
   });
 });

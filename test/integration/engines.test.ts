@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { describeEngine, detectEngine, foreignMeta } from '../../src/checkpoint/formats/engines.ts';
 import { parseHardLimits } from '../../src/checkpoint/formats/spec-parts.ts';
-import { readCheckpointImage, writeCheckpointImage } from '../../src/checkpoint/oci-image.ts';
+import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
 import { createTar, extractTar } from '../../src/checkpoint/tar.ts';
-import { ROOTFS, TestEnv, eventually, lastCount } from '../helpers.ts';
+import { ROOTFS, TestEnv, counterAdvances, eventually, lastCount, type Result } from '../helpers.ts';
 import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff, writeContainerdFiles, writeCrioFiles } from '../fixtures/engines/build.ts';
 
 // Other engines' checkpoints, for real where the engine runs here (podman
@@ -17,10 +18,11 @@ import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff,
 // sources as checkpointctl reads them (test/fixtures/engines/build.ts), and
 // checked with checkpointctl where it is installed.
 //
-// The tests that restore with the CLI need restore.ts to read these formats;
-// they are skipped until the lead wires it, unless STASIS_ENGINES_RESTORE=1.
+// Another engine's checkpoint is untrusted: podman gives its containers more
+// capabilities than stasis's policy (CAP_CHOWN, CAP_SETUID, ...), so restoring
+// one takes --trust-checkpoint capabilities (PODMAN_CAPS).
 
-const RESTORE_WIRED = process.env.STASIS_ENGINES_RESTORE === '1' ? false : 'needs restore wiring (lead)';
+const PODMAN_CAPS = ['--trust-checkpoint', 'capabilities'];
 const has = (binary: string) => spawnSync('sh', ['-c', `command -v ${binary}`]).status === 0;
 const NO_PODMAN = has('podman') ? false : 'podman is not installed';
 const COUNTING = (prefix: string) => ['sh', '-c', `${prefix} i=0; while true; do echo "count $i"; i=$((i+1)); sleep 0.2; done`];
@@ -61,6 +63,23 @@ class Podman {
 async function podmanCounter(podman: Podman, name: string): Promise<void> {
   podman.ok(['run', '-d', '--name', name, 'localhost/busybox:stasis', ...COUNTING(CHANGES)]);
   await eventually(() => lastCount(podman.ok(['logs', name])) >= 2, `${name} to count`);
+}
+
+/** `stasis FROM-ARGS | stasis TO-ARGS` through a real pipe between the two processes, each with its own state directory. */
+function pipeline(from: TestEnv, fromArgs: string[], to: TestEnv, toArgs: string[]): Promise<[Result, Result]> {
+  const env = { ...process.env, NO_COLOR: '1' };
+  const writer = spawn(process.execPath, from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const reader = spawn(process.execPath, to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
+  // The reader has its own copy of the pipe; ours would keep the writer's stdout from ever ending.
+  writer.stdout!.destroy();
+  const finished = (child: ChildProcess, own: boolean) => new Promise<Result>((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    if (own) child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return Promise.all([finished(writer, false), finished(reader, true)]);
 }
 
 async function unpack(archive: string, dir: string): Promise<string> {
@@ -123,18 +142,16 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     }
   });
 
-  test('stasis\'s checkpoint image: podman load, then podman container restore IMAGE', async () => {
+  test('stasis checkpoint --create-image --podman-image: podman load, then podman container restore IMAGE', async () => {
     await env.ok(['run', '-d', 'sx1', '--rootfs', ROOTFS, '--', ...COUNTING('')]);
     await eventually(async () => lastCount(await env.ok(['logs', 'sx1'])) >= 2, 'sx1 to count');
-    const folder = (await env.ok(['checkpoint', 'sx1', '--image-path', join(env.root, 'sx1-ckpt')])).trim();
-    const atCheckpoint = lastCount(await env.ok(['logs', 'sx1']));
     const archive = join(env.root, 'sx1.oci.tar');
-    const written = await writeCheckpointImage(folder, `oci-archive:${archive}`, {
-      facts: { containerName: 'sx1', rootfsImageName: ROOTFS },
-      podman: { imageName: 'localhost/busybox:stasis', imageId },
-    });
-    assert.match(podman.ok(['load', '-i', archive]), new RegExp(`Loaded image: ${written.reference}`));
-    podman.ok(['container', 'restore', written.reference]);
+    const result = await env.json(['checkpoint', 'sx1', '--image-path', join(env.root, 'sx1-ckpt'), '--create-image', `oci-archive:${archive}`, '--podman-image', `localhost/busybox:stasis@${imageId}`]);
+    assert.equal(result.image, `oci-archive:${archive}`);
+    assert.equal(result.path, join(env.root, 'sx1-ckpt'));
+    const atCheckpoint = lastCount(await env.ok(['logs', 'sx1']));
+    assert.match(podman.ok(['load', '-i', archive]), /Loaded image: localhost\/checkpoint-sx1:latest/);
+    podman.ok(['container', 'restore', 'localhost/checkpoint-sx1:latest']);
     const after = await eventually(() => {
       const value = lastCount(podman.ok(['logs', 'sx1']));
       return value > atCheckpoint + 1 ? value : 0;
@@ -143,14 +160,23 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     assert.doesNotMatch(podman.ok(['logs', 'sx1']), /count 0\n/, 'it went on, it did not start again');
     assert.equal(podman.ok(['exec', 'sx1', 'cat', '/proc/1/cmdline']).split('\0')[0], 'sh');
     podman.ok(['rm', '-f', '-t', '0', 'sx1']);
+    // stasis restores the same image in place: its "/" is the 0555 podman wanted.
+    assert.equal(await env.ok(['restore', 'sx1', '--checkpoint', `oci-archive:${archive}`]), 'sx1\n');
+    assert.equal(await env.ok(['exec', 'sx1', '--', 'stat', '-c', '%a', '/']), '555\n');
+    await counterAdvances(env, 'sx1', atCheckpoint);
+    await env.ok(['delete', '-f', 'sx1']);
   });
 
-  test('stasis restore of the podman archive', { skip: RESTORE_WIRED }, async () => {
+  test('stasis restore of the podman archive', async () => {
     const missing = await env.run(['restore', '--checkpoint', exported]);
     assert.equal(missing.code, 1, missing.stderr);
     assert.match(missing.stderr, /localhost\/busybox:stasis/);
     assert.match(missing.stderr, /--rootfs/);
-    assert.equal(await env.ok(['restore', '--checkpoint', exported, '--rootfs', ROOTFS]), 'ix1\n');
+    const policy = await env.run(['restore', '--checkpoint', exported, '--rootfs', ROOTFS]);
+    assert.equal(policy.code, 1);
+    assert.match(policy.stderr, /capability CAP_CHOWN.*\n[^]*hint: to grant it: --trust-checkpoint capabilities/);
+    assert.ok(!env.containerIds().includes('ix1'), 'a refused restore leaves nothing');
+    assert.equal(await env.ok(['restore', '--checkpoint', exported, '--rootfs', ROOTFS, ...PODMAN_CAPS]), 'ix1\n');
     const logs = await env.ok(['logs', 'ix1']);
     assert.match(logs, /^count 0\n/, "podman's ctr.log is imported");
     const atRestore = lastCount(logs);
@@ -161,10 +187,53 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     assert.equal(await exec('stat', '-c', '%a', '/'), '555\n');
     assert.equal(await exec('stat', '-c', '%a', '/tmp'), '1777\n');
     assert.equal((await env.run(['exec', 'ix1', '--', 'ls', '/etc/group'])).code, 1);
+    assert.equal(await exec('cat', '/etc/hostname'), `${podman.ok(['inspect', '--format', '{{.Config.Hostname}}', 'ix1']).trim()}\n`);
+    const info = await env.json(['info', 'ix1']);
+    assert.equal(info.restoredFrom, exported);
   });
 
-  test('stasis restore of podman\'s checkpoint image and of a stasis one', { skip: RESTORE_WIRED }, async () => {
-    assert.equal(await env.ok(['restore', 'ix2r', '--checkpoint', `oci-archive:${join(env.root, 'ix2.oci.tar')}`, '--rootfs', ROOTFS]), 'ix2r\n');
+  test('a podman container restored here: checkpointed and restored in place twice, then through a pipe into another state directory', async () => {
+    let count = lastCount(await env.ok(['logs', 'ix1']));
+    for (let round = 0; round < 2; round++) {
+      const path = (await env.ok(['checkpoint', 'ix1'])).trim();
+      assert.ok(existsSync(join(path, 'devshm-checkpoint.tar')), '/dev/shm is a bind mount: its files are carried');
+      const restored = await env.json(['restore', 'ix1']);
+      assert.equal(restored.inPlace, true);
+      assert.equal(restored.trusted, true);
+      count = await counterAdvances(env, 'ix1', count);
+      assert.equal(await env.ok(['exec', 'ix1', '--', 'cat', '/dev/shm/seg']), 'shm\n');
+    }
+    const other = new TestEnv('engines-podman-other');
+    try {
+      const [out, into] = await pipeline(env, ['checkpoint', 'ix1', '--leave-running', '--export', '-'], other, ['restore', '--checkpoint', '-', '--rootfs', ROOTFS, ...PODMAN_CAPS]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.equal(into.code, 0, into.stderr);
+      assert.equal(into.stdout, 'ix1\n', 'the ID recorded in the checkpoint');
+      await counterAdvances(other, 'ix1', count);
+      assert.equal(await other.ok(['exec', 'ix1', '--', 'cat', '/dev/shm/seg', '/tmp/new.txt']), 'shm\nhi\n');
+      assert.equal(await other.ok(['exec', 'ix1', '--', 'stat', '-c', '%a', '/', '/tmp']), '555\n1777\n');
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  test("podman's spellings: --import, -n, --json's engine; a file that is not an archive is named", async () => {
+    const restored = await env.json(['restore', '--import', exported, '-n', 'ix1n', '--rootfs', ROOTFS, ...PODMAN_CAPS]);
+    assert.equal(restored.id, 'ix1n');
+    assert.equal(restored.trusted, false);
+    assert.deepEqual(restored.engine, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis' });
+    assert.ok(restored.warnings.some((w: string) => /seccomp/.test(w)), restored.warnings.join('\n'));
+    await env.fails(2, ['restore', 'a', '-n', 'b', '--checkpoint', exported], /two IDs given: a and --name b/);
+    await env.fails(2, ['restore'], /restore needs the ID of a container a checkpoint stopped, or --checkpoint PATH/);
+    const text = join(env.root, 'notes.txt');
+    writeFileSync(text, 'just some text, long enough to be more than a header would need to look at\n'.repeat(20));
+    const notArchive = await env.fails(1, ['restore', 'n1', '--checkpoint', text], new RegExp(`^stasis: cannot extract ${text}: `));
+    assert.doesNotMatch(notArchive.stderr, /at .*\.ts:/);
+    await env.ok(['delete', '-f', 'ix1n']);
+  });
+
+  test('stasis restore of podman\'s checkpoint image and of a stasis one', async () => {
+    assert.equal(await env.ok(['restore', 'ix2r', '--checkpoint', `oci-archive:${join(env.root, 'ix2.oci.tar')}`, '--rootfs', ROOTFS, ...PODMAN_CAPS]), 'ix2r\n');
     assert.equal((await env.json(['info', 'ix2r'])).status, 'running');
     await env.ok(['run', '-d', 'sx2', '--rootfs', ROOTFS, '--', ...COUNTING('')]);
     await eventually(async () => lastCount(await env.ok(['logs', 'sx2'])) >= 2, 'sx2 to count');
@@ -174,20 +243,20 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     assert.equal(await env.ok(['restore', '--checkpoint', image]), 'sx2\n');
   });
 
-  test('volumes, pods and what is not a checkpoint: errors name the file', { skip: RESTORE_WIRED }, async () => {
+  test('volumes, pods and what is not a checkpoint: errors name the file', async () => {
     const data = join(env.root, 'data');
     mkdirSync(data);
     podman.ok(['run', '-d', '--name', 'ix3', '-v', `${data}:/data`, 'localhost/busybox:stasis', ...COUNTING('')]);
     const withVolume = join(env.root, 'ix3.tar');
     podman.ok(['container', 'checkpoint', '--export', withVolume, '-c', 'none', 'ix3']);
-    const volume = await env.run(['restore', '--checkpoint', withVolume, '--rootfs', ROOTFS]);
+    const volume = await env.run(['restore', '--checkpoint', withVolume, '--rootfs', ROOTFS, ...PODMAN_CAPS]);
     assert.equal(volume.code, 1);
     assert.match(volume.stderr, /\/data/);
     const podDir = await unpack(exported, join(env.root, 'pod'));
     writeFileSync(join(podDir, 'pod.dump'), '{}');
     const podArchive = join(env.root, 'pod.tar');
     await createTar(podDir, podArchive);
-    const pod = await env.run(['restore', '--checkpoint', podArchive, '--rootfs', ROOTFS]);
+    const pod = await env.run(['restore', '--checkpoint', podArchive, '--rootfs', ROOTFS, ...PODMAN_CAPS]);
     assert.equal(pod.code, 1);
     assert.match(pod.stderr, new RegExp(`${podArchive}.*made by podman, container ix1.*whole pod`, 's'));
     const junkDir = join(env.root, 'junk');
@@ -258,7 +327,7 @@ describe('kubelet archives from CRI-O and containerd (built around real CRIU ima
     }
   });
 
-  test('stasis restore of both kubelet archives', { skip: RESTORE_WIRED }, async () => {
+  test('stasis restore of both kubelet archives', async () => {
     assert.equal(await env.ok(['restore', 'k-crio', '--checkpoint', archives['cri-o'], '--rootfs', ROOTFS]), 'k-crio\n');
     assert.equal(await env.ok(['restore', '--checkpoint', archives.containerd, '--rootfs', ROOTFS]), 'counter\n');
     for (const id of ['k-crio', 'counter']) {

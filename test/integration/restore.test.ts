@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, mountedUnder, requires } from '../helpers.ts';
+import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, mountedUnder, requires } from '../helpers.ts';
 
 const CHECKPOINTS = requires(...CONTAINERS, 'criu');
 
@@ -166,5 +166,67 @@ describe('restore failures change nothing', { skip: CHECKPOINTS }, () => {
     await env.ok(['restore', 'half', '--checkpoint', image]);
     assert.equal((await env.json(['info', 'half'])).status, 'running');
     await env.ok(['delete', '-f', 'half', 'src']);
+  });
+});
+
+describe('restore: the ID from the checkpoint, and --tcp-close', { skip: CHECKPOINTS }, () => {
+  const env = new TestEnv('restore-id');
+  after(() => env.cleanup());
+
+  test('without an ID, the checkpoint\'s; -n/--name and --import are podman\'s spellings', async () => {
+    await env.ok(['run', '-d', 'named', '--', ...COUNTER]);
+    const count = await counterAdvances(env, 'named', 1);
+    const archive = join(env.root, 'named.tar.zst');
+    await env.ok(['checkpoint', 'named', '--export', archive]);
+    // The checkpoint stopped `named`: a restore without an ID restores it in place from the archive.
+    assert.equal(await env.ok(['restore', '--checkpoint', archive]), 'named\n');
+    assert.equal((await env.json(['info', 'named'])).restoredFrom, archive);
+    // Now it runs: the ID the checkpoint names is taken.
+    const taken = await env.fails(1, ['restore', '--checkpoint', archive], /container named already exists \(running\)/);
+    assert.match(taken.stderr, /hint: the checkpoint names that ID: restore it under another with --name ID/);
+    await env.ok(['delete', '-f', 'named']);
+    for (let round = 0; round < 2; round++) {
+      assert.equal(await env.ok(['restore', '--checkpoint', archive]), 'named\n');
+      await counterAdvances(env, 'named', count);
+      await env.ok(['delete', '-f', 'named']);
+    }
+    assert.equal(await env.ok(['restore', '-n', 'other', '--import', archive]), 'other\n');
+    assert.equal(await env.ok(['restore', 'third', '--name', 'third', '--checkpoint', archive]), 'third\n');
+    await env.fails(2, ['restore', 'a', '--name', 'b', '--checkpoint', archive], /two IDs given: a and --name b/);
+    await env.fails(2, ['restore'], /restore needs the ID of a container a checkpoint stopped, or --checkpoint PATH/);
+    // `restore ID` alone is still ID's own latest checkpoint.
+    await env.fails(1, ['restore', 'nothing-here'], /no checkpoint of nothing-here found/);
+    await env.ok(['delete', '-f', 'other', 'third']);
+  });
+
+  test('--tcp-close: an established connection is restored closed; without it, it goes on', { skip: requires('criu>=4.2') }, async (t) => {
+    const bin = join(env.root, 'bin');
+    mkdirSync(bin);
+    const gcc = spawnSync('gcc', ['-static', '-O2', '-o', join(bin, 'tcpstream'), join(import.meta.dirname, '..', 'fixtures', 'services', 'tcpstream.c')], { encoding: 'utf8' });
+    if (gcc.status !== 0) {
+      t.skip(`gcc -static could not build tcpstream.c: ${gcc.error?.message ?? gcc.stderr}`);
+      return;
+    }
+    const base = env.copyRootfs('tcp-base');
+    mkdirSync(join(base, 'srv'));
+    cpSync(join(bin, 'tcpstream'), join(base, 'srv', 'tcpstream'));
+    // The client is the container's init: when its connection breaks, it says so and the container ends.
+    await env.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & exec /srv/tcpstream client 127.0.0.1 9000']);
+    const seq = async (id: string) => Math.max(-1, ...[...(await env.ok(['logs', id])).matchAll(/stream (\d+)/g)].map((m) => Number(m[1])));
+    await eventually(async () => (await seq('conn')) > 3, 'the stream to start');
+    const image = join(env.root, 'conn-image');
+    await env.ok(['checkpoint', 'conn', '--tcp-established', '--image-path', image]);
+    for (let round = 0; round < 2; round++) {
+      const id = `closed${round}`;
+      assert.equal(await env.ok(['restore', id, '--checkpoint', image, '--tcp-close']), `${id}\n`);
+      await eventually(async () => /stream broken/.test(await env.ok(['logs', id])), `${id}'s connection to be closed`);
+      assert.equal(existsSync(join(env.stateDir, 'containers', id, 'criu-restore.conf')), false, 'the configuration file is gone');
+      await env.ok(['delete', '-f', id]);
+    }
+    await env.ok(['restore', 'conn']);
+    const before = await seq('conn');
+    await eventually(async () => (await seq('conn')) > before + 3, 'the stream to go on');
+    assert.doesNotMatch(await env.ok(['logs', 'conn']), /stream broken/);
+    await env.ok(['delete', '-f', 'conn']);
   });
 });

@@ -3,6 +3,9 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
+import { readTarEntries } from '../../src/checkpoint/tar.ts';
 import type { CheckpointOptions } from '../../src/runtime/types.ts';
 import { FakeHost, flagValue, rejection, runcError, writeCriuDump, type Call } from './fakes.ts';
 
@@ -242,5 +245,86 @@ describe('checkpoint (fake runc and CRIU)', () => {
     const preDump = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, preDump: true }));
     assert.equal(preDump.code, 'no-soft-dirty');
     assert.deepEqual(host.runner.runcCalls(), []);
+  });
+});
+
+describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => {
+  const host = new FakeHost('checkpoint-export');
+  after(() => host.cleanup());
+  let base = '';
+  const dumpSucceeds = () =>
+    host.runner.on('runc', ['checkpoint'], (call) => {
+      writeCriuDump(call);
+      return {};
+    });
+
+  test('--export into a folder: checkpoint-ID-TIME.tar.zst there; -c gzip: .tar.gz', async () => {
+    base = host.baseImage('base');
+    await host.createRunning('e1', { rootfs: base, args: ['sleep', '100'] });
+    writeFileSync(join(host.containerDir('e1'), 'upper', 'made'), 'x\n');
+    dumpSucceeds();
+    const dir = join(host.root, 'exports');
+    mkdirSync(dir);
+    const first = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportPath: dir });
+    assert.match(first.exported!, new RegExp(`^${dir}/checkpoint-e1-\\d{8}T\\d{6}\\.\\d{3}Z\\.tar\\.zst$`));
+    assert.equal(first.image, null);
+    assert.deepEqual(readFileSync(first.exported!).subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), 'zstd');
+    const second = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportPath: dir, compression: 'gzip' });
+    assert.match(second.exported!, /\.tar\.gz$/);
+    const names = (await readTarEntries(second.exported!)).map((entry) => entry.name);
+    assert.ok(names.includes('rootfs-diff.tar') && names.includes('stasis.json'), names.join(' '));
+  });
+
+  test('--ignore-rootfs leaves the rootfs changes out of the archive, not out of the folder', async () => {
+    const archive = join(host.root, 'ignored.tar');
+    const result = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportPath: archive, ignoreRootfs: true });
+    const names = (await readTarEntries(archive)).map((entry) => entry.name);
+    assert.ok(!names.includes('rootfs-diff.tar') && !names.includes('deleted.files'), names.join(' '));
+    assert.ok(names.includes('checkpoint/'));
+    assert.ok(existsSync(join(result.path, 'rootfs-diff.tar')));
+  });
+
+  test('--export - : the archive onto a stream, zstd unless told; exported says -', async () => {
+    const chunks: Buffer[] = [];
+    const out = new PassThrough();
+    out.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const result = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportStream: out });
+    assert.equal(result.exported, '-');
+    const bytes = Buffer.concat(chunks);
+    assert.deepEqual(bytes.subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
+    const file = join(host.root, 'streamed.tar.zst');
+    writeFileSync(file, bytes);
+    assert.ok((await readTarEntries(file)).some((entry) => entry.name === 'spec.dump'));
+  });
+
+  test('--create-image: an oci-archive with the checkpoint, its reference in the result and the journal', async () => {
+    const archive = join(host.root, 'e1.oci.tar');
+    const result = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, createImage: `oci-archive:${archive}`, podmanImage: { name: 'localhost/busybox', id: 'ab'.repeat(32) } });
+    assert.equal(result.image, `oci-archive:${archive}`);
+    const read = await readCheckpointImage(`oci-archive:${archive}`, join(host.root, 'e1-read'));
+    assert.equal(read.refName, 'localhost/checkpoint-e1:latest');
+    assert.equal(read.annotations['io.podman.annotations.checkpoint.rootfsImageName'], 'localhost/busybox');
+    assert.equal(read.annotations['io.podman.annotations.checkpoint.rootfsImageID'], 'ab'.repeat(32));
+    assert.equal(read.annotations['org.criu.checkpoint.runtime.version'], '1.1.5-fake');
+    const config = JSON.parse(readFileSync(join(host.root, 'e1-read', 'config.dump'), 'utf8'));
+    assert.equal(config.rootfsImageName, 'localhost/busybox', "the image's copy names the podman image");
+    assert.equal(JSON.parse(readFileSync(join(result.path, 'config.dump'), 'utf8')).rootfsImageName, base, 'the folder is not changed');
+    assert.match(readFileSync(join(host.stateDir, 'events.jsonl'), 'utf8').trim().split('\n').at(-1)!, new RegExp(`"image":"oci-archive:${archive}"`));
+  });
+
+  test('a bad --export folder or --create-image target is refused before the container is touched', async () => {
+    host.runner.reset();
+    const folder = await rejection(host.runtime.container('e1').checkpoint({ ...OPTS, exportPath: join(host.root, 'none', 'a.tar') }));
+    assert.equal(folder.code, 'export-folder-missing');
+    const conflict = await rejection(host.runtime.container('e1').checkpoint({ ...OPTS, exportPath: join(host.root, 'a.tar.gz'), compression: 'zstd' }));
+    assert.equal(conflict.code, 'export-compression-conflict');
+    const full = join(host.root, 'full');
+    mkdirSync(full);
+    writeFileSync(join(full, 'x'), '');
+    const image = await rejection(host.runtime.container('e1').checkpoint({ ...OPTS, createImage: `oci:${full}` }));
+    assert.equal(image.code, 'bad-image-target');
+    assert.match(image.message, /is neither empty nor an OCI image layout/);
+    assert.deepEqual(host.runner.runcCalls(), []);
+    assert.equal(host.record('e1').status, 'running');
   });
 });

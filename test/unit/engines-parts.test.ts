@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { criuOptionsFromImages, imageEntries, protoFields, rootDirMode, rootTaskPid, withRootDirMode } from '../../src/checkpoint/formats/criu-images.ts';
-import { layerWhiteouts, missingParentDirs } from '../../src/checkpoint/formats/layer.ts';
+import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from '../../src/checkpoint/formats/layer.ts';
+import { engineFiles, makeEngineFiles, ownEngineMounts, safeBindOptions } from '../../src/checkpoint/engine-files.ts';
+import { exportTarget } from '../../src/checkpoint/export.ts';
+import { criuStatsLines } from '../../src/checkpoint/stats.ts';
+import type { StasisError } from '../../src/errors.ts';
 import { classifyMounts, fitRlimits, joinedNamespaces, parseHardLimits, privateFileContent, withoutNamespacePaths } from '../../src/checkpoint/formats/spec-parts.ts';
 import { image, proto, writeCriuImages } from '../fixtures/engines/build.ts';
 
@@ -152,5 +156,124 @@ describe('diff layers', () => {
       { name: 'tmp/new.txt', type: 'file' as const, linkName: '', size: 3, mode: 0o644 },
     ];
     assert.deepEqual(layerWhiteouts(entries), { deleted: ['/etc/group'], opaque: ['/var/cache'], markers: ['etc/.wh.group', 'var/cache/.wh..wh..opq'] });
+  });
+});
+
+describe('putting a diff into a layer', () => {
+  test('fixParentDirs gives folders tar made the base\'s mode and owner; not a symlink, not a missing one', () => {
+    const layer = fresh('layer');
+    mkdirSync(join(layer, 'tmp', 'sub'), { recursive: true });
+    symlinkSync('/etc', join(layer, 'link'));
+    const calls: string[] = [];
+    const fixed = fixParentDirs(layer, [
+      { path: 'tmp', mode: 0o1777, uid: 0, gid: 0 },
+      { path: 'tmp/sub', mode: 0o750, uid: 5, gid: 6 },
+      { path: 'link', mode: 0o700, uid: 0, gid: 0 },
+      { path: 'gone', mode: 0o700, uid: 0, gid: 0 },
+      { path: '../escape', mode: 0o777, uid: 0, gid: 0 },
+    ], { chmod: (path, mode) => calls.push(`chmod ${path.slice(layer.length)} ${mode.toString(8)}`), lchown: (path, uid, gid) => calls.push(`chown ${path.slice(layer.length)} ${uid}:${gid}`) });
+    assert.equal(fixed, 2);
+    assert.deepEqual(calls, ['chown /tmp 0:0', 'chmod /tmp 1777', 'chown /tmp/sub 5:6', 'chmod /tmp/sub 750']);
+  });
+
+  test('removeWhiteoutMarkers removes marker files, never a folder, nothing outside', () => {
+    const layer = fresh('layer');
+    mkdirSync(join(layer, 'etc', '.wh.dir'), { recursive: true });
+    writeFileSync(join(layer, 'etc', '.wh.group'), '');
+    const removed: string[] = [];
+    assert.equal(removeWhiteoutMarkers(layer, ['etc/.wh.group', 'etc/.wh.dir', 'etc/.wh.none', '../.wh.x'], (path) => removed.push(path)), 1);
+    assert.deepEqual(removed, [join(layer, 'etc', '.wh.group')]);
+  });
+
+  test('opaqueDeletions: what the base has in the folder and the layer does not, at any depth', () => {
+    const base = fresh('base');
+    const layer = fresh('layer');
+    for (const path of ['var/cache/a', 'var/cache/keep/old', 'var/cache/keep/new', 'var/other']) {
+      mkdirSync(join(base, path, '..'), { recursive: true });
+      writeFileSync(join(base, path), 'base');
+    }
+    mkdirSync(join(base, 'var', 'cache', 'dir'));
+    mkdirSync(join(layer, 'var', 'cache', 'keep'), { recursive: true });
+    writeFileSync(join(layer, 'var', 'cache', 'keep', 'new'), 'layer');
+    assert.deepEqual(opaqueDeletions(base, layer, '/var/cache'), ['/var/cache/a', '/var/cache/dir', '/var/cache/keep/old']);
+    assert.deepEqual(opaqueDeletions(base, layer, 'var/none'), []);
+    assert.deepEqual(opaqueDeletions(base, layer, '../x'), []);
+  });
+});
+
+describe('engine files', () => {
+  const mounts = classifyMounts({
+    mounts: [
+      { destination: '/etc/hosts', type: 'bind', source: '/x/hosts', options: ['bind', 'rprivate', 'shared', 'weird=1'] },
+      { destination: '/dev/shm', type: 'bind', source: '/x/shm', options: ['bind', 'nosuid'] },
+      { destination: '/run/secrets', type: 'bind', source: '/x/secrets', options: ['rbind', 'ro'] },
+      { destination: '/data', type: 'bind', source: '/srv/data', options: ['rbind'] },
+    ],
+  }).private;
+
+  test('one file per private destination in engine-files/, options kept only when harmless', () => {
+    const files = engineFiles(mounts, '/state/containers/c1');
+    assert.deepEqual(files, [
+      { kind: 'hosts', destination: '/etc/hosts', source: '/state/containers/c1/engine-files/hosts', directory: false, options: ['bind', 'rprivate'] },
+      { kind: 'shm', destination: '/dev/shm', source: '/state/containers/c1/engine-files/shm', directory: true, options: ['bind', 'nosuid'] },
+      { kind: 'secrets', destination: '/run/secrets', source: '/state/containers/c1/engine-files/secrets', directory: true, options: ['rbind', 'ro'] },
+    ]);
+    assert.deepEqual(safeBindOptions(['rshared', 'shared', 'ro', 'nodev']), ['ro', 'nodev']);
+  });
+
+  test('made in the container folder: hosts, shm 1777 from an unpacked folder, secrets a folder', () => {
+    const dir = fresh('container');
+    const shm = fresh('shm');
+    writeFileSync(join(shm, 'seg'), 'x');
+    makeEngineFiles(dir, engineFiles(mounts, dir), { hostname: 'web' }, shm);
+    assert.equal(readFileSync(join(dir, 'engine-files', 'hosts'), 'utf8'), '127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb\n');
+    assert.equal(statSync(join(dir, 'engine-files', 'shm')).mode & 0o7777, 0o1777);
+    assert.equal(readFileSync(join(dir, 'engine-files', 'shm', 'seg'), 'utf8'), 'x');
+    assert.ok(statSync(join(dir, 'engine-files', 'secrets')).isDirectory());
+    // Again, with nothing to make: the folder goes.
+    makeEngineFiles(dir, [], { hostname: 'web' }, null);
+    assert.equal(existsSync(join(dir, 'engine-files')), false);
+  });
+
+  test('a stasis spec\'s own engine files are found by their engine-files/ source', () => {
+    const own = ownEngineMounts({ mounts: [
+      { destination: '/etc/hosts', type: 'bind', source: '/run/stasis/containers/ix1/engine-files/hosts', options: ['bind'] },
+      { destination: '/etc/hostname', type: 'bind', source: '/srv/my-hostname', options: ['bind'] },
+    ] });
+    assert.deepEqual(own.map((m) => m.destination), ['/etc/hosts']);
+  });
+});
+
+describe('export targets', () => {
+  const now = new Date('2026-12-01T10:58:13.123Z');
+
+  test('a folder gets checkpoint-ID-TIME with the compression\'s ending (checkpointctl list finds checkpoint-*)', () => {
+    const dir = fresh('exports');
+    assert.deepEqual(exportTarget(dir, 'web', undefined, now), { file: join(dir, 'checkpoint-web-20261201T105813.123Z.tar.zst'), compression: 'zstd' });
+    assert.deepEqual(exportTarget(dir, 'web', 'gzip', now), { file: join(dir, 'checkpoint-web-20261201T105813.123Z.tar.gz'), compression: 'gzip' });
+    assert.deepEqual(exportTarget(dir, 'web', 'none', now), { file: join(dir, 'checkpoint-web-20261201T105813.123Z.tar'), compression: 'none' });
+  });
+
+  test('a name: its ending, or -c, or zstd; a conflict and a missing folder are errors with codes', () => {
+    const dir = fresh('exports');
+    assert.equal(exportTarget(join(dir, 'a.tar.gz'), 'web', undefined, now).compression, 'gzip');
+    assert.equal(exportTarget(join(dir, 'a.tar.gz'), 'web', 'gzip', now).compression, 'gzip');
+    assert.equal(exportTarget(join(dir, 'plain'), 'web', undefined, now).compression, 'zstd');
+    assert.equal(exportTarget(join(dir, 'plain'), 'web', 'none', now).compression, 'none');
+    assert.throws(() => exportTarget(join(dir, 'a.tar'), 'web', 'zstd', now), (err: StasisError) => err.code === 'export-compression-conflict' && /the name says an uncompressed tar, but zstd was asked for/.test(err.message));
+    assert.throws(() => exportTarget(join(dir, 'no', 'a.tar'), 'web', undefined, now), (err: StasisError) => err.code === 'export-folder-missing');
+    for (const name of ['a.zip', 'a.tar.xz', 'a.tar.bz2']) {
+      assert.throws(() => exportTarget(join(dir, name), 'web', undefined, now), (err: StasisError) => err.code === 'export-format', name);
+    }
+  });
+
+  test('--print-stats lines: labels, microseconds, the total', () => {
+    assert.deepEqual(criuStatsLines('dump', { freezingTimeUs: 600, pagesWritten: 34 }, 485), [
+      'CRIU dump statistics:',
+      '  freezing time               600 us',
+      '  pages written               34',
+      '  stasis checkpoint in total  485 ms',
+    ]);
+    assert.deepEqual(criuStatsLines('restore', null, 9), ['CRIU restore statistics:', '  (CRIU wrote no statistics)', '  stasis restore in total  9 ms']);
   });
 });

@@ -1,4 +1,4 @@
-import { lstatSync } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TarEntry } from '../tar.ts';
 
@@ -76,4 +76,83 @@ export function layerWhiteouts(entries: TarEntry[]): Whiteouts {
     else result.deleted.push(`/${[...folder, base.slice(WHITEOUT_PREFIX.length)].join('/')}`);
   }
   return result;
+}
+
+function safeParts(path: string): string[] | null {
+  const list = parts(path);
+  return list.length === 0 || list.includes('..') ? null : list;
+}
+
+/** The path's type in `root` without following links, or null when a component is missing or not a folder. */
+function lstatInside(root: string, path: string[]): ReturnType<typeof lstatSync> | null {
+  let current = root;
+  for (const [index, part] of path.entries()) {
+    current = join(current, part);
+    const stat = lstatSync(current, { throwIfNoEntry: false });
+    if (!stat) return null;
+    if (index < path.length - 1 && !stat.isDirectory()) return null;
+    if (index === path.length - 1) return stat;
+  }
+  return null;
+}
+
+/**
+ * Gives the folders tar made for missingParentDirs' entries the base's mode
+ * and owner (in the extracted layer, shallowest first). A path that is not a
+ * folder there (tar did not make it, or an entry replaced it) is left alone.
+ */
+export function fixParentDirs(layerDir: string, dirs: readonly ParentDir[], ops: { chmod: (path: string, mode: number) => void; lchown: (path: string, uid: number, gid: number) => void }): number {
+  let fixed = 0;
+  for (const dir of dirs) {
+    const path = safeParts(dir.path);
+    if (!path || !lstatInside(layerDir, path)?.isDirectory()) continue;
+    const full = join(layerDir, ...path);
+    ops.lchown(full, dir.uid, dir.gid);
+    ops.chmod(full, dir.mode);
+    fixed++;
+  }
+  return fixed;
+}
+
+/**
+ * Removes the whiteout marker files from an extracted OCI layer (overlayfs
+ * would show them as files named .wh.NAME); the deletions they stand for are
+ * applied on the mounted root instead. Returns the markers removed.
+ */
+export function removeWhiteoutMarkers(layerDir: string, markers: readonly string[], rm: (path: string) => void): number {
+  let removed = 0;
+  for (const marker of markers) {
+    const path = safeParts(marker);
+    const stat = path ? lstatInside(layerDir, path) : null;
+    if (!path || !stat || stat.isDirectory()) continue;
+    rm(join(layerDir, ...path));
+    removed++;
+  }
+  return removed;
+}
+
+/**
+ * What an opaque folder (".wh..wh..opq" in `folder`) hides: every entry of the
+ * base's folder that the layer does not have, at any depth, as container paths
+ * to delete on the mounted root (which is what overlayfs's own opaque marker,
+ * an xattr, would do). A folder in both is looked into; a link is never
+ * followed, on either side.
+ */
+export function opaqueDeletions(baseDir: string, layerDir: string, folder: string): string[] {
+  const path = parts(folder);
+  if (path.includes('..')) return [];
+  const deleted: string[] = [];
+  const visit = (relative: string[]) => {
+    const baseStat = relative.length === 0 ? lstatSync(baseDir, { throwIfNoEntry: false }) : lstatInside(baseDir, relative);
+    const layerStat = relative.length === 0 ? lstatSync(layerDir, { throwIfNoEntry: false }) : lstatInside(layerDir, relative);
+    if (!baseStat?.isDirectory() || !layerStat?.isDirectory()) return;
+    for (const name of readdirSync(join(baseDir, ...relative)).sort()) {
+      const child = [...relative, name];
+      const inLayer = lstatInside(layerDir, child);
+      if (!inLayer) deleted.push(`/${child.join('/')}`);
+      else if (inLayer.isDirectory()) visit(child);
+    }
+  };
+  visit(path);
+  return deleted;
 }

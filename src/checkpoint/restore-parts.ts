@@ -1,0 +1,108 @@
+import { join } from 'node:path';
+import { StasisError } from '../errors.ts';
+import { bundleBase } from '../runtime/create-plan.ts';
+import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
+import type { ProvisionPlan } from '../runtime/types.ts';
+import type { MountRecord } from '../state/store.ts';
+import type { EngineFile } from './engine-files.ts';
+import { describeEngine, type EngineInfo } from './formats/engines.ts';
+import { IMAGES_DIR } from './image.ts';
+import { applyRestorePolicy, type UserMount } from './policy.ts';
+import { checkCriuImages } from './policy-images.ts';
+import type { CheckpointSource } from './restore-source.ts';
+import { RestorePolicyError, type Trust } from './trust.ts';
+
+// What a restore is made of, whichever engine wrote the checkpoint: the
+// options it is asked with, and the parts restore.ts (stasis's own
+// checkpoints) and restore-foreign.ts (podman's, CRI-O's, containerd's) read
+// from the checkpoint, which restore.ts then brings up the same way.
+
+export interface RestoreOptions {
+  /** Folder, archive, image reference or stream; default: the latest checkpoint of this ID. */
+  checkpoint?: CheckpointSource;
+  /** The base to restore onto, instead of the one the checkpoint names. */
+  base?: { kind: 'overlay' | 'bundle'; dir: string };
+  /** Mounted on a bundle's rootfs before the restore (bundle checkpoints only). */
+  rootfsMounts?: Omit<MountRecord, 'target'>[];
+  labels?: Record<string, string>;
+  /** Bind mounts the user grants a checkpoint from elsewhere (the sources are the user's). */
+  userMounts?: UserMount[];
+  /** What the user vouches for in a checkpoint from elsewhere, beyond stasis's policy. */
+  trust?: Trust;
+  /** CRIU options to repeat beyond those the checkpoint records (other engines record none): tcp-established, ext-unix-sk, shell-job, file-locks. */
+  criuOptions?: string[];
+  /** Restore established TCP connections closed (CRIU's tcp-close). */
+  tcpClose?: boolean;
+}
+
+/** The rootfs changes a checkpoint carries, to unpack into the new writable layer. */
+export interface LayerSource {
+  diffTar: string;
+  /** plain: podman's and stasis's tar (deletions listed apart); oci-layer: containerd's (gzip, whiteouts). */
+  format: 'plain' | 'oci-layer';
+  /** The tar lists files without their folders (podman, CRI-O): the base's folders' modes are given to them. */
+  fixParents: boolean;
+}
+
+export interface RestoreParts {
+  spec: OciSpec;
+  rootfs: ProvisionPlan['rootfs'];
+  trusted: boolean;
+  warnings: string[];
+  runcArgs: string[];
+  labels: Record<string, string>;
+  layer: LayerSource | null;
+  /** Container paths to delete on the mounted root (checked by applyDeletions). */
+  deletions: unknown;
+  /** The mode "/" had at the dump (CRIU checks it): the new layer's. */
+  rootMode: number;
+  /** Files made in the container's folder for the spec's private bind mounts. */
+  files: EngineFile[];
+  shmTar: string | null;
+  importLog: string | null;
+  hostname: string;
+}
+
+/** "cannot restore from FILE: made by podman 4.3.1, container ix1 (image ...): WHY". */
+export function notRestorable(shown: string, info: EngineInfo, why: string, code = 'not-restorable'): StasisError {
+  const who = info.engine === 'unknown' && info.name === undefined ? '' : `${describeEngine(info)}: `;
+  return new StasisError(`cannot restore from ${shown}: ${who}${why}`, { code });
+}
+
+/**
+ * The spec to restore with. A checkpoint this state directory wrote (and
+ * signed) is restored as it was; any other gets the security-relevant parts
+ * of its spec from stasis's policy, and is refused where it asks for more than
+ * that. `engineMounts` are the binds of files restore made itself (granted as
+ * the user's own mounts are). CRIU's images are checked against the resulting
+ * spec either way.
+ */
+export function restoreSpec(
+  dir: string,
+  untrusted: unknown,
+  id: string,
+  rootfs: ProvisionPlan['rootfs'],
+  trusted: boolean,
+  opts: RestoreOptions,
+  engineMounts: UserMount[] = [],
+): { spec: OciSpec; warnings: string[] } {
+  let spec: OciSpec;
+  let warnings: string[] = [];
+  if (trusted) {
+    spec = untrusted as OciSpec;
+    for (const mount of (spec.mounts ?? []) as { destination?: string; source?: string }[]) {
+      const made = engineMounts.find((m) => m.destination === mount.destination);
+      if (made) mount.source = made.source;
+    }
+  } else {
+    // The user's own statement of what the container may do: the bundle they name, else stasis's default.
+    const policySpec = rootfs.kind === 'bundle' && rootfs.userBundle !== null ? bundleBase(rootfs.userBundle).spec : defaultSpec(id, []);
+    const result = applyRestorePolicy(untrusted, { policySpec, kind: rootfs.kind, userMounts: [...(opts.userMounts ?? []), ...engineMounts], trust: opts.trust });
+    if (!result.ok) throw new RestorePolicyError(result.refused);
+    ({ spec, warnings } = result);
+  }
+  if (spec.process) spec.process.terminal = false;
+  const images = checkCriuImages(join(dir, IMAGES_DIR), spec, { trust: trusted ? 'all' : opts.trust });
+  if (images.refused.length > 0) throw new RestorePolicyError(images.refused, "the checkpoint's CRIU images");
+  return { spec, warnings: [...warnings, ...images.warnings] };
+}

@@ -1,0 +1,116 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import { StasisError, errorMessage } from '../errors.ts';
+import type { CheckpointHost, Progress } from '../runtime/types.ts';
+import { formatImageRef, parseImageRef, type ImageRef } from './formats/oci-layout.ts';
+import { IMAGES_DIR } from './image.ts';
+import { readCheckpointImage } from './oci-image.ts';
+import { extractTar } from './tar.ts';
+
+// Where a restore's checkpoint comes from, made into a folder to read: a
+// folder as it is; an archive (a file, or a stream such as stdin) unpacked
+// into a fresh folder in the state directory; a checkpoint image (oci:DIR,
+// oci-archive:FILE, or a layout or oci-archive given without its prefix) whose
+// one layer is unpacked there. Everything unpacked is checked as untrusted
+// input (tar.ts) and size-limited.
+
+/**
+ * The most an archive may unpack to, whatever the free space (which is
+ * checked too): a few hundred KiB of zstd can expand to many GiB, and the
+ * state directory is often in RAM (/run).
+ */
+export const UNPACK_LIMIT_BYTES = 64 * 1024 ** 3;
+
+/** A checkpoint folder, archive or image reference; or an archive on a stream, with the name messages give it. */
+export type CheckpointSource = string | { stream: Readable; name: string };
+
+export interface OpenedCheckpoint {
+  /** The folder to read. */
+  dir: string;
+  /** The checkpoint as the user named it, for messages and restoredFrom. */
+  shown: string;
+  /** The checkpoint image's annotations (empty for folders and archives). */
+  annotations: Record<string, string>;
+  /** A folder of ours to remove afterwards (null: the user's own folder). */
+  temp: string | null;
+  unpackMs: number | null;
+}
+
+/** Unpacks an archive into a fresh folder, checked; returns that folder. */
+export async function unpackArchive(host: CheckpointHost, archive: string | Readable, shown = typeof archive === 'string' ? archive : 'stdin'): Promise<string> {
+  const target = mkdtempSync(join(host.scratchDir, '.restore-'));
+  try {
+    await extractTar(archive, target, { maxBytes: UNPACK_LIMIT_BYTES });
+  } catch (err) {
+    rmSync(target, { recursive: true, force: true });
+    // extractTar's message names the archive already (a stream as "the archive stream").
+    const message = errorMessage(err).replace(/^cannot extract the archive stream: /, `cannot restore from ${shown}: `);
+    throw new StasisError(message.startsWith('cannot') ? message : `cannot restore from ${shown}: ${message}`);
+  }
+  return target;
+}
+
+/** An OCI layout at the top of a folder, and no checkpoint: an image given without oci: or oci-archive:. */
+function isImageLayout(dir: string): boolean {
+  return existsSync(join(dir, 'oci-layout')) && existsSync(join(dir, 'index.json')) && !existsSync(join(dir, IMAGES_DIR));
+}
+
+async function readImage(host: CheckpointHost, ref: ImageRef, shown: string): Promise<{ dir: string; annotations: Record<string, string> }> {
+  const dir = mkdtempSync(join(host.scratchDir, '.restore-'));
+  try {
+    const read = await readCheckpointImage(ref, dir, { maxBytes: UNPACK_LIMIT_BYTES });
+    return { dir, annotations: read.annotations };
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    const message = errorMessage(err);
+    const prefix = `${formatImageRef(ref)}: `;
+    throw new StasisError(`cannot restore from ${shown}: ${message.startsWith(prefix) ? message.slice(prefix.length) : message}`, { code: 'bad-image' });
+  }
+}
+
+/** Opens a checkpoint for reading: see the comment at the top. */
+export async function openCheckpoint(host: CheckpointHost, source: CheckpointSource, progress: Progress): Promise<OpenedCheckpoint> {
+  const started = Date.now();
+  if (typeof source !== 'string') {
+    progress(`unpacking ${source.name}`);
+    const dir = await unpackArchive(host, source.stream, source.name);
+    return layoutAsImage(host, { dir, shown: source.name, annotations: {}, temp: dir, unpackMs: Date.now() - started });
+  }
+  const ref = parseImageRef(source);
+  if (ref !== null) {
+    const absolute = { ...ref, path: resolve(ref.path) };
+    const shown = formatImageRef(absolute);
+    progress(`reading the image ${shown}`);
+    const { dir, annotations } = await readImage(host, absolute, shown);
+    return { dir, shown, annotations, temp: dir, unpackMs: Date.now() - started };
+  }
+  const path = resolve(source);
+  const stat = statSync(path, { throwIfNoEntry: false });
+  if (!stat) throw new StasisError(`checkpoint ${path} does not exist`, { code: 'checkpoint-missing' });
+  if (stat.isDirectory()) return layoutAsImage(host, { dir: path, shown: path, annotations: {}, temp: null, unpackMs: null });
+  progress(`unpacking ${path}`);
+  const dir = await unpackArchive(host, path);
+  return layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started });
+}
+
+/** A folder (or unpacked archive) that is an OCI layout is read as the checkpoint image it holds. */
+async function layoutAsImage(host: CheckpointHost, opened: OpenedCheckpoint): Promise<OpenedCheckpoint> {
+  if (!isImageLayout(opened.dir)) return opened;
+  const started = Date.now();
+  try {
+    const { dir, annotations } = await readImage(host, { transport: 'oci', path: opened.dir, reference: null }, opened.shown);
+    return { dir, shown: opened.shown, annotations, temp: dir, unpackMs: (opened.unpackMs ?? 0) + Date.now() - started };
+  } finally {
+    if (opened.temp !== null) rmSync(opened.temp, { recursive: true, force: true });
+  }
+}
+
+/** A JSON file of a checkpoint (untrusted input): a clear error, naming the user's checkpoint, when it is missing or damaged. */
+export function readCheckpointJson<T = unknown>(dir: string, name: string, shown: string = dir): T {
+  try {
+    return JSON.parse(readFileSync(join(dir, name), 'utf8')) as T;
+  } catch (err) {
+    throw new StasisError(`checkpoint ${shown}: ${name} is ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not valid JSON (${errorMessage(err)})`}`);
+  }
+}
