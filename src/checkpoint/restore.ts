@@ -25,7 +25,6 @@ import { extractTar, readTarEntries } from './tar.ts';
 // writable layer put back underneath. The checkpoint may be stasis's own or
 // another engine's (restore-foreign.ts); both become the same RestoreParts.
 
-export { unpackArchive, type CheckpointSource } from './restore-source.ts';
 export type { RestoreOptions } from './restore-parts.ts';
 
 /** The CRIU configuration file restore writes in the container's folder, and the spec annotation that names it to runc. */

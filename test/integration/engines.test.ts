@@ -5,7 +5,7 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSyn
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { describeEngine, detectEngine, foreignMeta } from '../../src/checkpoint/formats/engines.ts';
-import { parseHardLimits } from '../../src/checkpoint/formats/spec-parts.ts';
+import { parseProcLimits } from '../../src/checkpoint/trust.ts';
 import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
 import { createTar, extractTar } from '../../src/checkpoint/tar.ts';
 import { ROOTFS, TestEnv, counterAdvances, eventually, lastCount, type Result } from '../helpers.ts';
@@ -35,8 +35,8 @@ class Podman {
   constructor(root: string) {
     this.root = root;
     for (const dir of ['graph', 'run', 'tmp', 'cni']) mkdirSync(join(root, dir), { recursive: true });
-    const hard = parseHardLimits(readFileSync('/proc/self/limits', 'utf8'));
-    const nofile = Math.min(hard.get('RLIMIT_NOFILE') ?? 1024, 1048576);
+    const hard = parseProcLimits(readFileSync('/proc/self/limits', 'utf8')).get('RLIMIT_NOFILE');
+    const nofile = Math.min(typeof hard === 'number' ? hard : 1048576, 1048576);
     // podman asks for 1048576 of both; runc cannot raise a limit without CAP_SYS_RESOURCE.
     writeFileSync(join(root, 'containers.conf'), [
       '[containers]', 'netns = "none"', `default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=4096:4096"]`,

@@ -9,7 +9,7 @@ import { engineFiles, makeEngineFiles, ownEngineMounts, safeBindOptions } from '
 import { exportTarget } from '../../src/checkpoint/export.ts';
 import { criuStatsLines } from '../../src/checkpoint/stats.ts';
 import type { StasisError } from '../../src/errors.ts';
-import { classifyMounts, fitRlimits, joinedNamespaces, parseHardLimits, privateFileContent, withoutNamespacePaths } from '../../src/checkpoint/formats/spec-parts.ts';
+import { classifyMounts, joinedNamespaces, privateFileContent, withoutNamespacePaths } from '../../src/checkpoint/formats/spec-parts.ts';
 import { image, proto, writeCriuImages } from '../fixtures/engines/build.ts';
 
 let root: string;
@@ -82,33 +82,6 @@ describe('CRIU images', () => {
 });
 
 describe('spec parts', () => {
-  const PROC_LIMITS = [
-    'Limit                     Soft Limit           Hard Limit           Units     ',
-    'Max cpu time              unlimited            unlimited            seconds   ',
-    'Max processes             96363                96363                processes ',
-    'Max open files            20000                20000                files     ',
-    'Max locked memory         8388608              8388608              bytes     ',
-  ].join('\n');
-
-  test('/proc/self/limits hard limits', () => {
-    const hard = parseHardLimits(PROC_LIMITS);
-    assert.equal(hard.get('RLIMIT_NOFILE'), 20000);
-    assert.equal(hard.get('RLIMIT_NPROC'), 96363);
-    assert.equal(hard.get('RLIMIT_CPU'), Infinity);
-    assert.equal(hard.size, 4);
-  });
-
-  test('rlimits over the local hard limit are lowered, or refused', () => {
-    const hard = parseHardLimits(PROC_LIMITS);
-    const asked = [{ type: 'RLIMIT_NOFILE', hard: 1048576, soft: 1048576 }, { type: 'RLIMIT_NPROC', hard: 4096, soft: 4096 }];
-    assert.deepEqual(fitRlimits(asked, hard, true), {
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 20000, soft: 20000 }, { type: 'RLIMIT_NPROC', hard: 4096, soft: 4096 }],
-      lowered: [{ type: 'RLIMIT_NOFILE', from: 1048576, to: 20000 }],
-      refused: [],
-    });
-    assert.deepEqual(fitRlimits(asked, hard, false).refused, [{ type: 'RLIMIT_NOFILE', asked: 1048576, hard: 20000 }]);
-  });
-
   test('bind mounts: engine files by destination, volumes otherwise; rbind counts', () => {
     const spec = {
       mounts: [

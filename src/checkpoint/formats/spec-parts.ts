@@ -107,66 +107,6 @@ export function privateFileContent(kind: PrivateKind, facts: { hostname: string 
   }
 }
 
-const LIMIT_NAMES: Record<string, string> = {
-  'Max cpu time': 'RLIMIT_CPU',
-  'Max file size': 'RLIMIT_FSIZE',
-  'Max data size': 'RLIMIT_DATA',
-  'Max stack size': 'RLIMIT_STACK',
-  'Max core file size': 'RLIMIT_CORE',
-  'Max resident set': 'RLIMIT_RSS',
-  'Max processes': 'RLIMIT_NPROC',
-  'Max open files': 'RLIMIT_NOFILE',
-  'Max locked memory': 'RLIMIT_MEMLOCK',
-  'Max address space': 'RLIMIT_AS',
-  'Max file locks': 'RLIMIT_LOCKS',
-  'Max pending signals': 'RLIMIT_SIGPENDING',
-  'Max msgqueue size': 'RLIMIT_MSGQUEUE',
-  'Max nice priority': 'RLIMIT_NICE',
-  'Max realtime priority': 'RLIMIT_RTPRIO',
-  'Max realtime timeout': 'RLIMIT_RTTIME',
-};
-
-/** Hard limits from the text of /proc/self/limits ("unlimited" is Infinity). */
-export function parseHardLimits(procLimits: string): Map<string, number> {
-  const limits = new Map<string, number>();
-  for (const line of procLimits.split('\n')) {
-    const match = /^(Max [a-z ]+?)\s{2,}(\S+)\s+(\S+)/.exec(line);
-    const name = match && LIMIT_NAMES[match[1]];
-    if (!match || !name) continue;
-    limits.set(name, match[3] === 'unlimited' ? Infinity : Number(match[3]));
-  }
-  return limits;
-}
-
-export interface RlimitFit {
-  rlimits: Rlimit[];
-  /** Limits brought down to this host's hard limit. */
-  lowered: { type: string; from: number; to: number }[];
-  /** Limits over this host's hard limit when lowering is not allowed. */
-  refused: { type: string; asked: number; hard: number }[];
-}
-
-/**
- * runc sets each rlimit in the container, and without CAP_SYS_RESOURCE it can
- * only lower a limit, so a limit above the local hard limit fails the restore
- * ("error setting rlimit type 7: operation not permitted"). Lowers them to the
- * local hard limit, or lists them as refused when `lower` is false.
- */
-export function fitRlimits(rlimits: Rlimit[], hardLimits: Map<string, number>, lower: boolean): RlimitFit {
-  const fit: RlimitFit = { rlimits: [], lowered: [], refused: [] };
-  for (const limit of rlimits) {
-    const hard = hardLimits.get(limit.type) ?? Infinity;
-    if (limit.hard <= hard && limit.soft <= hard) {
-      fit.rlimits.push(limit);
-    } else if (lower) {
-      fit.rlimits.push({ type: limit.type, hard: Math.min(limit.hard, hard), soft: Math.min(limit.soft, hard) });
-      fit.lowered.push({ type: limit.type, from: limit.hard, to: hard });
-    } else {
-      fit.refused.push({ type: limit.type, asked: Math.max(limit.hard, limit.soft), hard });
-    }
-  }
-  return fit;
-}
 
 /**
  * Namespaces the container joined by path (a pod's network, IPC and UTS
