@@ -35,7 +35,7 @@ export const CREATE_FLAGS = {
 
 /** create's extra option: restore instead (as `stasis restore`). */
 export const CHECKPOINT_FLAG = {
-  checkpoint: { type: 'string', requiresArg: true, describe: 'restore from this checkpoint folder or exported archive (as `stasis restore`)', group: CREATE_GROUP },
+  checkpoint: { type: 'string', requiresArg: true, describe: 'restore from this checkpoint folder, archive, image (oci:DIR, oci-archive:FILE) or - for stdin (as `stasis restore`)', group: CREATE_GROUP },
 } as const;
 
 export interface CreateFlags {
