@@ -1,3 +1,5 @@
+// Runs alone (test/serial/, after the rest): under the parallel suite, CRIU was seen to fail these
+// dumps ("Can't lookup mount") while other tests mounted and unmounted overlays.
 // kill -9 at random points of run -d, checkpoint, restore and delete -f: afterwards `ps` is
 // honest, nothing is frozen, every container is intact or restorable, and delete -f leaves
 // no process, mount, cgroup or runc state behind.
