@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, cpSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
@@ -292,3 +292,20 @@ export function requires(...requirements: Requirement[]): string | false {
 
 /** What every test that runs real containers needs. */
 export const CONTAINERS: Requirement[] = ['root', 'runc', 'conmon', 'rootfs'];
+
+/** `stasis FROM-ARGS | stasis TO-ARGS` through a real pipe between the two processes, each with its own state directory. */
+export function pipeline(from: TestEnv, fromArgs: string[], to: TestEnv, toArgs: string[]): Promise<[Result, Result]> {
+  const env = { ...process.env, NO_COLOR: '1' };
+  const writer = spawn(process.execPath, from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const reader = spawn(process.execPath, to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
+  // The reader has its own copy of the pipe; ours would keep the writer's stdout from ever ending.
+  writer.stdout!.destroy();
+  const finished = (child: ChildProcess, own: boolean) => new Promise<Result>((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    if (own) child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return Promise.all([finished(writer, false), finished(reader, true)]);
+}

@@ -1,11 +1,11 @@
 // stasis checkpoint (with the restores that prove what it captured), on real runc, CRIU and conmon.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, type Result } from '../helpers.ts';
+import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, pipeline } from '../helpers.ts';
 
 const CHECKPOINTS = requires(...CONTAINERS, 'criu');
 
@@ -184,22 +184,6 @@ describe('checkpoint failures change nothing', { skip: CHECKPOINTS }, () => {
   });
 });
 
-/** `stasis FROM-ARGS | stasis TO-ARGS` through a real pipe between the two processes, each with its own state directory. */
-function pipeline(from: TestEnv, fromArgs: string[], to: TestEnv, toArgs: string[]): Promise<[Result, Result]> {
-  const env = { ...process.env, NO_COLOR: '1' };
-  const writer = spawn(process.execPath, from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const reader = spawn(process.execPath, to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
-  // The reader has its own copy of the pipe; ours would keep the writer's stdout from ever ending.
-  writer.stdout!.destroy();
-  const finished = (child: ChildProcess, own: boolean) => new Promise<Result>((resolve) => {
-    let stdout = '';
-    let stderr = '';
-    if (own) child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return Promise.all([finished(writer, false), finished(reader, true)]);
-}
 
 describe('checkpoint archives on a pipe and in a folder', { skip: CHECKPOINTS }, () => {
   const env = new TestEnv('checkpoint-pipe');

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -8,7 +7,7 @@ import { describeEngine, detectEngine, foreignMeta } from '../../src/checkpoint/
 import { parseProcLimits } from '../../src/checkpoint/trust.ts';
 import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
 import { createTar, extractTar } from '../../src/checkpoint/tar.ts';
-import { ROOTFS, TestEnv, counterAdvances, eventually, lastCount, type Result } from '../helpers.ts';
+import { ROOTFS, TestEnv, counterAdvances, eventually, lastCount, pipeline } from '../helpers.ts';
 import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff, writeContainerdFiles, writeCrioFiles } from '../fixtures/engines/build.ts';
 
 // Other engines' checkpoints, for real where the engine runs here (podman
@@ -65,22 +64,6 @@ async function podmanCounter(podman: Podman, name: string): Promise<void> {
   await eventually(() => lastCount(podman.ok(['logs', name])) >= 2, `${name} to count`);
 }
 
-/** `stasis FROM-ARGS | stasis TO-ARGS` through a real pipe between the two processes, each with its own state directory. */
-function pipeline(from: TestEnv, fromArgs: string[], to: TestEnv, toArgs: string[]): Promise<[Result, Result]> {
-  const env = { ...process.env, NO_COLOR: '1' };
-  const writer = spawn(process.execPath, from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const reader = spawn(process.execPath, to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
-  // The reader has its own copy of the pipe; ours would keep the writer's stdout from ever ending.
-  writer.stdout!.destroy();
-  const finished = (child: ChildProcess, own: boolean) => new Promise<Result>((resolve) => {
-    let stdout = '';
-    let stderr = '';
-    if (own) child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return Promise.all([finished(writer, false), finished(reader, true)]);
-}
 
 async function unpack(archive: string, dir: string): Promise<string> {
   await extractTar(archive, dir);
