@@ -1,4 +1,3 @@
-import { stripVTControlCharacters } from 'node:util';
 import { colorEnabled, outputMode } from './terminal.ts';
 
 export function printLine(text: string): void {
@@ -13,9 +12,9 @@ export function printJsonLine(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
-/** What a cell takes on screen: colour codes take none. */
+/** What a cell takes on screen: colour codes (SGR, all that stasis writes) take none. */
 function width(cell: string): number {
-  return stripVTControlCharacters(cell).length;
+  return cell.includes('\x1b[') ? cell.replace(/\x1b\[[0-9;]*m/g, '').length : cell.length;
 }
 
 /**
@@ -30,7 +29,7 @@ export async function printTable(head: string[], rows: string[][]): Promise<void
   let header = line(head);
   if (colorEnabled(process.stdout)) {
     const { colors } = await import('./colors.ts');
-    header = colors().cyan(header);
+    header = (await colors()).cyan(header);
   }
   process.stdout.write([header, ...rows.map(line)].map((l) => `${l}\n`).join(''));
 }
