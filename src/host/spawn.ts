@@ -3,6 +3,7 @@ import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
 import { signalExitCode } from '../errors.ts';
 import { debugLog } from '../log.ts';
+import { mountCalls, type MountCalls } from './mount.ts';
 
 // Every external command stasis runs goes through here, so --debug can show
 // each runc / criu / conmon command line on stderr. The library layers take a
@@ -60,6 +61,11 @@ export interface RunOptions {
 /** What the library layers use to run programs: the real one below, or a fake in unit tests. */
 export interface ProcessRunner {
   run(file: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /**
+   * mount(2)/umount2(2) made directly, in place of running mount(8) and
+   * umount(8); null, or absent (a fake runner), when those commands are run.
+   */
+  mountCalls?(): MountCalls | null;
 }
 
 /**
@@ -112,4 +118,4 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
 }
 
 /** The real runner. */
-export const systemRunner: ProcessRunner = { run };
+export const systemRunner: ProcessRunner = { run, mountCalls };
