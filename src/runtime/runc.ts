@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
@@ -78,8 +79,14 @@ export class Runc {
     await this.check(`resume ${id}`, ['resume', id]);
   }
 
-  /** Kills whatever is left of the container and removes runc's state; a container runc does not know is no error. */
+  /**
+   * Kills whatever is left of the container and removes runc's state; a
+   * container runc does not know is no error. Without runc's state folder
+   * (runc checkpoint removed it, or runc never got that far) there is nothing
+   * for runc to do, and it is not run.
+   */
   forceDelete(id: string): Promise<RunResult> {
+    if (!existsSync(join(this.root, id))) return Promise.resolve({ exitCode: 0, stdout: '', stderr: '', signal: undefined });
     return this.run(['delete', '--force', id]);
   }
 
