@@ -25,6 +25,17 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
+const lazyUtil = (name) => `const ${name} = (...args) => process.getBuiltinModule('node:util').${name}(...args);\n`;
+/** [file under node_modules, text, replacement]: see the lazy-at-load plugin below. */
+const LAZY_PATCHES = [
+  ['yargs/lib/platform-shims/esm.mjs', "import { inspect } from 'util'\n", lazyUtil('inspect')],
+  ['yargs/lib/platform-shims/esm.mjs', "import { fileURLToPath } from 'url';\n", ''],
+  ['yargs/lib/platform-shims/esm.mjs', '__dirname = fileURLToPath(import.meta.url);', '__dirname = __filename;'],
+  ['yargs/lib/platform-shims/esm.mjs', "stdColumns: typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null",
+    "get stdColumns() { return typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null }"],
+  ['y18n/build/lib/platform-shims/node.js', "import { format } from 'util';\n", lazyUtil('format')],
+  ['yargs-parser/build/lib/index.js', "import { format } from 'util';\n", lazyUtil('format')],
+];
 const { version } = JSON.parse(await readFile(`${root}package.json`, 'utf8'));
 const builds = `${root}.build`;
 const name = `${Date.now()}-${process.pid}`;
@@ -43,9 +54,7 @@ await build({
   sourcemap: false,
   legalComments: 'none',
   logLevel: 'warning',
-  define: { __STASIS_VERSION__: JSON.stringify(version), 'import.meta.url': '__stasisModuleUrl' },
-  // yargs' ES module shim reads import.meta.url; in CommonJS it is this file's URL.
-  banner: { js: 'const __stasisModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  define: { __STASIS_VERSION__: JSON.stringify(version) },
   plugins: [
     {
       // yargs imports node:assert for two checks; the real module costs ~5 ms to load.
@@ -53,6 +62,26 @@ await build({
       setup(b) {
         b.onResolve({ filter: /^(node:)?assert$/ }, (args) =>
           args.importer.includes('/node_modules/yargs/') ? { path: `${root}src/shims/assert.ts` } : undefined);
+      },
+    },
+    {
+      // What yargs and its parts do as they load, done when first used instead:
+      // node:util (format, inspect: for messages), node:url (its own path,
+      // which in this bundle is __filename), and process.stdout's width (read
+      // at load; under Bun making process.stdout costs about 15 ms). Each
+      // text must be found, so a dependency that changes fails the build.
+      name: 'lazy-at-load',
+      setup(b) {
+        b.onLoad({ filter: /\/node_modules\/(yargs|y18n|yargs-parser)\/.*\.(m?js)$/ }, async (args) => {
+          const patches = LAZY_PATCHES.filter(([file]) => args.path.endsWith(`/node_modules/${file}`));
+          if (patches.length === 0) return undefined;
+          let contents = await readFile(args.path, 'utf8');
+          for (const [file, from, to] of patches) {
+            if (!contents.includes(from)) throw new Error(`build: ${file} no longer contains ${JSON.stringify(from)} (update LAZY_PATCHES in scripts/build.mjs)`);
+            contents = contents.replace(from, to);
+          }
+          return { contents, loader: 'js' };
+        });
       },
     },
   ],

@@ -1,6 +1,7 @@
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
 import { setCliEntry, type GlobalArgs } from './commands/context.ts';
+import { guardStreamsUnlessDirect, isTerminal, writeErr } from './output/stdio.ts';
 
 declare const __STASIS_VERSION__: string;
 
@@ -89,6 +90,11 @@ function completionWords(args: string[]): string[] | undefined {
   return undefined;
 }
 
+/** Whether yargs may print help: asked for, or no command to run. */
+function helpAsked(args: string[]): boolean {
+  return args.includes('--help') || args.includes('-h') || args.includes('help') || findVerb(args) === undefined;
+}
+
 function globalOptions(parser: Argv): Argv<GlobalArgs> {
   return parser.options(GLOBAL_OPTIONS) as unknown as Argv<GlobalArgs>;
 }
@@ -104,28 +110,21 @@ function reportError(err: unknown, json: boolean): void {
   const hint = err instanceof StasisError ? err.hint ?? GLOBAL_HINTS[err.code ?? ''] : undefined;
   const details = err instanceof StasisError ? err.details : undefined;
   if (json) {
-    process.stderr.write(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}), ...(details ? { errors: details } : {}) })}\n`);
+    writeErr(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}), ...(details ? { errors: details } : {}) })}\n`);
     return;
   }
   for (const detail of details ?? []) {
-    process.stderr.write(`stasis: ${detail.error}\n`);
-    if (detail.hint) process.stderr.write(`hint: ${detail.hint}\n`);
+    writeErr(`stasis: ${detail.error}\n`);
+    if (detail.hint) writeErr(`hint: ${detail.hint}\n`);
   }
-  process.stderr.write(`stasis: ${message}\n`);
-  if (hint) process.stderr.write(`hint: ${hint}\n`);
+  writeErr(`stasis: ${message}\n`);
+  if (hint) writeErr(`hint: ${hint}\n`);
 }
 
 export async function main(args: string[]): Promise<void> {
   if (process.argv[1]) setCliEntry(process.argv[1]);
-  // `stasis ps | head -1`: a closed pipe ends the output quietly.
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-      // Any other failure to write our own output: one line, no stack trace.
-      process.stderr.write(`stasis: cannot write ${stream === process.stdout ? 'the output' : 'to stderr'}: ${err.message}\n`);
-      process.exit(1);
-    });
-  }
+  // `stasis ps | head -1`: a closed pipe ends the output quietly (output/stdio.ts).
+  guardStreamsUnlessDirect();
   const verb = findVerb(completionWords(args) ?? args);
   const entry = COMMANDS.find((c) => c.name === verb || c.aliases?.includes(verb ?? ''));
   const json = args.includes('--json');
@@ -141,7 +140,8 @@ export async function main(args: string[]): Promise<void> {
       .alias('help', 'h')
       .completion('completion', false)
       // In a pipe, no wrapping at all: cut words help nobody, and grep wants whole lines.
-      .wrap(process.stdout.isTTY ? Math.min(120, process.stdout.columns) : null)
+      // Only help is wrapped; the terminal's width is asked only then (see output/stdio.ts).
+      .wrap(helpAsked(args) && isTerminal(1) ? Math.min(120, process.stdout.columns) : null)
       .epilogue('Run `stasis <command> --help` for the options of a command; `man stasis` for the details.')
       .fail((msg, err) => {
         // yargs' own parse errors (a missing option value...) are usage errors too.

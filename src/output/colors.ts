@@ -17,15 +17,16 @@ export interface Paint {
 const same = (text: string) => text;
 const PLAIN: Paint = { green: same, yellow: same, red: same, cyan: same, dim: same };
 
-const paints = new Map<NodeJS.WriteStream, Paint>();
+const paints = new Map<1 | 2, Paint>();
 
-export async function colors(stream: NodeJS.WriteStream = process.stdout): Promise<Paint> {
-  if (!colorEnabled(stream)) return PLAIN;
-  let paint = paints.get(stream);
+/** The colours for stdout (1) or stderr (2). */
+export async function colors(fd: 1 | 2 = 1): Promise<Paint> {
+  if (!colorEnabled(fd)) return PLAIN;
+  let paint = paints.get(fd);
   if (!paint) {
     const { Chalk } = await import('chalk');
     paint = new Chalk({ level: 1 });
-    paints.set(stream, paint);
+    paints.set(fd, paint);
   }
   return paint;
 }

@@ -1,15 +1,16 @@
+import { writeOut } from './stdio.ts';
 import { colorEnabled, outputMode } from './terminal.ts';
 
 export function printLine(text: string): void {
-  process.stdout.write(`${text}\n`);
+  writeOut(`${text}\n`);
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  writeOut(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function printJsonLine(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+  writeOut(`${JSON.stringify(value)}\n`);
 }
 
 /** What a cell takes on screen: colour codes (SGR, all that stasis writes) take none. */
@@ -27,11 +28,11 @@ export async function printTable(head: string[], rows: string[][]): Promise<void
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i] - width(c)))).join('   ').trimEnd();
   let header = line(head);
-  if (colorEnabled(process.stdout)) {
+  if (colorEnabled(1)) {
     const { colors } = await import('./colors.ts');
     header = (await colors()).cyan(header);
   }
-  process.stdout.write([header, ...rows.map(line)].map((l) => `${l}\n`).join(''));
+  writeOut([header, ...rows.map(line)].map((l) => `${l}\n`).join(''));
 }
 
 export function isJson(): boolean {
