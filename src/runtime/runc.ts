@@ -1,7 +1,9 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
+import { debugLog } from '../log.ts';
 import type { DumpRequest } from './types.ts';
 
 /**
@@ -69,6 +71,34 @@ export class Runc {
 
   tryKill(id: string, signal: string): Promise<RunResult> {
     return this.run(['kill', id, signal]);
+  }
+
+  /**
+   * What `runc kill ID SIGNAL` does to a running or created container's
+   * init, without starting runc: the init's pid and start time from runc's
+   * state.json, checked against /proc first, as runc checks them (a pid
+   * reused since is never signalled). False when that cannot be told (no or
+   * unreadable state, another process or a zombie on that pid): then the
+   * caller runs runc.
+   */
+  signalInit(id: string, signal: NodeJS.Signals): boolean {
+    let state: { init_process_pid?: unknown; init_process_start?: unknown };
+    try {
+      state = JSON.parse(readFileSync(join(this.root, id, 'state.json'), 'utf8'));
+    } catch {
+      return false;
+    }
+    const pid = state.init_process_pid;
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
+    const stat = readProcStat(pid);
+    if (stat === null || stat.state === 'Z' || stat.state === 'X' || stat.startTime !== Number(state.init_process_start)) return false;
+    try {
+      debugLog(`kill(2) ${pid} ${signal} (the init of ${id}, as runc kill would)`);
+      process.kill(pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async pause(id: string): Promise<void> {
