@@ -35,6 +35,12 @@ const LAZY_PATCHES = [
     "get stdColumns() { return typeof process.stdout.columns !== 'undefined' ? process.stdout.columns : null }"],
   ['y18n/build/lib/platform-shims/node.js', "import { format } from 'util';\n", lazyUtil('format')],
   ['yargs-parser/build/lib/index.js', "import { format } from 'util';\n", lazyUtil('format')],
+  // After starting a command's handler yargs renders the whole help text, in
+  // case the handler fails and help is to be shown (showHelpOnFail, which
+  // stasis turns off): 3-5 ms, and under Bun about 12 ms more, for cliui asks
+  // process.stdout for the terminal's width.
+  ['yargs/build/lib/command.js', 'yargs.getInternalMethods().getUsageInstance().cacheHelpMessage();',
+    '/* stasis: no help cached (showHelpOnFail is off) */'],
 ];
 const { version } = JSON.parse(await readFile(`${root}package.json`, 'utf8'));
 const builds = `${root}.build`;
@@ -68,11 +74,12 @@ await build({
       // What yargs and its parts do as they load, done when first used instead:
       // node:util (format, inspect: for messages), node:url (its own path,
       // which in this bundle is __filename), and process.stdout's width (read
-      // at load; under Bun making process.stdout costs about 15 ms). Each
-      // text must be found, so a dependency that changes fails the build.
+      // at load; under Bun making process.stdout costs about 15 ms); and one
+      // thing it does that stasis never needs (LAZY_PATCHES). Each text must
+      // be found, so a dependency that changes fails the build.
       name: 'lazy-at-load',
       setup(b) {
-        b.onLoad({ filter: /\/node_modules\/(yargs|y18n|yargs-parser)\/.*\.(m?js)$/ }, async (args) => {
+        b.onLoad({ filter: /\/node_modules\/(yargs|y18n|yargs-parser)\/.*\.m?js$/ }, async (args) => {
           const patches = LAZY_PATCHES.filter(([file]) => args.path.endsWith(`/node_modules/${file}`));
           if (patches.length === 0) return undefined;
           let contents = await readFile(args.path, 'utf8');

@@ -1,4 +1,4 @@
-import { writeSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 import { libc } from '../host/libc.ts';
 
 // stasis's own output. Under Node it goes through process.stdout and
@@ -40,6 +40,12 @@ export function writeErr(text: string): void {
 
 /** Whether fd 0, 1 or 2 is a terminal, without making the process's stream for it. */
 export function isTerminal(fd: 0 | 1 | 2): boolean {
+  // A pipe or a file (the usual case in scripts) is no terminal: told without loading libc.
+  try {
+    if (!fstatSync(fd).isCharacterDevice()) return false;
+  } catch {
+    return false;
+  }
   const c = libc();
   if (c !== null) return c.isatty(fd);
   return process.getBuiltinModule('node:tty').isatty(fd);
