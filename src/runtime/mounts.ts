@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { StasisError } from '../errors.ts';
 import type { MountRecord } from '../state/store.ts';
 import { MNT_DETACH } from '../host/mount.ts';
@@ -28,10 +29,12 @@ export async function mount(runner: ProcessRunner, record: MountRecord): Promise
   }
 }
 
-/** Mount points from /proc/self/mountinfo, with its octal escapes (\\040 for a space) decoded. */
+/**
+ * Mount points from /proc/self/mountinfo, with its octal escapes (\\040 for a space) decoded.
+ * Read at once (node:fs/promises costs about 5 ms of a compiled command's start-up).
+ */
 async function mountTargets(): Promise<string[]> {
-  const { readFile } = await import('node:fs/promises');
-  const table = await readFile('/proc/self/mountinfo', 'utf8');
+  const table = readFileSync('/proc/self/mountinfo', 'utf8');
   return table
     .split('\n')
     .filter((line) => line !== '')

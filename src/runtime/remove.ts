@@ -66,7 +66,7 @@ async function killNow(ctx: RuntimeContext, id: string, status: Status): Promise
     if (killed) {
       const exited = await waitExit(ctx, id, { timeoutMs: 5_000, maxPollMs: 10 });
       if (exited !== null) {
-        await ctx.runc.forceDelete(id);
+        await deleteFromRunc(ctx, id);
         return exited;
       }
     }
@@ -80,6 +80,23 @@ async function killNow(ctx: RuntimeContext, id: string, status: Status): Promise
   return waitExit(ctx, id, { timeoutMs: 10_000 });
 }
 
+/**
+ * Removes runc's container of a container that has exited: without runc
+ * where that is all `runc delete --force` would do (Runc.destroyGone: its
+ * cgroups empty and removable, no poststop hooks), else with runc.
+ */
+async function deleteFromRunc(ctx: RuntimeContext, id: string): Promise<void> {
+  const config = ctx.store.readContainerFile(id, 'config.json');
+  let spec = null;
+  try {
+    spec = config === null ? null : JSON.parse(config.text);
+  } catch {
+    // unreadable: runc decides
+  }
+  if (ctx.runc.destroyGone(id, spec)) return;
+  await ctx.runc.forceDelete(id);
+}
+
 function unknownExit(): ExitRecord {
   return { status: null, exitedAt: new Date().toISOString() };
 }
@@ -88,7 +105,7 @@ function unknownExit(): ExitRecord {
 export async function removeLocked(ctx: RuntimeContext, record: ContainerRecord, runcDeleted = false): Promise<DeleteResult> {
   const { store, journal } = ctx;
   const id = record.id;
-  if (!runcDeleted) await ctx.runc.forceDelete(id);
+  if (!runcDeleted) await deleteFromRunc(ctx, id);
   await clearLeftovers(ctx, id);
   await unmountAll(ctx.runner, record.mounts);
   store.remove(id);

@@ -1,6 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { cgroupPids } from '../host/cgroups.ts';
 import { readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
@@ -118,6 +119,37 @@ export class Runc {
   forceDelete(id: string): Promise<RunResult> {
     if (!existsSync(join(this.root, id))) return Promise.resolve({ exitCode: 0, stdout: '', stderr: '', signal: undefined });
     return this.run(['delete', '--force', id]);
+  }
+
+  /**
+   * What `runc delete --force` does to a container whose processes are all
+   * gone, done here: runc's state names the container's cgroups, which are
+   * removed, then runc's state folder. Only where that is all runc would do:
+   * not when the spec has poststop hooks or Intel RDT, when a process is
+   * still in a cgroup, or when a cgroup cannot be removed (one the container
+   * made inside its own): then false, nothing is removed, and the caller runs runc.
+   */
+  destroyGone(id: string, spec: { hooks?: { poststop?: unknown[] }; linux?: { intelRdt?: unknown } } | null): boolean {
+    if (spec === null || (spec.hooks?.poststop?.length ?? 0) > 0 || spec.linux?.intelRdt !== undefined) return false;
+    const dir = join(this.root, id);
+    let state: { cgroup_paths?: Record<string, unknown> };
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+    } catch {
+      return false;
+    }
+    const cgroups = [...new Set(Object.values(state.cgroup_paths ?? {}).filter((p): p is string => typeof p === 'string' && p.startsWith('/sys/fs/cgroup/')))];
+    if (cgroups.length === 0 || cgroupPids(cgroups).length > 0) return false;
+    for (const cgroup of cgroups) {
+      try {
+        rmdirSync(cgroup);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+      }
+    }
+    debugLog(`removed ${id}'s cgroups and runc state (${cgroups.length} folders), as runc delete would`);
+    rmSync(dir, { recursive: true, force: true });
+    return true;
   }
 
   /** The host PIDs of the container's processes. */
