@@ -20,7 +20,8 @@
 // with a note, and bin/stasis under Node is what runs.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 
@@ -122,6 +123,11 @@ function bunExecutable() {
  * .env or bunfig.toml from whatever folder it is run in (Bun's executables
  * do by default): a container tool's settings come from its flags and its
  * own environment only.
+ *
+ * Bun writes the source's path into the executable, so the same bundle is
+ * compiled from one folder named after its content (and Bun's version):
+ * the same source gives the same bytes, and setup.sh can tell that an
+ * installed stasis is already this one.
  */
 async function compileBinary(out) {
   const bun = bunExecutable();
@@ -129,11 +135,20 @@ async function compileBinary(out) {
     process.stderr.write('build: dist/stasis not built: @oven/bun-linux-x64 is not installed (bin/stasis runs under Node)\n');
     return;
   }
-  await writeFile(`${out}/bin-entry.cjs`, "'use strict';\nrequire('./cli.cjs').main(process.argv.slice(2));\n");
+  const bundle = await readFile(`${out}/cli.cjs`);
+  const bunVersion = spawnSync(bun, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  const key = createHash('sha256').update(bunVersion).update('\0').update(bundle).digest('hex').slice(0, 16);
+  const stage = `${builds}/.bin-${key}`;
+  await mkdir(stage, { recursive: true });
+  // Each file written aside and renamed: a build of the same content running beside this one reads whole files.
+  for (const [file, content] of [['cli.cjs', bundle], ['bin-entry.cjs', "'use strict';\nrequire('./cli.cjs').main(process.argv.slice(2));\n"]]) {
+    await writeFile(`${stage}/${file}.${process.pid}`, content);
+    await rename(`${stage}/${file}.${process.pid}`, `${stage}/${file}`);
+  }
   const r = spawnSync(bun, [
     'build', '--compile', '--bytecode', '--target=bun', '--format=cjs',
     '--no-compile-autoload-dotenv', '--no-compile-autoload-bunfig',
-    `${out}/bin-entry.cjs`, '--outfile', `${out}/stasis`,
+    `${stage}/bin-entry.cjs`, '--outfile', `${out}/stasis`,
   ], { encoding: 'utf8' });
   if (r.status !== 0) {
     throw new Error(`bun build --compile failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}${r.stderr}`);
@@ -143,5 +158,10 @@ async function compileBinary(out) {
   if (v.status !== 0 || v.stdout.trim() !== version) {
     throw new Error(`the compiled ${out}/stasis does not run: --version gave ${JSON.stringify(v.stdout.trim())} (exit ${v.status}) ${v.stderr}`);
   }
-  await rm(`${out}/bin-entry.cjs`);
+  // Other contents' folders, once no build can be using them (10 minutes).
+  for (const entry of await readdir(builds)) {
+    if (!entry.startsWith('.bin-') || entry === `.bin-${key}`) continue;
+    const age = Date.now() - (await stat(`${builds}/${entry}`).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
+    if (age > 600_000) await rm(`${builds}/${entry}`, { recursive: true, force: true });
+  }
 }
