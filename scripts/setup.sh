@@ -12,8 +12,10 @@
 #     /opt/stasis/criu-VERSION), run through wrappers in /usr/local/sbin/criu
 #     and /usr/local/bin/checkpointctl
 #   - Node >= 22 (the package needs it; Debian 12 machines here have node 20)
-#   - the repo's npm dependencies and build (dist/), the `stasis` command,
-#     man pages, bash and zsh completion, and the default busybox rootfs
+#   - the repo's npm dependencies and build (dist/: the bundle, and the
+#     executable compiled from it with Bun), the `stasis` command (that
+#     executable, or bin/stasis under Node without it), man pages, bash and
+#     zsh completion, and the default busybox rootfs
 # then runs scripts/demo.sh unless --no-demo is given.
 #
 # Idempotent: every step first checks whether its result is already in place,
@@ -52,9 +54,10 @@ ZSH_COMPLETION=/usr/local/share/zsh/site-functions/_stasis
 # busybox-static (the default rootfs, setup's CRIU test), zstd and tar
 # (archives); for the tests: iproute2 (ip, ss), util-linux (nsenter, flock),
 # gcc and libc6-dev (small C programs), podman (interop), openssh-server and
-# -client (migrate over ssh); go-md2man (man pages); bash-completion.
+# -client (migrate over ssh); go-md2man (man pages); bash-completion; GNU time
+# (bench/bench.mjs: the exit hook's peak memory).
 APT_PACKAGES=(runc conmon iptables busybox-static zstd tar iproute2 util-linux socat gcc libc6-dev
-  podman openssh-client openssh-server go-md2man bash-completion)
+  podman openssh-client openssh-server go-md2man bash-completion time)
 
 # Our own installs live in /usr/local; make sure they win over /usr (root's
 # usual PATH already has this order, but CI or sudo may not).
@@ -681,7 +684,7 @@ else
   note "rootfs: built $ROOTFS_DIR"
 fi
 
-# Always rebuild (esbuild takes well under a second): dist/ is not tracked,
+# Always rebuild (the bundle and the compiled executable take a second or two): dist/ is not tracked,
 # and a stale one would hide source changes.
 build_ok=1
 log "npm run build"
@@ -693,11 +696,29 @@ else
 fi
 
 # --- 5. The command and its man pages -------------------------------------
-if [[ $(readlink /usr/local/bin/stasis 2>/dev/null) == "$REPO/bin/stasis" ]]; then
-  note "stasis: /usr/local/bin/stasis already links to $REPO/bin/stasis"
+# The build compiles the CLI into one executable, dist/stasis (Bun, from the
+# npm registry: a fraction of Node's start-up). When it was built and runs,
+# it is copied (each install one rename, and skipped when identical) to
+# /usr/local/bin/stasis: a copy, not a link into .build/, so the path that
+# running containers' exit hooks call stays valid through rebuilds. Otherwise
+# /usr/local/bin/stasis links to bin/stasis, run by Node.
+STASIS_CMD=/usr/local/bin/stasis
+stasis_version=$(node -p 'require("./package.json").version')
+if ((build_ok)) && [[ -x $REPO/dist/stasis ]] &&
+   [[ $("$REPO/dist/stasis" --version 2>/dev/null) == "$stasis_version" ]]; then
+  if [[ -f $STASIS_CMD && ! -L $STASIS_CMD ]] && cmp -s "$REPO/dist/stasis" "$STASIS_CMD"; then
+    note "stasis: $STASIS_CMD is already the compiled stasis $stasis_version (dist/stasis)"
+  else
+    install -m 0755 "$REPO/dist/stasis" "$STASIS_CMD.new.$$"
+    mv -f "$STASIS_CMD.new.$$" "$STASIS_CMD"
+    note "stasis: installed the compiled stasis $stasis_version (dist/stasis) as $STASIS_CMD"
+  fi
+elif [[ -L $STASIS_CMD && $(readlink "$STASIS_CMD") == "$REPO/bin/stasis" ]]; then
+  note "stasis: $STASIS_CMD already links to $REPO/bin/stasis (Node; no compiled dist/stasis)"
 else
-  ln -sfn "$REPO/bin/stasis" /usr/local/bin/stasis
-  note "stasis: linked /usr/local/bin/stasis -> $REPO/bin/stasis"
+  ln -sfn "$REPO/bin/stasis" "$STASIS_CMD.new.$$"
+  mv -Tf "$STASIS_CMD.new.$$" "$STASIS_CMD"
+  note "stasis: linked $STASIS_CMD -> $REPO/bin/stasis (Node; no compiled dist/stasis)"
 fi
 
 # man.mjs writes dist/man/ (after the build, which empties dist/).
@@ -726,8 +747,8 @@ fi
 # script sourced from .zshrc, so as _stasis it calls the function itself.
 if ((build_ok)); then
   completion_new=()
-  node "$REPO/bin/stasis" completion bash | write_file "$BASH_COMPLETION" 0644 && completion_new+=("$BASH_COMPLETION")
-  node "$REPO/bin/stasis" completion zsh |
+  "$STASIS_CMD" completion bash | write_file "$BASH_COMPLETION" 0644 && completion_new+=("$BASH_COMPLETION")
+  "$STASIS_CMD" completion zsh |
     sed 's/^compdef _stasis_yargs_completions stasis$/if [[ $funcstack[1] == _stasis ]]; then _stasis_yargs_completions "$@"; else compdef _stasis_yargs_completions stasis; fi/' |
     write_file "$ZSH_COMPLETION" 0644 && completion_new+=("$ZSH_COMPLETION")
   if ((${#completion_new[@]})); then

@@ -7,4 +7,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # those, not the system's node 20 or Debian's criu 3.17 in /usr.
 export PATH="/usr/local/sbin:/usr/local/bin:$PATH"
 bash scripts/setup.sh --no-demo
+# The suite runs twice: against the compiled executable (dist/stasis, the
+# same bytes setup installed as /usr/local/bin/stasis: what users get), then
+# against bin/stasis under Node (what `npm i -g` gives). STASIS_TEST_BIN picks
+# the binary the tests run; this repo's own dist/stasis, not the machine-wide
+# copy, which another checkout's setup may replace meanwhile.
+if [[ -x dist/stasis ]]; then
+  echo "test.sh: the suite against the compiled dist/stasis" >&2
+  STASIS_TEST_BIN="$PWD/dist/stasis" npm test
+  echo "test.sh: the suite against bin/stasis under Node $(node --version)" >&2
+fi
 exec npm test

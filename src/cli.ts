@@ -1,6 +1,7 @@
-import yargs, { type Argv, type CommandModule } from 'yargs';
+import type { Argv, CommandModule } from 'yargs';
 import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
 import { setCliEntry, type GlobalArgs } from './commands/context.ts';
+import { guardStreamsUnlessDirect, isTerminal, writeErr } from './output/stdio.ts';
 
 declare const __STASIS_VERSION__: string;
 
@@ -89,6 +90,11 @@ function completionWords(args: string[]): string[] | undefined {
   return undefined;
 }
 
+/** Whether yargs may print help: asked for, or no command to run. */
+function helpAsked(args: string[]): boolean {
+  return args.includes('--help') || args.includes('-h') || args.includes('help') || findVerb(args) === undefined;
+}
+
 function globalOptions(parser: Argv): Argv<GlobalArgs> {
   return parser.options(GLOBAL_OPTIONS) as unknown as Argv<GlobalArgs>;
 }
@@ -104,31 +110,41 @@ function reportError(err: unknown, json: boolean): void {
   const hint = err instanceof StasisError ? err.hint ?? GLOBAL_HINTS[err.code ?? ''] : undefined;
   const details = err instanceof StasisError ? err.details : undefined;
   if (json) {
-    process.stderr.write(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}), ...(details ? { errors: details } : {}) })}\n`);
+    writeErr(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}), ...(details ? { errors: details } : {}) })}\n`);
     return;
   }
   for (const detail of details ?? []) {
-    process.stderr.write(`stasis: ${detail.error}\n`);
-    if (detail.hint) process.stderr.write(`hint: ${detail.hint}\n`);
+    writeErr(`stasis: ${detail.error}\n`);
+    if (detail.hint) writeErr(`hint: ${detail.hint}\n`);
   }
-  process.stderr.write(`stasis: ${message}\n`);
-  if (hint) process.stderr.write(`hint: ${hint}\n`);
+  writeErr(`stasis: ${message}\n`);
+  if (hint) writeErr(`hint: ${hint}\n`);
 }
 
 export async function main(args: string[]): Promise<void> {
   if (process.argv[1]) setCliEntry(process.argv[1]);
-  // `stasis ps | head -1`: a closed pipe ends the output quietly.
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-      // Any other failure to write our own output: one line, no stack trace.
-      process.stderr.write(`stasis: cannot write ${stream === process.stdout ? 'the output' : 'to stderr'}: ${err.message}\n`);
-      process.exit(1);
-    });
-  }
+  // `stasis ps | head -1`: a closed pipe ends the output quietly (output/stdio.ts).
+  guardStreamsUnlessDirect();
   const verb = findVerb(completionWords(args) ?? args);
   const entry = COMMANDS.find((c) => c.name === verb || c.aliases?.includes(verb ?? ''));
   const json = args.includes('--json');
+  const fail = (err: unknown) => {
+    let exitCode = err instanceof StasisError ? err.exitCode : 1;
+    if (entry && PROCESS_STATUS_COMMANDS.has(entry.name) && exitCode < 125) exitCode = EXIT_TOOL;
+    reportError(err, json);
+    process.exitCode = exitCode;
+  };
+  const loaded = entry ? (await entry.load()).command : undefined;
+  const quick = entry && loaded ? quickParse(args, entry, loaded) : null;
+  if (quick !== null) {
+    try {
+      await loaded!.handler(quick as never);
+    } catch (err) {
+      fail(err);
+    }
+    return;
+  }
+  const { default: yargs } = await import('yargs');
   let parser = globalOptions(
     yargs(args)
       .scriptName('stasis')
@@ -141,7 +157,8 @@ export async function main(args: string[]): Promise<void> {
       .alias('help', 'h')
       .completion('completion', false)
       // In a pipe, no wrapping at all: cut words help nobody, and grep wants whole lines.
-      .wrap(process.stdout.isTTY ? Math.min(120, process.stdout.columns) : null)
+      // Only help is wrapped; the terminal's width is asked only then (see output/stdio.ts).
+      .wrap(helpAsked(args) && isTerminal(1) ? Math.min(120, process.stdout.columns) : null)
       .epilogue('Run `stasis <command> --help` for the options of a command; `man stasis` for the details.')
       .fail((msg, err) => {
         // yargs' own parse errors (a missing option value...) are usage errors too.
@@ -153,8 +170,7 @@ export async function main(args: string[]): Promise<void> {
   // listed by a --help of the whole program, which has no command word.
   for (const command of entry ? [entry] : COMMANDS) {
     if (command === entry) {
-      const { command: module } = await command.load();
-      parser = parser.command(module);
+      parser = parser.command(loaded!);
     } else {
       parser = parser.command({
         command: command.name,
@@ -168,9 +184,60 @@ export async function main(args: string[]): Promise<void> {
   try {
     await parser.parseAsync();
   } catch (err) {
-    let exitCode = err instanceof StasisError ? err.exitCode : 1;
-    if (entry && PROCESS_STATUS_COMMANDS.has(entry.name) && exitCode < 125) exitCode = EXIT_TOOL;
-    reportError(err, json);
-    process.exitCode = exitCode;
+    fail(err);
   }
+}
+
+const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** The global options' words, as yargs reads them: `--state-dir X`; `--json`, `--no-json`, `-q`. */
+const QUICK_VALUES = new Map(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'string').map(([name]) => [`--${name}`, camel(name)]));
+const QUICK_FLAGS = new Map<string, [string, boolean]>(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'boolean').flatMap(([name, o]) => [
+  [`--${name}`, [camel(name), true]] as [string, [string, boolean]],
+  [`--no-${name}`, [camel(name), false]] as [string, [string, boolean]],
+  ...('alias' in o ? [[`-${o.alias}`, [camel(name), true]] as [string, [string, boolean]]] : []),
+]));
+
+/**
+ * The arguments of a command that takes no options of its own and only
+ * required positionals (ps, info ID, start ID, conmon's `__exit ID INSTANCE`:
+ * see define.ts), read without yargs, when they are nothing but that
+ * command, its positionals and global options each given once in their
+ * plain form. The result is what yargs would hand the handler. Anything
+ * else (help, a `--x=y`, an unknown or repeated option, a missing or extra
+ * word, `--`) returns null and goes to yargs, which also makes its errors.
+ * Building yargs' parser and running it is most of such a command's own
+ * time (about 10 ms of a compiled `ps`).
+ */
+function quickParse(args: string[], entry: CommandEntry, module: CommandModule<GlobalArgs, any>): Record<string, unknown> | null {
+  const positionals = (module as { quickPositionals?: string[] }).quickPositionals;
+  if (positionals === undefined) return null;
+  const argv: Record<string, unknown> = {};
+  const seen = new Set<string>();
+  const words: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const valueKey = QUICK_VALUES.get(arg);
+    const flag = QUICK_FLAGS.get(arg);
+    if (valueKey !== undefined) {
+      const value = args[i + 1];
+      if (value === undefined || value === '' || value.startsWith('-') || seen.has(valueKey)) return null;
+      seen.add(valueKey);
+      argv[valueKey] = value;
+      i++;
+    } else if (flag !== undefined) {
+      if (seen.has(flag[0])) return null;
+      seen.add(flag[0]);
+      argv[flag[0]] = flag[1];
+    } else if (arg.startsWith('-') || arg === '' || arg === 'help') {
+      return null;
+    } else {
+      words.push(arg);
+    }
+  }
+  const [word, ...rest] = words;
+  if (word !== entry.name && !entry.aliases?.includes(word)) return null;
+  if (rest.length !== positionals.length) return null;
+  positionals.forEach((name, i) => (argv[name] = rest[i]));
+  return { ...argv, _: [word], $0: 'stasis' };
 }

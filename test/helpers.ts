@@ -7,6 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 export const REPO = resolve(import.meta.dirname, '..');
 export const BIN = join(REPO, 'bin', 'stasis');
+/**
+ * The stasis under test: STASIS_TEST_BIN=PATH runs that executable (the
+ * compiled dist/stasis, or an installed one), else bin/stasis under this Node.
+ * STASIS_PROGRAM is the file that runs as `stasis` by name (put on PATH, run
+ * from a shell), CLI the command line that starts it.
+ */
+export const STASIS_PROGRAM = process.env.STASIS_TEST_BIN ? resolve(process.env.STASIS_TEST_BIN) : BIN;
+export const CLI: readonly string[] = process.env.STASIS_TEST_BIN ? [STASIS_PROGRAM] : [process.execPath, BIN];
 export const ROOTFS = process.env.STASIS_TEST_ROOTFS ?? '/var/lib/stasis/rootfs/busybox';
 
 export interface Result {
@@ -28,14 +36,15 @@ export class TestEnv {
     this.checkpointDir = join(this.root, 'checkpoints');
   }
 
+  /** The arguments that make CLI[0] run `stasis ARGS` in this env. */
   args(args: string[]): string[] {
-    return [BIN, '--state-dir', this.stateDir, '--checkpoint-dir', this.checkpointDir, ...args];
+    return [...CLI.slice(1), '--state-dir', this.stateDir, '--checkpoint-dir', this.checkpointDir, ...args];
   }
 
   /** Runs the real CLI to completion. */
   run(args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Result> {
     return new Promise((resolvePromise, reject) => {
-      const child = spawn(process.execPath, this.args(args), {
+      const child = spawn(CLI[0], this.args(args), {
         stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
         env: { ...process.env, NO_COLOR: '1', ...opts.env },
         cwd: opts.cwd,

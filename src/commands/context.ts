@@ -1,7 +1,7 @@
-import { realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Runtime } from '../runtime/runtime.ts';
 import { setDebug } from '../log.ts';
+import { selfCommand } from '../host/self.ts';
 import { which } from '../host/which.ts';
 import { setOutputMode } from '../output/terminal.ts';
 
@@ -29,7 +29,7 @@ export function defaultCheckpointDir(): string {
 
 let cliEntry = '';
 
-/** Set by main(): the script that conmon's exit command runs. */
+/** Set by main(): the script that conmon's exit command runs (under Node; a compiled stasis runs itself). */
 export function setCliEntry(path: string): void {
   cliEntry = path;
 }
@@ -58,7 +58,7 @@ export function runtimeFrom(argv: GlobalArgs): Runtime {
     runc,
     criu,
     conmon: which(process.env.STASIS_CONMON ?? 'conmon') ?? 'conmon',
-    cliCommand: [process.execPath, cliEntry ? realpathSync(cliEntry) : resolve('bin/stasis')],
+    cliCommand: selfCommand(cliEntry),
     flock: which('flock'),
   }, {
     checkpoint: {

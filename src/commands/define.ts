@@ -21,8 +21,31 @@ export interface CommandSpec<P extends Positionals, F extends Flags> {
   handler: (argv: CommandArgs<P, F>) => Promise<void>;
 }
 
-export function defineCommand<P extends Positionals = {}, F extends Flags = {}>(spec: CommandSpec<P, F>): CommandModule<GlobalArgs, any> {
+/**
+ * The positionals' names when the command takes no options of its own and
+ * only required plain-string positionals, named in order in its command
+ * string (`info <id>`): cli.ts can then read its arguments without yargs.
+ */
+function quickPositionals(spec: CommandSpec<Positionals, Flags>): string[] | undefined {
+  if (spec.options && Object.keys(spec.options).length > 0) return undefined;
+  const [, ...words] = spec.command.split(' ');
+  const names: string[] = [];
+  for (const word of words) {
+    const name = /^<([a-z]+)>$/.exec(word)?.[1];
+    const p = name === undefined ? undefined : spec.positionals?.[name];
+    if (p === undefined || p.type !== 'string' || p.demandOption !== true || p.array || p.coerce || p.choices) return undefined;
+    names.push(name!);
+  }
+  if (names.length !== Object.keys(spec.positionals ?? {}).length) return undefined;
+  return names;
+}
+
+/** A yargs command module, and what cli.ts needs to read its arguments itself (see quickPositionals). */
+export type StasisCommand = CommandModule<GlobalArgs, any> & { quickPositionals?: string[] };
+
+export function defineCommand<P extends Positionals = {}, F extends Flags = {}>(spec: CommandSpec<P, F>): StasisCommand {
   return {
+    quickPositionals: quickPositionals(spec as CommandSpec<Positionals, Flags>),
     command: spec.command,
     describe: spec.describe,
     aliases: spec.aliases,

@@ -11,7 +11,7 @@ export const command = defineCommand({
     const report = await runDoctor(runtimeFrom(argv));
     if (isJson()) printJson(report);
     else {
-      const paint = colors();
+      const paint = await colors();
       for (const check of report.checks) {
         const mark = check.ok ? paint.green('ok  ') : check.required ? paint.red('FAIL') : paint.yellow('warn');
         printLine(`${mark} ${check.name.padEnd(22)} ${check.detail}`);

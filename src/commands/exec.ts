@@ -1,4 +1,5 @@
 import { EXIT_TOOL, StasisError, usageError } from '../errors.ts';
+import { guardStreams, isTerminal } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
 import { commandWords, idArg, parseEnv, toArray } from './flags.ts';
@@ -17,11 +18,12 @@ export const command = defineCommand({
     const id = idArg(argv.id);
     const args = commandWords(argv);
     if (args.length === 0) throw usageError('exec needs a command: stasis exec ID -- CMD [ARG...]');
-    if (argv.tty && !process.stdin.isTTY) {
+    if (argv.tty && !isTerminal(0)) {
       // runc would fail opening /dev/tty with a bare "no such device or address".
       throw new StasisError('exec -t needs stasis to run in a terminal', { exitCode: EXIT_TOOL, hint: 'run it from a terminal, or drop -t' });
     }
     const runtime = runtimeFrom(argv);
+    guardStreams();
     process.exitCode = await runtime.container(id).exec({ args, env: parseEnv(argv.env), cwd: argv.cwd, tty: argv.tty === true, stderr: process.stderr });
   },
 });

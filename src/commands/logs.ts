@@ -1,5 +1,6 @@
 import { notFound } from '../errors.ts';
 import { containerLogs, followLog, type LogRecord } from '../runtime/logs.ts';
+import { guardStreams } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { idArg, parsePositiveInt } from './flags.ts';
@@ -17,6 +18,7 @@ export const command = defineCommand({
     const tail = argv.tail === undefined ? undefined : argv.tail === '0' ? 0 : parsePositiveInt('tail', argv.tail);
     const runtime = runtimeFrom(argv);
     const logs = containerLogs(runtime.store, runtime.record(id), tail);
+    guardStreams();
     const write = (stream: 'stdout' | 'stderr', text: string) => (stream === 'stdout' ? process.stdout : process.stderr).write(text);
     if (logs.kind === 'files') {
       for (const chunk of logs.chunks) write(chunk.stream, chunk.text);

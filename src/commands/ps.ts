@@ -1,5 +1,5 @@
 import { isJson, isQuiet, printJson, printLine, printTable } from '../output/print.ts';
-import { colors } from '../output/colors.ts';
+import { colors, type Paint } from '../output/colors.ts';
 import type { ContainerInfo } from '../runtime/types.ts';
 import { runtimeFrom } from './context.ts';
 import { defineCommand } from './define.ts';
@@ -12,12 +12,12 @@ export const command = defineCommand({
     const containers = await runtimeFrom(argv).containers();
     if (isJson()) return printJson(containers);
     if (isQuiet()) return containers.forEach((c) => printLine(c.id));
-    await printTable(['ID', 'STATUS', 'PID', 'CREATED', 'COMMAND'], containers.map(row));
+    const paint = await colors();
+    await printTable(['ID', 'STATUS', 'PID', 'CREATED', 'COMMAND'], containers.map((c) => row(c, paint)));
   },
 });
 
-function row(c: ContainerInfo): string[] {
-  const paint = colors();
+function row(c: ContainerInfo, paint: Paint): string[] {
   let status: string = c.status;
   if (c.status === 'stopped' && c.exit) status = `stopped (${c.exit.status ?? 'unknown'})`;
   if (c.status === 'stopped' && c.checkpointed) status = 'stopped (checkpointed)';

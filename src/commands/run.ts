@@ -6,6 +6,7 @@ import { followLog } from '../runtime/logs.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { Container } from '../runtime/types.ts';
 import { printLine } from '../output/print.ts';
+import { guardStreams, writeErr } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
 import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
@@ -69,6 +70,7 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
   });
   try {
     if (streamLog) {
+      guardStreams();
       for await (const record of followLog(runtime.store.logPath(id), { fromOffset: 0, finished: () => runtime.hasExited(id) })) {
         (record.stream === 'stdout' ? process.stdout : process.stderr).write(record.text);
       }
@@ -79,7 +81,7 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
       throw new StasisError(`container ${id}: the monitor went away before reporting the exit status`, { exitCode: EXIT_TOOL });
     }
     if (exit === 'checkpointed') {
-      process.stderr.write(`stasis: container ${id} was checkpointed; restore it with \`stasis restore ${id}\`\n`);
+      writeErr(`stasis: container ${id} was checkpointed; restore it with \`stasis restore ${id}\`\n`);
       return 0;
     }
     if (exit.status === null) throw new StasisError(`container ${id} exited, but its exit status is unknown`, { exitCode: EXIT_TOOL });

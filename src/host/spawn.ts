@@ -3,6 +3,7 @@ import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
 import { signalExitCode } from '../errors.ts';
 import { debugLog } from '../log.ts';
+import { mountCalls, type MountCalls } from './mount.ts';
 
 // Every external command stasis runs goes through here, so --debug can show
 // each runc / criu / conmon command line on stderr. The library layers take a
@@ -60,16 +61,24 @@ export interface RunOptions {
 /** What the library layers use to run programs: the real one below, or a fake in unit tests. */
 export interface ProcessRunner {
   run(file: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /**
+   * mount(2)/umount2(2) made directly, in place of running mount(8) and
+   * umount(8); null, or absent (a fake runner), when those commands are run.
+   */
+  mountCalls?(): MountCalls | null;
 }
 
 /**
  * Runs a command to completion and captures its output; never throws for a
  * non-zero exit, only when the program cannot be started. This is the hot
- * path of every runc call, so it uses node:child_process directly: loading
- * execa costs more start-up time than most runc calls take.
+ * path of every runc call, so it uses node:child_process directly (loading
+ * execa costs more start-up time than most runc calls take), or under Bun,
+ * Bun.spawn (but for input and outputFile, which keep node:child_process).
  */
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   debugLog(showCommand(file, args));
+  const spawnBun = opts.input || opts.outputFile !== undefined ? null : bunSpawn();
+  if (spawnBun !== null) return runWithBun(spawnBun, file, args, opts);
   return new Promise((resolve, reject) => {
     const outputFd = opts.outputFile === undefined ? null : openSync(opts.outputFile, 'w', 0o600);
     const child = spawn(file, args, {
@@ -112,4 +121,50 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
 }
 
 /** The real runner. */
-export const systemRunner: ProcessRunner = { run };
+export const systemRunner: ProcessRunner = { run, mountCalls };
+
+/** The part of Bun's own process API that stasis uses (src/host/spawn.ts, src/runtime/conmon.ts). */
+export interface BunSubprocess {
+  readonly pid: number;
+  readonly stdout: ReadableStream<Uint8Array> | null;
+  readonly stderr: ReadableStream<Uint8Array> | null;
+  readonly exited: Promise<number>;
+  readonly exitCode: number | null;
+  readonly signalCode: string | null;
+  kill(signal?: string): void;
+  unref(): void;
+}
+export interface BunSpawnOptions {
+  stdio: (number | 'ignore' | 'pipe' | 'inherit')[];
+  env: Record<string, string | undefined>;
+  detached?: boolean;
+}
+
+/**
+ * Bun.spawn where the runtime is Bun, else null. node:child_process under
+ * Bun builds node:stream objects for every child (about 15 ms of a command's
+ * start-up the first time); Bun's own spawn reads the pipes natively.
+ */
+export function bunSpawn(): ((cmd: string[], opts: BunSpawnOptions) => BunSubprocess) | null {
+  const bun = (globalThis as { Bun?: { spawn(cmd: string[], opts: BunSpawnOptions): BunSubprocess } }).Bun;
+  return bun ? (cmd, opts) => bun.spawn(cmd, opts) : null;
+}
+
+/** run() through Bun.spawn: the same result, without node:child_process. */
+async function runWithBun(spawnBun: NonNullable<ReturnType<typeof bunSpawn>>, file: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+  // Bun.spawn throws at once when the program cannot be started (ENOENT, EACCES), as the promise below rejects under Node.
+  const child = spawnBun([file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  const timer = opts.timeout ? setTimeout(() => child.kill('SIGKILL'), opts.timeout) : undefined;
+  try {
+    const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+    const signal = child.signalCode ?? undefined;
+    return {
+      exitCode: child.exitCode ?? signalExitCode((signal && constants.signals[signal as NodeJS.Signals]) || 0),
+      stdout,
+      stderr,
+      signal,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,21 +1,21 @@
-import { stripVTControlCharacters } from 'node:util';
+import { writeOut } from './stdio.ts';
 import { colorEnabled, outputMode } from './terminal.ts';
 
 export function printLine(text: string): void {
-  process.stdout.write(`${text}\n`);
+  writeOut(`${text}\n`);
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  writeOut(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function printJsonLine(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+  writeOut(`${JSON.stringify(value)}\n`);
 }
 
-/** What a cell takes on screen: colour codes take none. */
+/** What a cell takes on screen: colour codes (SGR, all that stasis writes) take none. */
 function width(cell: string): number {
-  return stripVTControlCharacters(cell).length;
+  return cell.includes('\x1b[') ? cell.replace(/\x1b\[[0-9;]*m/g, '').length : cell.length;
 }
 
 /**
@@ -28,11 +28,11 @@ export async function printTable(head: string[], rows: string[][]): Promise<void
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i] - width(c)))).join('   ').trimEnd();
   let header = line(head);
-  if (colorEnabled(process.stdout)) {
+  if (colorEnabled(1)) {
     const { colors } = await import('./colors.ts');
-    header = colors().cyan(header);
+    header = (await colors()).cyan(header);
   }
-  process.stdout.write([header, ...rows.map(line)].map((l) => `${l}\n`).join(''));
+  writeOut([header, ...rows.map(line)].map((l) => `${l}\n`).join(''));
 }
 
 export function isJson(): boolean {

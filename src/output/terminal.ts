@@ -1,4 +1,5 @@
 import { debugLog } from '../log.ts';
+import { isTerminal } from './stdio.ts';
 
 // Colour and spinners are decided once, per stream, from NO_COLOR /
 // FORCE_COLOR / --no-color, whether the stream is a TTY, CI and TERM=dumb.
@@ -19,18 +20,19 @@ export function outputMode(): OutputMode {
   return mode;
 }
 
-export function colorEnabled(stream: NodeJS.WriteStream): boolean {
+/** Whether stasis's stdout (1) or stderr (2) takes colour. */
+export function colorEnabled(fd: 1 | 2): boolean {
   if (mode.colorFlag === false) return false;
   if ('NO_COLOR' in process.env && process.env.NO_COLOR !== '') return false;
   const force = process.env.FORCE_COLOR;
   if (force !== undefined) return force !== '0' && force !== 'false';
   if (mode.colorFlag === true) return true;
-  return stream.isTTY === true && process.env.TERM !== 'dumb';
+  return process.env.TERM !== 'dumb' && isTerminal(fd);
 }
 
 export function spinnerAllowed(): boolean {
   return (
-    process.stderr.isTTY === true &&
+    isTerminal(2) &&
     // ora redraws forever on a terminal that reports no width (script(1), some CI shells).
     (process.stderr.columns ?? 0) > 0 &&
     !process.env.CI &&
@@ -52,7 +54,7 @@ export interface Spinner {
 export async function spinner(text: string): Promise<Spinner> {
   if (!spinnerAllowed()) return { step: (next) => debugLog(`step: ${next}`), stop() {} };
   const { default: ora } = await import('ora');
-  const instance = ora({ text, stream: process.stderr, color: colorEnabled(process.stderr) ? 'cyan' : false as never }).start();
+  const instance = ora({ text, stream: process.stderr, color: colorEnabled(2) ? 'cyan' : false as never }).start();
   return {
     step(next) {
       debugLog(`step: ${next}`);

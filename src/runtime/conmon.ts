@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, read, readFileSync } from 'node:fs';
 import { StasisError } from '../errors.ts';
-import { showCommand, spawn } from '../host/spawn.ts';
+import { libc } from '../host/libc.ts';
+import { bunSpawn, showCommand, spawn } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
 import { runcMessage } from './runc.ts';
 
@@ -56,49 +57,98 @@ export function monitorArgs(opts: MonitorOptions): string[] {
 /**
  * Starts conmon, which double-forks into a monitor that outlives us, runs
  * `runc create` (or `runc restore`) and reports the container's pid, or
- * runc's error, as one JSON line on the sync pipe.
+ * runc's error, as one JSON line on the sync pipe (fd 3).
  */
 export function startMonitor(opts: MonitorOptions): Promise<number> {
   const args = monitorArgs(opts);
   debugLog(showCommand(opts.conmon, args));
+  const spawnBun = bunSpawn();
+  const pipe = spawnBun === null ? null : libc()?.pipe() ?? null;
   return new Promise((resolve, reject) => {
+    const reply = monitorReply(opts, resolve, reject);
+    if (spawnBun !== null && pipe !== null) {
+      // Under Bun: Bun.spawn, and the sync pipe a real pipe read with fs.read
+      // (no node:child_process or node:stream; see host/spawn.ts).
+      const [readEnd, writeEnd] = pipe;
+      let child;
+      try {
+        child = spawnBun([opts.conmon, ...args], {
+          stdio: [opts.stdio[0], opts.stdio[1], opts.stdio[2], writeEnd],
+          env: { ...process.env, _OCI_SYNCPIPE: '3' },
+          detached: true,
+        });
+      } catch (err) {
+        closeSync(readEnd);
+        reply.cannotStart(err as Error);
+        return;
+      } finally {
+        closeSync(writeEnd);
+      }
+      child.unref();
+      const buffer = Buffer.alloc(4096);
+      const next = () => read(readEnd, buffer, 0, buffer.length, null, (err, bytes) => {
+        if (err || bytes === 0) {
+          closeSync(readEnd);
+          reply.end();
+        } else {
+          reply.data(buffer.toString('utf8', 0, bytes));
+          if (reply.settled()) closeSync(readEnd);
+          else next();
+        }
+      });
+      next();
+      return;
+    }
     const child = spawn(opts.conmon, args, {
       stdio: [opts.stdio[0], opts.stdio[1], opts.stdio[2], 'pipe'],
       env: { ...process.env, _OCI_SYNCPIPE: '3' },
       detached: true,
     });
-    let reply = '';
-    let settled = false;
-    const timeoutMs = opts.timeoutMs ?? 300_000;
-    // CRIU can hang on a damaged image; give up and kill the monitor's whole
-    // process group (conmon is a session leader; runc and CRIU run in it).
-    const timer = setTimeout(() => {
-      try {
-        const monitorPid = Number.parseInt(readFileSync(`${opts.containerDir}/conmon.pid`, 'utf8'), 10);
-        if (monitorPid > 0) process.kill(-monitorPid, 'SIGKILL');
-      } catch {
-        // no monitor to kill
-      }
-      const what = opts.restoreImage ? 'runc restore' : 'runc create';
-      finish(new StasisError(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped`));
-    }, timeoutMs);
-    const finish = (err: Error | null, pid?: number) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      syncPipe.destroy();
-      if (err) reject(err);
-      else resolve(pid!);
-    };
-    child.on('error', (err) => {
+    child.on('error', (err) => reply.cannotStart(err));
+    child.unref();
+    const syncPipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
+    reply.onFinish(() => syncPipe.destroy());
+    syncPipe.on('data', (chunk: Buffer) => reply.data(chunk.toString('utf8')));
+    syncPipe.on('end', () => reply.end());
+  });
+}
+
+/** What the sync pipe says, turned into the container's pid or an error; with the timeout on runc create/restore. */
+function monitorReply(opts: MonitorOptions, resolve: (pid: number) => void, reject: (err: Error) => void) {
+  let reply = '';
+  let settled = false;
+  const cleanups: (() => void)[] = [];
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  // CRIU can hang on a damaged image; give up and kill the monitor's whole
+  // process group (conmon is a session leader; runc and CRIU run in it).
+  const timer = setTimeout(() => {
+    try {
+      const monitorPid = Number.parseInt(readFileSync(`${opts.containerDir}/conmon.pid`, 'utf8'), 10);
+      if (monitorPid > 0) process.kill(-monitorPid, 'SIGKILL');
+    } catch {
+      // no monitor to kill
+    }
+    const what = opts.restoreImage ? 'runc restore' : 'runc create';
+    finish(new StasisError(`${what} did not finish within ${Math.round(timeoutMs / 1000)} s and was stopped`));
+  }, timeoutMs);
+  const finish = (err: Error | null, pid?: number) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    for (const cleanup of cleanups) cleanup();
+    if (err) reject(err);
+    else resolve(pid!);
+  };
+  return {
+    settled: () => settled,
+    onFinish: (cleanup: () => void) => cleanups.push(cleanup),
+    cannotStart(err: Error) {
       finish(new StasisError(`cannot start the monitor ${opts.conmon}: ${err.message}`, {
         hint: 'install conmon (see `stasis doctor`)',
       }));
-    });
-    child.unref();
-    const syncPipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
-    syncPipe.on('data', (chunk: Buffer) => {
-      reply += chunk.toString('utf8');
+    },
+    data(text: string) {
+      reply += text;
       const newline = reply.indexOf('\n');
       if (newline < 0) return;
       let message: { pid?: number; data?: number; message?: string };
@@ -112,9 +162,9 @@ export function startMonitor(opts: MonitorOptions): Promise<number> {
       debugLog(`monitor reported ${reply.slice(0, newline)}`);
       if (pid > 0) finish(null, pid);
       else finish(new StasisError(runcMessage(message.message ?? '')));
-    });
-    syncPipe.on('end', () => {
+    },
+    end() {
       finish(new StasisError('the monitor exited without reporting the container (see `stasis doctor`)'));
-    });
-  });
+    },
+  };
 }

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import { EXIT_TOOL, StasisError, signalExitCode } from '../errors.ts';
 import { classifyExecFailure } from './exec-errors.ts';
 import { runcMessage } from './runc.ts';
@@ -27,7 +26,8 @@ export async function execInContainer(ctx: RuntimeContext, id: string, opts: Exe
   if (info.status !== 'running' && info.status !== 'created') {
     throw new StasisError(`cannot exec in container ${id}: it is ${info.status}`, { exitCode: EXIT_TOOL });
   }
-  const execId = randomUUID().slice(0, 12);
+  // node:crypto is loaded here, not with the module: under Bun it costs about 10 ms of every command's start-up.
+  const execId = process.getBuiltinModule('node:crypto').randomUUID().slice(0, 12);
   const pidFile = join(ctx.store.containerDir(id), `exec-${execId}.pid`);
   const timens = info.pid === null ? null : await timeNamespaceExec(ctx, id, info.pid, execId);
   const runcArgs = ctx.runc.execArgs(id, { pidFile, tty: opts.tty, env: opts.env, cwd: opts.cwd, args: opts.args, root: timens?.root });

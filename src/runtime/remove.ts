@@ -56,17 +56,18 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force: bo
  * Kills a running or created container and waits for its monitor to see it
  * exit, then removes runc's state. `runc delete --force` alone does the
  * same but waits in steps of 100 ms; SIGKILL and a 5-10 ms poll of the exit
- * file usually take a tenth of that. A paused container (a SIGKILL stays
- * pending while frozen), a failed kill or a process that will not die are
- * left to `runc delete --force`.
+ * file usually take a tenth of that. The SIGKILL goes to the init directly
+ * when runc's state names it (as `runc kill` would send it), else through
+ * `runc kill`. A paused container (a SIGKILL stays pending while frozen), a
+ * failed kill or a process that will not die are left to `runc delete --force`.
  */
 async function killNow(ctx: RuntimeContext, id: string, status: Status): Promise<WaitOutcome> {
   if (status === 'running' || status === 'created') {
-    const kill = await ctx.runc.tryKill(id, 'KILL');
-    if (kill.exitCode === 0) {
+    const killed = ctx.runc.signalInit(id, 'SIGKILL') || (await ctx.runc.tryKill(id, 'KILL')).exitCode === 0;
+    if (killed) {
       const exited = await waitExit(ctx, id, { timeoutMs: 5_000, maxPollMs: 10 });
       if (exited !== null) {
-        await ctx.runc.forceDelete(id);
+        await deleteFromRunc(ctx, id);
         return exited;
       }
     }
@@ -80,6 +81,23 @@ async function killNow(ctx: RuntimeContext, id: string, status: Status): Promise
   return waitExit(ctx, id, { timeoutMs: 10_000 });
 }
 
+/**
+ * Removes runc's container of a container that has exited: without runc
+ * where that is all `runc delete --force` would do (Runc.destroyGone: its
+ * cgroups empty and removable, no poststop hooks), else with runc.
+ */
+async function deleteFromRunc(ctx: RuntimeContext, id: string): Promise<void> {
+  const config = ctx.store.readContainerFile(id, 'config.json');
+  let spec = null;
+  try {
+    spec = config === null ? null : JSON.parse(config.text);
+  } catch {
+    // unreadable: runc decides
+  }
+  if (ctx.runc.destroyGone(id, spec)) return;
+  await ctx.runc.forceDelete(id);
+}
+
 function unknownExit(): ExitRecord {
   return { status: null, exitedAt: new Date().toISOString() };
 }
@@ -88,7 +106,7 @@ function unknownExit(): ExitRecord {
 export async function removeLocked(ctx: RuntimeContext, record: ContainerRecord, runcDeleted = false): Promise<DeleteResult> {
   const { store, journal } = ctx;
   const id = record.id;
-  if (!runcDeleted) await ctx.runc.forceDelete(id);
+  if (!runcDeleted) await deleteFromRunc(ctx, id);
   await clearLeftovers(ctx, id);
   await unmountAll(ctx.runner, record.mounts);
   store.remove(id);

@@ -1,6 +1,10 @@
+import { existsSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { cgroupPids } from '../host/cgroups.ts';
+import { readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
+import { debugLog } from '../log.ts';
 import type { DumpRequest } from './types.ts';
 
 /**
@@ -70,6 +74,34 @@ export class Runc {
     return this.run(['kill', id, signal]);
   }
 
+  /**
+   * What `runc kill ID SIGNAL` does to a running or created container's
+   * init, without starting runc: the init's pid and start time from runc's
+   * state.json, checked against /proc first, as runc checks them (a pid
+   * reused since is never signalled). False when that cannot be told (no or
+   * unreadable state, another process or a zombie on that pid): then the
+   * caller runs runc.
+   */
+  signalInit(id: string, signal: NodeJS.Signals): boolean {
+    let state: { init_process_pid?: unknown; init_process_start?: unknown };
+    try {
+      state = JSON.parse(readFileSync(join(this.root, id, 'state.json'), 'utf8'));
+    } catch {
+      return false;
+    }
+    const pid = state.init_process_pid;
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
+    const stat = readProcStat(pid);
+    if (stat === null || stat.state === 'Z' || stat.state === 'X' || stat.startTime !== Number(state.init_process_start)) return false;
+    try {
+      debugLog(`kill(2) ${pid} ${signal} (the init of ${id}, as runc kill would)`);
+      process.kill(pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async pause(id: string): Promise<void> {
     await this.check(`pause ${id}`, ['pause', id]);
   }
@@ -78,9 +110,46 @@ export class Runc {
     await this.check(`resume ${id}`, ['resume', id]);
   }
 
-  /** Kills whatever is left of the container and removes runc's state; a container runc does not know is no error. */
+  /**
+   * Kills whatever is left of the container and removes runc's state; a
+   * container runc does not know is no error. Without runc's state folder
+   * (runc checkpoint removed it, or runc never got that far) there is nothing
+   * for runc to do, and it is not run.
+   */
   forceDelete(id: string): Promise<RunResult> {
+    if (!existsSync(join(this.root, id))) return Promise.resolve({ exitCode: 0, stdout: '', stderr: '', signal: undefined });
     return this.run(['delete', '--force', id]);
+  }
+
+  /**
+   * What `runc delete --force` does to a container whose processes are all
+   * gone, done here: runc's state names the container's cgroups, which are
+   * removed, then runc's state folder. Only where that is all runc would do:
+   * not when the spec has poststop hooks or Intel RDT, when a process is
+   * still in a cgroup, or when a cgroup cannot be removed (one the container
+   * made inside its own): then false, nothing is removed, and the caller runs runc.
+   */
+  destroyGone(id: string, spec: { hooks?: { poststop?: unknown[] }; linux?: { intelRdt?: unknown } } | null): boolean {
+    if (spec === null || (spec.hooks?.poststop?.length ?? 0) > 0 || spec.linux?.intelRdt !== undefined) return false;
+    const dir = join(this.root, id);
+    let state: { cgroup_paths?: Record<string, unknown> };
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+    } catch {
+      return false;
+    }
+    const cgroups = [...new Set(Object.values(state.cgroup_paths ?? {}).filter((p): p is string => typeof p === 'string' && p.startsWith('/sys/fs/cgroup/')))];
+    if (cgroups.length === 0 || cgroupPids(cgroups).length > 0) return false;
+    for (const cgroup of cgroups) {
+      try {
+        rmdirSync(cgroup);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+      }
+    }
+    debugLog(`removed ${id}'s cgroups and runc state (${cgroups.length} folders), as runc delete would`);
+    rmSync(dir, { recursive: true, force: true });
+    return true;
   }
 
   /** The host PIDs of the container's processes. */

@@ -200,7 +200,8 @@ export class StateStore {
       record = readJson<unknown>(join(dir, 'state.json'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new DamagedRecordError(id, (err as Error).message);
+      // The parser's own words differ between runtimes (Node, Bun): say what it is first.
+      throw new DamagedRecordError(id, err instanceof SyntaxError ? `not valid JSON (${err.message})` : (err as Error).message);
     }
     const problem = recordProblem(record, id);
     if (problem !== null) throw new DamagedRecordError(id, problem);

@@ -6,10 +6,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-
-const REPO = resolve(import.meta.dirname, '..', '..');
-const BIN = join(REPO, 'bin', 'stasis');
+import { dirname, join } from 'node:path';
+import { CLI, REPO, STASIS_PROGRAM } from '../helpers.ts';
 
 /** What stasis answers for the words of a command line, the last one being completed. */
 function completions(words: string[], env: NodeJS.ProcessEnv = {}): string[] {
@@ -17,7 +15,7 @@ function completions(words: string[], env: NodeJS.ProcessEnv = {}): string[] {
   // COMP_LINE in the environment means zsh is asking (see src/cli.ts).
   const environment = { ...process.env, ...env };
   if (!('COMP_LINE' in env)) delete environment.COMP_LINE;
-  const out = execFileSync(process.execPath, [BIN, '--get-yargs-completions', 'stasis', ...words], {
+  const out = execFileSync(CLI[0], [...CLI.slice(1), '--get-yargs-completions', 'stasis', ...words], {
     encoding: 'utf8',
     env: environment,
     timeout: 30_000,
@@ -63,11 +61,11 @@ describe('stasis completion', () => {
   const dir = mkdtempSync(join(tmpdir(), 'stasis-test-completion-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
   // The scripts call `stasis` by name: put this checkout's first on PATH, with this node.
-  symlinkSync(BIN, join(dir, 'stasis'));
+  symlinkSync(STASIS_PROGRAM, join(dir, 'stasis'));
   const env = { ...process.env, PATH: `${dir}:${dirname(process.execPath)}:${process.env.PATH ?? ''}` };
 
   test('bash: the script completes command names and options inside bash', () => {
-    const script = execFileSync(process.execPath, [BIN, 'completion', 'bash'], { encoding: 'utf8', env });
+    const script = execFileSync(CLI[0], [...CLI.slice(1), 'completion', 'bash'], { encoding: 'utf8', env });
     assert.match(script, /^complete .*-F _stasis_yargs_completions stasis$/m);
     const scriptFile = join(dir, 'stasis.bash');
     writeFileSync(scriptFile, script);
@@ -85,7 +83,7 @@ describe('stasis completion', () => {
   });
 
   test('zsh: the script defines the completion function for stasis', () => {
-    const script = execFileSync(process.execPath, [BIN, 'completion', 'zsh'], { encoding: 'utf8', env });
+    const script = execFileSync(CLI[0], [...CLI.slice(1), 'completion', 'zsh'], { encoding: 'utf8', env });
     assert.match(script, /^#compdef stasis$/m);
     assert.match(script, /--get-yargs-completions/);
     assert.match(script, /_describe/);

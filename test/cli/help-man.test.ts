@@ -5,10 +5,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { CLI, REPO } from '../helpers.ts';
 
-const REPO = resolve(import.meta.dirname, '..', '..');
-const BIN = join(REPO, 'bin', 'stasis');
 const MAN_DIR = join(REPO, 'man');
 
 /** yargs adds these to every command; they need no man page entry. */
@@ -16,7 +15,7 @@ const IGNORED = new Set(['help', 'version']);
 
 function helpText(args: string[]): string {
   assert.ok(existsSync(join(REPO, 'dist', 'cli.cjs')), 'dist/cli.cjs is missing: run `npm run build` first');
-  return execFileSync(process.execPath, [BIN, ...args, '--help'], {
+  return execFileSync(CLI[0], [...CLI.slice(1), ...args, '--help'], {
     cwd: REPO,
     encoding: 'utf8',
     env: { ...process.env, NO_COLOR: '1' },

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONTAINERS, COUNTER, ROOTFS, TestEnv, eventually, mountedUnder, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, eventually, mountedUnder, requires } from '../helpers.ts';
 
 describe('create', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('create');
@@ -155,7 +155,7 @@ describe('create: concurrent creates and a create killed half way', { skip: requ
 
   test('kill -9 of stasis in the middle of create: ps is honest and delete -f cleans up', async () => {
     const dir = join(env.stateDir, 'containers', 'crashed');
-    const child = spawn(process.execPath, env.args(['create', 'crashed', '--', 'sleep', '100']), { stdio: 'ignore' });
+    const child = spawn(CLI[0], env.args(['create', 'crashed', '--', 'sleep', '100']), { stdio: 'ignore' });
     // Kill it as soon as its record exists: after the claim, before the container is complete.
     for (let i = 0; i < 5000 && !existsSync(join(dir, 'state.json')); i++) await sleep(1);
     child.kill('SIGKILL');

@@ -2,7 +2,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { CONTAINERS, COUNTER, ROOTFS, TestEnv, eventually, hasInotify, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, eventually, hasInotify, requires } from '../helpers.ts';
 
 describe('events', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('events');
@@ -10,7 +10,7 @@ describe('events', { skip: requires(...CONTAINERS) }, () => {
 
   test('follows new events, filters by topic and ID, replays with --since', async () => {
     await env.ok(['run', '--rm', 'before', '--', 'true']);
-    const follower = spawn(process.execPath, env.args(['events', '--json', '--topic', '/tasks/start', '--topic', '/tasks/exit', 'e1']), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const follower = spawn(CLI[0], env.args(['events', '--json', '--topic', '/tasks/start', '--topic', '/tasks/exit', 'e1']), { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     follower.stdout.on('data', (d) => (out += d));
     const closed = new Promise((resolve) => follower.on('close', resolve));

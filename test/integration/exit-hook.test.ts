@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONTAINERS, TestEnv, eventually, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, TestEnv, eventually, requires } from '../helpers.ts';
 
 describe('exit hook', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('exit-hook');
@@ -31,14 +31,14 @@ describe('exit hook', { skip: requires(...CONTAINERS) }, () => {
   test('when many containers exit at once, every exit is recorded and at most 4 exit hooks run at a time', { skip: requires('flock') }, async () => {
     const ids = Array.from({ length: 12 }, (_, i) => `many${i}`);
     for (const id of ids) await env.ok(['run', '-d', id, '--', 'sleep', '100']);
-    /** Node processes running `stasis __exit` for this state dir (not the flock processes queued in front of them). */
+    /** Processes running `stasis __exit` for this state dir (not the flock processes queued in front of them). */
     const runningHooks = () => {
       let count = 0;
       for (const name of readdirSync('/proc')) {
         if (!/^\d+$/.test(name)) continue;
         try {
           const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
-          if (argv[0] === process.execPath && argv.includes('__exit') && argv.includes(env.stateDir)) count++;
+          if (argv[0] === CLI[0] && argv.includes('__exit') && argv.includes(env.stateDir)) count++;
         } catch { /* gone */ }
       }
       return count;

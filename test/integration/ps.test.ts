@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
-import { BIN, CONTAINERS, COUNTER, ROOTFS, TestEnv, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, requires } from '../helpers.ts';
 
 /** Every column of the header starts at the same offset in every row (the last column excepted, which may be empty). */
 function assertAligned(table: string): void {
@@ -37,7 +37,7 @@ describe('ps', { skip: requires(...CONTAINERS) }, () => {
   test('stasis ps | head -1 prints no EPIPE error', async () => {
     for (let i = 0; i < 3; i++) await env.ok(['create', `p${i}`, '--', 'true']);
     const result = await new Promise<{ out: string; err: string }>((resolve) => {
-      const shell = spawn('sh', ['-c', `"${process.execPath}" "${BIN}" --state-dir "${env.stateDir}" ps | head -1`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const shell = spawn('sh', ['-c', `${CLI.map((a) => `"${a}"`).join(' ')} --state-dir "${env.stateDir}" ps | head -1`], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       shell.stdout.on('data', (d) => (out += d));

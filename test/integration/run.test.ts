@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTAINERS, TestEnv, cgroupDir, cgroupLimit, eventually, mountedUnder, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, TestEnv, cgroupDir, cgroupLimit, eventually, mountedUnder, requires } from '../helpers.ts';
 
 describe('run', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('run');
@@ -29,7 +29,7 @@ describe('run', { skip: requires(...CONTAINERS) }, () => {
   });
 
   test('a container killed by a signal gives 128+N', async () => {
-    const child = spawn(process.execPath, env.args(['run', 'a4', '--', 'sleep', '1000']), { stdio: 'ignore' });
+    const child = spawn(CLI[0], env.args(['run', 'a4', '--', 'sleep', '1000']), { stdio: 'ignore' });
     const code = new Promise<number | null>((resolve) => child.on('close', resolve));
     await eventually(async () => (await env.json(['info', 'a4'])).status === 'running', 'a4 running');
     await env.ok(['kill', 'a4', '-s', '9']);

@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { BIN, REPO, ROOTFS, TestEnv, eventually, type Result } from '../helpers.ts';
+import { CLI, REPO, ROOTFS, TestEnv, eventually, type Result } from '../helpers.ts';
 
 // Real services through checkpoint and restore: each is checkpointed and
 // restored twice in place and twice into a new ID (from a --leave-running
@@ -149,7 +149,7 @@ class OtherHost {
     return new Promise((resolve, reject) => {
       const child = spawn('nsenter', [
         `--mount=${this.mntNs}`, `--net=${this.netNs}`, '--', 'setsid', '-w',
-        process.execPath, BIN, '--state-dir', this.stateDir, '--checkpoint-dir', this.checkpointDir, ...args,
+        ...CLI, '--state-dir', this.stateDir, '--checkpoint-dir', this.checkpointDir, ...args,
       ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
       let stdout = '';
       let stderr = '';

@@ -167,6 +167,9 @@ export class FakeMonitor {
       throw new StasisError(failure.message);
     }
     writeFileSync(join(opts.containerDir, 'pid'), String(this.containerPid));
+    // runc create (or restore) made its state folder under its --root.
+    const root = opts.runcGlobalArgs[opts.runcGlobalArgs.indexOf('--root') + 1];
+    mkdirSync(join(root, opts.id), { recursive: true });
     return this.containerPid;
   };
 }

@@ -142,7 +142,8 @@ describe('restore (fake runc, conmon and CRIU)', () => {
         '  (00.020100) Error (criu/cr-restore.c:2500): Restoring FAILED.',
       ].join('\n'));
       assert.equal(existsSync(host.containerDir('half')), false);
-      assert.deepEqual(host.runner.runcCalls(), ['delete --force half']);
+      // runc left no state folder: there is nothing for `runc delete` to do, and it is not run.
+      assert.deepEqual(host.runner.runcCalls(), []);
     }
     // The ID is free again.
     const result = await restoreContainer(host.runtime, 'half', { checkpoint: image });

@@ -155,7 +155,8 @@ describe('delete (fake runc and conmon)', () => {
     host.runner.reset();
     const result = await host.runtime.delete(host.runtime.container('half'), { force: false });
     assert.equal(result.status, null);
-    assert.deepEqual(host.runner.runcCalls(), ['delete --force half']);
+    // runc never made a state folder for it: nothing for `runc delete` to do.
+    assert.deepEqual(host.runner.runcCalls(), []);
     assert.equal(existsSync(host.containerDir('half')), false);
   });
 
