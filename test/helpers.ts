@@ -305,8 +305,8 @@ export const CONTAINERS: Requirement[] = ['root', 'runc', 'conmon', 'rootfs'];
 /** `stasis FROM-ARGS | stasis TO-ARGS` through a real pipe between the two processes, each with its own state directory. */
 export function pipeline(from: TestEnv, fromArgs: string[], to: TestEnv, toArgs: string[]): Promise<[Result, Result]> {
   const env = { ...process.env, NO_COLOR: '1' };
-  const writer = spawn(process.execPath, from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const reader = spawn(process.execPath, to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
+  const writer = spawn(CLI[0], from.args(fromArgs), { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const reader = spawn(CLI[0], to.args(toArgs), { stdio: [writer.stdout, 'pipe', 'pipe'], env });
   // The reader has its own copy of the pipe; ours would keep the writer's stdout from ever ending.
   writer.stdout!.destroy();
   const finished = (child: ChildProcess, own: boolean) => new Promise<Result>((resolve) => {

@@ -94,7 +94,7 @@ export const command = defineCommand({
         }));
       if (toStdout) {
         process.stdout.off('error', readerGone);
-        process.exitCode = undefined;
+        process.exitCode = 0; // (Bun keeps 1 when it is set to undefined)
       }
       progress.stop();
       if (argv.printStats && !isJson()) process.stderr.write(criuStatsLines('dump', result.criu, result.timingsMs.total).map((line) => `${line}\n`).join(''));

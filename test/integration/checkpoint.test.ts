@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, pipeline } from '../helpers.ts';
+import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, pipeline } from '../helpers.ts';
 
 const CHECKPOINTS = requires(...CONTAINERS, 'criu');
 
@@ -222,7 +222,7 @@ describe('checkpoint archives on a pipe and in a folder', { skip: CHECKPOINTS },
   });
 
   test('the archive on stdout: zstd, or -c; --json goes to stderr; a terminal is refused', async () => {
-    const raw = (args: string[]) => spawnSync(process.execPath, env.args(args), { encoding: 'buffer', env: { ...process.env, NO_COLOR: '1' } });
+    const raw = (args: string[]) => spawnSync(CLI[0], env.args(args), { encoding: 'buffer', env: { ...process.env, NO_COLOR: '1' } });
     const zstd = raw(['checkpoint', 'web', '-R', '--export', '-']);
     assert.equal(zstd.status, 0, zstd.stderr.toString());
     assert.deepEqual([...zstd.stdout.subarray(0, 4)], [0x28, 0xb5, 0x2f, 0xfd]);
@@ -233,7 +233,7 @@ describe('checkpoint archives on a pipe and in a folder', { skip: CHECKPOINTS },
     assert.equal(report.exported, '-');
     assert.equal(report.leftRunning, true);
     // script(1) gives the command a terminal as its stdout.
-    const tty = spawnSync('script', ['-qec', [process.execPath, ...env.args(['checkpoint', 'web', '--export', '-'])].join(' '), '/dev/null'], { encoding: 'utf8' });
+    const tty = spawnSync('script', ['-qec', [CLI[0], ...env.args(['checkpoint', 'web', '--export', '-'])].join(' '), '/dev/null'], { encoding: 'utf8' });
     assert.equal(tty.status, 2, tty.stdout);
     assert.match(tty.stdout, /--export -: stdout is a terminal; the archive is binary/);
     assert.equal((await env.json(['info', 'web'])).status, 'running');

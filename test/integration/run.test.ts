@@ -58,7 +58,7 @@ describe('run', { skip: requires(...CONTAINERS) }, () => {
   });
 
   test('an attached run whose stdin stays open is still checkpointable, and says so when it is', { skip: requires('socat', 'criu') }, async () => {
-    const child = spawn(process.execPath, env.args(['run', 'r4', '--', 'sh', '-c', 'while true; do echo tick; sleep 0.2; done']), {
+    const child = spawn(CLI[0], env.args(['run', 'r4', '--', 'sh', '-c', 'while true; do echo tick; sleep 0.2; done']), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NO_COLOR: '1' },
     });

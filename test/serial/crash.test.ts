@@ -9,13 +9,13 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { COUNTER, TestEnv, mountedUnder, requires } from '../helpers.ts';
+import { CLI, COUNTER, TestEnv, mountedUnder, requires } from '../helpers.ts';
 
 const ROUNDS = 20;
 
 /** The stasis process is killed with SIGKILL after `delayMs`; runc, CRIU and conmon go on as they would. */
 async function killedAfter(env: TestEnv, args: string[], delayMs: number): Promise<void> {
-  const child = spawn(process.execPath, env.args(args), { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1' } });
+  const child = spawn(CLI[0], env.args(args), { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1' } });
   const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
   await sleep(delayMs);
   child.kill('SIGKILL');
