@@ -65,6 +65,12 @@ export interface ThreadCreds {
   credsFile: string | null;
   seccomp: 'disabled' | 'strict' | 'filter';
   sched: { policy: SchedPolicy; nice: number | null; priority: number | null };
+  /**
+   * A task that has exited and was not reaped (an exec'd process whose parent
+   * left, under an init that does not wait): CRIU makes it exit again at once,
+   * and none of its code runs, so what it holds is no excess.
+   */
+  zombie: boolean;
 }
 
 export type RlimitValue = number | 'unlimited';
@@ -228,7 +234,9 @@ export function readCriuProcesses(imagesDir: string): CriuProcesses {
         credsFile = oldCreds?.file ?? null;
       }
       const policy = threadCore?.uint32(4);
+      const state = tid === pid ? taskCore?.uint32(1) : undefined;
       threads.push({
+        zombie: state === TASK_DEAD || state === TASK_ZOMBIE,
         pid,
         tid,
         comm: threadCore?.string(13) ?? (tid === pid ? task.comm : null),
@@ -285,6 +293,7 @@ export function capabilityExcess(threads: readonly ThreadCreds[], allowed: reado
   const allowedSet = new Set(allowed.map((name) => name.toUpperCase()));
   const excess: CapabilityExcess[] = [];
   for (const thread of threads) {
+    if (thread.zombie) continue;
     const sets: [CapabilitySet, readonly string[]][] = thread.creds
       ? [
           ['bounding', thread.creds.capBnd],

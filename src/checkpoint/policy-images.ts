@@ -84,7 +84,9 @@ export function checkRestoredImages(facts: CriuImageFacts, spec: OciSpec, opts: 
   const linux = (spec.linux ?? {}) as Record<string, unknown>;
   const bounding = ((process.capabilities as Record<string, string[]> | undefined)?.bounding ?? []).map((name) => name.toUpperCase());
   const hasCap = (name: string) => bounding.includes(name);
-  const { processes, mounts } = facts;
+  const { mounts } = facts;
+  // A zombie runs none of its code again (CRIU makes it exit at once): only the live tasks count.
+  const processes = { ...facts.processes, threads: facts.processes.threads.filter((thread) => !thread.zombie) };
 
   // --- capabilities, per capability with the tasks that would hold it.
   if (!trusts(trust, 'capabilities')) {

@@ -105,6 +105,8 @@ export interface SyntheticTask {
   seccompMode?: number;
   oomScoreAdj?: number;
   rlimits?: [bigint, bigint][];
+  /** task_core's task_state: 1 alive (default), 2 dead, 6 zombie. */
+  state?: number;
 }
 
 export interface SyntheticMount {
@@ -178,7 +180,7 @@ export function syntheticImages(opts: SyntheticImages = {}): Map<string, Buffer>
       if (task.seccompMode !== undefined) threadCore.push([11, task.seccompMode]);
       const core: Field[] = [[1, 1]];
       if (tid === task.pid) {
-        core.push([3, [[1, 1], [2, 0], [3, 0], [4, 0], [5, 0], [6, task.comm ?? 'task'],
+        core.push([3, [[1, task.state ?? 1], [2, 0], [3, 0], [4, 0], [5, 0], [6, task.comm ?? 'task'],
           [8, rlimits.map(([cur, max]): Field => [1, [[1, cur], [2, max]]])], [14, task.oomScoreAdj ?? 0]]]);
       }
       core.push([5, threadCore]);

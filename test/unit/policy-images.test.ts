@@ -155,6 +155,14 @@ describe('checkRestoredImages', () => {
     assert.ok(refused.some((r) => r.what === 'credentials of task 1 (sh)'), JSON.stringify(refused));
   });
 
+  test('a zombie (an exec\'d process nobody reaped) holds nothing: it is not refused, a live task with the same images is', () => {
+    const zombie = { pid: 12, comm: 'timeout', noCreds: true, capEff: DEFAULT | CAP_SYS_ADMIN, capBnd: DEFAULT | CAP_SYS_ADMIN };
+    assert.deepEqual(check(imagesDir({ tasks: [{ pid: 1, comm: 'sh' }, { ...zombie, state: 6 }] })), []);
+    assert.deepEqual(check(imagesDir({ tasks: [{ pid: 1, comm: 'sh' }, { ...zombie, state: 2 }] })), []);
+    const live = check(imagesDir({ tasks: [{ pid: 1, comm: 'sh' }, zombie] }));
+    assert.ok(live.some((r) => r.what === 'credentials of task 12 (timeout)'), JSON.stringify(live));
+  });
+
   test('a root task in the host\'s network and mount namespaces is refused', () => {
     const refused = check(imagesDir({ hostNamespaces: [6, 9] }));
     assert.deepEqual(refused.map((r) => [r.area, r.what]), [['namespaces', 'network namespace'], ['namespaces', 'mount namespace']]);
