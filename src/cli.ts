@@ -32,8 +32,10 @@ const COMMANDS: CommandEntry[] = [
   { name: 'top', describe: 'list the processes inside a container', load: () => import('./commands/top.ts') },
   { name: 'checkpoint', describe: 'dump a container to disk with CRIU', load: () => import('./commands/checkpoint.ts') },
   { name: 'restore', describe: 'restore a container from a checkpoint', load: () => import('./commands/restore.ts') },
+  { name: 'migrate', describe: 'move a running container to another host or state directory', load: () => import('./commands/migrate.ts') },
   { name: 'events', describe: 'stream container lifecycle events', load: () => import('./commands/events.ts') },
   { name: 'doctor', describe: 'check that runc, CRIU, conmon and the kernel are ready', load: () => import('./commands/doctor.ts') },
+  { name: '__migrate', describe: "a move's other side (run by migrate)", hidden: true, load: () => import('./commands/migrate-peer.ts') },
   { name: '__exit', describe: 'record a container exit (run by the monitor)', hidden: true, load: () => import('./commands/exit-hook.ts') },
 ];
 

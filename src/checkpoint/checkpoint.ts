@@ -94,8 +94,19 @@ export async function checkpointContainer(
   progress: Progress = () => undefined,
 ): Promise<CheckpointResult> {
   await checkPreconditions(host, opts);
+  return host.withContainer(id, (record) => checkpointHeld(host, record, opts, progress));
+}
+
+/** What a checkpoint does once it holds the container's lock (migrate holds it longer, around the move). */
+export async function checkpointHeld(
+  host: CheckpointHost,
+  record: ContainerRecord,
+  opts: CheckpointOptions,
+  progress: Progress = () => undefined,
+): Promise<CheckpointResult> {
   const started = Date.now();
-  return host.withContainer(id, async (record) => {
+  const id = record.id;
+  {
     const refused = refusal(host, record);
     if (refused) throw refused;
     const now = new Date();
@@ -203,7 +214,10 @@ export async function checkpointContainer(
       record.pid = null;
     }
     let thawError: unknown = null;
-    if (leaveRunning) {
+    if (opts.stayFrozen) {
+      // migrate: frozen until the destination has it (then killed) or has failed (then thawed).
+      record.status = 'paused';
+    } else if (leaveRunning) {
       await host.thaw(id).catch((err: unknown) => {
         thawError = err;
         record.status = 'paused';
@@ -256,7 +270,8 @@ export async function checkpointContainer(
         throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but writing the image failed: ${errorMessage(err)}`);
       }
     }
-    host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
+    // A move records its checkpoint when it is done, with the destination.
+    if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
     return {
       id,
       path: finalPath,
@@ -269,7 +284,7 @@ export async function checkpointContainer(
       timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
       criu: readCriuStats(join(finalPath, STATS_FILE)),
     };
-  });
+  }
 }
 
 /**

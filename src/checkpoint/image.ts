@@ -1,6 +1,5 @@
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { StasisError } from '../errors.ts';
 import { withoutLoopbackHook } from '../runtime/network.ts';
 import type { OciSpec } from '../runtime/spec.ts';
 import type { ContainerRecord } from '../state/store.ts';
@@ -21,6 +20,8 @@ export const META_FILE = 'stasis.json';
 export const SPEC_FILE = 'spec.dump';
 export const CONFIG_FILE = 'config.dump';
 export const STATS_FILE = 'stats-dump';
+/** The container's captured output, carried by a move (migrate) so that `stasis logs` there shows what ran here. */
+export const LOG_FILE = 'container.log';
 
 export interface CheckpointMeta {
   format: 1;

@@ -33,6 +33,8 @@ export interface RestoreOptions {
   criuOptions?: string[];
   /** Restore established TCP connections closed (CRIU's tcp-close). */
   tcpClose?: boolean;
+  /** Where the container came from, for its record and the journal, when that is not the checkpoint's path (a move: the source). */
+  from?: string;
 }
 
 /** The rootfs changes a checkpoint carries, to unpack into the new writable layer. */

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, lchownSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { EXIT_USAGE, StasisError } from '../errors.ts';
 import { bundleBase, checkRootfsDir, defaultRootfs } from '../runtime/create-plan.ts';
@@ -11,7 +11,7 @@ import { rootDirMode } from './formats/criu-images.ts';
 import { detectEngine, foreignMeta, type EngineInfo } from './formats/engines.ts';
 import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from './formats/layer.ts';
 import type { ForeignSpec } from './formats/spec-parts.ts';
-import { IMAGES_DIR, SPEC_FILE, readCriuStats, type CheckpointMeta } from './image.ts';
+import { IMAGES_DIR, LOG_FILE, SPEC_FILE, readCriuStats, type CheckpointMeta } from './image.ts';
 import { chooseRestoreBase, readMeta, restoreArgsFor, validateDescriptors } from './meta.ts';
 import { foreignParts } from './restore-foreign.ts';
 import { notRestorable, restoreSpec, type LayerSource, type RestoreOptions, type RestoreParts } from './restore-parts.ts';
@@ -162,7 +162,8 @@ async function stasisParts(host: CheckpointHost, opened: OpenedCheckpoint, id: s
     rootMode: imagesRootMode(join(dir, IMAGES_DIR)),
     files,
     shmTar: existsSync(shmTar) ? shmTar : null,
-    importLog: null,
+    // A moved container's output (a regular file only: the folder is untrusted input).
+    importLog: lstatSync(join(dir, LOG_FILE), { throwIfNoEntry: false })?.isFile() ? join(dir, LOG_FILE) : null,
     hostname: spec.hostname ?? id,
   };
 }
@@ -293,7 +294,7 @@ export async function restoreContainer(
       restore: {
         imagesDir: join(opened.dir, IMAGES_DIR),
         runcArgs: [...new Set([...parts.runcArgs, ...extraArgs])],
-        from: opened.shown,
+        from: opts.from ?? opened.shown,
         keepLayer,
         importLog: parts.importLog ?? undefined,
         prepare: async (containerDir) => {

@@ -83,6 +83,16 @@ export function applyDeletions(rootfsDir: string, deletedPaths: unknown): number
  * entries two levels deep. A copy (cp -a, rsync) matches; another image does not.
  */
 export async function rootfsFingerprint(rootfsDir: string): Promise<string> {
+  return fingerprintOf(rootfsManifest(rootfsDir));
+}
+
+/** The fingerprint of a manifest (rootfsManifest's lines). */
+export function fingerprintOf(manifest: readonly string[]): string {
+  return `sha256:${createHash('sha256').update(manifest.join('\n')).digest('hex')}`;
+}
+
+/** What the fingerprint is made of: `path TAB type TAB size` of the top two levels, sorted (empty when the folder cannot be read). */
+export function rootfsManifest(rootfsDir: string): string[] {
   const lines: string[] = [];
   const visit = (relative: string, depth: number) => {
     let names: string[];
@@ -100,7 +110,7 @@ export async function rootfsFingerprint(rootfsDir: string): Promise<string> {
     }
   };
   visit('', 1);
-  return `sha256:${createHash('sha256').update(lines.join('\n')).digest('hex')}`;
+  return lines;
 }
 
 /** A file of the base that the checkpointed processes had mapped or open, as it was then. */

@@ -34,6 +34,11 @@ export function setCliEntry(path: string): void {
   cliEntry = path;
 }
 
+/** The command line that runs this stasis again (a local migrate's other side). */
+export function selfCli(): string[] {
+  return selfCommand(cliEntry);
+}
+
 /** Applies the output and debug options; called once per command. */
 export function applyGlobals(argv: GlobalArgs): void {
   setDebug(argv.debug === true || process.env.STASIS_DEBUG === '1');

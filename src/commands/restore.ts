@@ -139,7 +139,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
 }
 
 /** `--trust-checkpoint AREA` (repeatable) or `all`. */
-function parseTrust(values: string[]): Trust | undefined {
+export function parseTrust(values: string[]): Trust | undefined {
   if (values.length === 0) return undefined;
   if (values.includes('all')) return 'all';
   for (const value of values) {
@@ -149,7 +149,7 @@ function parseTrust(values: string[]): Trust | undefined {
 }
 
 /** `--mount type=bind,source=DIR,destination=PATH[,options=O1:O2]`. */
-function parseBindMountFlag(flag: string): UserMount {
+export function parseBindMountFlag(flag: string): UserMount {
   const fields = new Map<string, string>();
   for (const part of flag.split(',')) {
     const eq = part.indexOf('=');

@@ -13,3 +13,9 @@ export async function softDirtyTracking(criu: string): Promise<boolean> {
   const check = await run(criu, ['check', '--feature', 'mem_dirty_track']).catch(() => null);
   return check?.exitCode === 0;
 }
+
+/** Whether `criu check --feature NAME` passes (uffd-noncoop: post-copy; timens). */
+export async function criuFeature(criu: string, feature: string): Promise<boolean> {
+  const check = await run(criu, ['check', '--feature', feature]).catch(() => null);
+  return check?.exitCode === 0;
+}

@@ -1,5 +1,5 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
-import { criuVersion as criuVersionOf, softDirtyTracking } from './criu.ts';
+import { criuFeature, criuVersion as criuVersionOf, softDirtyTracking } from './criu.ts';
 import { run, versionOf } from '../host/spawn.ts';
 import type { Runtime } from './runtime.ts';
 import { which } from '../host/which.ts';
@@ -121,11 +121,6 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
   checks.push({ name: 'state directory', ok: stateOk, required: true, detail: `${runtime.store.paths.root}${stateOk ? ' (writable, 0700)' : ' is not writable'}`, hint: 'run as root or pass --state-dir' });
 
   return { ok: checks.every((c) => c.ok || !c.required), checks };
-}
-
-async function criuFeature(criu: string, feature: string): Promise<boolean> {
-  const check = await run(criu, ['check', '--feature', feature]).catch(() => null);
-  return check?.exitCode === 0;
 }
 
 function kernelRelease(): string {

@@ -21,6 +21,16 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force: bo
   if (!store.exists(id)) throw notFound(id);
   const lock = await store.lock(id);
   try {
+    return await deleteHeld(ctx, id, force);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** deleteContainer for a caller that holds the container's lock (migrate, once the destination has it). */
+export async function deleteHeld(ctx: RuntimeContext, id: string, force: boolean): Promise<DeleteResult> {
+  const { store } = ctx;
+  {
     let record: ContainerRecord | null;
     try {
       // read() throws notFound when it was removed while we waited.
@@ -47,8 +57,6 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force: bo
     // record the exit now. A checkpoint's stop is not an exit.
     if (record.exit === null && !record.checkpointedStop) noteExit(ctx, record, exited);
     return await removeLocked(ctx, record, info.status !== 'stopped');
-  } finally {
-    await lock.release();
   }
 }
 

@@ -14,7 +14,7 @@ import { kill, pause, resume, start } from './lifecycle.ts';
 import { provisionContainer } from './provision.ts';
 import { completeRecord, withContainer } from './records.ts';
 import { recovered } from './recover.ts';
-import { deleteContainer } from './remove.ts';
+import { deleteContainer, deleteHeld } from './remove.ts';
 import { Runc } from './runc.ts';
 import type {
   CheckpointFeature,
@@ -236,6 +236,10 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
 
   readRecord(id: string): ContainerRecord | null {
     return this.store.read(id);
+  }
+
+  async discard(id: string): Promise<void> {
+    await deleteHeld(this.ctx, id, true);
   }
 
   exists(id: string): boolean {

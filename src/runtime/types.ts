@@ -132,6 +132,8 @@ export interface CheckpointOptions {
   fileLocks: boolean;
   preDump: boolean;
   parentPath?: string;
+  /** With leaveRunning: keep the container frozen after the dump, its status paused (migrate thaws or kills it). */
+  stayFrozen?: boolean;
 }
 
 export interface CheckpointResult {
@@ -227,6 +229,8 @@ export interface CheckpointHost {
   /** Waits (up to a dump's time limit) until no runc checkpoint (or CRIU) into workDir runs any more. */
   waitForDumpers(workDir: string): Promise<void>;
   runcVersion(): Promise<string>;
+  /** Kills (when it runs) and removes a container whose lock the caller holds; a checkpoint's stop is not recorded as an exit. */
+  discard(id: string): Promise<void>;
   /** Creates (or, when inPlace says so, restores in place) a container from a plan with a restore part. */
   provision(id: string, plan: ProvisionPlan, opts: { inPlace: (record: ContainerRecord) => boolean }): Promise<ContainerInfo>;
 }

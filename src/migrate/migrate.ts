@@ -1,0 +1,345 @@
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { StasisError, errorMessage } from '../errors.ts';
+import { checkpointHeld } from '../checkpoint/checkpoint.ts';
+import { LOG_FILE } from '../checkpoint/image.ts';
+import type { UserMount } from '../checkpoint/policy.ts';
+import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
+import { createTar } from '../checkpoint/tar.ts';
+import type { Trust } from '../checkpoint/trust.ts';
+import type { CheckpointHost } from '../runtime/types.ts';
+import { validateId } from '../state/ids.ts';
+import { LineReader, line, type Message } from './channel.ts';
+import { finished, type Peer } from './peer.ts';
+import type { CheckReply, RestoreRequest } from './receive.ts';
+import { dumpLazily } from './lazy-source.ts';
+
+// A move, from the source's side: check the destination (the ID is free,
+// the base is there and the same) while the container runs; freeze it and
+// dump it with CRIU, leaving it frozen; send the checkpoint; have the
+// destination restore it; then commit (the container here is removed) or,
+// when anything before the commit fails, thaw it: it goes on here as it was.
+
+export interface MigrateOptions {
+  name?: string;
+  lazy: boolean;
+  withRootfs: boolean;
+  keep: boolean;
+  /** The base's path on the destination (default: the same as here). */
+  rootfs?: string;
+  userMounts?: UserMount[];
+  trust?: Trust;
+  tcpEstablished: boolean;
+  extUnixSk: boolean;
+  shellJob: boolean;
+  fileLocks: boolean;
+  tcpClose: boolean;
+}
+
+export interface MigrateResult {
+  id: string;
+  name: string;
+  destination: string;
+  lazy: boolean;
+  /** From the freeze until the container ran on the destination: the time the application was stopped. */
+  downtimeMs: number;
+  /** Bytes sent before the switch (the checkpoint; with --lazy, all but the memory pages). */
+  bytes: number;
+  /** Memory pages pulled after the switch (--lazy), in bytes. */
+  lazyBytes: number | null;
+  totalMs: number;
+  timingsMs: { check: number; rootfs: number | null; dump: number; transfer: number; restore: number; pages: number | null };
+  /** The checkpoint folder kept here (--keep), else null. */
+  checkpoint: string | null;
+  warnings: string[];
+}
+
+export type MigrateProgress = (phase: string) => void;
+
+/** The control channel to the destination's `__migrate serve`. */
+class Control {
+  private readonly reader: LineReader;
+  private stderr = '';
+  readonly exited: Promise<number>;
+
+  private readonly child: ChildProcess;
+  private readonly shown: string;
+
+  constructor(child: ChildProcess, shown: string) {
+    this.child = child;
+    this.shown = shown;
+    this.reader = new LineReader(child.stdout!);
+    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    child.stdin!.on('error', () => undefined);
+    this.exited = new Promise((resolve) => {
+      child.on('error', () => resolve(127));
+      child.on('close', (code, signal) => resolve(code ?? (signal ? 137 : 1)));
+    });
+  }
+
+  /** What the other side said on stderr, as one line. */
+  said(): string {
+    const lines = this.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '').trim()).filter(Boolean);
+    return lines.join('; ');
+  }
+
+  lost(): StasisError {
+    const said = this.said();
+    return new StasisError(`the connection to ${this.shown} was lost${said ? `: ${said}` : ''}`, { code: 'peer-lost' });
+  }
+
+  send(message: Message): void {
+    this.child.stdin!.write(line(message));
+  }
+
+  async request(message: Message): Promise<Message> {
+    this.send(message);
+    const answer = await this.reader.next();
+    if (answer === null) throw this.lost();
+    return answer;
+  }
+
+  /** Ends the channel (the destination undoes what was not committed) and waits for the other side to finish. */
+  async end(timeoutMs = 120_000): Promise<void> {
+    this.child.stdin!.end();
+    await Promise.race([this.exited, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+  }
+}
+
+/** `stasis ARGS` there, waiting for a tar on its stdin: started early, so that its start-up overlaps the dump. */
+interface Receiver {
+  child: ChildProcess;
+  done: Promise<{ code: number; stderr: string; stdout: string }>;
+}
+
+function startReceiver(peer: Peer, args: string[]): Receiver {
+  const child = peer.stasis(args);
+  child.stdin!.on('error', () => undefined);
+  return { child, done: finished(child) };
+}
+
+/** Ends a receiver that will get nothing (an empty input makes it fail and keep nothing). */
+async function cancelReceiver(receiver: Receiver): Promise<void> {
+  receiver.child.stdin!.end();
+  await Promise.race([receiver.done, new Promise((r) => setTimeout(r, 10_000).unref())]);
+}
+
+/** Streams a folder as a plain tar to a receiver; the bytes sent. */
+async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void): Promise<number> {
+  const stdin = receiver.child.stdin!;
+  let sent = 0;
+  const counter = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _encoding, callback) {
+      sent += chunk.length;
+      onBytes(sent);
+      if (stdin.destroyed) return callback(new Error('the receiving side has gone'));
+      if (stdin.write(chunk)) return callback();
+      // Waits for room, or for the pipe to break (the connection dropped): never for ever.
+      const settle = (err?: Error) => {
+        stdin.off('drain', onDrain);
+        stdin.off('close', onClose);
+        callback(err);
+      };
+      const onDrain = () => settle();
+      const onClose = () => settle(new Error('the receiving side has gone'));
+      stdin.once('drain', onDrain);
+      stdin.once('close', onClose);
+    },
+    final(callback) {
+      stdin.end(callback);
+    },
+  });
+  let sendError: unknown = null;
+  await createTar(dir, counter, 'none').catch((err: unknown) => (sendError = err));
+  counter.end();
+  const result = await receiver.done;
+  if (result.code !== 0 || sendError !== null) {
+    const said = result.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '')).filter(Boolean).join('; ');
+    throw new StasisError(`sending ${what} to ${peer.destination.shown} failed: ${said || (sendError ? errorMessage(sendError) : `exit ${result.code}`)}`, { code: 'send-failed' });
+  }
+  return sent;
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+export async function migrateContainer(host: CheckpointHost, id: string, peer: Peer, opts: MigrateOptions, progress: MigrateProgress = () => undefined): Promise<MigrateResult> {
+  const started = Date.now();
+  const shown = peer.destination.shown;
+  const name = validateId(opts.name ?? id);
+  const warnings: string[] = [];
+  const first = await host.settledRecord(id);
+  if (first === null) throw new StasisError(`container ${id} is being created; try again when it runs`);
+  if (first.rootfs.kind !== 'overlay') {
+    throw new StasisError(`cannot move container ${id}: its rootfs is a bundle written in place, which a move does not carry`, {
+      hint: `checkpoint it (stasis checkpoint ${id} --export FILE), copy the bundle, and restore it there with --bundle DIR`,
+    });
+  }
+  const status = host.statusOf(first);
+  if (status !== 'running') throw new StasisError(`cannot move container ${id}: it is ${status}`);
+  const base = first.rootfs.base;
+  const destBase = opts.rootfs ?? base;
+
+  progress(`connecting to ${shown}`);
+  await peer.open();
+  let control: Control | null = null;
+  try {
+    control = new Control(peer.stasis(['__migrate', 'serve']), shown);
+    progress(`checking ${shown}`);
+    const checkStarted = Date.now();
+    const manifest = rootfsManifest(base);
+    const inUse = baseFilesInUse(host.containerPids(id), join(first.bundle, 'rootfs'), join(first.bundle, 'upper'));
+    const checkRequest = { op: 'check', id: name, base: { path: destBase, fingerprint: fingerprintOf(manifest), manifest, files: hashBaseFiles(base, inUse) }, lazy: opts.lazy };
+    let check = await control.request(checkRequest) as unknown as CheckReply | { ok: false; error: string };
+    if (!check.ok) throw new StasisError(`${shown}: ${check.error}`);
+    if (!check.idFree) {
+      throw new StasisError(`${shown} has a container ${name} already`, { hint: `move it under another ID with --name NEW, or remove that one there`, code: 'name-taken' });
+    }
+    let rootfsMs: number | null = null;
+    if (!check.base.exists && opts.withRootfs) {
+      progress(`sending the base ${base} to ${shown}`);
+      const rootfsStarted = Date.now();
+      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase]), base, `the base ${base}`, (sent) => progress(`sending the base: ${mb(sent)}`));
+      rootfsMs = Date.now() - rootfsStarted;
+      check = await control.request(checkRequest) as unknown as CheckReply;
+      if (!check.ok) throw new StasisError(`${shown}: ${(check as unknown as { error: string }).error}`);
+    }
+    if (!check.base.exists) {
+      throw new StasisError(`the base rootfs ${destBase} is not on ${shown}`, {
+        hint: `copy ${base} there, name the copy there with --rootfs PATH, or send it with --with-rootfs`,
+        code: 'base-missing',
+      });
+    }
+    if (!check.base.matches) {
+      throw new StasisError(`the base rootfs ${destBase} on ${shown} is not the one ${id} runs on (${base}): ${check.base.differences.join(', ')}`, {
+        hint: `make ${destBase} there an exact copy of ${base}, or name one with --rootfs PATH`,
+        code: 'base-differs',
+      });
+    }
+    let lazy = opts.lazy;
+    if (lazy && !check.uffd) {
+      warnings.push(`${shown} cannot pull memory on demand (no userfaultfd there): moving all of it first`);
+      lazy = false;
+    }
+    const checkMs = Date.now() - checkStarted;
+
+    return await host.withContainer(id, async (record) => {
+      const previousCheckpoint = record.lastCheckpoint;
+      const frozenAt = Date.now();
+      const criuFlags = { tcpEstablished: opts.tcpEstablished, extUnixSk: opts.extUnixSk, shellJob: opts.shellJob, fileLocks: opts.fileLocks };
+      const request: RestoreRequest = {
+        token: randomBytes(16).toString('hex'),
+        id: name,
+        rootfs: destBase,
+        source: `${hostname()}:${id}`,
+        userMounts: opts.userMounts,
+        trust: opts.trust,
+        criuOptions: [],
+        tcpClose: opts.tcpClose,
+      };
+      let checkpointPath: string | null = null;
+      let dumpMs = 0;
+      let transferMs = 0;
+      let restoreMs = 0;
+      let bytes = 0;
+      let lazyDump: Awaited<ReturnType<typeof dumpLazily>> | null = null;
+      let restoredAt = 0;
+      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token]);
+      let sending = false;
+      try {
+        if (lazy) {
+          lazyDump = await dumpLazily(host, record, peer, criuFlags, progress);
+          checkpointPath = lazyDump.path;
+          request.pageServerPort = lazyDump.remotePort;
+        } else {
+          const cp = await checkpointHeld(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false }, (step) => progress(step));
+          checkpointPath = cp.path;
+        }
+        dumpMs = Date.now() - frozenAt;
+        if (existsSync(host.containerDir(id)) && existsSync(join(host.containerDir(id), 'ctr.log'))) {
+          copyFileSync(join(host.containerDir(id), 'ctr.log'), join(checkpointPath, LOG_FILE));
+        }
+        const transferStarted = Date.now();
+        progress(`sending the checkpoint to ${shown}`);
+        sending = true;
+        bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`));
+        transferMs = Date.now() - transferStarted;
+        progress(`restoring ${name} on ${shown}`);
+        const restoreStarted = Date.now();
+        const restored = await control!.request({ op: 'restore', ...request });
+        if (!restored.ok) {
+          throw new StasisError(`${shown} could not restore ${name}: ${String(restored.error)}`, { hint: typeof restored.hint === 'string' ? restored.hint : undefined, code: 'restore-failed' });
+        }
+        if (Array.isArray(restored.warnings)) warnings.push(...restored.warnings.map((w) => `${shown}: ${String(w)}`));
+        restoredAt = Date.now();
+        restoreMs = restoredAt - restoreStarted;
+      } catch (err) {
+        // Not switched: the container goes on here, and the other side removes what it restored.
+        if (!sending) await cancelReceiver(receiver);
+        await control!.end();
+        await lazyDump?.abort();
+        const thawed = await host.thaw(id).then(() => null, (thawErr: unknown) => thawErr);
+        record.status = thawed === null ? 'running' : 'paused';
+        record.lastCheckpoint = previousCheckpoint;
+        host.saveRecord(record);
+        if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
+        const why = errorMessage(err);
+        if (thawed !== null) {
+          throw new StasisError(`${why}; ${id} stays here, but could not be thawed: ${errorMessage(thawed)}`, { hint: `stasis resume ${id}` });
+        }
+        throw new StasisError(`${why}; ${id} goes on here`, { hint: err instanceof StasisError ? err.hint : undefined, code: err instanceof StasisError ? err.code : undefined });
+      }
+
+      // The switch: once the destination acknowledges, the container is there and not here.
+      progress(lazy ? `pulling the memory into ${shown}` : 'switching');
+      const pagesStarted = Date.now();
+      const ack = await control!.request({ op: 'commit' }).catch(() => null);
+      if (ack === null) {
+        throw new StasisError(`the connection to ${shown} was lost at the switch: ${name} may be running there; ${id} is frozen here`, {
+          hint: `look there (stasis ps); if ${name} runs there, stasis delete -f ${id} here; if not, stasis resume ${id} here`,
+          code: 'switch-unknown',
+        });
+      }
+      let pagesMs: number | null = null;
+      let lazyBytes: number | null = null;
+      if (lazyDump !== null) {
+        const pulled = await lazyDump.finish();
+        pagesMs = Date.now() - pagesStarted;
+        lazyBytes = pulled.bytes;
+        if (!ack.ok || !pulled.ok) {
+          warnings.push(`the memory transfer to ${shown} ended badly: ${String(ack.error ?? pulled.error)}`);
+        }
+      }
+      host.journal.append('/tasks/checkpointed', id, { path: opts.keep ? checkpointPath : null, destination: shown, name, migrated: true, lazy });
+      record.checkpointedStop = true;
+      host.saveRecord(record);
+      await host.discard(id).catch((err: unknown) => warnings.push(`${id} is on ${shown}, but removing it here failed: ${errorMessage(err)}`));
+      if (!opts.keep && checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
+      await control!.end();
+      return {
+        id,
+        name,
+        destination: shown,
+        lazy,
+        downtimeMs: restoredAt - frozenAt,
+        bytes,
+        lazyBytes,
+        totalMs: Date.now() - started,
+        timingsMs: { check: checkMs, rootfs: rootfsMs, dump: dumpMs, transfer: transferMs, restore: restoreMs, pages: pagesMs },
+        checkpoint: opts.keep ? checkpointPath : null,
+        warnings,
+      };
+    });
+  } catch (err) {
+    await control?.end(10_000);
+    throw err;
+  } finally {
+    await peer.close();
+  }
+}

@@ -1,0 +1,197 @@
+import { existsSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { StasisError, errorMessage } from '../errors.ts';
+import type { UserMount } from '../checkpoint/policy.ts';
+import { restoreContainer } from '../checkpoint/restore.ts';
+import { UNPACK_LIMIT_BYTES } from '../checkpoint/restore-source.ts';
+import { changedBaseFiles, fingerprintOf, rootfsManifest, type BaseFile } from '../checkpoint/rootfs-diff.ts';
+import { extractTar } from '../checkpoint/tar.ts';
+import type { Trust } from '../checkpoint/trust.ts';
+import { criuFeature } from '../runtime/criu.ts';
+import type { CheckpointHost } from '../runtime/types.ts';
+import { validateId } from '../state/ids.ts';
+import { LineReader, line, type Message } from './channel.ts';
+import { restoreLazily, type LazyRestore } from './lazy.ts';
+
+// The destination's side of a move (`stasis __migrate ...`, which migrate
+// starts there): `serve` answers the control channel (check, restore,
+// commit) and undoes an uncommitted restore when the channel ends; `receive`
+// unpacks the checkpoint sent to it; `rootfs` unpacks a base sent with
+// --with-rootfs. Everything received is untrusted input, as any archive is.
+
+declare const __STASIS_VERSION__: string;
+
+const TOKEN = /^[0-9a-f]{16,64}$/;
+
+export function stagingDir(host: CheckpointHost, token: string): string {
+  if (!TOKEN.test(token)) throw new StasisError(`bad transfer token ${JSON.stringify(token)}`);
+  return join(host.scratchDir, `.migrate-${token}`);
+}
+
+/** `__migrate receive TOKEN`: the checkpoint's tar on stdin, unpacked (checked) for the restore. */
+export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable): Promise<void> {
+  const dir = stagingDir(host, token);
+  if (existsSync(dir)) throw new StasisError(`a transfer ${token} is already here`);
+  await extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
+}
+
+/** `__migrate rootfs PATH`: a base rootfs on stdin, unpacked beside PATH and renamed into place (PATH must be missing or empty). */
+export async function receiveRootfs(path: string, input: Readable): Promise<void> {
+  if (!path.startsWith('/')) throw new StasisError(`the base's path ${JSON.stringify(path)} is not absolute`);
+  const stat = statSync(path, { throwIfNoEntry: false });
+  if (stat && !(stat.isDirectory() && readdirSync(path).length === 0)) throw new StasisError(`${path} exists and is not empty: a base is never written over`);
+  const partial = join(dirname(path), `.${basename(path)}.partial-${process.pid}`);
+  rmSync(partial, { recursive: true, force: true });
+  // A base has what a root filesystem has (device nodes in /dev, setuid programs): checked as a layer is.
+  await extractTar(input, partial, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+  if (stat) rmSync(path, { recursive: true, force: true });
+  renameSync(partial, path);
+}
+
+export interface CheckRequest {
+  id: string;
+  base: { path: string; fingerprint: string; manifest: string[]; files: BaseFile[] };
+  lazy: boolean;
+}
+
+export interface CheckReply {
+  ok: true;
+  version: string;
+  idFree: boolean;
+  base: { exists: boolean; matches: boolean; differences: string[] };
+  uffd: boolean;
+}
+
+/** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
+function manifestDifferences(wanted: readonly string[], have: readonly string[]): string[] {
+  const haveByPath = new Map(have.map((entry) => [entry.split('\t')[0], entry]));
+  const wantedPaths = new Set(wanted.map((entry) => entry.split('\t')[0]));
+  const out: string[] = [];
+  for (const entry of wanted) {
+    const [path, type, size] = entry.split('\t');
+    const there = haveByPath.get(path);
+    if (there === undefined) out.push(`/${path} is missing`);
+    else if (there !== entry) {
+      const [, otherType, otherSize] = there.split('\t');
+      out.push(otherType !== type ? `/${path} is another kind of file` : `/${path} has ${otherSize} bytes, not ${size}`);
+    }
+  }
+  for (const path of haveByPath.keys()) if (!wantedPaths.has(path)) out.push(`/${path} is there and not in the base`);
+  return out;
+}
+
+export async function checkDestination(host: CheckpointHost, request: CheckRequest): Promise<CheckReply> {
+  const id = validateId(request.id);
+  const path = String(request.base?.path ?? '');
+  const exists = path.startsWith('/') && statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+  let matches = false;
+  let differences: string[] = [];
+  if (exists) {
+    const manifest = rootfsManifest(path);
+    const wanted = Array.isArray(request.base.manifest) ? request.base.manifest.map(String) : [];
+    differences = fingerprintOf(manifest) === request.base.fingerprint ? [] : manifestDifferences(wanted, manifest);
+    if (differences.length === 0 && fingerprintOf(manifest) !== request.base.fingerprint) differences = ['its files differ'];
+    const files = Array.isArray(request.base.files) ? request.base.files : [];
+    differences.push(...changedBaseFiles(path, files).map((file) => `${file} differs from the file the processes use`));
+    matches = differences.length === 0;
+  }
+  return {
+    ok: true,
+    version: typeof __STASIS_VERSION__ === 'string' ? __STASIS_VERSION__ : 'dev',
+    idFree: !host.exists(id),
+    base: { exists, matches, differences: differences.slice(0, 8) },
+    uffd: request.lazy ? await criuFeature(host.criu, 'uffd-noncoop') : false,
+  };
+}
+
+export interface RestoreRequest {
+  token: string;
+  id: string;
+  rootfs: string;
+  source: string;
+  userMounts?: UserMount[];
+  trust?: Trust;
+  criuOptions?: string[];
+  tcpClose?: boolean;
+  /** Post-copy: the port on this side's 127.0.0.1 that reaches the source's page server. */
+  pageServerPort?: number;
+}
+
+/** Writes one reply; a channel that is gone is not an error here (the end of input says what to do). */
+function reply(message: Message): void {
+  try {
+    writeSync(1, line(message));
+  } catch {
+    // EPIPE: the source is gone
+  }
+}
+
+/**
+ * `__migrate serve`: answers requests until its input ends. A restore that
+ * was not committed when the input ends (the source went away, or said
+ * abort) is undone: the container is removed here, so it runs in one place.
+ */
+export async function serve(host: CheckpointHost, input: Readable): Promise<number> {
+  // Replies go to the descriptor directly; a broken channel must not end this process before it cleans up.
+  process.on('SIGPIPE', () => undefined);
+  process.on('SIGHUP', () => undefined);
+  const reader = new LineReader(input);
+  let restored: string | null = null;
+  let lazy: LazyRestore | null = null;
+  let committed = false;
+  const tokens = new Set<string>();
+  try {
+    for (;;) {
+      const message = await reader.next();
+      if (message === null) break;
+      const op = message.op;
+      try {
+        if (op === 'check') reply(await checkDestination(host, message as unknown as CheckRequest) as unknown as Message);
+        else if (op === 'restore') {
+          if (restored !== null) throw new StasisError('a restore was done already');
+          const request = message as unknown as RestoreRequest;
+          tokens.add(request.token);
+          const id = validateId(request.id);
+          const options = {
+            checkpoint: stagingDir(host, request.token),
+            base: { kind: 'overlay' as const, dir: request.rootfs },
+            userMounts: request.userMounts,
+            trust: request.trust,
+            criuOptions: request.criuOptions,
+            tcpClose: request.tcpClose === true,
+            from: typeof request.source === 'string' ? request.source.slice(0, 500) : undefined,
+          };
+          const started = Date.now();
+          if (request.pageServerPort !== undefined) {
+            lazy = await restoreLazily(host, id, options, request.pageServerPort);
+            restored = id;
+            reply({ ok: true, id, restoreMs: Date.now() - started, warnings: lazy.warnings });
+          } else {
+            const result = await restoreContainer(host, id, options);
+            restored = id;
+            reply({ ok: true, id, restoreMs: Date.now() - started, warnings: result.warnings });
+          }
+        } else if (op === 'commit') {
+          committed = restored !== null;
+          // Post-copy: the move is over once every page is here.
+          if (lazy !== null) {
+            const pulled = await lazy.done;
+            reply(pulled.ok ? { ok: true } : { ok: false, error: pulled.error });
+          } else reply({ ok: true });
+        } else if (op === 'abort') break;
+        else reply({ ok: false, error: `unknown request ${JSON.stringify(op)}` });
+      } catch (err) {
+        reply({ ok: false, error: errorMessage(err), hint: err instanceof StasisError ? err.hint : undefined });
+      }
+    }
+  } finally {
+    for (const token of tokens) rmSync(stagingDir(host, token), { recursive: true, force: true });
+    if (restored !== null && !committed) {
+      const id = restored;
+      await lazy?.stop();
+      await host.withContainer(id, () => host.discard(id)).catch(() => undefined);
+    }
+  }
+  return restored !== null && !committed ? 1 : 0;
+}

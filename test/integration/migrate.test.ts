@@ -1,0 +1,205 @@
+import { after, before, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI, CONTAINERS, COUNTER, TestEnv, counterAdvances, eventually, requires } from '../helpers.ts';
+import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase } from '../services-fixtures.ts';
+import { relayConfig, startRelay, startSshd, type Sshd } from '../sshd.ts';
+
+// stasis migrate, on real runc, CRIU and conmon. A "host" is a state
+// directory on this machine (the local form of DEST), or another mount and
+// network namespace with its own state directory and its own copy of the base
+// at the same path, reached over ssh: an OpenSSH server the test starts on
+// 127.0.0.1, in that mount namespace, with its own host key and a client key
+// made for the test (test/sshd.ts). The destination runs the stasis under
+// test (--remote-stasis), as a user would name theirs.
+
+/** Skips the test with a reason unless `ok`. */
+function needs(t: TestContext, ok: boolean, reason: string): boolean {
+  if (!ok) t.skip(reason);
+  return ok;
+}
+
+/** Files a move leaves in a state directory only while it runs. */
+function staging(stateDir: string): string[] {
+  return existsSync(stateDir) ? readdirSync(stateDir).filter((name) => name.startsWith('.migrate-')) : [];
+}
+
+describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
+  const here = new TestEnv('migrate-a');
+  const there = new TestEnv('migrate-b');
+  const binDir = join(here.root, 'bin');
+  let missing: string | null = 'not built yet';
+  let base = '';
+  before(() => {
+    missing = buildFixtures(binDir);
+    if (missing === null) base = makeBase(join(here.root, 'base'), binDir);
+  });
+  after(async () => {
+    await there.cleanup();
+    await here.cleanup();
+  });
+
+  /** `stasis migrate` to `there` (a state directory), run here. */
+  const toThere = (args: string[]) => ['migrate', ...args.slice(0, 1), there.stateDir, '--remote-stasis', [...CLI, '--checkpoint-dir', there.checkpointDir].join(' '), ...args.slice(1)];
+
+  test('a counter moves to another state directory and back: it counts on, its logs and labels go with it, both journals say so', async () => {
+    await here.ok(['run', '-d', 'c1', '--label', 'app=counter', '--', ...COUNTER]);
+    const before = await counterAdvances(here, 'c1', 1);
+    const moved = await here.json(toThere(['c1']));
+    assert.equal(moved.id, 'c1');
+    assert.equal(moved.name, 'c1');
+    assert.equal(moved.destination, there.stateDir);
+    assert.equal(moved.lazy, false);
+    assert.ok(moved.downtimeMs > 0 && moved.downtimeMs < moved.totalMs, `downtime ${moved.downtimeMs} ms of ${moved.totalMs} ms`);
+    assert.ok(moved.bytes > 10_000, `${moved.bytes} bytes sent`);
+    assert.equal(moved.checkpoint, null);
+    // Gone here, running there, counting on from where it was, with the lines it wrote here.
+    assert.deepEqual(here.containerIds(), []);
+    const info = await there.json(['info', 'c1']);
+    assert.equal(info.status, 'running');
+    assert.equal(info.labels.app, 'counter');
+    const afterMove = await counterAdvances(there, 'c1', before);
+    assert.match(await there.ok(['logs', 'c1']), /^count 0\n/, 'the log written here is there');
+    const events = await here.ok(['events', '--no-follow', '--topic', '/tasks/checkpointed', 'c1']);
+    assert.match(events, new RegExp(`"destination":"${there.stateDir}"`));
+    assert.match(await there.ok(['events', '--no-follow', '--topic', '/tasks/restored', 'c1']), /\/tasks\/restored c1 .*"checkpoint":"[^"]+:c1"/);
+    assert.deepEqual(staging(there.stateDir), []);
+
+    // And back, under another ID, in text mode: the destination and the ID.
+    const back = await there.ok(['migrate', 'c1', here.stateDir, '--name', 'c1b', '--remote-stasis', [...CLI, '--checkpoint-dir', here.checkpointDir].join(' ')]);
+    assert.equal(back, `${here.stateDir} c1b\n`);
+    assert.deepEqual(there.containerIds(), []);
+    await counterAdvances(here, 'c1b', afterMove);
+    await here.ok(['delete', '-f', 'c1b']);
+  });
+
+  test('a destination without the base, or with another one, is refused before anything stops; --with-rootfs sends it', async (t) => {
+    if (!needs(t, missing === null, missing!)) return;
+    await here.ok(['run', '-d', 'c2', '--rootfs', base, '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'c2', 0);
+    const elsewhere = join(there.root, 'bases', 'copy');
+    const refused = await here.fails(1, toThere(['c2', '--rootfs', elsewhere]), new RegExp(`^stasis: the base rootfs ${elsewhere} is not on ${there.stateDir}`));
+    assert.match(refused.stderr, /--with-rootfs/);
+    // Another base (the default rootfs: no /srv of the fixtures) is named for what differs.
+    const other = await here.fails(1, toThere(['c2', '--rootfs', '/var/lib/stasis/rootfs/busybox']), /is not the one c2 runs on/);
+    assert.match(other.stderr, /\/srv is missing/);
+    assert.equal((await here.json(['info', 'c2'])).status, 'running');
+    await counterAdvances(here, 'c2', count);
+    assert.deepEqual(there.containerIds(), []);
+
+    const sent = await here.json(toThere(['c2', '--rootfs', elsewhere, '--with-rootfs']));
+    assert.ok(sent.timingsMs.rootfs > 0);
+    assert.ok(existsSync(join(elsewhere, 'srv', 'httpcount')), 'the base is there');
+    await counterAdvances(there, 'c2', count);
+    assert.equal((await there.json(['info', 'c2'])).rootfs.base, elsewhere);
+    await there.ok(['delete', '-f', 'c2']);
+  });
+
+  test('a destination whose restore fails leaves the container running here, with what the other side said', async () => {
+    const fake = join(here.root, 'failing-criu');
+    mkdirSync(fake, { recursive: true });
+    const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
+    // runc drives CRIU through its RPC mode (criu swrk) for dumps and restores: only the restore happens there.
+    writeFileSync(join(fake, 'criu'), `#!/bin/sh\n[ "$1" = swrk ] && { echo "criu made to fail by the test" >&2; exit 1; }\nexec ${realCriu} "$@"\n`);
+    chmodSync(join(fake, 'criu'), 0o755);
+    await here.ok(['run', '-d', 'c3', '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'c3', 0);
+    const failed = await here.fails(1, [
+      'migrate', 'c3', there.stateDir, '--remote-stasis', ['env', `STASIS_CRIU=${join(fake, 'criu')}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' '),
+    ], new RegExp(`^stasis: ${there.stateDir} could not restore c3: .*c3 goes on here`, 'm'));
+    assert.match(failed.stderr, /runc restore failed|CRIU/);
+    const info = await here.json(['info', 'c3']);
+    assert.equal(info.status, 'running');
+    await counterAdvances(here, 'c3', count);
+    assert.deepEqual(there.containerIds(), []);
+    assert.deepEqual(staging(there.stateDir), []);
+    // Nothing of the attempt is kept here but the log; a later move goes through.
+    assert.deepEqual(readdirSync(join(here.checkpointDir, 'c3')), []);
+    await here.ok(toThere(['c3']));
+    await there.ok(['delete', '-f', 'c3']);
+  });
+
+  test('bad destinations and IDs are refused before anything is done', async () => {
+    await here.ok(['run', '-d', 'c4', '--', 'sleep', '100']);
+    await here.fails(2, ['migrate', 'c4', 'http://host/x'], /only ssh:\/\/ destinations/);
+    await here.fails(2, ['migrate', 'c4', 'ssh://-oProxyCommand=x'], /is not ssh:\/\/\[user@\]host\[:port\]/);
+    await here.fails(2, ['migrate', 'c4', here.stateDir], /is this state directory/);
+    await here.fails(1, toThere(['ghost']), /no such container: ghost/);
+    await there.ok(['run', '-d', 'c4', '--', 'sleep', '100']);
+    await here.fails(2, toThere(['c4']), new RegExp(`${there.stateDir} has a container c4 already`));
+    assert.equal((await here.json(['info', 'c4'])).status, 'running');
+    await there.ok(['delete', '-f', 'c4']);
+    await here.ok(['delete', '-f', 'c4']);
+  });
+
+  describe('over ssh, to another host', () => {
+    let other: OtherHost | null = null;
+    let sshd: Sshd | null = null;
+    let back: Sshd | null = null;
+    const skip = () => (missing !== null ? missing : !SOCKETS_DUMPABLE ? SOCKETS_REASON : !existsSync('/usr/sbin/sshd') ? 'openssh-server is not installed' : null);
+    before(async () => {
+      if (skip() !== null) return;
+      other = new OtherHost(here, 'other-host', base);
+      sshd = await startSshd({ dir: join(other.dir, 'sshd'), mountNs: other.mntNs });
+      back = await startSshd({ dir: join(here.root, 'sshd-back') });
+    });
+    after(async () => {
+      await sshd?.stop();
+      await back?.stop();
+      await other?.cleanup();
+    });
+
+    const remote = (host: OtherHost | TestEnv) => [...CLI, '--state-dir', host.stateDir, '--checkpoint-dir', host.checkpointDir].join(' ');
+
+    /** The HTTP counter's answer in `id`, asked inside the container. */
+    async function hits(host: TestEnv | OtherHost, id: string, path: string): Promise<number> {
+      const wget = await host.run(['exec', id, '--', 'timeout', '5', 'wget', '-qO-', `http://127.0.0.1:8080${path}`]);
+      assert.equal(wget.code, 0, `wget in ${id}: ${wget.stderr}`);
+      const answer = /^hits (\d+) /.exec(wget.stdout);
+      assert.ok(answer, `answer of ${id}: ${JSON.stringify(wget.stdout)}`);
+      return Number(answer[1]);
+    }
+
+    test('a TCP server moves there and back, answering and counting on', async (t) => {
+      if (!needs(t, skip() === null, skip()!)) return;
+      await here.ok(['run', '-d', 'web', '--rootfs', base, '--', '/srv/httpcount', '127.0.0.1', '8080']);
+      await eventually(async () => (await here.ok(['logs', 'web'])).includes('listening on'), 'the server listening');
+      let count = await hits(here, 'web', '/here');
+      const moved = JSON.parse(await here.ok(['--json', 'migrate', 'web', sshd!.destination, '--remote-stasis', remote(other!)], { env: { STASIS_SSH: sshd!.sshCommand } }));
+      assert.equal(moved.destination, sshd!.destination);
+      assert.deepEqual(here.containerIds(), []);
+      assert.equal(await hits(other!, 'web', '/there'), ++count, 'the same server answers there');
+      // Back, from inside the other host, to this one's sshd.
+      const returned = await other!.ok(['migrate', 'web', back!.destination, '--remote-stasis', remote(here)], { hostNet: true, env: { STASIS_SSH: back!.sshCommand } });
+      assert.equal(returned, `${back!.destination} web\n`);
+      assert.equal(await hits(here, 'web', '/back'), ++count, 'and here again');
+      await here.ok(['delete', '-f', 'web']);
+    });
+
+    test('a connection dropped while the checkpoint is sent leaves the container running here', async (t) => {
+      if (!needs(t, skip() === null, skip()!)) return;
+      await here.ok(['run', '-d', 'big', '--rootfs', base, '--', '/srv/bigmem', '64']);
+      await eventually(async () => (await here.ok(['logs', 'big'])).includes('filled 64 MiB'), 'the memory filled');
+      const relay = await startRelay(sshd!.port);
+      try {
+        // The check takes a few KiB; 64 MiB of memory are cut off after 4 MiB.
+        relay.cutAfter(4 << 20);
+        const failed = await here.run(['migrate', 'big', `ssh://root@127.0.0.1:${relay.port}`, '--remote-stasis', remote(other!)], { env: { STASIS_SSH: `ssh -F ${relayConfig(sshd!, relay)}` } });
+        assert.equal(failed.code, 1, failed.stderr);
+        assert.match(failed.stderr, /^stasis: (sending the checkpoint to ssh:\/\/root@127\.0\.0\.1:\d+ failed|the connection to .* was lost).*; big goes on here/m);
+      } finally {
+        await relay.close();
+      }
+      assert.equal((await here.json(['info', 'big'])).status, 'running');
+      // Every page is still its own: the sum it prints on SIGUSR1 is the one it had.
+      const filled = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'big']))![1];
+      await here.ok(['kill', 'big', '-s', 'USR1']);
+      await eventually(async () => (await here.ok(['logs', 'big'])).includes(`check sum ${filled}`), 'the same sum');
+      // The other side has nothing left of it once its sessions have noticed.
+      await eventually(async () => (await other!.json(['ps'])).length === 0 && staging(other!.stateDir).length === 0, 'nothing there');
+      await here.ok(['delete', '-f', 'big']);
+    });
+  });
+});
