@@ -156,3 +156,22 @@ export async function createToStream(srcDir: string, names: readonly string[], o
   const exitCode = await exited;
   return createProblem({ exitCode, stdout: '', stderr: Buffer.concat(stderr).toString('utf8'), signal: undefined });
 }
+
+/**
+ * Archives the named entries of srcDir, uncompressed, straight into `out`
+ * (a pipe with a descriptor, such as a child's stdin): no copy through this
+ * process. `pid` lets the caller read tar's progress (/proc/PID/io); `done`
+ * settles with what went wrong, or null, once tar has exited.
+ */
+export function createIntoPipe(srcDir: string, names: readonly string[], out: Writable): { pid: number | undefined; done: Promise<string | null> } {
+  const args = [...createArgs(srcDir, '-', 'none'), '--sort=name', ...nameArgs(names)];
+  debugLog(showCommand('tar', args));
+  const child = spawn('tar', args, { stdio: ['ignore', out as never, 'pipe'], env: TAR_ENV });
+  const stderr: Buffer[] = [];
+  child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+  const done = new Promise<string | null>((resolve) => {
+    child.on('error', (err) => resolve(`tar failed: ${err.message}`));
+    child.on('close', (code, signal) => resolve(createProblem({ exitCode: code ?? (signal ? 128 : 1), stdout: '', stderr: Buffer.concat(stderr).toString('utf8'), signal: signal ?? undefined })));
+  });
+  return { pid: child.pid, done };
+}

@@ -10,12 +10,13 @@
 // nothing behind. The archive is read once, and decompressed once.
 
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { compressionForPath, type Compression } from './archive-format.ts';
 import { openTarInput, UnpackRoom } from './archive-input.ts';
-import { createToFile, createToStream, extractFromStream } from './gnu-tar.ts';
+import { createIntoPipe, createToFile, createToStream, extractFromStream } from './gnu-tar.ts';
 import { checkExtractedTree, type SafetyOptions } from './tar-safety.ts';
 
 export { compressionForPath, COMPRESSIONS, type Compression } from './archive-format.ts';
@@ -32,9 +33,9 @@ export interface ExtractOptions extends SafetyOptions {
  * file or a stream into destDir, which must be missing (it is made 0700) or an
  * empty folder. Throws, naming the archive, when the archive is damaged,
  * unpacks to too much, or holds what SafetyOptions refuses; destDir is then
- * removed, whether or not it existed before.
+ * removed, whether or not it existed before. Resolves with the bytes of archive read.
  */
-export async function extractTar(source: string | Readable, destDir: string, opts: ExtractOptions = {}): Promise<void> {
+export async function extractTar(source: string | Readable, destDir: string, opts: ExtractOptions = {}): Promise<number> {
   const fail = (why: string) => new Error(`cannot extract ${typeof source === 'string' ? source : 'the archive stream'}: ${why}`);
   await mkdir(destDir, { recursive: true, mode: 0o700 });
   // tar follows symlinks that already exist in its folder, so only an empty one will do.
@@ -60,6 +61,7 @@ export async function extractTar(source: string | Readable, destDir: string, opt
     await checkExtractedTree(destDir, opts).catch((err: Error) => {
       throw fail(err.message);
     });
+    return input.bytes;
   } catch (err) {
     await rm(destDir, { recursive: true, force: true });
     throw err;
@@ -98,4 +100,35 @@ export async function createTar(srcDir: string, target: string | Writable, compr
     await rm(temp, { force: true });
     throw err;
   }
+}
+
+/**
+ * Streams the contents of srcDir as a plain tar straight into a pipe (a
+ * child's stdin), calling onBytes with what tar has written so far (from
+ * /proc/PID/io) while it runs. Resolves with the bytes written; throws when tar fails.
+ */
+export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined): Promise<number> {
+  const names = (await readdir(srcDir)).sort();
+  const { pid, done } = createIntoPipe(srcDir, names, out);
+  let written = 0;
+  const sample = () => {
+    try {
+      const match = /^wchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+      if (match) {
+        written = Number(match[1]);
+        onBytes(written);
+      }
+    } catch {
+      // exited meanwhile
+    }
+  };
+  const timer = pid === undefined ? undefined : setInterval(sample, 100);
+  try {
+    sample();
+    const problem = await done;
+    if (problem) throw new Error(`cannot send ${srcDir}: ${problem}`);
+  } finally {
+    clearInterval(timer);
+  }
+  return written;
 }

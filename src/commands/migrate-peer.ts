@@ -1,4 +1,5 @@
 import { usageError } from '../errors.ts';
+import { printLine } from '../output/print.ts';
 import { runtimeFrom } from './context.ts';
 import { defineCommand } from './define.ts';
 
@@ -19,7 +20,8 @@ export const command = defineCommand({
       return;
     }
     if (argv.arg === undefined) throw usageError(`__migrate ${argv.step} needs its argument`);
-    if (argv.step === 'receive') await receive.receiveCheckpoint(runtime, argv.arg, process.stdin);
-    else await receive.receiveRootfs(argv.arg, process.stdin);
+    const bytes = argv.step === 'receive' ? await receive.receiveCheckpoint(runtime, argv.arg, process.stdin) : await receive.receiveRootfs(argv.arg, process.stdin);
+    // What arrived, for the sender's report.
+    printLine(JSON.stringify({ bytes }));
   },
 });

@@ -3,13 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import { checkpointHeld } from '../checkpoint/checkpoint.ts';
 import { LOG_FILE } from '../checkpoint/image.ts';
 import type { UserMount } from '../checkpoint/policy.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
-import { createTar } from '../checkpoint/tar.ts';
+import { pipeTar } from '../checkpoint/tar.ts';
 import type { Trust } from '../checkpoint/trust.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
@@ -128,41 +127,26 @@ async function cancelReceiver(receiver: Receiver): Promise<void> {
   await Promise.race([receiver.done, new Promise((r) => setTimeout(r, 10_000).unref())]);
 }
 
-/** Streams a folder as a plain tar to a receiver; the bytes sent. */
+/** Streams a folder as a plain tar to a receiver, tar writing into its pipe directly; the bytes sent. */
 async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void): Promise<number> {
   const stdin = receiver.child.stdin!;
   let sent = 0;
-  const counter = new Writable({
-    highWaterMark: 1 << 20,
-    write(chunk: Buffer, _encoding, callback) {
-      sent += chunk.length;
-      onBytes(sent);
-      if (stdin.destroyed) return callback(new Error('the receiving side has gone'));
-      if (stdin.write(chunk)) return callback();
-      // Waits for room, or for the pipe to break (the connection dropped): never for ever.
-      const settle = (err?: Error) => {
-        stdin.off('drain', onDrain);
-        stdin.off('close', onClose);
-        callback(err);
-      };
-      const onDrain = () => settle();
-      const onClose = () => settle(new Error('the receiving side has gone'));
-      stdin.once('drain', onDrain);
-      stdin.once('close', onClose);
-    },
-    final(callback) {
-      stdin.end(callback);
-    },
-  });
   let sendError: unknown = null;
-  await createTar(dir, counter, 'none').catch((err: unknown) => (sendError = err));
-  counter.end();
+  try {
+    sent = await pipeTar(dir, stdin, onBytes);
+  } catch (err) {
+    sendError = err;
+  }
+  // tar has its own copy of the pipe; ours goes, so the receiver sees the end.
+  stdin.destroy();
   const result = await receiver.done;
   if (result.code !== 0 || sendError !== null) {
     const said = result.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '')).filter(Boolean).join('; ');
     throw new StasisError(`sending ${what} to ${peer.destination.shown} failed: ${said || (sendError ? errorMessage(sendError) : `exit ${result.code}`)}`, { code: 'send-failed' });
   }
-  return sent;
+  // The other side counts what it read: tar's own count is sampled, and a small folder is sent between samples.
+  const received = /"bytes":(\d+)/.exec(result.stdout);
+  return received ? Number(received[1]) : sent;
 }
 
 function mb(bytes: number): string {
@@ -284,10 +268,13 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         if (!sending) await cancelReceiver(receiver);
         await control!.end();
         await lazyDump?.abort();
-        const thawed = await host.thaw(id).then(() => null, (thawErr: unknown) => thawErr);
-        record.status = thawed === null ? 'running' : 'paused';
-        record.lastCheckpoint = previousCheckpoint;
-        host.saveRecord(record);
+        // A dump that failed has thawed the container itself (checkpointHeld); a completed one left it frozen.
+        const thawed = checkpointPath === null ? null : await host.thaw(id).then(() => null, (thawErr: unknown) => thawErr);
+        if (checkpointPath !== null) {
+          record.status = thawed === null ? 'running' : 'paused';
+          record.lastCheckpoint = previousCheckpoint;
+          host.saveRecord(record);
+        }
         if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
         const why = errorMessage(err);
         if (thawed !== null) {
@@ -319,9 +306,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       host.journal.append('/tasks/checkpointed', id, { path: opts.keep ? checkpointPath : null, destination: shown, name, migrated: true, lazy });
       record.checkpointedStop = true;
       host.saveRecord(record);
-      await host.discard(id).catch((err: unknown) => warnings.push(`${id} is on ${shown}, but removing it here failed: ${errorMessage(err)}`));
+      // The checkpoint goes first, and the destination drops its copy: unmounting the overlay
+      // below syncs the filesystem, which would otherwise write out those pages first.
       if (!opts.keep && checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
       await control!.end();
+      progress(`removing ${id} here`);
+      await host.discard(id).catch((err: unknown) => warnings.push(`${id} is on ${shown}, but removing it here failed: ${errorMessage(err)}`));
       return {
         id,
         name,

@@ -30,23 +30,24 @@ export function stagingDir(host: CheckpointHost, token: string): string {
 }
 
 /** `__migrate receive TOKEN`: the checkpoint's tar on stdin, unpacked (checked) for the restore. */
-export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable): Promise<void> {
+export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable): Promise<number> {
   const dir = stagingDir(host, token);
   if (existsSync(dir)) throw new StasisError(`a transfer ${token} is already here`);
-  await extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
+  return extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
 }
 
 /** `__migrate rootfs PATH`: a base rootfs on stdin, unpacked beside PATH and renamed into place (PATH must be missing or empty). */
-export async function receiveRootfs(path: string, input: Readable): Promise<void> {
+export async function receiveRootfs(path: string, input: Readable): Promise<number> {
   if (!path.startsWith('/')) throw new StasisError(`the base's path ${JSON.stringify(path)} is not absolute`);
   const stat = statSync(path, { throwIfNoEntry: false });
   if (stat && !(stat.isDirectory() && readdirSync(path).length === 0)) throw new StasisError(`${path} exists and is not empty: a base is never written over`);
   const partial = join(dirname(path), `.${basename(path)}.partial-${process.pid}`);
   rmSync(partial, { recursive: true, force: true });
   // A base has what a root filesystem has (device nodes in /dev, setuid programs): checked as a layer is.
-  await extractTar(input, partial, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+  const bytes = await extractTar(input, partial, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
   if (stat) rmSync(path, { recursive: true, force: true });
   renameSync(partial, path);
+  return bytes;
 }
 
 export interface CheckRequest {

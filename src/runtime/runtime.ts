@@ -239,6 +239,12 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
   }
 
   async discard(id: string): Promise<void> {
+    // A frozen container cannot die: every process gets its SIGKILL while
+    // frozen, and takes it before any of its code runs once thawed.
+    if (this.store.read(id)?.status === 'paused') {
+      await this.ctx.runc.kill(id, 'KILL', true).catch(() => undefined);
+      await this.ctx.runc.resume(id).catch(() => undefined);
+    }
     await deleteHeld(this.ctx, id, true);
   }
 
