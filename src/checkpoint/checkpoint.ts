@@ -3,6 +3,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import { criuVersion, softDirtyTracking } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
+import type { RunResult } from '../host/spawn.ts';
 import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
@@ -137,6 +138,8 @@ export async function checkpointHeld(
     let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
     let rootfsMs = 0;
     let versions: Provenance | null = null;
+    let pagesServed: Promise<RunResult> | null = null;
+    let resultPath = finalPath;
     const dumpStarted = Date.now();
     try {
       // Frozen while the files are captured, so that memory and files agree.
@@ -160,8 +163,11 @@ export async function checkpointHeld(
       // finishes is restorable even if stasis dies right after it.
       const fingerprint = await rootfsFingerprint(record.rootfs.base);
       writeMetadata(record, workDir, metaOpts, { runcVersion: 'unknown', criuVersion: 'unknown', fingerprint });
-      progress(opts.preDump ? 'pre-dumping memory with CRIU' : 'dumping with CRIU');
+      progress(opts.preDump ? 'pre-dumping memory with CRIU' : opts.lazyPort !== undefined ? 'dumping all but the memory with CRIU' : 'dumping with CRIU');
+      let onReady = () => undefined as void;
+      const ready = new Promise<null>((resolve) => (onReady = () => resolve(null)));
       const dumping = host.dump(id, {
+        lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
         imagesDir: join(workDir, IMAGES_DIR),
         workDir,
         leaveRunning: opts.leaveRunning,
@@ -175,14 +181,26 @@ export async function checkpointHeld(
       const provenance = provenanceOf(host, fingerprint);
       provenance.catch(() => undefined);
       const baseFiles = hashBaseFiles(record.rootfs.base, inUse);
-      const result = await dumping;
-      if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
-      dumped = true;
-      if (!leaveRunning) frozen = false;
-      versions = await provenance;
-      writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
-      signCheckpoint(host.stateRoot, workDir);
-      renameSync(workDir, finalPath);
+      if (opts.lazyPort !== undefined) {
+        // Post-copy: everything but the pages is written once runc says so; CRIU serves the pages until they are pulled.
+        const exited = await Promise.race([ready, dumping]);
+        if (exited !== null) throw new StasisError(`runc checkpoint failed: ${runcMessage(exited.stderr)}`);
+        pagesServed = dumping;
+        versions = await provenance;
+        writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
+        signCheckpoint(host.stateRoot, workDir);
+        // Not renamed: CRIU still writes its log there.
+        resultPath = workDir;
+      } else {
+        const result = await dumping;
+        if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
+        dumped = true;
+        if (!leaveRunning) frozen = false;
+        versions = await provenance;
+        writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
+        signCheckpoint(host.stateRoot, workDir);
+        renameSync(workDir, finalPath);
+      }
     } catch (err) {
       if (dumped && !leaveRunning) {
         // CRIU has stopped the container: the dump is all there is of it. It
@@ -207,7 +225,7 @@ export async function checkpointHeld(
     const dumpMs = Date.now() - dumpStarted - rootfsMs;
     record.checkpointing = false;
     record.checkpointWork = null;
-    record.lastCheckpoint = { path: finalPath, at: now.toISOString() };
+    record.lastCheckpoint = { path: resultPath, at: now.toISOString() };
     if (!leaveRunning) {
       record.status = 'stopped';
       record.checkpointedStop = true;
@@ -274,15 +292,16 @@ export async function checkpointHeld(
     if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
     return {
       id,
-      path: finalPath,
+      path: resultPath,
       exported,
       image,
       leftRunning: leaveRunning,
       preDump: opts.preDump,
-      imageBytes: folderSize(finalPath),
+      imageBytes: folderSize(resultPath),
       rootfsChanges,
       timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
-      criu: readCriuStats(join(finalPath, STATS_FILE)),
+      criu: readCriuStats(join(resultPath, STATS_FILE)),
+      pagesServed: pagesServed ?? undefined,
     };
   }
 }

@@ -18,6 +18,7 @@ export const IMAGE_MAGIC = {
   creds: 0x54023547,
   mountpoints: 0x55563928,
   ids: 0x54432030,
+  pagemap: 0x56084025,
 } as const;
 
 export type ImageKind = keyof typeof IMAGE_MAGIC;

@@ -35,6 +35,12 @@ export interface RestoreOptions {
   tcpClose?: boolean;
   /** Where the container came from, for its record and the journal, when that is not the checkpoint's path (a move: the source). */
   from?: string;
+  /**
+   * Post-copy: the checkpoint has no memory pages; called with the
+   * container's folder (runc restore's work folder) before runc restore
+   * runs, to start CRIU's lazy-pages daemon there, which pulls them.
+   */
+  lazyPages?: (containerDir: string, imagesDir: string) => Promise<void>;
 }
 
 /** The rootfs changes a checkpoint carries, to unpack into the new writable layer. */

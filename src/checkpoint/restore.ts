@@ -293,7 +293,7 @@ export async function restoreContainer(
       autoRemove: false,
       restore: {
         imagesDir: join(opened.dir, IMAGES_DIR),
-        runcArgs: [...new Set([...parts.runcArgs, ...extraArgs])],
+        runcArgs: [...new Set([...parts.runcArgs, ...extraArgs, ...(opts.lazyPages ? ['--lazy-pages'] : [])])],
         from: opts.from ?? opened.shown,
         keepLayer,
         importLog: parts.importLog ?? undefined,
@@ -301,6 +301,7 @@ export async function restoreContainer(
           makeEngineFiles(containerDir, parts.files, { hostname: parts.hostname }, shmDir);
           shmDir = null;
           if (criuConfigFile !== null) writeFileSync(join(containerDir, CRIU_CONFIG_FILE), criuConfig(), { mode: 0o600 });
+          await opts.lazyPages?.(containerDir, join(opened.dir, IMAGES_DIR));
         },
         fillLayer: parts.rootfs.kind !== 'overlay' ? undefined : async (upper) => {
           if (layerDir === null) {

@@ -107,8 +107,8 @@ export async function createTar(srcDir: string, target: string | Writable, compr
  * child's stdin), calling onBytes with what tar has written so far (from
  * /proc/PID/io) while it runs. Resolves with the bytes written; throws when tar fails.
  */
-export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined): Promise<number> {
-  const names = (await readdir(srcDir)).sort();
+export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined, exclude: readonly string[] = []): Promise<number> {
+  const names = (await readdir(srcDir)).filter((name) => !exclude.includes(name)).sort();
   const { pid, done } = createIntoPipe(srcDir, names, out);
   let written = 0;
   const sample = () => {

@@ -1,5 +1,6 @@
-import { closeSync, openSync, readFileSync } from 'node:fs';
-import { constants } from 'node:os';
+import { closeSync, constants as fsConstants, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { constants, tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 import { signalExitCode } from '../errors.ts';
 import { debugLog } from '../log.ts';
@@ -56,6 +57,8 @@ export interface RunOptions {
    * short can kill the container).
    */
   outputFile?: string;
+  /** The child gets a pipe as descriptor 3 (runc's --status-fd 3); this is called when it writes there. */
+  onStatus?: (data: string) => void;
 }
 
 /** What the library layers use to run programs: the real one below, or a fake in unit tests. */
@@ -77,18 +80,23 @@ export interface ProcessRunner {
  */
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   debugLog(showCommand(file, args));
-  const spawnBun = opts.input || opts.outputFile !== undefined ? null : bunSpawn();
+  const spawnBun = opts.input || opts.outputFile !== undefined || opts.onStatus ? null : bunSpawn();
   if (spawnBun !== null) return runWithBun(spawnBun, file, args, opts);
   return new Promise((resolve, reject) => {
     const outputFd = opts.outputFile === undefined ? null : openSync(opts.outputFile, 'w', 0o600);
+    const status = opts.onStatus ? statusPipe(opts.outputFile === undefined ? tmpdir() : dirname(opts.outputFile)) : null;
     const child = spawn(file, args, {
-      stdio: [opts.input ? 'pipe' : 'ignore', outputFd ?? 'pipe', outputFd ?? 'pipe'],
+      stdio: [opts.input ? 'pipe' : 'ignore', outputFd ?? 'pipe', outputFd ?? 'pipe', ...(status ? [status.write] : [])],
       env: opts.env ?? process.env,
       detached: outputFd !== null,
     });
     if (outputFd !== null) closeSync(outputFd);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
+    if (status) {
+      closeSync(status.write);
+      watchStatus(status.read, opts.onStatus!);
+    }
     child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
     if (opts.input) {
@@ -118,6 +126,44 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
       });
     });
   });
+}
+
+/**
+ * A pipe for a child's status descriptor whose write end is write-only (runc
+ * checks that; node:child_process's pipes are sockets, open for both): a
+ * FIFO, made and opened (the read end non-blocking) and removed at once.
+ */
+function statusPipe(dir: string): { read: number; write: number } {
+  const fifo = join(dir, `.status-${process.pid}-${Date.now()}`);
+  const made = process.getBuiltinModule('node:child_process').spawnSync('mkfifo', ['-m', '600', fifo]);
+  if (made.status !== 0) throw new Error(`mkfifo ${fifo} failed: ${String(made.stderr ?? '').trim()}`);
+  try {
+    const read = openSync(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    const write = openSync(fifo, fsConstants.O_WRONLY);
+    return { read, write };
+  } finally {
+    rmSync(fifo, { force: true });
+  }
+}
+
+/** Polls the status pipe's read end until every writer has closed it. */
+function watchStatus(fd: number, onStatus: (data: string) => void): void {
+  const buffer = Buffer.alloc(256);
+  const timer = setInterval(() => {
+    let n: number;
+    try {
+      n = readSync(fd, buffer, 0, buffer.length, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return;
+      n = 0;
+    }
+    if (n > 0) {
+      onStatus(buffer.subarray(0, n).toString('utf8'));
+      return;
+    }
+    clearInterval(timer);
+    closeSync(fd);
+  }, 5);
 }
 
 /** The real runner. */

@@ -1,16 +1,88 @@
-import { StasisError } from '../errors.ts';
-import type { RestoreOptions } from '../checkpoint/restore.ts';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StasisError, errorMessage } from '../errors.ts';
+import { restoreContainer, type RestoreOptions } from '../checkpoint/restore.ts';
+import { showCommand, spawn } from '../host/spawn.ts';
+import { debugLog } from '../log.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 
-// Post-copy (migrate --lazy): the destination's side.
+// Post-copy (migrate --lazy), the destination's side: CRIU's lazy-pages
+// daemon runs in the container's folder (runc restore's work folder, where
+// the restore finds its socket), reading the checkpoint's images and pulling
+// the pages from the source's page server (127.0.0.1:PORT here: the source
+// itself, or ssh's forward to it); runc restore --lazy-pages then restores
+// the processes without their memory, and the daemon fills each page on the
+// first touch (userfaultfd), the rest in the background, and exits when every
+// page is here.
 
 export interface LazyRestore {
   warnings: string[];
   /** Settles once every page is here (ok), or the transfer broke. */
   done: Promise<{ ok: true } | { ok: false; error: string }>;
+  /** Stops the daemon (the restored processes then die at their next missing page). */
   stop(): Promise<void>;
 }
 
-export async function restoreLazily(_host: CheckpointHost, _id: string, _opts: RestoreOptions, _port: number): Promise<LazyRestore> {
-  throw new StasisError('post-copy restore is not available');
+/** Starts the lazy-pages daemon; resolves once its socket is there. */
+async function startDaemon(criu: string, containerDir: string, imagesDir: string, port: number, log: string): Promise<ChildProcess> {
+  const args = [
+    'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(port),
+    '--images-dir', imagesDir, '--work-dir', containerDir, '-o', log, '-v4',
+  ];
+  debugLog(showCommand(criu, args));
+  const out = openSync(join(containerDir, 'lazy-pages.out'), 'w', 0o600);
+  // Its own session: it must outlive this command if need be, and not get the terminal's signals.
+  const child = spawn(criu, args, { stdio: ['ignore', out, out], detached: true });
+  closeSync(out);
+  const socket = join(containerDir, 'lazy-pages.socket');
+  for (let waited = 0; !existsSync(socket); waited += 5) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new StasisError(`criu lazy-pages exited before it was ready (its log: ${log})`);
+    if (waited > 10_000) {
+      child.kill('SIGKILL');
+      throw new StasisError('criu lazy-pages did not start in 10 s');
+    }
+    await sleep(5);
+  }
+  return child;
+}
+
+export async function restoreLazily(host: CheckpointHost, id: string, opts: RestoreOptions, port: number): Promise<LazyRestore> {
+  // The daemon's log is kept where failed restores keep theirs (the container's folder goes when the restore fails); removed once every page is here.
+  mkdirSync(host.logsDir, { recursive: true, mode: 0o700 });
+  const log = join(host.logsDir, `${id}-lazy-pages-${new Date().toISOString().replace(/[-:]/g, '')}.log`);
+  let daemon: ChildProcess | null = null;
+  let exited: Promise<{ ok: true } | { ok: false; error: string }> | null = null;
+  const result = await restoreContainer(host, id, {
+    ...opts,
+    lazyPages: async (containerDir, imagesDir) => {
+      daemon = await startDaemon(host.criu, containerDir, imagesDir, port, log);
+      const child = daemon;
+      exited = new Promise((resolve) => {
+        child.on('close', (code, signal) => {
+          if (code === 0) rmSync(log, { force: true });
+          resolve(code === 0 ? { ok: true } : { ok: false, error: `criu lazy-pages ${signal ? `was killed by ${signal}` : `exited ${code}`} (its log: ${log})` });
+        });
+      });
+    },
+  }).catch(async (err: unknown) => {
+    (daemon as ChildProcess | null)?.kill('SIGKILL');
+    throw existsSync(log) ? new StasisError(`${errorMessage(err)}\nlazy-pages log: ${log}`, { hint: err instanceof StasisError ? err.hint : undefined }) : err;
+  });
+  if (daemon === null || exited === null) throw new StasisError('the lazy-pages daemon did not start');
+  const child: ChildProcess = daemon;
+  const done: Promise<{ ok: true } | { ok: false; error: string }> = exited;
+  return {
+    warnings: result.warnings,
+    done,
+    stop: async () => {
+      try {
+        child.kill('SIGKILL');
+      } catch (err) {
+        debugLog(`lazy-pages: ${errorMessage(err)}`);
+      }
+      await done;
+    },
+  };
 }

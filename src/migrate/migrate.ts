@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
@@ -9,13 +9,17 @@ import { LOG_FILE } from '../checkpoint/image.ts';
 import type { UserMount } from '../checkpoint/policy.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
 import { pipeTar } from '../checkpoint/tar.ts';
+import { IMAGES_DIR, STATS_FILE } from '../checkpoint/image.ts';
+import { decodeMessage, readImageEntries } from '../checkpoint/criu-image.ts';
+import type { RunResult } from '../host/spawn.ts';
+import { runcMessage } from '../runtime/runc.ts';
+import { createServer } from 'node:net';
 import type { Trust } from '../checkpoint/trust.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
 import { LineReader, line, type Message } from './channel.ts';
 import { finished, type Peer } from './peer.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
-import { dumpLazily } from './lazy-source.ts';
 
 // A move, from the source's side: check the destination (the ID is free,
 // the base is there and the same) while the container runs; freeze it and
@@ -128,12 +132,12 @@ async function cancelReceiver(receiver: Receiver): Promise<void> {
 }
 
 /** Streams a folder as a plain tar to a receiver, tar writing into its pipe directly; the bytes sent. */
-async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void): Promise<number> {
+async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void, exclude: readonly string[] = []): Promise<number> {
   const stdin = receiver.child.stdin!;
   let sent = 0;
   let sendError: unknown = null;
   try {
-    sent = await pipeTar(dir, stdin, onBytes);
+    sent = await pipeTar(dir, stdin, onBytes, exclude);
   } catch (err) {
     sendError = err;
   }
@@ -147,6 +151,44 @@ async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: str
   // The other side counts what it read: tar's own count is sampled, and a small folder is sent between samples.
   const received = /"bytes":(\d+)/.exec(result.stdout);
   return received ? Number(received[1]) : sent;
+}
+
+/** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages. */
+const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];
+
+/** A free TCP port on 127.0.0.1 (for the page server). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/**
+ * The bytes of memory a lazy dump left to be pulled: the pages its pagemap
+ * images mark lazy (pagemap_entry: nr_pages, or compat_nr_pages; flags PE_LAZY), or null.
+ */
+function lazyPageBytes(imagesDir: string): number | null {
+  const PE_LAZY = 1 << 1;
+  let pages = 0;
+  try {
+    for (const name of readdirSync(imagesDir).filter((n) => /^pagemap-\d+\.img$/.test(n))) {
+      const path = join(imagesDir, name);
+      // The first entry is the pagemap_head.
+      for (const entry of readImageEntries(path, 'pagemap').slice(1)) {
+        const message = decodeMessage(entry, path, 'pagemap_entry');
+        if (((message.uint32(4) ?? 0) & PE_LAZY) === 0) continue;
+        pages += Number(message.uint64(5) ?? BigInt(message.uint32(2) ?? 0));
+      }
+    }
+  } catch {
+    return null;
+  }
+  return pages * 4096;
 }
 
 function mb(bytes: number): string {
@@ -232,15 +274,20 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let transferMs = 0;
       let restoreMs = 0;
       let bytes = 0;
-      let lazyDump: Awaited<ReturnType<typeof dumpLazily>> | null = null;
+      let pagesServed: Promise<RunResult> | null = null;
+      let workDir: string | null = null;
       let restoredAt = 0;
       const receiver = startReceiver(peer, ['__migrate', 'receive', request.token]);
       let sending = false;
       try {
         if (lazy) {
-          lazyDump = await dumpLazily(host, record, peer, criuFlags, progress);
-          checkpointPath = lazyDump.path;
-          request.pageServerPort = lazyDump.remotePort;
+          // The page server listens here; the destination reaches it through ssh's forward (or directly).
+          const port = await freePort();
+          request.pageServerPort = await peer.reach(port);
+          const cp = await checkpointHeld(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false, lazyPort: port }, (step) => progress(step));
+          checkpointPath = cp.path;
+          pagesServed = cp.pagesServed ?? null;
+          workDir = cp.path;
         } else {
           const cp = await checkpointHeld(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false }, (step) => progress(step));
           checkpointPath = cp.path;
@@ -252,7 +299,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         const transferStarted = Date.now();
         progress(`sending the checkpoint to ${shown}`);
         sending = true;
-        bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`));
+        // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
+        bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`), lazy ? LAZY_LOCAL_FILES : []);
         transferMs = Date.now() - transferStarted;
         progress(`restoring ${name} on ${shown}`);
         const restoreStarted = Date.now();
@@ -267,7 +315,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         // Not switched: the container goes on here, and the other side removes what it restored.
         if (!sending) await cancelReceiver(receiver);
         await control!.end();
-        await lazyDump?.abort();
+        // The page server goes (its CRIU with it); the frozen processes are then the container's again.
+        if (workDir !== null) await host.stopDumpers(workDir);
         // A dump that failed has thawed the container itself (checkpointHeld); a completed one left it frozen.
         const thawed = checkpointPath === null ? null : await host.thaw(id).then(() => null, (thawErr: unknown) => thawErr);
         if (checkpointPath !== null) {
@@ -284,7 +333,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       }
 
       // The switch: once the destination acknowledges, the container is there and not here.
-      progress(lazy ? `pulling the memory into ${shown}` : 'switching');
+      const toPull = lazy && checkpointPath !== null ? lazyPageBytes(join(checkpointPath, IMAGES_DIR)) : null;
+      progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : mb(toPull)} on demand and in the background` : 'switching');
       const pagesStarted = Date.now();
       const ack = await control!.request({ op: 'commit' }).catch(() => null);
       if (ack === null) {
@@ -295,12 +345,13 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       }
       let pagesMs: number | null = null;
       let lazyBytes: number | null = null;
-      if (lazyDump !== null) {
-        const pulled = await lazyDump.finish();
+      if (pagesServed !== null) {
+        // runc checkpoint ends once every page has been pulled; CRIU then kills the processes here.
+        const served = await pagesServed;
         pagesMs = Date.now() - pagesStarted;
-        lazyBytes = pulled.bytes;
-        if (!ack.ok || !pulled.ok) {
-          warnings.push(`the memory transfer to ${shown} ended badly: ${String(ack.error ?? pulled.error)}`);
+        lazyBytes = toPull;
+        if (!ack.ok || served.exitCode !== 0) {
+          warnings.push(`the memory transfer to ${shown} ended badly: ${ack.ok ? runcMessage(served.stderr) : String(ack.error)}`);
         }
       }
       host.journal.append('/tasks/checkpointed', id, { path: opts.keep ? checkpointPath : null, destination: shown, name, migrated: true, lazy });

@@ -160,14 +160,22 @@ export class Runc {
 
   dump(id: string, request: DumpRequest): Promise<RunResult> {
     const args = ['checkpoint', '--image-path', request.imagesDir, '--work-path', request.workDir];
-    if (request.leaveRunning && !request.preDump) args.push('--leave-running');
+    // A lazy dump never leaves the container running: it would run here and there once the pages are pulled.
+    if (request.leaveRunning && !request.preDump && !request.lazy) args.push('--leave-running');
     if (request.preDump) args.push('--pre-dump');
     if (request.parentPath !== undefined) args.push('--parent-path', request.parentPath);
+    // runc writes a byte on the status descriptor once CRIU serves the pages.
+    if (request.lazy) args.push('--lazy-pages', '--page-server', `127.0.0.1:${request.lazy.port}`, '--status-fd', '3');
     args.push(...request.criuFlags, id);
     // runc's output goes to a file in the work folder, and runc to a session of
     // its own: a stasis killed (or Ctrl-C'd) mid-dump must not take runc with
     // it, since runc's CRIU dies with runc and a dump cut short can kill the container.
-    return this.run(args, { timeout: DUMP_TIMEOUT_MS, outputFile: join(request.workDir, 'runc-checkpoint.log') });
+    const lazy = request.lazy;
+    return this.run(args, {
+      timeout: DUMP_TIMEOUT_MS,
+      outputFile: join(request.workDir, 'runc-checkpoint.log'),
+      onStatus: lazy ? () => lazy.onReady() : undefined,
+    });
   }
 
   /** runc exec's argv (run in the foreground with stasis's own stdio by the caller). */

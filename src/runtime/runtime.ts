@@ -280,6 +280,22 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return this.ctx.runc.dump(id, request);
   }
 
+  async stopDumpers(workDir: string): Promise<void> {
+    // runc checkpoint runs in a session of its own (see Runc.dump), with its CRIU in its process group.
+    for (const pid of processesWithArg(workDir)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+    await this.waitForDumpers(workDir);
+  }
+
   async waitForDumpers(workDir: string): Promise<void> {
     const deadline = Date.now() + 600_000;
     for (let pids = processesWithArg(workDir); pids.length > 0 && Date.now() < deadline; ) {

@@ -134,6 +134,8 @@ export interface CheckpointOptions {
   parentPath?: string;
   /** With leaveRunning: keep the container frozen after the dump, its status paused (migrate thaws or kills it). */
   stayFrozen?: boolean;
+  /** Post-copy (migrate --lazy, with stayFrozen): serve the memory pages on this 127.0.0.1 port instead of writing them. */
+  lazyPort?: number;
 }
 
 export interface CheckpointResult {
@@ -148,6 +150,8 @@ export interface CheckpointResult {
   rootfsChanges: { files: number; deleted: number } | null;
   timingsMs: { total: number; dump: number; rootfs: number; archive: number | null };
   criu: Record<string, number> | null;
+  /** With lazyPort: settles when runc checkpoint ends, every page pulled (or the transfer broken). */
+  pagesServed?: Promise<RunResult>;
 }
 
 export type Progress = (step: string) => void;
@@ -191,6 +195,12 @@ export interface DumpRequest {
   parentPath?: string;
   /** CRIU options as runc flags (--tcp-established ...). */
   criuFlags: string[];
+  /**
+   * Post-copy: dump all but the memory, then serve the pages on this
+   * 127.0.0.1 port until the destination has pulled them all (runc returns
+   * then); onReady is called when everything else is written.
+   */
+  lazy?: { port: number; onReady: () => void };
 }
 
 /**
@@ -226,6 +236,8 @@ export interface CheckpointHost {
   /** runc resume; throws with runc's message when it fails. */
   thaw(id: string): Promise<void>;
   dump(id: string, request: DumpRequest): Promise<RunResult>;
+  /** Ends a runc checkpoint into workDir, and its CRIU (a lazy dump's page server): their process group is killed. */
+  stopDumpers(workDir: string): Promise<void>;
   /** Waits (up to a dump's time limit) until no runc checkpoint (or CRIU) into workDir runs any more. */
   waitForDumpers(workDir: string): Promise<void>;
   runcVersion(): Promise<string>;

@@ -44,6 +44,16 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   /** `stasis migrate` to `there` (a state directory), run here. */
   const toThere = (args: string[]) => ['migrate', ...args.slice(0, 1), there.stateDir, '--remote-stasis', [...CLI, '--checkpoint-dir', there.checkpointDir].join(' '), ...args.slice(1)];
 
+  /** A criu for the other side that runs the real one but for what `body` (sh) catches first. */
+  function fakeCriu(name: string, body: string): string {
+    const dir = join(here.root, name);
+    mkdirSync(dir, { recursive: true });
+    const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(join(dir, 'criu'), `#!/bin/sh\n${body}\nexec ${realCriu} "$@"\n`);
+    chmodSync(join(dir, 'criu'), 0o755);
+    return join(dir, 'criu');
+  }
+
   test('a counter moves to another state directory and back: it counts on, its logs and labels go with it, both journals say so', async () => {
     await here.ok(['run', '-d', 'c1', '--label', 'app=counter', '--', ...COUNTER]);
     const before = await counterAdvances(here, 'c1', 1);
@@ -98,16 +108,12 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   });
 
   test('a destination whose restore fails leaves the container running here, with what the other side said', async () => {
-    const fake = join(here.root, 'failing-criu');
-    mkdirSync(fake, { recursive: true });
-    const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
     // runc drives CRIU through its RPC mode (criu swrk) for dumps and restores: only the restore happens there.
-    writeFileSync(join(fake, 'criu'), `#!/bin/sh\n[ "$1" = swrk ] && { echo "criu made to fail by the test" >&2; exit 1; }\nexec ${realCriu} "$@"\n`);
-    chmodSync(join(fake, 'criu'), 0o755);
+    const failing = fakeCriu('failing-criu', '[ "$1" = swrk ] && { echo "criu made to fail by the test" >&2; exit 1; }');
     await here.ok(['run', '-d', 'c3', '--', ...COUNTER]);
     const count = await counterAdvances(here, 'c3', 0);
     const failed = await here.fails(1, [
-      'migrate', 'c3', there.stateDir, '--remote-stasis', ['env', `STASIS_CRIU=${join(fake, 'criu')}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' '),
+      'migrate', 'c3', there.stateDir, '--remote-stasis', ['env', `STASIS_CRIU=${failing}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' '),
     ], new RegExp(`^stasis: ${there.stateDir} could not restore c3: .*c3 goes on here`, 'm'));
     assert.match(failed.stderr, /runc restore failed|CRIU/);
     const info = await here.json(['info', 'c3']);
@@ -119,6 +125,41 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.deepEqual(readdirSync(join(here.checkpointDir, 'c3')), []);
     await here.ok(toThere(['c3']));
     await there.ok(['delete', '-f', 'c3']);
+  });
+
+  test('--lazy: the memory follows after the switch; every page arrives (the checksum holds), there and back', async (t) => {
+    if (!needs(t, missing === null, missing!)) return;
+    await here.ok(['run', '-d', 'lz', '--rootfs', base, '--', '/srv/bigmem', '64']);
+    await eventually(async () => (await here.ok(['logs', 'lz'])).includes('filled 64 MiB'), 'the memory filled');
+    const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'lz']))![1];
+    const moved = await here.json(toThere(['lz', '--lazy']));
+    assert.equal(moved.lazy, true);
+    assert.ok(moved.bytes < 8 << 20, `${moved.bytes} bytes sent before the switch: not the memory`);
+    assert.ok(moved.lazyBytes >= 64 << 20, `${moved.lazyBytes} bytes pulled after it`);
+    assert.ok(moved.timingsMs.pages >= 0);
+    assert.deepEqual(here.containerIds(), []);
+    await there.ok(['kill', 'lz', '-s', 'USR1']);
+    await eventually(async () => (await there.ok(['logs', 'lz'])).includes(`check sum ${sum}`), 'the same sum there');
+    const back = await there.json(['migrate', 'lz', here.stateDir, '--lazy', '--remote-stasis', [...CLI, '--checkpoint-dir', here.checkpointDir].join(' ')]);
+    assert.equal(back.lazy, true);
+    await here.ok(['kill', 'lz', '-s', 'USR1']);
+    await eventually(async () => (await here.ok(['logs', 'lz'])).split(`check sum ${sum}`).length === 3, 'the same sum here again');
+    assert.deepEqual(staging(there.stateDir), []);
+    await here.ok(['delete', '-f', 'lz']);
+  });
+
+  test('--lazy to a destination without userfaultfd says so and moves all of the memory first', async () => {
+    const noUffd = fakeCriu('criu-no-uffd', '[ "$1" = check ] && [ "$3" = uffd-noncoop ] && { echo "uffd is not supported (made so by the test)" >&2; exit 1; }');
+    await here.ok(['run', '-d', 'nu', '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'nu', 0);
+    const result = await here.run(['--json', 'migrate', 'nu', there.stateDir, '--lazy', '--remote-stasis', ['env', `STASIS_CRIU=${noUffd}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /^stasis: warning: .*cannot pull memory on demand \(no userfaultfd there\): moving all of it first/m);
+    const moved = JSON.parse(result.stdout);
+    assert.equal(moved.lazy, false);
+    assert.equal(moved.lazyBytes, null);
+    await counterAdvances(there, 'nu', count);
+    await there.ok(['delete', '-f', 'nu']);
   });
 
   test('bad destinations and IDs are refused before anything is done', async () => {
@@ -151,6 +192,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
       await other?.cleanup();
     });
 
+    const back0 = () => back!;
     const remote = (host: OtherHost | TestEnv) => [...CLI, '--state-dir', host.stateDir, '--checkpoint-dir', host.checkpointDir].join(' ');
 
     /** The HTTP counter's answer in `id`, asked inside the container. */
@@ -176,6 +218,21 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
       assert.equal(returned, `${back!.destination} web\n`);
       assert.equal(await hits(here, 'web', '/back'), ++count, 'and here again');
       await here.ok(['delete', '-f', 'web']);
+    });
+
+    test('--lazy: a TCP server moves there and back, its pages pulled through the ssh connection', async (t) => {
+      if (!needs(t, skip() === null, skip()!)) return;
+      await here.ok(['run', '-d', 'lweb', '--rootfs', base, '--', '/srv/httpcount', '127.0.0.1', '8080']);
+      await eventually(async () => (await here.ok(['logs', 'lweb'])).includes('listening on'), 'the server listening');
+      let count = await hits(here, 'lweb', '/here');
+      const moved = JSON.parse(await here.ok(['--json', 'migrate', 'lweb', sshd!.destination, '--lazy', '--remote-stasis', remote(other!)], { env: { STASIS_SSH: sshd!.sshCommand } }));
+      assert.equal(moved.lazy, true);
+      assert.ok(moved.lazyBytes > 0);
+      assert.equal(await hits(other!, 'lweb', '/there'), ++count, 'the same server answers there');
+      const back = JSON.parse(await other!.ok(['--json', 'migrate', 'lweb', back0().destination, '--lazy', '--remote-stasis', remote(here)], { hostNet: true, env: { STASIS_SSH: back0().sshCommand } }));
+      assert.equal(back.lazy, true);
+      assert.equal(await hits(here, 'lweb', '/back'), ++count, 'and here again');
+      await here.ok(['delete', '-f', 'lweb']);
     });
 
     test('a connection dropped while the checkpoint is sent leaves the container running here', async (t) => {
