@@ -8,6 +8,10 @@ export function setDebug(enabled: boolean): void {
   debugEnabled = enabled;
 }
 
+export function isDebug(): boolean {
+  return debugEnabled;
+}
+
 /** With --debug: the message and the milliseconds since the process started. */
 export function debugLog(message: string): void {
   if (debugEnabled) writeErr(`stasis: debug: +${Math.round(performance.now())}ms ${message}\n`);

@@ -17,6 +17,7 @@ import { createServer } from 'node:net';
 import type { Trust } from '../checkpoint/trust.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
+import { debugLog, isDebug } from '../log.ts';
 import { LineReader, line, type Message } from './channel.ts';
 import { finished, type Peer } from './peer.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
@@ -76,7 +77,12 @@ class Control {
     this.child = child;
     this.shown = shown;
     this.reader = new LineReader(child.stdout!);
-    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      const text = d.toString();
+      // With --debug the other side's debug lines are shown, marked, as they come.
+      if (isDebug()) for (const l of text.split('\n')) if (l.startsWith('stasis: debug:')) debugLog(`(${shown}) ${l.slice('stasis: debug: '.length)}`);
+      this.stderr += text.split('\n').filter((l) => !l.startsWith('stasis: debug:')).join('\n');
+    });
     child.stdin!.on('error', () => undefined);
     this.exited = new Promise((resolve) => {
       child.on('error', () => resolve(127));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { showCommand, spawn } from '../host/spawn.ts';
-import { debugLog } from '../log.ts';
+import { debugLog, isDebug } from '../log.ts';
 
 // The other side of a move: stasis run there, over OpenSSH (one master
 // connection that every session and the page server's tunnel go through) or,
@@ -68,7 +68,7 @@ export class LocalPeer implements Peer {
   async open(): Promise<void> {}
 
   stasis(args: readonly string[]): ChildProcess {
-    const argv = [...this.command.slice(1), '--state-dir', this.destination.stateDir, ...args];
+    const argv = [...this.command.slice(1), '--state-dir', this.destination.stateDir, ...(isDebug() ? ['--debug'] : []), ...args];
     debugLog(showCommand(this.command[0], argv));
     return spawn(this.command[0], argv, { stdio: ['pipe', 'pipe', 'pipe'] });
   }
@@ -133,7 +133,7 @@ export class SshPeer implements Peer {
 
   stasis(args: readonly string[]): ChildProcess {
     // The remote side gets one command line for its shell: each word quoted.
-    const remote = showCommand(this.remoteStasis[0], [...this.remoteStasis.slice(1), ...args]);
+    const remote = showCommand(this.remoteStasis[0], [...this.remoteStasis.slice(1), ...(isDebug() ? ['--debug'] : []), ...args]);
     const argv = this.args(['-o', 'ControlMaster=no', '-T', this.target, '--', remote]);
     debugLog(showCommand(this.ssh[0], argv));
     return spawn(this.ssh[0], argv, { stdio: ['pipe', 'pipe', 'pipe'] });
