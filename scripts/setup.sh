@@ -644,6 +644,27 @@ fi
 checkpointctl --help >/dev/null 2>&1 || die "'checkpointctl --help' failed"
 note "$criu_status; $("$criu_path" --version | awk '/^Version:/ {print "version " $2}'), criu check: Looks good, dump/restore (sleep, TCP listener): ok"
 
+# Post-copy (migrate --lazy): the source's CRIU sizes a pipe to 4 MiB when the
+# destination's lazy-pages daemon connects (fcntl F_SETPIPE_SZ); above
+# fs.pipe-max-size that needs CAP_SYS_RESOURCE, which root lacks on these VMs,
+# and CRIU then fails the first page ("page-pipe: splice: -1: Bad file
+# descriptor"). Raised, never lowered; kept across reboots in sysctl.d.
+PIPE_MAX_WANTED=4194304
+SYSCTL_FILE=/etc/sysctl.d/60-stasis.conf
+pipe_max=$(cat /proc/sys/fs/pipe-max-size 2>/dev/null || echo 0)
+sysctl_new=""
+if write_file "$SYSCTL_FILE" 0644 <<EOF_SYSCTL
+# stasis: CRIU's lazy page server (stasis migrate --lazy) needs 4 MiB pipes
+fs.pipe-max-size = $(( pipe_max > PIPE_MAX_WANTED ? pipe_max : PIPE_MAX_WANTED ))
+EOF_SYSCTL
+then sysctl_new=" (written $SYSCTL_FILE)"; fi
+if ((pipe_max < PIPE_MAX_WANTED)); then
+  echo "$PIPE_MAX_WANTED" >/proc/sys/fs/pipe-max-size || die "cannot raise fs.pipe-max-size to $PIPE_MAX_WANTED"
+  note "sysctl: fs.pipe-max-size raised from $pipe_max to $PIPE_MAX_WANTED$sysctl_new"
+else
+  note "sysctl: fs.pipe-max-size is $pipe_max (>= $PIPE_MAX_WANTED)$sysctl_new"
+fi
+
 # --- 3. Node >= 22 ---------------------------------------------------------
 node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 if [[ $(node_major) -ge $NODE_MIN_MAJOR ]]; then

@@ -89,3 +89,14 @@ export function processesWithArg(word: string): number[] {
   }
   return pids;
 }
+
+/** The PIDs of the running children of `parent` (a scan of /proc). */
+export function childrenOf(parent: number): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = readProcStat(Number(name));
+    if (stat !== null && stat.ppid === parent && stat.state !== 'Z') pids.push(Number(name));
+  }
+  return pids;
+}

@@ -1,5 +1,6 @@
-import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { childrenOf, processesWithArg, readProcStat } from '../host/procfs.ts';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StasisError, errorMessage } from '../errors.ts';
@@ -48,11 +49,40 @@ async function startDaemon(criu: string, containerDir: string, imagesDir: string
   return child;
 }
 
+/**
+ * Ends a runc restore whose lazy-pages daemon failed: CRIU would wait for ever
+ * (its restored init waits on a traced task). CRIU, runc's child, is killed;
+ * runc then fails, conmon says so, and the restore is undone as any failed
+ * one; the cgroup mount CRIU left in the work folder is detached first.
+ */
+function abortRestore(containerDir: string): void {
+  for (const runc of processesWithArg(containerDir).filter((pid) => readProcStat(pid)?.name === 'runc')) {
+    for (const criu of childrenOf(runc)) {
+      try {
+        process.kill(criu, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+  let mounts = '';
+  try {
+    mounts = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return;
+  }
+  for (const line of mounts.split('\n')) {
+    const target = line.split(' ')[4];
+    if (target?.startsWith(`${containerDir}/.criu.`)) spawnSync('umount', ['-l', target], { stdio: 'ignore' });
+  }
+}
+
 export async function restoreLazily(host: CheckpointHost, id: string, opts: RestoreOptions, port: number): Promise<LazyRestore> {
   // The daemon's log is kept where failed restores keep theirs (the container's folder goes when the restore fails); removed once every page is here.
   mkdirSync(host.logsDir, { recursive: true, mode: 0o700 });
   const log = join(host.logsDir, `${id}-lazy-pages-${new Date().toISOString().replace(/[-:]/g, '')}.log`);
   let daemon: ChildProcess | null = null;
+  let restoring = true;
   let exited: Promise<{ ok: true } | { ok: false; error: string }> | null = null;
   const result = await restoreContainer(host, id, {
     ...opts,
@@ -61,11 +91,15 @@ export async function restoreLazily(host: CheckpointHost, id: string, opts: Rest
       const child = daemon;
       exited = new Promise((resolve) => {
         child.on('close', (code, signal) => {
+          // While runc restore still runs, a daemon gone wrong leaves CRIU's restore waiting for ever.
+          if (code !== 0 && restoring) abortRestore(containerDir);
           if (code === 0) rmSync(log, { force: true });
           resolve(code === 0 ? { ok: true } : { ok: false, error: `criu lazy-pages ${signal ? `was killed by ${signal}` : `exited ${code}`} (its log: ${log})` });
         });
       });
     },
+  }).finally(() => {
+    restoring = false;
   }).catch(async (err: unknown) => {
     (daemon as ChildProcess | null)?.kill('SIGKILL');
     throw existsSync(log) ? new StasisError(`${errorMessage(err)}\nlazy-pages log: ${log}`, { hint: err instanceof StasisError ? err.hint : undefined }) : err;

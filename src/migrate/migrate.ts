@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import { checkpointHeld } from '../checkpoint/checkpoint.ts';
+import { keepLog } from '../checkpoint/criu-log.ts';
 import { LOG_FILE } from '../checkpoint/image.ts';
 import type { UserMount } from '../checkpoint/policy.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
@@ -15,6 +16,7 @@ import type { RunResult } from '../host/spawn.ts';
 import { runcMessage } from '../runtime/runc.ts';
 import { createServer } from 'node:net';
 import type { Trust } from '../checkpoint/trust.ts';
+import { lazyPageServerProblem } from '../runtime/criu.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
 import { debugLog, isDebug } from '../log.ts';
@@ -197,6 +199,15 @@ function lazyPageBytes(imagesDir: string): number | null {
   return pages * 4096;
 }
 
+/**
+ * Thaws the container a move froze; null when it runs (again), else the error.
+ * A lazy dump's CRIU, stopped or failed, may have thawed it itself: runc's
+ * "not paused" then means it runs already.
+ */
+async function thawBack(host: CheckpointHost, id: string): Promise<unknown> {
+  return host.thaw(id).then(() => null, (err: unknown) => (/not paused/.test(errorMessage(err)) ? null : err));
+}
+
 function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
@@ -255,8 +266,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       });
     }
     let lazy = opts.lazy;
+    const pageServer = lazy ? lazyPageServerProblem() : null;
     if (lazy && !check.uffd) {
       warnings.push(`${shown} cannot pull memory on demand (no userfaultfd there): moving all of it first`);
+      lazy = false;
+    } else if (pageServer !== null) {
+      warnings.push(`this host cannot serve the memory on demand (${pageServer}): moving all of it first`);
       lazy = false;
     }
     const checkMs = Date.now() - checkStarted;
@@ -324,7 +339,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         // The page server goes (its CRIU with it); the frozen processes are then the container's again.
         if (workDir !== null) await host.stopDumpers(workDir);
         // A dump that failed has thawed the container itself (checkpointHeld); a completed one left it frozen.
-        const thawed = checkpointPath === null ? null : await host.thaw(id).then(() => null, (thawErr: unknown) => thawErr);
+        const thawed = checkpointPath === null ? null : await thawBack(host, id);
         if (checkpointPath !== null) {
           record.status = thawed === null ? 'running' : 'paused';
           record.lastCheckpoint = previousCheckpoint;
@@ -343,22 +358,35 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : mb(toPull)} on demand and in the background` : 'switching');
       const pagesStarted = Date.now();
       const ack = await control!.request({ op: 'commit' }).catch(() => null);
+      // Post-copy: the destination answers once every page is there (ok) or its transfer broke (not ok).
+      let pagesMs: number | null = null;
+      let lazyBytes: number | null = null;
+      if (pagesServed !== null) {
+        // The lazy dump left the processes here frozen (--leave-running on a frozen container), so
+        // they are whole, as at the switch, until the destination says it has every page. CRIU's
+        // own exit says less: it was seen to end well when the daemon there was killed mid-way.
+        const served = await pagesServed;
+        pagesMs = Date.now() - pagesStarted;
+        lazyBytes = toPull;
+        if (ack !== null && !ack.ok) {
+          await control!.end();
+          const thawed = await thawBack(host, id);
+          record.status = thawed === null ? 'running' : 'paused';
+          record.lastCheckpoint = previousCheckpoint;
+          host.saveRecord(record);
+          if (checkpointPath !== null) keepLog(host.logsDir, id, join(checkpointPath, 'dump.log'));
+          if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
+          throw new StasisError(`the memory transfer to ${shown} broke after the switch (${String(ack.error)}${served.exitCode !== 0 ? `; here: ${runcMessage(served.stderr)}` : ''}); ${name} there is removed (its memory was incomplete) and ${id} goes on here as it was at the switch${thawed === null ? '' : `, once thawed: ${errorMessage(thawed)}`}`, {
+            hint: thawed === null ? undefined : `stasis resume ${id}`,
+            code: 'pages-lost',
+          });
+        }
+      }
       if (ack === null) {
         throw new StasisError(`the connection to ${shown} was lost at the switch: ${name} may be running there; ${id} is frozen here`, {
           hint: `look there (stasis ps); if ${name} runs there, stasis delete -f ${id} here; if not, stasis resume ${id} here`,
           code: 'switch-unknown',
         });
-      }
-      let pagesMs: number | null = null;
-      let lazyBytes: number | null = null;
-      if (pagesServed !== null) {
-        // runc checkpoint ends once every page has been pulled; CRIU then kills the processes here.
-        const served = await pagesServed;
-        pagesMs = Date.now() - pagesStarted;
-        lazyBytes = toPull;
-        if (!ack.ok || served.exitCode !== 0) {
-          warnings.push(`the memory transfer to ${shown} ended badly: ${ack.ok ? runcMessage(served.stderr) : String(ack.error)}`);
-        }
       }
       host.journal.append('/tasks/checkpointed', id, { path: opts.keep ? checkpointPath : null, destination: shown, name, migrated: true, lazy });
       record.checkpointedStop = true;

@@ -175,10 +175,10 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
           }
         } else if (op === 'commit') {
           committed = restored !== null;
-          // Post-copy: the move is over once every page is here.
+          // Post-copy: the move is over once every page is here (see the end).
           if (lazy !== null) {
             const pulled = await lazy.done;
-            reply(pulled.ok ? { ok: true } : { ok: false, error: pulled.error });
+            reply(pulled.ok ? { ok: true } : { ok: false, error: `${pulled.error}; ${restored} is removed here (its memory is incomplete)` });
           } else reply({ ok: true });
         } else if (op === 'abort') break;
         else reply({ ok: false, error: `unknown request ${JSON.stringify(op)}` });
@@ -187,12 +187,19 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
       }
     }
   } finally {
-    for (const token of tokens) rmSync(stagingDir(host, token), { recursive: true, force: true });
-    if (restored !== null && !committed) {
+    // Post-copy decides by the pages, not by the commit: once every page is
+    // here the source's CRIU has ended the processes there, so this copy is
+    // the container, committed or not; a transfer that broke left pages out
+    // (CRIU would fill them with zeros), and the source's processes go on there.
+    let keep = committed;
+    if (restored !== null && lazy !== null) keep = (await lazy.done).ok;
+    if (restored !== null && !keep) {
       const id = restored;
       await lazy?.stop();
       await host.withContainer(id, () => host.discard(id)).catch(() => undefined);
     }
+    for (const token of tokens) rmSync(stagingDir(host, token), { recursive: true, force: true });
+    if (restored !== null && !keep) return 1;
   }
-  return restored !== null && !committed ? 1 : 0;
+  return 0;
 }

@@ -1,5 +1,5 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
-import { criuFeature, criuVersion as criuVersionOf, softDirtyTracking } from './criu.ts';
+import { criuFeature, criuVersion as criuVersionOf, lazyPageServerProblem, softDirtyTracking } from './criu.ts';
 import { run, versionOf } from '../host/spawn.ts';
 import type { Runtime } from './runtime.ts';
 import { which } from '../host/which.ts';
@@ -71,6 +71,14 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
       ok: uffd,
       required: false,
       detail: uffd ? 'userfaultfd is usable: lazy memory transfer is possible' : 'userfaultfd (non-cooperative) is not available: memory is always copied before the restore',
+    });
+    const pageServer = lazyPageServerProblem();
+    checks.push({
+      name: 'post-copy page server',
+      ok: pageServer === null,
+      required: false,
+      detail: pageServer === null ? 'CRIU can serve pages from here (migrate --lazy as the source)' : `${pageServer}: migrate --lazy from here falls back to a full move`,
+      hint: pageServer === null ? undefined : SETUP_HINT,
     });
     checks.push({
       name: 'time namespace',

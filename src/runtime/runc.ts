@@ -160,8 +160,7 @@ export class Runc {
 
   dump(id: string, request: DumpRequest): Promise<RunResult> {
     const args = ['checkpoint', '--image-path', request.imagesDir, '--work-path', request.workDir];
-    // A lazy dump never leaves the container running: it would run here and there once the pages are pulled.
-    if (request.leaveRunning && !request.preDump && !request.lazy) args.push('--leave-running');
+    if (request.leaveRunning && !request.preDump) args.push('--leave-running');
     if (request.preDump) args.push('--pre-dump');
     if (request.parentPath !== undefined) args.push('--parent-path', request.parentPath);
     // runc writes a byte on the status descriptor once CRIU serves the pages.

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, CONTAINERS, COUNTER, TestEnv, counterAdvances, eventually, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, COUNTER, REPO, TestEnv, counterAdvances, eventually, mountedUnder, requires } from '../helpers.ts';
 import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase } from '../services-fixtures.ts';
 import { relayConfig, startRelay, startSshd, type Sshd } from '../sshd.ts';
 
@@ -148,6 +148,51 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await here.ok(['delete', '-f', 'lz']);
   });
 
+  test('--lazy: a transfer that breaks after the switch leaves the container whole here and removes the copy there', async (t) => {
+    if (!needs(t, missing === null, missing!)) return;
+    // The other side's lazy-pages daemon is killed once its log (-o, -v4) shows 10 copies of pages (of about 110 for 256 MiB, most of them 4 MiB) made:
+    // the container runs there by then, and most of its 256 MiB is still here.
+    const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
+    const dying = fakeCriu('criu-dying-daemon', [
+      'if [ "$1" = lazy-pages ]; then',
+      '  log=; prev=; for a in "$@"; do [ "$prev" = -o ] && log=$a; prev=$a; done',
+      `  ${realCriu} "$@" & pid=$!`,
+      '  while kill -0 $pid 2>/dev/null; do',
+      '    [ -f "$log" ] && [ "$(grep -c uffd_copy "$log")" -ge 10 ] && kill -9 $pid',
+      '    sleep 0.005',
+      '  done',
+      '  wait $pid; exit $?',
+      'fi',
+    ].join('\n'));
+    await here.ok(['run', '-d', 'lb', '--rootfs', base, '--', '/srv/bigmem', '256']);
+    await eventually(async () => (await here.ok(['logs', 'lb'])).includes('filled 256 MiB'), 'the memory filled', 60_000);
+    const sum = /filled 256 MiB sum (\w+)/.exec(await here.ok(['logs', 'lb']))![1];
+    const failed = await here.fails(1, ['migrate', 'lb', there.stateDir, '--lazy', '--remote-stasis', ['env', `STASIS_CRIU=${dying}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')],
+      /^stasis: the memory transfer to .* broke after the switch .*; lb there is removed \(its memory was incomplete\) and lb goes on here as it was at the switch/m);
+    assert.doesNotMatch(failed.stderr, /once thawed/);
+    assert.equal((await here.json(['info', 'lb'])).status, 'running');
+    await here.ok(['kill', 'lb', '-s', 'USR1']);
+    await eventually(async () => (await here.ok(['logs', 'lb'])).includes(`check sum ${sum}`), 'every page still its own here');
+    await eventually(() => there.containerIds().length === 0 && staging(there.stateDir).length === 0, 'nothing there');
+    await here.ok(['delete', '-f', 'lb']);
+  });
+
+  test('--lazy: a lazy-pages daemon that dies while the restore runs fails the restore there, and the container goes on here', async (t) => {
+    if (!needs(t, missing === null, missing!)) return;
+    const dying = fakeCriu('criu-daemon-dies-at-once', `[ "$1" = lazy-pages ] && exec timeout -s KILL 0.15 ${spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim()} "$@"`);
+    await here.ok(['run', '-d', 'ld', '--rootfs', base, '--', '/srv/bigmem', '64']);
+    await eventually(async () => (await here.ok(['logs', 'ld'])).includes('filled 64 MiB'), 'the memory filled');
+    const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'ld']))![1];
+    await here.fails(1, ['migrate', 'ld', there.stateDir, '--lazy', '--remote-stasis', ['env', `STASIS_CRIU=${dying}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')],
+      new RegExp(`^stasis: ${there.stateDir} could not restore ld: .*; ld goes on here`, 'ms'), { timeoutMs: 60_000 });
+    assert.equal((await here.json(['info', 'ld'])).status, 'running');
+    await here.ok(['kill', 'ld', '-s', 'USR1']);
+    await eventually(async () => (await here.ok(['logs', 'ld'])).includes(`check sum ${sum}`), 'every page still its own here');
+    assert.deepEqual(there.containerIds(), []);
+    assert.deepEqual(mountedUnder(there.stateDir), []);
+    await here.ok(['delete', '-f', 'ld']);
+  });
+
   test('--lazy to a destination without userfaultfd says so and moves all of the memory first', async () => {
     const noUffd = fakeCriu('criu-no-uffd', '[ "$1" = check ] && [ "$3" = uffd-noncoop ] && { echo "uffd is not supported (made so by the test)" >&2; exit 1; }');
     await here.ok(['run', '-d', 'nu', '--', ...COUNTER]);
@@ -160,6 +205,31 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.equal(moved.lazyBytes, null);
     await counterAdvances(there, 'nu', count);
     await there.ok(['delete', '-f', 'nu']);
+  });
+
+  // A stand-in destination (test/fixtures/migrate/fake-peer.mjs) for what a real one cannot be made to do on cue.
+  const fakePeer = (mode: string) => ['--remote-stasis', `${process.execPath} ${join(REPO, 'test', 'fixtures', 'migrate', 'fake-peer.mjs')} ${mode}`];
+
+  test('a destination that dies while restoring: the container goes on here', async () => {
+    await here.ok(['run', '-d', 'c5', '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'c5', 0);
+    const failed = await here.fails(1, ['migrate', 'c5', there.stateDir, ...fakePeer('die-at-restore')], new RegExp(`^stasis: the connection to ${there.stateDir} was lost.*; c5 goes on here`, 'm'));
+    assert.doesNotMatch(failed.stderr, /could not be thawed/);
+    assert.equal((await here.json(['info', 'c5'])).status, 'running');
+    await counterAdvances(here, 'c5', count);
+    assert.deepEqual(readdirSync(join(here.checkpointDir, 'c5')), [], "the attempt's checkpoint is gone");
+    await here.ok(['delete', '-f', 'c5']);
+  });
+
+  test('the connection lost at the switch: the container stays frozen here, and the error says how to decide', async () => {
+    await here.ok(['run', '-d', 'c6', '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'c6', 0);
+    const failed = await here.fails(1, ['migrate', 'c6', there.stateDir, ...fakePeer('drop-at-commit')], /^stasis: the connection to .* was lost at the switch: c6 may be running there; c6 is frozen here/m);
+    assert.match(failed.stderr, /stasis resume c6/);
+    assert.equal((await here.json(['info', 'c6'])).status, 'paused');
+    await here.ok(['resume', 'c6']);
+    await counterAdvances(here, 'c6', count);
+    await here.ok(['delete', '-f', 'c6']);
   });
 
   test('bad destinations and IDs are refused before anything is done', async () => {
