@@ -114,6 +114,11 @@ class Control {
     return answer;
   }
 
+  /** Ends the channel without waiting (an interrupted move: the destination undoes what was not committed). */
+  cut(): void {
+    this.child.stdin!.end();
+  }
+
   /** Ends the channel (the destination undoes what was not committed) and waits for the other side to finish. */
   async end(timeoutMs = 120_000): Promise<void> {
     this.child.stdin!.end();
@@ -229,11 +234,32 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
   const base = first.rootfs.base;
   const destBase = opts.rootfs ?? base;
 
+  // Ctrl-C or SIGTERM before the switch undoes the move (the channel is cut, so the step under
+  // way fails and the container is thawed here); during the switch it waits for the answer.
+  let interrupted = false;
+  let switching = false;
+  let cutNow: () => void = () => undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (switching) {
+      process.stderr.write(`stasis: ${signal}: the switch to ${shown} is under way; waiting for its answer\n`);
+      return;
+    }
+    if (!interrupted) process.stderr.write(`stasis: ${signal}: undoing the move; ${id} goes on here\n`);
+    interrupted = true;
+    cutNow();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const stopIfInterrupted = () => {
+    if (interrupted) throw new StasisError(`the move of ${id} to ${shown} was interrupted`, { code: 'interrupted' });
+  };
+
   progress(`connecting to ${shown}`);
   await peer.open();
   let control: Control | null = null;
   try {
     control = new Control(peer.stasis(['__migrate', 'serve']), shown);
+    cutNow = () => control?.cut();
     progress(`checking ${shown}`);
     const checkStarted = Date.now();
     const manifest = rootfsManifest(base);
@@ -299,8 +325,13 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let workDir: string | null = null;
       let restoredAt = 0;
       const receiver = startReceiver(peer, ['__migrate', 'receive', request.token]);
+      cutNow = () => {
+        control?.cut();
+        receiver.child.stdin!.destroy();
+      };
       let sending = false;
       try {
+        stopIfInterrupted();
         if (lazy) {
           // The page server listens here; the destination reaches it through ssh's forward (or directly).
           const port = await freePort();
@@ -314,6 +345,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           checkpointPath = cp.path;
         }
         dumpMs = Date.now() - frozenAt;
+        stopIfInterrupted();
         if (existsSync(host.containerDir(id)) && existsSync(join(host.containerDir(id), 'ctr.log'))) {
           copyFileSync(join(host.containerDir(id), 'ctr.log'), join(checkpointPath, LOG_FILE));
         }
@@ -323,6 +355,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
         bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`), lazy ? LAZY_LOCAL_FILES : []);
         transferMs = Date.now() - transferStarted;
+        stopIfInterrupted();
         progress(`restoring ${name} on ${shown}`);
         const restoreStarted = Date.now();
         const restored = await control!.request({ op: 'restore', ...request });
@@ -332,6 +365,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         if (Array.isArray(restored.warnings)) warnings.push(...restored.warnings.map((w) => `${shown}: ${String(w)}`));
         restoredAt = Date.now();
         restoreMs = restoredAt - restoreStarted;
+        // From here on the answer decides: a signal no longer undoes the move.
+        switching = true;
+        stopIfInterrupted();
       } catch (err) {
         // Not switched: the container goes on here, and the other side removes what it restored.
         if (!sending) await cancelReceiver(receiver);
@@ -415,6 +451,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     await control?.end(10_000);
     throw err;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await peer.close();
   }
 }

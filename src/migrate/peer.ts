@@ -70,7 +70,8 @@ export class LocalPeer implements Peer {
   stasis(args: readonly string[]): ChildProcess {
     const argv = [...this.command.slice(1), '--state-dir', this.destination.stateDir, ...(isDebug() ? ['--debug'] : []), ...args];
     debugLog(showCommand(this.command[0], argv));
-    return spawn(this.command[0], argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // A process group of its own: a terminal's Ctrl-C reaches migrate, which undoes the move in order.
+    return spawn(this.command[0], argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   }
 
   async reach(localPort: number): Promise<number> {
@@ -116,7 +117,7 @@ export class SshPeer implements Peer {
   async open(): Promise<void> {
     const argv = this.args(['-M', '-N', '-o', 'ControlPersist=no', '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3', '-o', 'ExitOnForwardFailure=yes', this.target]);
     debugLog(showCommand(this.ssh[0], argv));
-    this.master = spawn(this.ssh[0], argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.master = spawn(this.ssh[0], argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.masterExit = finished(this.master);
     // Ready once a check through the control socket answers; or the master has given up.
     for (let waited = 0; ; waited += 50) {
@@ -136,7 +137,7 @@ export class SshPeer implements Peer {
     const remote = showCommand(this.remoteStasis[0], [...this.remoteStasis.slice(1), ...(isDebug() ? ['--debug'] : []), ...args]);
     const argv = this.args(['-o', 'ControlMaster=no', '-T', this.target, '--', remote]);
     debugLog(showCommand(this.ssh[0], argv));
-    return spawn(this.ssh[0], argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    return spawn(this.ssh[0], argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   }
 
   async reach(localPort: number): Promise<number> {

@@ -1,6 +1,6 @@
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, COUNTER, REPO, TestEnv, counterAdvances, eventually, mountedUnder, requires } from '../helpers.ts';
@@ -230,6 +230,26 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await here.ok(['resume', 'c6']);
     await counterAdvances(here, 'c6', count);
     await here.ok(['delete', '-f', 'c6']);
+  });
+
+  test('Ctrl-C (SIGINT) during the dump undoes the move: the container goes on here, nothing is left there', async (t) => {
+    if (!needs(t, missing === null, missing!)) return;
+    await here.ok(['run', '-d', 'ci', '--rootfs', base, '--', '/srv/bigmem', '256']);
+    await eventually(async () => (await here.ok(['logs', 'ci'])).includes('filled 256 MiB'), 'the memory filled', 60_000);
+    const child = spawn(CLI[0], here.args(toThere(['ci'])), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    // The dump has begun once its folder is there.
+    await eventually(() => existsSync(join(here.checkpointDir, 'ci')) && readdirSync(join(here.checkpointDir, 'ci')).length > 0, 'the dump under way');
+    child.kill('SIGINT');
+    assert.equal(await exited, 1, stderr);
+    assert.match(stderr, /^stasis: SIGINT: undoing the move; ci goes on here$/m);
+    assert.match(stderr, /^stasis: the move of ci to .* was interrupted; ci goes on here/m);
+    assert.equal((await here.json(['info', 'ci'])).status, 'running');
+    assert.deepEqual(there.containerIds(), []);
+    await eventually(() => staging(there.stateDir).length === 0, 'nothing received there');
+    await here.ok(['delete', '-f', 'ci']);
   });
 
   test('bad destinations and IDs are refused before anything is done', async () => {
