@@ -18,6 +18,9 @@ import type { CheckpointHost } from '../runtime/types.ts';
 // first touch (userfaultfd), the rest in the background, and exits when every
 // page is here.
 
+/** How long a lazy restore may take before it is ended (CRIU waits for ever on a daemon that went wrong). */
+const LAZY_RESTORE_TIMEOUT_MS = 120_000;
+
 export interface LazyRestore {
   warnings: string[];
   /** Settles once every page is here (ok), or the transfer broke. */
@@ -26,8 +29,14 @@ export interface LazyRestore {
   stop(): Promise<void>;
 }
 
+interface Daemon {
+  child: ChildProcess;
+  /** Settles when it exits: listened for from the start, so an early exit is not missed. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
 /** Starts the lazy-pages daemon; resolves once its socket is there. */
-async function startDaemon(criu: string, containerDir: string, imagesDir: string, port: number, log: string): Promise<ChildProcess> {
+async function startDaemon(criu: string, containerDir: string, imagesDir: string, port: number, log: string): Promise<Daemon> {
   const args = [
     'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(port),
     '--images-dir', imagesDir, '--work-dir', containerDir, '-o', log, '-v4',
@@ -37,16 +46,22 @@ async function startDaemon(criu: string, containerDir: string, imagesDir: string
   // Its own session: it must outlive this command if need be, and not get the terminal's signals.
   const child = spawn(criu, args, { stdio: ['ignore', out, out], detached: true });
   closeSync(out);
+  let gone = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('error', () => resolve({ code: 127, signal: null }));
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  void exited.then(() => (gone = true));
   const socket = join(containerDir, 'lazy-pages.socket');
   for (let waited = 0; !existsSync(socket); waited += 5) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new StasisError(`criu lazy-pages exited before it was ready (its log: ${log})`);
+    if (gone) throw new StasisError(`criu lazy-pages exited before it was ready (its log: ${log})`);
     if (waited > 10_000) {
       child.kill('SIGKILL');
       throw new StasisError('criu lazy-pages did not start in 10 s');
     }
     await sleep(5);
   }
-  return child;
+  return { child, exited };
 }
 
 /**
@@ -84,22 +99,28 @@ export async function restoreLazily(host: CheckpointHost, id: string, opts: Rest
   let daemon: ChildProcess | null = null;
   let restoring = true;
   let exited: Promise<{ ok: true } | { ok: false; error: string }> | null = null;
+  let watchdog: NodeJS.Timeout | undefined;
   const result = await restoreContainer(host, id, {
     ...opts,
     lazyPages: async (containerDir, imagesDir) => {
-      daemon = await startDaemon(host.criu, containerDir, imagesDir, port, log);
-      const child = daemon;
-      exited = new Promise((resolve) => {
-        child.on('close', (code, signal) => {
-          // While runc restore still runs, a daemon gone wrong leaves CRIU's restore waiting for ever.
-          if (code !== 0 && restoring) abortRestore(containerDir);
-          if (code === 0) rmSync(log, { force: true });
-          resolve(code === 0 ? { ok: true } : { ok: false, error: `criu lazy-pages ${signal ? `was killed by ${signal}` : `exited ${code}`} (its log: ${log})` });
-        });
+      const started = await startDaemon(host.criu, containerDir, imagesDir, port, log);
+      daemon = started.child;
+      exited = started.exited.then(({ code, signal }) => {
+        // While runc restore still runs, a daemon gone wrong leaves CRIU's restore waiting for ever.
+        if (code !== 0 && restoring) abortRestore(containerDir);
+        if (code === 0) rmSync(log, { force: true });
+        return code === 0 ? { ok: true as const } : { ok: false as const, error: `criu lazy-pages ${signal ? `was killed by ${signal}` : `exited ${code}`} (its log: ${log})` };
       });
+      // And should it hang without failing: a restore takes seconds, not minutes.
+      watchdog = setTimeout(() => {
+        if (!restoring) return;
+        started.child.kill('SIGKILL');
+        abortRestore(containerDir);
+      }, LAZY_RESTORE_TIMEOUT_MS);
     },
   }).finally(() => {
     restoring = false;
+    clearTimeout(watchdog);
   }).catch(async (err: unknown) => {
     (daemon as ChildProcess | null)?.kill('SIGKILL');
     throw existsSync(log) ? new StasisError(`${errorMessage(err)}\nlazy-pages log: ${log}`, { hint: err instanceof StasisError ? err.hint : undefined }) : err;

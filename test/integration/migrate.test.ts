@@ -66,7 +66,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.ok(moved.bytes > 10_000, `${moved.bytes} bytes sent`);
     assert.equal(moved.checkpoint, null);
     // Gone here, running there, counting on from where it was, with the lines it wrote here.
-    assert.deepEqual(here.containerIds(), []);
+    assert.ok(!here.containerIds().includes('c1'), 'c1 is not here');
     const info = await there.json(['info', 'c1']);
     assert.equal(info.status, 'running');
     assert.equal(info.labels.app, 'counter');
@@ -80,7 +80,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     // And back, under another ID, in text mode: the destination and the ID.
     const back = await there.ok(['migrate', 'c1', here.stateDir, '--name', 'c1b', '--remote-stasis', [...CLI, '--checkpoint-dir', here.checkpointDir].join(' ')]);
     assert.equal(back, `${here.stateDir} c1b\n`);
-    assert.deepEqual(there.containerIds(), []);
+    assert.ok(!there.containerIds().includes('c1'), 'c1 is not there');
     await counterAdvances(here, 'c1b', afterMove);
     await here.ok(['delete', '-f', 'c1b']);
   });
@@ -97,7 +97,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.match(other.stderr, /\/srv is missing/);
     assert.equal((await here.json(['info', 'c2'])).status, 'running');
     await counterAdvances(here, 'c2', count);
-    assert.deepEqual(there.containerIds(), []);
+    assert.ok(!there.containerIds().includes('c2'), 'c2 is not there');
 
     const sent = await here.json(toThere(['c2', '--rootfs', elsewhere, '--with-rootfs']));
     assert.ok(sent.timingsMs.rootfs > 0);
@@ -119,7 +119,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     const info = await here.json(['info', 'c3']);
     assert.equal(info.status, 'running');
     await counterAdvances(here, 'c3', count);
-    assert.deepEqual(there.containerIds(), []);
+    assert.ok(!there.containerIds().includes('c3'), 'c3 is not there');
     assert.deepEqual(staging(there.stateDir), []);
     // Nothing of the attempt is kept here but the log; a later move goes through.
     assert.deepEqual(readdirSync(join(here.checkpointDir, 'c3')), []);
@@ -137,7 +137,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.ok(moved.bytes < 8 << 20, `${moved.bytes} bytes sent before the switch: not the memory`);
     assert.ok(moved.lazyBytes >= 64 << 20, `${moved.lazyBytes} bytes pulled after it`);
     assert.ok(moved.timingsMs.pages >= 0);
-    assert.deepEqual(here.containerIds(), []);
+    assert.ok(!here.containerIds().includes('lz'), 'lz is not here');
     await there.ok(['kill', 'lz', '-s', 'USR1']);
     await eventually(async () => (await there.ok(['logs', 'lz'])).includes(`check sum ${sum}`), 'the same sum there');
     const back = await there.json(['migrate', 'lz', here.stateDir, '--lazy', '--remote-stasis', [...CLI, '--checkpoint-dir', here.checkpointDir].join(' ')]);
@@ -173,7 +173,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.equal((await here.json(['info', 'lb'])).status, 'running');
     await here.ok(['kill', 'lb', '-s', 'USR1']);
     await eventually(async () => (await here.ok(['logs', 'lb'])).includes(`check sum ${sum}`), 'every page still its own here');
-    await eventually(() => there.containerIds().length === 0 && staging(there.stateDir).length === 0, 'nothing there');
+    await eventually(() => !there.containerIds().includes('lb') && staging(there.stateDir).length === 0, 'nothing there');
     await here.ok(['delete', '-f', 'lb']);
   });
 
@@ -188,7 +188,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.equal((await here.json(['info', 'ld'])).status, 'running');
     await here.ok(['kill', 'ld', '-s', 'USR1']);
     await eventually(async () => (await here.ok(['logs', 'ld'])).includes(`check sum ${sum}`), 'every page still its own here');
-    assert.deepEqual(there.containerIds(), []);
+    assert.ok(!there.containerIds().includes('ld'), 'ld is not there');
     assert.deepEqual(mountedUnder(there.stateDir), []);
     await here.ok(['delete', '-f', 'ld']);
   });
@@ -247,7 +247,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.match(stderr, /^stasis: SIGINT: undoing the move; ci goes on here$/m);
     assert.match(stderr, /^stasis: the move of ci to .* was interrupted; ci goes on here/m);
     assert.equal((await here.json(['info', 'ci'])).status, 'running');
-    assert.deepEqual(there.containerIds(), []);
+    assert.ok(!there.containerIds().includes('ci'), 'ci is not there');
     await eventually(() => staging(there.stateDir).length === 0, 'nothing received there');
     await here.ok(['delete', '-f', 'ci']);
   });
@@ -301,7 +301,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
       let count = await hits(here, 'web', '/here');
       const moved = JSON.parse(await here.ok(['--json', 'migrate', 'web', sshd!.destination, '--remote-stasis', remote(other!)], { env: { STASIS_SSH: sshd!.sshCommand } }));
       assert.equal(moved.destination, sshd!.destination);
-      assert.deepEqual(here.containerIds(), []);
+      assert.ok(!here.containerIds().includes('web'), 'web is not here');
       assert.equal(await hits(other!, 'web', '/there'), ++count, 'the same server answers there');
       // Back, from inside the other host, to this one's sshd.
       const returned = await other!.ok(['migrate', 'web', back!.destination, '--remote-stasis', remote(here)], { hostNet: true, env: { STASIS_SSH: back!.sshCommand } });
@@ -345,7 +345,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
       await here.ok(['kill', 'big', '-s', 'USR1']);
       await eventually(async () => (await here.ok(['logs', 'big'])).includes(`check sum ${filled}`), 'the same sum');
       // The other side has nothing left of it once its sessions have noticed.
-      await eventually(async () => (await other!.json(['ps'])).length === 0 && staging(other!.stateDir).length === 0, 'nothing there');
+      await eventually(async () => !(await other!.json(['ps'])).some((c: { id: string }) => c.id === 'big') && staging(other!.stateDir).length === 0, 'nothing there');
       await here.ok(['delete', '-f', 'big']);
     });
   });
