@@ -254,10 +254,10 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     if (interrupted) throw new StasisError(`the move of ${id} to ${shown} was interrupted`, { code: 'interrupted' });
   };
 
-  progress(`connecting to ${shown}`);
-  await peer.open();
   let control: Control | null = null;
   try {
+    progress(`connecting to ${shown}`);
+    await peer.open();
     control = new Control(peer.stasis(['__migrate', 'serve']), shown);
     cutNow = () => control?.cut();
     progress(`checking ${shown}`);

@@ -325,6 +325,22 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
       await here.ok(['delete', '-f', 'lweb']);
     });
 
+    test('a destination that does not answer is refused before anything stops', async (t) => {
+      if (!needs(t, skip() === null, skip()!)) return;
+      await here.ok(['run', '-d', 'nr', '--', 'sleep', '100']);
+      // A relay cut from the start: the TCP connection opens, and is reset at once.
+      const port = await startRelay(sshd!.port);
+      port.cut();
+      try {
+        await here.fails(1, ['migrate', 'nr', `ssh://root@127.0.0.1:${port.port}`], /^stasis: cannot connect to ssh:\/\/root@127\.0\.0\.1:\d+: /m, { env: { STASIS_SSH: `ssh -F ${relayConfig(sshd!, port)}` } });
+      } finally {
+        await port.close();
+      }
+      assert.equal((await here.json(['info', 'nr'])).status, 'running');
+      assert.ok(!existsSync(join(here.checkpointDir, 'nr')), 'no checkpoint was begun');
+      await here.ok(['delete', '-f', 'nr']);
+    });
+
     test('a connection dropped while the checkpoint is sent leaves the container running here', async (t) => {
       if (!needs(t, skip() === null, skip()!)) return;
       await here.ok(['run', '-d', 'big', '--rootfs', base, '--', '/srv/bigmem', '64']);
