@@ -187,10 +187,11 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
       }
     }
   } finally {
-    // Post-copy decides by the pages, not by the commit: once every page is
-    // here the source's CRIU has ended the processes there, so this copy is
-    // the container, committed or not; a transfer that broke left pages out
-    // (CRIU would fill them with zeros), and the source's processes go on there.
+    // Post-copy decides by the pages, not by the commit: a transfer that broke
+    // left pages out (CRIU would fill them with zeros), so this copy goes and
+    // the source, whose processes wait frozen for this answer, thaws its own;
+    // with every page here this copy is whole and stays (a source that heard
+    // nothing keeps its own frozen and says so: one of them is removed by hand).
     let keep = committed;
     if (restored !== null && lazy !== null) keep = (await lazy.done).ok;
     if (restored !== null && !keep) {
