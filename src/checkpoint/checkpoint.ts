@@ -107,203 +107,201 @@ export async function checkpointHeld(
 ): Promise<CheckpointResult> {
   const started = Date.now();
   const id = record.id;
-  {
-    const refused = refusal(host, record);
-    if (refused) throw refused;
-    const now = new Date();
-    const finalPath = imageFolder(host, id, opts, now);
-    // Where the archive goes is settled before anything is done, so a bad name changes nothing.
-    const exportTo: ExportTarget | null = opts.exportPath === undefined ? null : exportTarget(opts.exportPath, id, opts.compression, now);
-    mkdirSync(dirname(finalPath), { recursive: true, mode: 0o700 });
-    // Written beside the final folder and renamed at the end, so that a failed
-    // or interrupted dump never leaves something that looks like a checkpoint.
-    const workDir = join(dirname(finalPath), `.${basename(finalPath)}.partial-${process.pid}`);
-    rmSync(workDir, { recursive: true, force: true });
-    mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
+  const refused = refusal(host, record);
+  if (refused) throw refused;
+  const now = new Date();
+  const finalPath = imageFolder(host, id, opts, now);
+  // Where the archive goes is settled before anything is done, so a bad name changes nothing.
+  const exportTo: ExportTarget | null = opts.exportPath === undefined ? null : exportTarget(opts.exportPath, id, opts.compression, now);
+  mkdirSync(dirname(finalPath), { recursive: true, mode: 0o700 });
+  // Written beside the final folder and renamed at the end, so that a failed
+  // or interrupted dump never leaves something that looks like a checkpoint.
+  const workDir = join(dirname(finalPath), `.${basename(finalPath)}.partial-${process.pid}`);
+  rmSync(workDir, { recursive: true, force: true });
+  mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
 
-    const restoreArgs = RESTORE_FLAGS.filter(([key]) => opts[key] === true).map(([, flag]) => flag);
-    const leaveRunning = opts.leaveRunning || opts.preDump;
-    const metaOpts = {
-      preDump: opts.preDump,
-      parentPath: opts.parentPath,
-      restoreArgs,
-      criuOptions: restoreArgs.map((flag) => flag.replace(/^--/, '')),
-      checkpointedAt: now,
-    };
-    record.checkpointing = true;
-    record.checkpointWork = { workDir, finalPath, leaveRunning, at: now.toISOString() };
-    host.saveRecord(record);
-    let frozen = false;
-    let dumped = false;
-    let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
-    let rootfsMs = 0;
-    let versions: Provenance | null = null;
-    let pagesServed: Promise<RunResult> | null = null;
-    let resultPath = finalPath;
-    const dumpStarted = Date.now();
-    try {
-      // Frozen while the files are captured, so that memory and files agree.
-      progress('pausing');
-      await host.freeze(id);
-      frozen = true;
-      if (record.rootfs.kind === 'overlay' && !opts.preDump) {
-        progress('capturing rootfs changes');
-        const rootfsStarted = Date.now();
-        rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
-        rootfsMs = Date.now() - rootfsStarted;
-      }
-      // A /dev/shm that restore made for another engine's container is a bind
-      // mount, which CRIU leaves out as external: its files are carried as podman carries them.
-      if (!opts.preDump) await captureShm(record.bundle, workDir);
-      // The base's files the processes use: a restore elsewhere must find them unchanged.
-      const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
-        ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
-        : [];
-      // The metadata is written before the dump, so that a dump which
-      // finishes is restorable even if stasis dies right after it.
-      const fingerprint = await rootfsFingerprint(record.rootfs.base);
-      writeMetadata(record, workDir, metaOpts, { runcVersion: 'unknown', criuVersion: 'unknown', fingerprint });
-      progress(opts.preDump ? 'pre-dumping memory with CRIU' : opts.lazyPort !== undefined ? 'dumping all but the memory with CRIU' : 'dumping with CRIU');
-      let onReady = () => undefined as void;
-      const ready = new Promise<null>((resolve) => (onReady = () => resolve(null)));
-      const dumping = host.dump(id, {
-        lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
-        imagesDir: join(workDir, IMAGES_DIR),
-        workDir,
-        leaveRunning: opts.leaveRunning,
-        preDump: opts.preDump,
-        // CRIU wants the parent relative to the images folder; workDir and
-        // finalPath are siblings, so the relative path holds after the rename.
-        parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
-        criuFlags: restoreArgs,
-      });
-      // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
-      const provenance = provenanceOf(host, fingerprint);
-      provenance.catch(() => undefined);
-      const baseFiles = hashBaseFiles(record.rootfs.base, inUse);
-      if (opts.lazyPort !== undefined) {
-        // Post-copy: everything but the pages is written once runc says so; CRIU serves the pages until they are pulled.
-        const exited = await Promise.race([ready, dumping]);
-        if (exited !== null) throw new StasisError(`runc checkpoint failed: ${runcMessage(exited.stderr)}`);
-        pagesServed = dumping;
-        versions = await provenance;
-        writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
-        signCheckpoint(host.stateRoot, workDir);
-        // Not renamed: CRIU still writes its log there.
-        resultPath = workDir;
-      } else {
-        const result = await dumping;
-        if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
-        dumped = true;
-        if (!leaveRunning) frozen = false;
-        versions = await provenance;
-        writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
-        signCheckpoint(host.stateRoot, workDir);
-        renameSync(workDir, finalPath);
-      }
-    } catch (err) {
-      if (dumped && !leaveRunning) {
-        // CRIU has stopped the container: the dump is all there is of it. It
-        // stays where it is, marked, and the next command that takes the
-        // container (any of them) finishes the checkpoint.
-        throw new StasisError(`checkpoint ${id}: the dump is complete in ${workDir}, but finishing it failed: ${errorMessage(err)}`, {
-          hint: `free what was short (disk space?), then run any command on it, e.g. \`stasis info ${id}\`, to finish the checkpoint`,
-        });
-      }
-      const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
-      rmSync(workDir, { recursive: true, force: true });
-      let thawFailure = '';
-      if (frozen) {
-        thawFailure = await host.thaw(id).then(() => '', (thawErr: unknown) => `; the container is still frozen: ${errorMessage(thawErr)}`);
-      }
-      record.checkpointing = false;
-      record.checkpointWork = null;
-      if (thawFailure) record.status = 'paused';
-      host.saveRecord(record);
-      throw withCriuLog(thawFailure ? new StasisError(`${errorMessage(err)}${thawFailure}`) : err, kept, 'checkpoint', id);
+  const restoreArgs = RESTORE_FLAGS.filter(([key]) => opts[key] === true).map(([, flag]) => flag);
+  const leaveRunning = opts.leaveRunning || opts.preDump;
+  const metaOpts = {
+    preDump: opts.preDump,
+    parentPath: opts.parentPath,
+    restoreArgs,
+    criuOptions: restoreArgs.map((flag) => flag.replace(/^--/, '')),
+    checkpointedAt: now,
+  };
+  record.checkpointing = true;
+  record.checkpointWork = { workDir, finalPath, leaveRunning, at: now.toISOString() };
+  host.saveRecord(record);
+  let frozen = false;
+  let dumped = false;
+  let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
+  let rootfsMs = 0;
+  let versions: Provenance | null = null;
+  let pagesServed: Promise<RunResult> | null = null;
+  let resultPath = finalPath;
+  const dumpStarted = Date.now();
+  try {
+    // Frozen while the files are captured, so that memory and files agree.
+    progress('pausing');
+    await host.freeze(id);
+    frozen = true;
+    if (record.rootfs.kind === 'overlay' && !opts.preDump) {
+      progress('capturing rootfs changes');
+      const rootfsStarted = Date.now();
+      rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
+      rootfsMs = Date.now() - rootfsStarted;
     }
-    const dumpMs = Date.now() - dumpStarted - rootfsMs;
+    // A /dev/shm that restore made for another engine's container is a bind
+    // mount, which CRIU leaves out as external: its files are carried as podman carries them.
+    if (!opts.preDump) await captureShm(record.bundle, workDir);
+    // The base's files the processes use: a restore elsewhere must find them unchanged.
+    const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
+      ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
+      : [];
+    // The metadata is written before the dump, so that a dump which
+    // finishes is restorable even if stasis dies right after it.
+    const fingerprint = await rootfsFingerprint(record.rootfs.base);
+    writeMetadata(record, workDir, metaOpts, { runcVersion: 'unknown', criuVersion: 'unknown', fingerprint });
+    progress(opts.preDump ? 'pre-dumping memory with CRIU' : opts.lazyPort !== undefined ? 'dumping all but the memory with CRIU' : 'dumping with CRIU');
+    let onReady = () => undefined as void;
+    const ready = new Promise<null>((resolve) => (onReady = () => resolve(null)));
+    const dumping = host.dump(id, {
+      lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
+      imagesDir: join(workDir, IMAGES_DIR),
+      workDir,
+      leaveRunning: opts.leaveRunning,
+      preDump: opts.preDump,
+      // CRIU wants the parent relative to the images folder; workDir and
+      // finalPath are siblings, so the relative path holds after the rename.
+      parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
+      criuFlags: restoreArgs,
+    });
+    // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
+    const provenance = provenanceOf(host, fingerprint);
+    provenance.catch(() => undefined);
+    const baseFiles = hashBaseFiles(record.rootfs.base, inUse);
+    if (opts.lazyPort !== undefined) {
+      // Post-copy: everything but the pages is written once runc says so; CRIU serves the pages until they are pulled.
+      const exited = await Promise.race([ready, dumping]);
+      if (exited !== null) throw new StasisError(`runc checkpoint failed: ${runcMessage(exited.stderr)}`);
+      pagesServed = dumping;
+      versions = await provenance;
+      writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
+      signCheckpoint(host.stateRoot, workDir);
+      // Not renamed: CRIU still writes its log there.
+      resultPath = workDir;
+    } else {
+      const result = await dumping;
+      if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
+      dumped = true;
+      if (!leaveRunning) frozen = false;
+      versions = await provenance;
+      writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
+      signCheckpoint(host.stateRoot, workDir);
+      renameSync(workDir, finalPath);
+    }
+  } catch (err) {
+    if (dumped && !leaveRunning) {
+      // CRIU has stopped the container: the dump is all there is of it. It
+      // stays where it is, marked, and the next command that takes the
+      // container (any of them) finishes the checkpoint.
+      throw new StasisError(`checkpoint ${id}: the dump is complete in ${workDir}, but finishing it failed: ${errorMessage(err)}`, {
+        hint: `free what was short (disk space?), then run any command on it, e.g. \`stasis info ${id}\`, to finish the checkpoint`,
+      });
+    }
+    const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
+    rmSync(workDir, { recursive: true, force: true });
+    let thawFailure = '';
+    if (frozen) {
+      thawFailure = await host.thaw(id).then(() => '', (thawErr: unknown) => `; the container is still frozen: ${errorMessage(thawErr)}`);
+    }
     record.checkpointing = false;
     record.checkpointWork = null;
-    record.lastCheckpoint = { path: resultPath, at: now.toISOString() };
-    if (!leaveRunning) {
-      record.status = 'stopped';
-      record.checkpointedStop = true;
-      record.pid = null;
-    }
-    let thawError: unknown = null;
-    if (opts.stayFrozen) {
-      // migrate: frozen until the destination has it (then killed) or has failed (then thawed).
-      record.status = 'paused';
-    } else if (leaveRunning) {
-      await host.thaw(id).catch((err: unknown) => {
-        thawError = err;
-        record.status = 'paused';
-      });
-    }
+    if (thawFailure) record.status = 'paused';
     host.saveRecord(record);
-    if (thawError !== null) {
-      throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but the container could not be thawed and is still frozen: ${errorMessage(thawError)}`, {
-        hint: `try \`stasis resume ${id}\``,
-      });
-    }
-
-    let exported: string | null = null;
-    let archiveMs: number | null = null;
-    const exclude = opts.ignoreRootfs ? ROOTFS_FILES : [];
-    if (exportTo !== null || opts.exportStream !== undefined) {
-      progress(`writing ${exportTo?.file ?? 'the archive'}`);
-      const archiveStarted = Date.now();
-      try {
-        if (exportTo !== null) {
-          await exportToFile(finalPath, exportTo, exclude);
-          exported = exportTo.file;
-        } else {
-          await exportToStream(finalPath, opts.exportStream!, opts.compression ?? 'zstd', exclude);
-          exported = '-';
-        }
-      } catch (err) {
-        throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${errorMessage(err)}`);
-      }
-      archiveMs = Date.now() - archiveStarted;
-    }
-    let image: string | null = null;
-    if (opts.createImage !== undefined) {
-      progress(`writing the image ${opts.createImage}`);
-      try {
-        const written = await writeCheckpointImage(finalPath, opts.createImage, {
-          facts: {
-            containerName: id,
-            rootfsImageName: opts.podmanImage?.name ?? record.rootfs.base,
-            rootfsImageId: opts.podmanImage?.id,
-            criuVersion: versions?.criuVersion,
-            runtimeVersion: versions?.runcVersion,
-          },
-          podman: opts.podmanImage ? { imageName: opts.podmanImage.name, imageId: opts.podmanImage.id } : undefined,
-          exclude,
-          created: now,
-        });
-        image = written.ref;
-      } catch (err) {
-        throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but writing the image failed: ${errorMessage(err)}`);
-      }
-    }
-    // A move records its checkpoint when it is done, with the destination.
-    if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
-    return {
-      id,
-      path: resultPath,
-      exported,
-      image,
-      leftRunning: leaveRunning,
-      preDump: opts.preDump,
-      imageBytes: folderSize(resultPath),
-      rootfsChanges,
-      timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
-      criu: readCriuStats(join(resultPath, STATS_FILE)),
-      pagesServed: pagesServed ?? undefined,
-    };
+    throw withCriuLog(thawFailure ? new StasisError(`${errorMessage(err)}${thawFailure}`) : err, kept, 'checkpoint', id);
   }
+  const dumpMs = Date.now() - dumpStarted - rootfsMs;
+  record.checkpointing = false;
+  record.checkpointWork = null;
+  record.lastCheckpoint = { path: resultPath, at: now.toISOString() };
+  if (!leaveRunning) {
+    record.status = 'stopped';
+    record.checkpointedStop = true;
+    record.pid = null;
+  }
+  let thawError: unknown = null;
+  if (opts.stayFrozen) {
+    // migrate: frozen until the destination has it (then killed) or has failed (then thawed).
+    record.status = 'paused';
+  } else if (leaveRunning) {
+    await host.thaw(id).catch((err: unknown) => {
+      thawError = err;
+      record.status = 'paused';
+    });
+  }
+  host.saveRecord(record);
+  if (thawError !== null) {
+    throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but the container could not be thawed and is still frozen: ${errorMessage(thawError)}`, {
+      hint: `try \`stasis resume ${id}\``,
+    });
+  }
+
+  let exported: string | null = null;
+  let archiveMs: number | null = null;
+  const exclude = opts.ignoreRootfs ? ROOTFS_FILES : [];
+  if (exportTo !== null || opts.exportStream !== undefined) {
+    progress(`writing ${exportTo?.file ?? 'the archive'}`);
+    const archiveStarted = Date.now();
+    try {
+      if (exportTo !== null) {
+        await exportToFile(finalPath, exportTo, exclude);
+        exported = exportTo.file;
+      } else {
+        await exportToStream(finalPath, opts.exportStream!, opts.compression ?? 'zstd', exclude);
+        exported = '-';
+      }
+    } catch (err) {
+      throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${errorMessage(err)}`);
+    }
+    archiveMs = Date.now() - archiveStarted;
+  }
+  let image: string | null = null;
+  if (opts.createImage !== undefined) {
+    progress(`writing the image ${opts.createImage}`);
+    try {
+      const written = await writeCheckpointImage(finalPath, opts.createImage, {
+        facts: {
+          containerName: id,
+          rootfsImageName: opts.podmanImage?.name ?? record.rootfs.base,
+          rootfsImageId: opts.podmanImage?.id,
+          criuVersion: versions?.criuVersion,
+          runtimeVersion: versions?.runcVersion,
+        },
+        podman: opts.podmanImage ? { imageName: opts.podmanImage.name, imageId: opts.podmanImage.id } : undefined,
+        exclude,
+        created: now,
+      });
+      image = written.ref;
+    } catch (err) {
+      throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but writing the image failed: ${errorMessage(err)}`);
+    }
+  }
+  // A move records its checkpoint when it is done, with the destination.
+  if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
+  return {
+    id,
+    path: resultPath,
+    exported,
+    image,
+    leftRunning: leaveRunning,
+    preDump: opts.preDump,
+    imageBytes: folderSize(resultPath),
+    rootfsChanges,
+    timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
+    criu: readCriuStats(join(resultPath, STATS_FILE)),
+    pagesServed: pagesServed ?? undefined,
+  };
 }
 
 /**
