@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
 import { readTarEntries } from '../../src/checkpoint/tar.ts';
+import { checkpointHeld } from '../../src/checkpoint/checkpoint.ts';
 import type { CheckpointOptions } from '../../src/runtime/types.ts';
 import { FakeHost, flagValue, rejection, runcError, writeCriuDump, type Call } from './fakes.ts';
 
@@ -326,5 +327,56 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
     assert.match(image.message, /is neither empty nor an OCI image layout/);
     assert.deepEqual(host.runner.runcCalls(), []);
     assert.equal(host.record('e1').status, 'running');
+  });
+
+  // migrate's dumps (checkpointHeld, the container's lock held by the caller).
+  test('a move\'s dump (stayFrozen): no resume, the record says paused, no journal line yet', async () => {
+    await host.createRunning('m1');
+    host.runner.reset();
+    dumpSucceeds();
+    const result = await host.runtime.withContainer('m1', (record) => checkpointHeld(host.runtime, record, { ...OPTS, leaveRunning: true, stayFrozen: true }));
+    const dump = host.runner.calls.filter((c) => c.file === 'runc')[1];
+    assert.ok(dump.args.includes('--leave-running'));
+    assert.ok(!host.runner.runcCalls().includes('resume m1'), 'left frozen');
+    assert.equal(host.record('m1').status, 'paused');
+    assert.equal(result.pagesServed, undefined);
+    assert.ok(!readFileSync(join(host.stateDir, 'events.jsonl'), 'utf8').includes('"topic":"/tasks/checkpointed","id":"m1"'));
+  });
+
+  test('a lazy dump: returned once runc says ready on its status descriptor, from the folder CRIU still writes its log into; pagesServed settles when runc ends', async () => {
+    await host.createRunning('m2');
+    host.runner.reset();
+    let finish = () => undefined as void;
+    host.runner.on('runc', ['checkpoint'], async (call, opts) => {
+      writeCriuDump(call);
+      opts.onStatus?.('\0');
+      await new Promise<void>((resolve) => (finish = resolve));
+      return {};
+    });
+    const result = await host.runtime.withContainer('m2', (record) => checkpointHeld(host.runtime, record, { ...OPTS, leaveRunning: true, stayFrozen: true, lazyPort: 40123 }));
+    const dump = host.runner.calls.filter((c) => c.file === 'runc')[1];
+    assert.deepEqual(dump.args.slice(dump.args.indexOf('--lazy-pages')), ['--lazy-pages', '--page-server', '127.0.0.1:40123', '--status-fd', '3', 'm2']);
+    assert.ok(dump.args.includes('--leave-running'), 'the processes stay here, frozen, until the other side has every page');
+    assert.match(result.path, /\.partial-\d+$/);
+    assert.ok(existsSync(join(result.path, 'stasis.json')) && existsSync(join(result.path, 'stasis.sig')));
+    assert.equal(host.record('m2').status, 'paused');
+    let settled = false;
+    void result.pagesServed!.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(settled, false, 'still serving pages');
+    finish();
+    assert.equal((await result.pagesServed!).exitCode, 0);
+  });
+
+  test('a lazy dump whose runc ends before it is ready fails, and the container is thawed', async () => {
+    await host.createRunning('m3');
+    host.runner.reset();
+    host.runner.failRunc(['checkpoint'], 'criu failed: type NOTIFY errno 0');
+    const err = await rejection(host.runtime.withContainer('m3', (record) => checkpointHeld(host.runtime, record, { ...OPTS, leaveRunning: true, stayFrozen: true, lazyPort: 40124 })));
+    assert.match(err.message, /runc checkpoint failed: criu failed: type NOTIFY errno 0/);
+    assert.equal(host.runner.runcCalls().at(-1), 'resume m3');
+    assert.equal(host.record('m3').status, 'running');
+    const left = existsSync(join(host.checkpointDir, 'm3')) ? readdirSync(join(host.checkpointDir, 'm3')) : [];
+    assert.deepEqual(left, [], 'no partial folder left');
   });
 });
