@@ -1,25 +1,24 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
+import { debugLog, isDebug } from '../log.ts';
 import { checkpointHeld } from '../checkpoint/checkpoint.ts';
+import { decodeMessage, readImageEntries } from '../checkpoint/criu-image.ts';
 import { keepLog } from '../checkpoint/criu-log.ts';
-import { LOG_FILE } from '../checkpoint/image.ts';
+import { IMAGES_DIR, LOG_FILE, STATS_FILE } from '../checkpoint/image.ts';
 import type { UserMount } from '../checkpoint/policy.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
 import { pipeTar } from '../checkpoint/tar.ts';
-import { IMAGES_DIR, STATS_FILE } from '../checkpoint/image.ts';
-import { decodeMessage, readImageEntries } from '../checkpoint/criu-image.ts';
-import type { RunResult } from '../host/spawn.ts';
-import { runcMessage } from '../runtime/runc.ts';
-import { createServer } from 'node:net';
 import type { Trust } from '../checkpoint/trust.ts';
+import type { RunResult } from '../host/spawn.ts';
 import { lazyPageServerProblem } from '../runtime/criu.ts';
+import { runcMessage } from '../runtime/runc.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
-import { debugLog, isDebug } from '../log.ts';
 import { LineReader, line, type Message } from './channel.ts';
 import { finished, type Peer } from './peer.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
@@ -79,11 +78,18 @@ class Control {
     this.child = child;
     this.shown = shown;
     this.reader = new LineReader(child.stdout!);
+    let partial = '';
     child.stderr!.on('data', (d: Buffer) => {
-      const text = d.toString();
-      // With --debug the other side's debug lines are shown, marked, as they come.
-      if (isDebug()) for (const l of text.split('\n')) if (l.startsWith('stasis: debug:')) debugLog(`(${shown}) ${l.slice('stasis: debug: '.length)}`);
-      this.stderr += text.split('\n').filter((l) => !l.startsWith('stasis: debug:')).join('\n');
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) {
+        // With --debug the other side's debug lines are shown, marked, as they come; the rest is what it said.
+        if (!l.startsWith('stasis: debug:')) this.stderr += `${l}\n`;
+        else if (isDebug()) debugLog(`(${shown}) ${l.slice('stasis: debug: '.length)}`);
+      }
+    });
+    child.stderr!.on('end', () => {
+      if (partial !== '' && !partial.startsWith('stasis: debug:')) this.stderr += partial;
     });
     child.stdin!.on('error', () => undefined);
     this.exited = new Promise((resolve) => {
