@@ -659,8 +659,12 @@ fs.pipe-max-size = $(( pipe_max > PIPE_MAX_WANTED ? pipe_max : PIPE_MAX_WANTED )
 EOF_SYSCTL
 then sysctl_new=" (written $SYSCTL_FILE)"; fi
 if ((pipe_max < PIPE_MAX_WANTED)); then
-  echo "$PIPE_MAX_WANTED" >/proc/sys/fs/pipe-max-size || die "cannot raise fs.pipe-max-size to $PIPE_MAX_WANTED"
-  note "sysctl: fs.pipe-max-size raised from $pipe_max to $PIPE_MAX_WANTED$sysctl_new"
+  if echo "$PIPE_MAX_WANTED" 2>/dev/null >/proc/sys/fs/pipe-max-size; then
+    note "sysctl: fs.pipe-max-size raised from $pipe_max to $PIPE_MAX_WANTED$sysctl_new"
+  else
+    # A read-only /proc/sys (inside a container): only post-copy from this host is affected.
+    note "sysctl: fs.pipe-max-size is $pipe_max and cannot be raised here; migrate --lazy from this host moves all memory first"
+  fi
 else
   note "sysctl: fs.pipe-max-size is $pipe_max (>= $PIPE_MAX_WANTED)$sysctl_new"
 fi
