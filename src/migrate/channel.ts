@@ -55,6 +55,7 @@ export class LineReader {
       if (message === null) this.queue.unshift(null);
       return Promise.resolve(message);
     }
+    if (this.ended) return Promise.resolve(null);
     return new Promise((resolve) => (this.waiting = resolve));
   }
 }

@@ -27,6 +27,22 @@ export interface LazyRestore {
   done: Promise<{ ok: true } | { ok: false; error: string }>;
   /** Stops the daemon (the restored processes then die at their next missing page). */
   stop(): Promise<void>;
+  /** Pages pulled so far and to pull in all, from the daemon's log; null before it says. */
+  pulled(): { pages: number; of: number } | null;
+}
+
+/** The daemon's count per restored task ("uffd: PID-N: UFFD transferred pages: (DONE/TOTAL)"), summed over its tasks' last lines. */
+export function pulledPages(log: string): { pages: number; of: number } | null {
+  const last = new Map<string, [number, number]>();
+  for (const match of log.matchAll(/uffd: (\d+)-\d+: UFFD transferred pages: \((\d+)\/(\d+)\)/g)) last.set(match[1], [Number(match[2]), Number(match[3])]);
+  if (last.size === 0) return null;
+  let pages = 0;
+  let of = 0;
+  for (const [done, total] of last.values()) {
+    pages += done;
+    of += total;
+  }
+  return { pages, of };
 }
 
 interface Daemon {
@@ -130,6 +146,13 @@ export async function restoreLazily(host: CheckpointHost, id: string, opts: Rest
   const done: Promise<{ ok: true } | { ok: false; error: string }> = exited;
   return {
     warnings: result.warnings,
+    pulled: () => {
+      try {
+        return pulledPages(readFileSync(log, 'utf8'));
+      } catch {
+        return null;
+      }
+    },
     done,
     stop: async () => {
       try {

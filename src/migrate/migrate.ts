@@ -113,11 +113,18 @@ class Control {
     this.child.stdin!.write(line(message));
   }
 
-  async request(message: Message): Promise<Message> {
+  /** Sends a request and waits for its answer; the other side's progress lines before it go to onProgress. */
+  async request(message: Message, onProgress: (progress: Record<string, unknown>) => void = () => undefined): Promise<Message> {
     this.send(message);
-    const answer = await this.reader.next();
-    if (answer === null) throw this.lost();
-    return answer;
+    for (;;) {
+      const answer = await this.reader.next();
+      if (answer === null) throw this.lost();
+      if (typeof answer.progress === 'object' && answer.progress !== null && !('ok' in answer)) {
+        onProgress(answer.progress as Record<string, unknown>);
+        continue;
+      }
+      return answer;
+    }
   }
 
   /** Ends the channel without waiting (an interrupted move: the destination undoes what was not committed). */
@@ -399,7 +406,11 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       const toPull = lazy && checkpointPath !== null ? lazyPageBytes(join(checkpointPath, IMAGES_DIR)) : null;
       progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : mb(toPull)} on demand and in the background` : 'switching');
       const pagesStarted = Date.now();
-      const ack = await control!.request({ op: 'commit' }).catch(() => null);
+      const ack = await control!.request({ op: 'commit' }, (pulled) => {
+        const pages = Number(pulled.pages);
+        const of = Number(pulled.of);
+        if (Number.isFinite(pages) && Number.isFinite(of)) progress(`${shown} has ${mb(pages * 4096)} of ${mb(of * 4096)}; ${mb(Math.max(0, of - pages) * 4096)} (${Math.max(0, of - pages)} pages) left`);
+      }).catch(() => null);
       // Post-copy: the destination answers once every page is there (ok) or its transfer broke (not ok).
       let pagesMs: number | null = null;
       let lazyBytes: number | null = null;

@@ -177,7 +177,13 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
           committed = restored !== null;
           // Post-copy: the move is over once every page is here (see the end).
           if (lazy !== null) {
-            const pulled = await lazy.done;
+            // What has come so far, a few times a second, for the source's progress line.
+            const current = lazy;
+            const ticker = setInterval(() => {
+              const now = current.pulled();
+              if (now !== null) reply({ progress: now });
+            }, 250);
+            const pulled = await lazy.done.finally(() => clearInterval(ticker));
             reply(pulled.ok ? { ok: true } : { ok: false, error: `${pulled.error}; ${restored} is removed here (its memory is incomplete)` });
           } else reply({ ok: true });
         } else if (op === 'abort') break;
