@@ -1,26 +1,24 @@
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
-import { debugLog, isDebug } from '../log.ts';
 import { checkpointHeld } from '../checkpoint/checkpoint.ts';
 import { decodeMessage, readImageEntries } from '../checkpoint/criu-image.ts';
 import { keepLog } from '../checkpoint/criu-log.ts';
 import { IMAGES_DIR, LOG_FILE, STATS_FILE } from '../checkpoint/image.ts';
 import type { UserMount } from '../checkpoint/policy.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
-import { pipeTar } from '../checkpoint/tar.ts';
 import type { Trust } from '../checkpoint/trust.ts';
 import type { RunResult } from '../host/spawn.ts';
 import { lazyPageServerProblem } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
-import { LineReader, line, type Message } from './channel.ts';
-import { finished, type Peer } from './peer.ts';
+import { Control } from './control.ts';
+import type { Peer } from './peer.ts';
+import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
 
 // A move, from the source's side: check the destination (the ID is free,
@@ -64,120 +62,6 @@ export interface MigrateResult {
 }
 
 export type MigrateProgress = (phase: string) => void;
-
-/** The control channel to the destination's `__migrate serve`. */
-class Control {
-  private readonly reader: LineReader;
-  private stderr = '';
-  readonly exited: Promise<number>;
-
-  private readonly child: ChildProcess;
-  private readonly shown: string;
-
-  constructor(child: ChildProcess, shown: string) {
-    this.child = child;
-    this.shown = shown;
-    this.reader = new LineReader(child.stdout!);
-    let partial = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      const lines = (partial + d.toString()).split('\n');
-      partial = lines.pop()!;
-      for (const l of lines) {
-        // With --debug the other side's debug lines are shown, marked, as they come; the rest is what it said.
-        if (!l.startsWith('stasis: debug:')) this.stderr += `${l}\n`;
-        else if (isDebug()) debugLog(`(${shown}) ${l.slice('stasis: debug: '.length)}`);
-      }
-    });
-    child.stderr!.on('end', () => {
-      if (partial !== '' && !partial.startsWith('stasis: debug:')) this.stderr += partial;
-    });
-    child.stdin!.on('error', () => undefined);
-    this.exited = new Promise((resolve) => {
-      child.on('error', () => resolve(127));
-      child.on('close', (code, signal) => resolve(code ?? (signal ? 137 : 1)));
-    });
-  }
-
-  /** What the other side said on stderr, as one line. */
-  said(): string {
-    const lines = this.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '').trim()).filter(Boolean);
-    return lines.join('; ');
-  }
-
-  lost(): StasisError {
-    const said = this.said();
-    return new StasisError(`the connection to ${this.shown} was lost${said ? `: ${said}` : ''}`, { code: 'peer-lost' });
-  }
-
-  send(message: Message): void {
-    this.child.stdin!.write(line(message));
-  }
-
-  /** Sends a request and waits for its answer; the other side's progress lines before it go to onProgress. */
-  async request(message: Message, onProgress: (progress: Record<string, unknown>) => void = () => undefined): Promise<Message> {
-    this.send(message);
-    for (;;) {
-      const answer = await this.reader.next();
-      if (answer === null) throw this.lost();
-      if (typeof answer.progress === 'object' && answer.progress !== null && !('ok' in answer)) {
-        onProgress(answer.progress as Record<string, unknown>);
-        continue;
-      }
-      return answer;
-    }
-  }
-
-  /** Ends the channel without waiting (an interrupted move: the destination undoes what was not committed). */
-  cut(): void {
-    this.child.stdin!.end();
-  }
-
-  /** Ends the channel (the destination undoes what was not committed) and waits for the other side to finish. */
-  async end(timeoutMs = 120_000): Promise<void> {
-    this.child.stdin!.end();
-    await Promise.race([this.exited, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
-  }
-}
-
-/** `stasis ARGS` there, waiting for a tar on its stdin: started early, so that its start-up overlaps the dump. */
-interface Receiver {
-  child: ChildProcess;
-  done: Promise<{ code: number; stderr: string; stdout: string }>;
-}
-
-function startReceiver(peer: Peer, args: string[]): Receiver {
-  const child = peer.stasis(args);
-  child.stdin!.on('error', () => undefined);
-  return { child, done: finished(child) };
-}
-
-/** Ends a receiver that will get nothing (an empty input makes it fail and keep nothing). */
-async function cancelReceiver(receiver: Receiver): Promise<void> {
-  receiver.child.stdin!.end();
-  await Promise.race([receiver.done, new Promise((r) => setTimeout(r, 10_000).unref())]);
-}
-
-/** Streams a folder as a plain tar to a receiver, tar writing into its pipe directly; the bytes sent. */
-async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void, exclude: readonly string[] = []): Promise<number> {
-  const stdin = receiver.child.stdin!;
-  let sent = 0;
-  let sendError: unknown = null;
-  try {
-    sent = await pipeTar(dir, stdin, onBytes, exclude);
-  } catch (err) {
-    sendError = err;
-  }
-  // tar has its own copy of the pipe; ours goes, so the receiver sees the end.
-  stdin.destroy();
-  const result = await receiver.done;
-  if (result.code !== 0 || sendError !== null) {
-    const said = result.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '')).filter(Boolean).join('; ');
-    throw new StasisError(`sending ${what} to ${peer.destination.shown} failed: ${said || (sendError ? errorMessage(sendError) : `exit ${result.code}`)}`, { code: 'send-failed' });
-  }
-  // The other side counts what it read: tar's own count is sampled, and a small folder is sent between samples.
-  const received = /"bytes":(\d+)/.exec(result.stdout);
-  return received ? Number(received[1]) : sent;
-}
 
 /** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages. */
 const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];

@@ -1,0 +1,47 @@
+import type { ChildProcess } from 'node:child_process';
+import { StasisError, errorMessage } from '../errors.ts';
+import { pipeTar } from '../checkpoint/tar.ts';
+import { finished, type Peer } from './peer.ts';
+
+// What a move sends besides its control channel: a folder (the checkpoint,
+// or a base rootfs) as a plain tar, into `stasis __migrate receive|rootfs` there.
+
+/** `stasis ARGS` there, waiting for a tar on its stdin: started early, so that its start-up overlaps the dump. */
+export interface Receiver {
+  child: ChildProcess;
+  done: Promise<{ code: number; stderr: string; stdout: string }>;
+}
+
+export function startReceiver(peer: Peer, args: string[]): Receiver {
+  const child = peer.stasis(args);
+  child.stdin!.on('error', () => undefined);
+  return { child, done: finished(child) };
+}
+
+/** Ends a receiver that will get nothing (an empty input makes it fail and keep nothing). */
+export async function cancelReceiver(receiver: Receiver): Promise<void> {
+  receiver.child.stdin!.end();
+  await Promise.race([receiver.done, new Promise((r) => setTimeout(r, 10_000).unref())]);
+}
+
+/** Streams a folder as a plain tar to a receiver, tar writing into its pipe directly; the bytes sent. */
+export async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void, exclude: readonly string[] = []): Promise<number> {
+  const stdin = receiver.child.stdin!;
+  let sent = 0;
+  let sendError: unknown = null;
+  try {
+    sent = await pipeTar(dir, stdin, onBytes, exclude);
+  } catch (err) {
+    sendError = err;
+  }
+  // tar has its own copy of the pipe; ours goes, so the receiver sees the end.
+  stdin.destroy();
+  const result = await receiver.done;
+  if (result.code !== 0 || sendError !== null) {
+    const said = result.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '')).filter(Boolean).join('; ');
+    throw new StasisError(`sending ${what} to ${peer.destination.shown} failed: ${said || (sendError ? errorMessage(sendError) : `exit ${result.code}`)}`, { code: 'send-failed' });
+  }
+  // The other side counts what it read: tar's own count is sampled, and a small folder is sent between samples.
+  const received = /"bytes":(\d+)/.exec(result.stdout);
+  return received ? Number(received[1]) : sent;
+}
