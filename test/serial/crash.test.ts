@@ -87,7 +87,12 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
 
       await killedAfter(env, ['checkpoint', id], delay(round + 3));
       [c] = (await assertHonest(env, `checkpoint killed (round ${round})`)).filter((x) => x.id === id);
-      assert.ok(c.status === 'running' || (c.status === 'stopped' && c.checkpointed), `checkpoint killed (round ${round}): ${id} is ${c.status}, neither running nor stopped by a checkpoint`);
+      if (!(c.status === 'running' || (c.status === 'stopped' && c.checkpointed))) {
+        // What was kept (the record, CRIU's logs) says whose failure it was.
+        const logs = existsSync(join(env.stateDir, 'logs')) ? readdirSync(join(env.stateDir, 'logs')).filter((n) => n.startsWith(`${id}-`)) : [];
+        const tails = logs.map((n) => `${n}:\n${readFileSync(join(env.stateDir, 'logs', n), 'utf8').split('\n').filter((l) => /Error|FAILED/.test(l)).slice(-5).join('\n')}`);
+        assert.fail(`checkpoint killed (round ${round}): ${id} is ${c.status}, neither running nor stopped by a checkpoint\ninfo: ${JSON.stringify(await env.json(['info', id]))}\n${tails.join('\n')}`);
+      }
       if (c.status === 'running') {
         const again = await env.run(['checkpoint', id]);
         if (again.code !== 0) {
