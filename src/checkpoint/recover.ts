@@ -18,13 +18,19 @@ export async function recoverCheckpoint(host: CheckpointHost, record: ContainerR
   // runc and CRIU outlive a killed stasis: the dump they are doing decides what is kept.
   if (work !== null) await host.waitForDumpers(work.workDir);
   // CRIU writes its statistics into its work folder (the checkpoint folder) when the dump has succeeded.
-  const complete = work !== null && existsSync(join(work.workDir, STATS_FILE)) && existsSync(join(work.workDir, IMAGES_DIR, 'inventory.img')) && existsSync(join(work.workDir, META_FILE));
+  const completeIn = (dir: string) => existsSync(join(dir, STATS_FILE)) && existsSync(join(dir, IMAGES_DIR, 'inventory.img')) && existsSync(join(dir, META_FILE));
+  const complete = work !== null && completeIn(work.workDir);
+  // Killed after the rename and before the record was saved: the final folder is the checkpoint.
+  const renamed = work !== null && !existsSync(work.workDir) && completeIn(work.finalPath);
   record.checkpointing = false;
   record.checkpointWork = null;
   let kept = false;
   if (work !== null && complete && !existsSync(work.finalPath)) {
     renameSync(work.workDir, work.finalPath);
     record.lastCheckpoint = { path: work.finalPath, at: work.at };
+    kept = true;
+  } else if (renamed) {
+    record.lastCheckpoint = { path: work!.finalPath, at: work!.at };
     kept = true;
   } else if (work !== null) {
     rmSync(work.workDir, { recursive: true, force: true });

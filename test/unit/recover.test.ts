@@ -2,7 +2,7 @@
 // (src/checkpoint/recover.ts, src/runtime/records.ts), over a fake runc.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeHost, deadPid } from './fakes.ts';
 
@@ -49,6 +49,19 @@ describe('recovery of a checkpoint whose command died (fake runc)', () => {
     assert.deepEqual(host.runner.runcCalls(), [], 'nothing to thaw');
     const [event] = host.runtime.events().readAll().filter((e) => e.id === 'done' && e.topic === '/tasks/checkpointed');
     assert.deepEqual(event.event, { path: finalPath, exported: null, leftRunning: false, recovered: true });
+  });
+
+  test('killed after the rename, before the record was saved: the final folder is kept as the checkpoint', async () => {
+    await host.createRunning('renamed');
+    const { workDir, finalPath } = interrupted('renamed', { complete: true, leaveRunning: false, containerAlive: false });
+    renameSync(workDir, finalPath);
+    host.runner.reset();
+    const info = await host.runtime.info('renamed');
+    assert.equal(info.status, 'stopped');
+    assert.equal(info.checkpointed, true);
+    assert.deepEqual(info.lastCheckpoint, { path: finalPath, at: '2026-01-02T03:04:05.000Z' });
+    assert.ok(existsSync(join(finalPath, 'checkpoint', 'inventory.img')), 'still there');
+    assert.equal(host.record('renamed').checkpointing, false);
   });
 
   test('a dump cut short is removed and the container, still running, is thawed', async () => {
