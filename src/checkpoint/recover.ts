@@ -15,7 +15,9 @@ import { IMAGES_DIR, META_FILE, STATS_FILE } from './image.ts';
  */
 export async function recoverCheckpoint(host: CheckpointHost, record: ContainerRecord): Promise<void> {
   const work = record.checkpointWork ?? null;
-  // runc and CRIU outlive a killed stasis: the dump they are doing decides what is kept.
+  // runc and CRIU outlive a killed stasis: the dump they are doing decides what is kept. So does
+  // a `runc pause` it had started, which would freeze the container again after the thaw below.
+  await host.waitForPause(record.id);
   if (work !== null) await host.waitForDumpers(work.workDir);
   // CRIU writes its statistics into its work folder (the checkpoint folder) when the dump has succeeded.
   const completeIn = (dir: string) => existsSync(join(dir, STATS_FILE)) && existsSync(join(dir, IMAGES_DIR, 'inventory.img')) && existsSync(join(dir, META_FILE));

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { cgroupPids } from '../host/cgroups.ts';
-import { readProcStat } from '../host/procfs.ts';
+import { processesWithArg, readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
 import type { DumpRequest } from './types.ts';
@@ -150,6 +150,21 @@ export class Runc {
     debugLog(`removed ${id}'s cgroups and runc state (${cgroups.length} folders), as runc delete would`);
     rmSync(dir, { recursive: true, force: true });
     return true;
+  }
+
+  /**
+   * runc processes of this root still running `VERB ... ID` (a `runc pause`
+   * left behind by a stasis that was killed: it finishes on its own).
+   */
+  running(verb: string, id: string): number[] {
+    return processesWithArg(this.root).filter((pid) => {
+      try {
+        const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return args.includes(verb) && args.includes(id);
+      } catch {
+        return false;
+      }
+    });
   }
 
   /** The host PIDs of the container's processes. */

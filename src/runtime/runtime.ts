@@ -304,6 +304,12 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     }
   }
 
+  async waitForPause(id: string): Promise<void> {
+    // A `runc pause` takes milliseconds; ten seconds is far more than one left behind can need.
+    const deadline = Date.now() + 10_000;
+    while (this.ctx.runc.running('pause', id).length > 0 && Date.now() < deadline) await sleep(10);
+  }
+
   runcVersion(): Promise<string> {
     return this.ctx.runc.version();
   }

@@ -238,6 +238,8 @@ export interface CheckpointHost {
   dump(id: string, request: DumpRequest): Promise<RunResult>;
   /** Ends a runc checkpoint into workDir, and its CRIU (a lazy dump's page server): their process group is killed. */
   stopDumpers(workDir: string): Promise<void>;
+  /** Waits until no `runc pause` of the container runs any more (one a killed stasis left behind would freeze it after a thaw). */
+  waitForPause(id: string): Promise<void>;
   /** Waits (up to a dump's time limit) until no runc checkpoint (or CRIU) into workDir runs any more. */
   waitForDumpers(workDir: string): Promise<void>;
   runcVersion(): Promise<string>;
