@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { CLI, REPO, ROOTFS, TestEnv, type Result } from './helpers.ts';
 
 export const FIXTURES = join(REPO, 'test', 'fixtures', 'services');
@@ -123,4 +124,10 @@ export class OtherHost {
     if (ids.length > 0) await this.run(['delete', '-f', ...ids]);
     for (const target of [this.mntNs, this.netNs, this.dir]) spawnSync('umount', ['-l', target]);
   }
+}
+
+/** Skips the test with a reason unless `ok`; returns `ok`. */
+export function skipUnless(t: TestContext, ok: boolean, reason: string): boolean {
+  if (!ok) t.skip(reason);
+  return ok;
 }

@@ -1,10 +1,10 @@
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, COUNTER, REPO, TestEnv, counterAdvances, eventually, mountedUnder, requires } from '../helpers.ts';
-import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase } from '../services-fixtures.ts';
+import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase, skipUnless } from '../services-fixtures.ts';
 import { relayConfig, startRelay, startSshd, type Sshd } from '../sshd.ts';
 
 // stasis migrate, on real runc, CRIU and conmon. A "host" is a state
@@ -14,12 +14,6 @@ import { relayConfig, startRelay, startSshd, type Sshd } from '../sshd.ts';
 // 127.0.0.1, in that mount namespace, with its own host key and a client key
 // made for the test (test/sshd.ts). The destination runs the stasis under
 // test (--remote-stasis), as a user would name theirs.
-
-/** Skips the test with a reason unless `ok`. */
-function needs(t: TestContext, ok: boolean, reason: string): boolean {
-  if (!ok) t.skip(reason);
-  return ok;
-}
 
 /** Files a move leaves in a state directory only while it runs. */
 function staging(stateDir: string): string[] {
@@ -99,7 +93,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   });
 
   test('a destination without the base, or with another one, is refused before anything stops; --with-rootfs sends it', async (t) => {
-    if (!needs(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     await here.ok(['run', '-d', 'c2', '--rootfs', base, '--', ...COUNTER]);
     const count = await counterAdvances(here, 'c2', 0);
     const elsewhere = join(there.root, 'bases', 'copy');
@@ -141,7 +135,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   });
 
   test('--lazy: the memory follows after the switch; every page arrives (the checksum holds), there and back', async (t) => {
-    if (!needs(t, missing === null, missing!) || !needs(t, LAZY === null, LAZY!)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, LAZY === null, LAZY!)) return;
     await here.ok(['run', '-d', 'lz', '--rootfs', base, '--', '/srv/bigmem', '64']);
     await eventually(async () => (await here.ok(['logs', 'lz'])).includes('filled 64 MiB'), 'the memory filled');
     const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'lz']))![1];
@@ -162,7 +156,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   });
 
   test('--lazy: a transfer that breaks after the switch leaves the container whole here and removes the copy there', async (t) => {
-    if (!needs(t, missing === null, missing!) || !needs(t, LAZY === null, LAZY!)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, LAZY === null, LAZY!)) return;
     // The other side's lazy-pages daemon is killed once its log (-o, -v4) shows 10 copies of pages (of about 110 for 256 MiB, most of them 4 MiB) made:
     // the container runs there by then, and most of its 256 MiB is still here.
     const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
@@ -191,7 +185,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   });
 
   test('--lazy: a lazy-pages daemon that dies while the restore runs fails the restore there, and the container goes on here', async (t) => {
-    if (!needs(t, missing === null, missing!) || !needs(t, LAZY === null, LAZY!)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, LAZY === null, LAZY!)) return;
     const dying = fakeCriu('criu-daemon-dies-at-once', `[ "$1" = lazy-pages ] && exec timeout -s KILL 0.15 ${spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim()} "$@"`);
     await here.ok(['run', '-d', 'ld', '--rootfs', base, '--', '/srv/bigmem', '64']);
     await eventually(async () => (await here.ok(['logs', 'ld'])).includes('filled 64 MiB'), 'the memory filled');
@@ -246,7 +240,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   });
 
   test('Ctrl-C (SIGINT) during the dump undoes the move: the container goes on here, nothing is left there', async (t) => {
-    if (!needs(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     await here.ok(['run', '-d', 'ci', '--rootfs', base, '--', '/srv/bigmem', '256']);
     await eventually(async () => (await here.ok(['logs', 'ci'])).includes('filled 256 MiB'), 'the memory filled', 60_000);
     const child = spawn(CLI[0], here.args(toThere(['ci'])), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
@@ -308,7 +302,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     }
 
     test('a TCP server moves there and back, answering and counting on', async (t) => {
-      if (!needs(t, skip() === null, skip()!)) return;
+      if (!skipUnless(t, skip() === null, skip()!)) return;
       await here.ok(['run', '-d', 'web', '--rootfs', base, '--', '/srv/httpcount', '127.0.0.1', '8080']);
       await eventually(async () => (await here.ok(['logs', 'web'])).includes('listening on'), 'the server listening');
       let count = await hits(here, 'web', '/here');
@@ -324,7 +318,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     });
 
     test('--lazy: a TCP server moves there and back, its pages pulled through the ssh connection', async (t) => {
-      if (!needs(t, skip() === null, skip()!) || !needs(t, LAZY === null, LAZY!)) return;
+      if (!skipUnless(t, skip() === null, skip()!) || !skipUnless(t, LAZY === null, LAZY!)) return;
       await here.ok(['run', '-d', 'lweb', '--rootfs', base, '--', '/srv/httpcount', '127.0.0.1', '8080']);
       await eventually(async () => (await here.ok(['logs', 'lweb'])).includes('listening on'), 'the server listening');
       let count = await hits(here, 'lweb', '/here');
@@ -339,7 +333,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     });
 
     test('a destination that does not answer is refused before anything stops', async (t) => {
-      if (!needs(t, skip() === null, skip()!)) return;
+      if (!skipUnless(t, skip() === null, skip()!)) return;
       await here.ok(['run', '-d', 'nr', '--', 'sleep', '100']);
       // A relay cut from the start: the TCP connection opens, and is reset at once.
       const port = await startRelay(sshd!.port);
@@ -355,7 +349,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     });
 
     test('a connection dropped while the checkpoint is sent leaves the container running here', async (t) => {
-      if (!needs(t, skip() === null, skip()!)) return;
+      if (!skipUnless(t, skip() === null, skip()!)) return;
       await here.ok(['run', '-d', 'big', '--rootfs', base, '--', '/srv/bigmem', '64']);
       await eventually(async () => (await here.ok(['logs', 'big'])).includes('filled 64 MiB'), 'the memory filled');
       const relay = await startRelay(sshd!.port);

@@ -1,10 +1,10 @@
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestEnv, eventually } from '../helpers.ts';
-import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase } from '../services-fixtures.ts';
+import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase, skipUnless } from '../services-fixtures.ts';
 
 // Real services through checkpoint and restore: each is checkpointed and
 // restored twice in place and twice into a new ID (from a --leave-running
@@ -18,12 +18,6 @@ import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase } 
 // cannot run says why (t.skip) instead of passing: gcc and a C library for
 // static linking, and a CRIU that can dump TCP and UDP sockets on this kernel
 // (4.1 fails on Linux >= 6.16 with "Can't get 1:16 opt"; 4.2 can).
-
-/** Skips the test with a reason unless `ok`; returns `ok`. */
-function requires(t: TestContext, ok: boolean, reason: string): boolean {
-  if (!ok) t.skip(reason);
-  return ok;
-}
 
 async function pidOf(env: TestEnv | OtherHost, id: string): Promise<number> {
   const info = await env.json(['info', id]);
@@ -88,7 +82,7 @@ describe('real services survive checkpoint and restore', () => {
   }
 
   test('an HTTP server on 127.0.0.1 and one on 0.0.0.0 answer at once after each restore, and count on', async (t) => {
-    if (!requires(t, missing === null, missing!) || !requires(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
     await env.ok(['run', '-d', 'web', '--rootfs', base, '--', 'sh', '-c', '/srv/httpcount 127.0.0.1 8080 & exec /srv/httpcount 0.0.0.0 8081']);
     await eventually(async () => {
       const log = await env.ok(['logs', 'web']);
@@ -112,7 +106,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('a UDP echo server answers after each restore, counting on', async (t) => {
-    if (!requires(t, missing === null, missing!) || !requires(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
     await env.ok(['run', '-d', 'echo', '--rootfs', base, '--', '/srv/udpecho', 'server', '9001']);
     await eventually(async () => (await env.ok(['logs', 'echo'])).includes('udp echo on'), 'the server listening');
     const ask = async (id: string): Promise<number> => {
@@ -132,7 +126,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('an established TCP connection on 127.0.0.1 goes on after --leave-running and after restores (--tcp-established)', async (t) => {
-    if (!requires(t, missing === null, missing!) || !requires(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
     // The client is the container's init: if its connection breaks, the container ends.
     await env.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & exec /srv/tcpstream client 127.0.0.1 9000']);
     const streamed = async (id: string) => {
@@ -155,7 +149,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('a parent and child keep passing a counter over a unix socketpair', async (t) => {
-    if (!requires(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     await env.ok(['run', '-d', 'pair', '--rootfs', base, '--', '/srv/sockpair']);
     const counter = async (id: string) => {
       const log = await env.ok(['logs', id]);
@@ -173,7 +167,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('a flock(2) lock is still held after restore with --file-locks', async (t) => {
-    if (!requires(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     await env.ok(['run', '-d', 'locker', '--rootfs', base, '--', '/srv/lockhold', 'hold', '/tmp/service.lock']);
     await eventually(async () => (await env.ok(['logs', 'locker'])).includes('locked /tmp/service.lock'), 'the lock to be taken');
     const held = async (id: string, when: string) => {
@@ -194,7 +188,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('processes started with exec survive, exec after exec, checkpoint after checkpoint', async (t) => {
-    if (!requires(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     await env.ok(['run', '-d', 'tree', '--rootfs', base, '--', 'sh', '-c', 'while true; do sleep 0.2; done']);
     const writers: number[] = [];
     const progress = async (id: string): Promise<number[]> => {
@@ -233,7 +227,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('512 MiB of touched memory comes back intact (checksum)', async (t) => {
-    if (!requires(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     await env.ok(['run', '-d', 'mem', '--rootfs', base, '--', '/srv/bigmem', '512']);
     const filled = await eventually(async () => /^filled 512 MiB sum ([0-9a-f]{16})$/m.exec(await env.ok(['logs', 'mem']))?.[1], 'the memory to be filled', 60_000);
     await roundTrips(env, 'mem', [], async (id, when) => {
@@ -247,7 +241,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('a same-size change of a mapped file of the base is refused before CRIU runs', async (t) => {
-    if (!requires(t, missing === null, missing!)) return;
+    if (!skipUnless(t, missing === null, missing!)) return;
     const ownBase = makeBase(join(env.root, 'changed-base'), binDir);
     await env.ok(['run', '-d', 'mapped', '--rootfs', ownBase, '--', 'sh', '-c', 'while true; do echo tick; sleep 0.2; done']);
     await eventually(async () => (await env.ok(['logs', 'mapped'])).includes('tick'), 'the shell to run');
@@ -275,7 +269,7 @@ describe('real services survive checkpoint and restore', () => {
   });
 
   test('an exported HTTP server goes on on another host (own mount and network namespace, state dir, copy of the base)', async (t) => {
-    if (!requires(t, missing === null, missing!) || !requires(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, SOCKETS_DUMPABLE, SOCKETS_REASON)) return;
     await env.ok(['run', '-d', 'mover', '--rootfs', base, '--', 'sh', '-c', 'echo moved-with-me > /srv/state; exec /srv/httpcount 127.0.0.1 8080']);
     await eventually(async () => (await env.ok(['logs', 'mover'])).includes('listening on'), 'the server listening');
     let count = await hits(env, 'mover', 8080, '/here');
