@@ -210,8 +210,11 @@ describe('restore: the ID from the checkpoint, and --tcp-close', { skip: CHECKPO
     const base = env.copyRootfs('tcp-base');
     mkdirSync(join(base, 'srv'));
     cpSync(join(bin, 'tcpstream'), join(base, 'srv', 'tcpstream'));
-    // The client is the container's init: when its connection breaks, it says so and the container ends.
-    await env.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & exec /srv/tcpstream client 127.0.0.1 9000']);
+    // When its connection breaks, the client says so and ends. It is not the container's init: CRIU
+    // lets the restored tasks go one by one, the init first, and an init that ended at once (its
+    // connection closed) took the rest of the PID namespace with it before CRIU had let them go
+    // ("Unable to detach PID: No such process": a failed restore, twice in CI runs).
+    await env.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & /srv/tcpstream client 127.0.0.1 9000; exec sleep 1000']);
     const seq = async (id: string) => Math.max(-1, ...[...(await env.ok(['logs', id])).matchAll(/stream (\d+)/g)].map((m) => Number(m[1])));
     await eventually(async () => (await seq('conn')) > 3, 'the stream to start');
     const image = join(env.root, 'conn-image');
