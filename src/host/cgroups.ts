@@ -7,19 +7,28 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /** The folders of cgroup `path` (as in a spec's cgroupsPath) under every mounted hierarchy, v1 and v2. */
 export function cgroupDirs(path: string): string[] {
+  return cgroupRoots().map((root) => join(root, path));
+}
+
+let roots: string[] | null = null;
+
+/** Where each cgroup hierarchy is mounted: read once per process (a host's hierarchies do not move under a command). */
+function cgroupRoots(): string[] {
+  if (roots !== null) return roots;
   let table: string;
   try {
     table = readFileSync('/proc/self/mountinfo', 'utf8');
   } catch {
     return [];
   }
-  const dirs = new Set<string>();
+  const found = new Set<string>();
   for (const line of table.split('\n')) {
     const [before, after] = line.split(' - ');
     if (!after || !/^cgroup2? /.test(after)) continue;
-    dirs.add(join(before.split(' ')[4], path));
+    found.add(before.split(' ')[4]);
   }
-  return [...dirs];
+  roots = [...found];
+  return roots;
 }
 
 /** The PIDs in those cgroups now. */

@@ -67,13 +67,15 @@ export async function teardown(ctx: RuntimeContext, record: ContainerRecord): Pr
  * What a killed runc or CRIU, or a damaged runc state, can leave: processes
  * in the container's cgroup, mounts in the container's folders and a runc
  * state folder that `runc delete` no longer accepts. Called after
- * `runc delete --force`.
+ * `runc delete --force`. `table`: the mount points now, when the caller has
+ * just read them. Returns the mount points it unmounted.
  */
-export async function clearLeftovers(ctx: RuntimeContext, id: string): Promise<void> {
+export async function clearLeftovers(ctx: RuntimeContext, id: string, table?: readonly string[]): Promise<string[]> {
   // Whatever still runs in the container's cgroup is the container's: when
   // runc's state was damaged, `runc delete --force` could not kill it.
   await killCgroup(cgroupDirs(ctx.store.cgroupPath(id)));
   const runcState = join(ctx.store.paths.runcRoot, id);
-  await unmountUnder(ctx.runner, ctx.store.containerDir(id), runcState);
+  const unmounted = await unmountUnder(ctx.runner, [ctx.store.containerDir(id), runcState], table);
   rmSync(runcState, { recursive: true, force: true });
+  return unmounted;
 }

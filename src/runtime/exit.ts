@@ -18,7 +18,8 @@ export async function waitExit(
   const { store } = ctx;
   const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
   const maxDelay = opts.maxPollMs ?? 100;
-  let delay = 5;
+  // From 1 ms: after a SIGKILL conmon writes the exit file within a few (delete -f waits for it).
+  let delay = 1;
   for (;;) {
     if (!store.exists(id)) return 'removed';
     const record = store.read(id);

@@ -33,7 +33,8 @@ export async function mount(runner: ProcessRunner, record: MountRecord): Promise
  * Mount points from /proc/self/mountinfo, with its octal escapes (\\040 for a space) decoded.
  * Read at once (node:fs/promises costs about 5 ms of a compiled command's start-up).
  */
-async function mountTargets(): Promise<string[]> {
+/** Every mount point in the mount table now (read once by a caller that undoes several things). */
+export async function mountTargets(): Promise<string[]> {
   const table = readFileSync('/proc/self/mountinfo', 'utf8');
   return table
     .split('\n')
@@ -44,13 +45,14 @@ async function mountTargets(): Promise<string[]> {
 /**
  * Lazily unmounts everything mounted at or below each of `dirs`, deepest
  * first: what a killed CRIU or runc may leave behind (cgroup yards, its view
- * of the rootfs).
+ * of the rootfs). Returns the mount points it unmounted.
  */
-export async function unmountUnder(runner: ProcessRunner, ...dirs: string[]): Promise<void> {
-  const targets = (await mountTargets()).filter((t) => dirs.some((dir) => t === dir || t.startsWith(`${dir}/`)));
+export async function unmountUnder(runner: ProcessRunner, dirs: readonly string[], table?: readonly string[]): Promise<string[]> {
+  const targets = (table ?? (await mountTargets())).filter((t) => dirs.some((dir) => t === dir || t.startsWith(`${dir}/`)));
   for (const target of [...new Set(targets)].sort((a, b) => b.length - a.length)) {
     await umount(runner, target, true);
   }
+  return targets;
 }
 
 /** Whether something is mounted on `target`. */
@@ -58,10 +60,13 @@ export async function isMounted(target: string): Promise<boolean> {
   return (await mountTargets()).includes(target);
 }
 
-/** Unmounts what stasis mounted, last mounted first, skipping what is no longer mounted. */
-export async function unmountAll(runner: ProcessRunner, mounts: readonly MountRecord[]): Promise<void> {
+/**
+ * Unmounts what stasis mounted, last mounted first, skipping what is no
+ * longer mounted (in `table`, when the caller has just read it).
+ */
+export async function unmountAll(runner: ProcessRunner, mounts: readonly MountRecord[], table?: readonly string[]): Promise<void> {
   if (mounts.length === 0) return;
-  const mounted = new Set(await mountTargets());
+  const mounted = new Set(table ?? (await mountTargets()));
   for (const m of [...mounts].reverse()) {
     if (mounted.has(m.target)) await unmountTarget(runner, m.target);
   }

@@ -7,7 +7,7 @@ import type { RuntimeContext } from './context.ts';
 import { clearLeftovers } from './cleanup.ts';
 import { killMonitor, noteExit, waitExit } from './exit.ts';
 import { recovered } from './recover.ts';
-import { unmountAll } from './mounts.ts';
+import { mountTargets, unmountAll } from './mounts.ts';
 import type { DeleteResult, Status, WaitOutcome } from './types.ts';
 import { orphanView, readExitFile, viewOf } from './view.ts';
 
@@ -106,6 +106,16 @@ async function deleteFromRunc(ctx: RuntimeContext, id: string): Promise<void> {
   await ctx.runc.forceDelete(id);
 }
 
+/** `table` less one entry for each of `gone` (a mount point can hold several mounts). */
+function withoutOnce(table: readonly string[], gone: readonly string[]): string[] {
+  const left = [...table];
+  for (const target of gone) {
+    const at = left.indexOf(target);
+    if (at >= 0) left.splice(at, 1);
+  }
+  return left;
+}
+
 function unknownExit(): ExitRecord {
   return { status: null, exitedAt: new Date().toISOString() };
 }
@@ -115,8 +125,11 @@ export async function removeLocked(ctx: RuntimeContext, record: ContainerRecord,
   const { store, journal } = ctx;
   const id = record.id;
   if (!runcDeleted) await deleteFromRunc(ctx, id);
-  await clearLeftovers(ctx, id);
-  await unmountAll(ctx.runner, record.mounts);
+  // One read of the mount table for both: what is mounted in the container's folders (its rootfs
+  // too), then its other mounts (a bundle's rootfs).
+  const table = await mountTargets();
+  const unmounted = await clearLeftovers(ctx, id, table);
+  await unmountAll(ctx.runner, record.mounts, withoutOnce(table, unmounted));
   store.remove(id);
   rmSync(join(store.paths.sockets, id), { recursive: true, force: true });
   if (record.exit === null && record.checkpointedStop && record.lastCheckpoint) {

@@ -1,7 +1,6 @@
 import { existsSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
-import { cgroupPids } from '../host/cgroups.ts';
 import { processesWithArg, readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
@@ -125,9 +124,10 @@ export class Runc {
    * What `runc delete --force` does to a container whose processes are all
    * gone, done here: runc's state names the container's cgroups, which are
    * removed, then runc's state folder. Only where that is all runc would do:
-   * not when the spec has poststop hooks or Intel RDT, when a process is
-   * still in a cgroup, or when a cgroup cannot be removed (one the container
-   * made inside its own): then false, nothing is removed, and the caller runs runc.
+   * not when the spec has poststop hooks or Intel RDT (then false and
+   * nothing is removed), nor when a cgroup cannot be removed (a process is
+   * still in it, or the container made one inside it): then false, and the
+   * caller runs runc, which removes what is left (runc's state is kept).
    */
   destroyGone(id: string, spec: { hooks?: { poststop?: unknown[] }; linux?: { intelRdt?: unknown } } | null): boolean {
     if (spec === null || (spec.hooks?.poststop?.length ?? 0) > 0 || spec.linux?.intelRdt !== undefined) return false;
@@ -139,7 +139,8 @@ export class Runc {
       return false;
     }
     const cgroups = [...new Set(Object.values(state.cgroup_paths ?? {}).filter((p): p is string => typeof p === 'string' && p.startsWith('/sys/fs/cgroup/')))];
-    if (cgroups.length === 0 || cgroupPids(cgroups).length > 0) return false;
+    if (cgroups.length === 0) return false;
+    // rmdir(2) itself refuses a cgroup that still has a process (EBUSY): then runc does the rest.
     for (const cgroup of cgroups) {
       try {
         rmdirSync(cgroup);
