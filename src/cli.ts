@@ -1,6 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
 import { setCliEntry, type GlobalArgs } from './commands/context.ts';
+import type { StasisCommand } from './commands/define.ts';
 import { guardStreamsUnlessDirect, isTerminal, writeErr } from './output/stdio.ts';
 
 declare const __STASIS_VERSION__: string;
@@ -8,7 +9,7 @@ declare const __STASIS_VERSION__: string;
 // Only declares the commands: the module of the one being run is imported
 // when it is known, so no command pays for loading another's code.
 
-interface CommandEntry {
+export interface CommandEntry {
   name: string;
   aliases?: string[];
   describe: string;
@@ -128,7 +129,7 @@ export async function main(args: string[]): Promise<void> {
   // `stasis ps | head -1`: a closed pipe ends the output quietly (output/stdio.ts).
   guardStreamsUnlessDirect();
   const verb = findVerb(completionWords(args) ?? args);
-  const entry = COMMANDS.find((c) => c.name === verb || c.aliases?.includes(verb ?? ''));
+  const entry = commandEntry(verb);
   const json = args.includes('--json');
   const fail = (err: unknown) => {
     let exitCode = err instanceof StasisError ? err.exitCode : 1;
@@ -137,7 +138,7 @@ export async function main(args: string[]): Promise<void> {
     process.exitCode = exitCode;
   };
   const loaded = entry ? (await entry.load()).command : undefined;
-  const quick = entry && loaded ? quickParse(args, entry, loaded) : null;
+  const quick = entry && loaded ? quickParse(args, entry, loaded as StasisCommand) : null;
   if (quick !== null) {
     try {
       await loaded!.handler(quick as never);
@@ -146,6 +147,23 @@ export async function main(args: string[]): Promise<void> {
     }
     return;
   }
+  try {
+    await (await yargsParser(args, entry, loaded)).parseAsync();
+  } catch (err) {
+    fail(err);
+  }
+}
+
+/** The command a word names (its name or an alias). */
+export function commandEntry(verb: string | undefined): CommandEntry | undefined {
+  return COMMANDS.find((c) => c.name === verb || c.aliases?.includes(verb ?? ''));
+}
+
+/**
+ * yargs set up for `args`: the global options, and the command being run
+ * declared in full (`loaded`). `handler`, for tests, takes the command's place.
+ */
+export async function yargsParser(args: string[], entry: CommandEntry | undefined, loaded: CommandModule<GlobalArgs, any> | undefined, handler?: (argv: unknown) => void): Promise<Argv<GlobalArgs>> {
   const { default: yargs } = await import('yargs');
   let parser = globalOptions(
     yargs(args)
@@ -172,7 +190,7 @@ export async function main(args: string[]): Promise<void> {
   // listed by a --help of the whole program, which has no command word.
   for (const command of entry ? [entry] : COMMANDS) {
     if (command === entry) {
-      parser = parser.command(loaded!);
+      parser = parser.command(handler ? { ...loaded!, handler } : loaded!);
     } else {
       parser = parser.command({
         command: command.name,
@@ -183,54 +201,61 @@ export async function main(args: string[]): Promise<void> {
     }
   }
   if (entry === undefined) parser = parser.demandCommand(1, 'no command given: see `stasis --help`');
-  try {
-    await parser.parseAsync();
-  } catch (err) {
-    fail(err);
-  }
+  return parser;
 }
+
 
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /** The global options' words, as yargs reads them: `--state-dir X`; `--json`, `--no-json`, `-q`. */
-const QUICK_VALUES = new Map(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'string').map(([name]) => [`--${name}`, camel(name)]));
-const QUICK_FLAGS = new Map<string, [string, boolean]>(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'boolean').flatMap(([name, o]) => [
-  [`--${name}`, [camel(name), true]] as [string, [string, boolean]],
-  [`--no-${name}`, [camel(name), false]] as [string, [string, boolean]],
-  ...('alias' in o ? [[`-${o.alias}`, [camel(name), true]] as [string, [string, boolean]]] : []),
+const QUICK_VALUES: Record<string, string> = Object.fromEntries(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'string').map(([name]) => [`--${name}`, name]));
+const QUICK_FLAGS: Record<string, [string, boolean]> = Object.fromEntries(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'boolean').flatMap(([name, o]) => [
+  [`--${name}`, [name, true]],
+  [`--no-${name}`, [name, false]],
+  ...('alias' in o ? [[`-${o.alias}`, [name, true]]] : []),
 ]));
 
+const own = <T>(table: Record<string, T>, key: string): T | undefined => (Object.hasOwn(table, key) ? table[key] : undefined);
+
 /**
- * The arguments of a command that takes no options of its own and only
- * required positionals (ps, info ID, start ID, conmon's `__exit ID INSTANCE`:
- * see define.ts), read without yargs, when they are nothing but that
- * command, its positionals and global options each given once in their
- * plain form. The result is what yargs would hand the handler. Anything
- * else (help, a `--x=y`, an unknown or repeated option, a missing or extra
- * word, `--`) returns null and goes to yargs, which also makes its errors.
- * Building yargs' parser and running it is most of such a command's own
- * time (about 10 ms of a compiled `ps`).
+ * A command's arguments read without yargs, when they are nothing but the
+ * command word, its positionals (see QuickSpec in define.ts), global options
+ * and its simplest options, each given once in its plain form, and the words
+ * after `--` for a command that takes them (run's command). The result is
+ * what yargs would hand the handler (test/unit/quick-parse.test.ts compares
+ * the two). Anything else (help, a `--x=y`, `-dq`, an unknown or repeated
+ * option, an option of another kind, a missing or extra word) returns null
+ * and goes to yargs, which also makes its errors. Building yargs' parser and
+ * running it is most of a short command's own time (about 10 ms of a
+ * compiled `ps` or `delete -f`).
  */
-function quickParse(args: string[], entry: CommandEntry, module: CommandModule<GlobalArgs, any>): Record<string, unknown> | null {
-  const positionals = (module as { quickPositionals?: string[] }).quickPositionals;
-  if (positionals === undefined) return null;
+export function quickParse(args: string[], entry: CommandEntry, module: StasisCommand): Record<string, unknown> | null {
+  const quick = module.quick;
+  if (quick === undefined) return null;
   const argv: Record<string, unknown> = {};
-  const seen = new Set<string>();
+  const set = (key: string, value: unknown): boolean => {
+    if (Object.hasOwn(argv, key)) return false;
+    argv[key] = value;
+    argv[camel(key)] = value;
+    return true;
+  };
   const words: string[] = [];
+  let afterDashes: string[] | undefined;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    const valueKey = QUICK_VALUES.get(arg);
-    const flag = QUICK_FLAGS.get(arg);
+    if (arg === '--') {
+      afterDashes = args.slice(i + 1);
+      break;
+    }
+    const valueKey = own(QUICK_VALUES, arg) ?? own(quick.values, arg);
+    const flag = own(QUICK_FLAGS, arg) ?? own(quick.flags, arg);
     if (valueKey !== undefined) {
       const value = args[i + 1];
-      if (value === undefined || value === '' || value.startsWith('-') || seen.has(valueKey)) return null;
-      seen.add(valueKey);
-      argv[valueKey] = value;
+      if (value === undefined || value === '' || value.startsWith('-') || !set(valueKey, value)) return null;
       i++;
     } else if (flag !== undefined) {
-      if (seen.has(flag[0])) return null;
-      seen.add(flag[0]);
-      argv[flag[0]] = flag[1];
+      // yargs reads a "true" or "false" after a boolean option as its value.
+      if (args[i + 1] === 'true' || args[i + 1] === 'false' || !set(flag[0], flag[1])) return null;
     } else if (arg.startsWith('-') || arg === '' || arg === 'help') {
       return null;
     } else {
@@ -239,7 +264,20 @@ function quickParse(args: string[], entry: CommandEntry, module: CommandModule<G
   }
   const [word, ...rest] = words;
   if (word !== entry.name && !entry.aliases?.includes(word)) return null;
-  if (rest.length !== positionals.length) return null;
-  positionals.forEach((name, i) => (argv[name] = rest[i]));
+  for (const p of quick.positionals) {
+    if (p.rest) {
+      if (p.required && rest.length === 0) return null;
+      argv[p.name] = rest.splice(0);
+    } else {
+      const value = rest.shift();
+      if (value === undefined) return null;
+      argv[p.name] = value;
+    }
+  }
+  if (rest.length > 0) return null;
+  if (afterDashes !== undefined) {
+    if (!quick.positionals.some((p) => p.rest)) return null;
+    argv['--'] = afterDashes;
+  }
   return { ...argv, _: [word], $0: 'stasis' };
 }

@@ -22,30 +22,61 @@ export interface CommandSpec<P extends Positionals, F extends Flags> {
 }
 
 /**
- * The positionals' names when the command takes no options of its own and
- * only required plain-string positionals, named in order in its command
- * string (`info <id>`): cli.ts can then read its arguments without yargs.
+ * How cli.ts can read a command's plainest arguments without yargs (whose
+ * parser is most of a short command's own time): its positionals in order
+ * (the last may take the rest of the words), and the words of its simplest
+ * options. An option with a default, a coercion, choices, an array, or
+ * rules between options is not among them: a command line that uses one
+ * goes to yargs, as does anything else unusual.
  */
-function quickPositionals(spec: CommandSpec<Positionals, Flags>): string[] | undefined {
-  if (spec.options && Object.keys(spec.options).length > 0) return undefined;
-  const [, ...words] = spec.command.split(' ');
-  const names: string[] = [];
-  for (const word of words) {
-    const name = /^<([a-z]+)>$/.exec(word)?.[1];
-    const p = name === undefined ? undefined : spec.positionals?.[name];
-    if (p === undefined || p.type !== 'string' || p.demandOption !== true || p.array || p.coerce || p.choices) return undefined;
-    names.push(name!);
-  }
-  if (names.length !== Object.keys(spec.positionals ?? {}).length) return undefined;
-  return names;
+export interface QuickSpec {
+  positionals: { name: string; rest: boolean; required: boolean }[];
+  /** A boolean option's words (`--force`, `--no-force`, `-f`): the key and the value they set. */
+  flags: Record<string, [key: string, value: boolean]>;
+  /** A string option's words, each followed by its value: the key. */
+  values: Record<string, string>;
 }
 
-/** A yargs command module, and what cli.ts needs to read its arguments itself (see quickPositionals). */
-export type StasisCommand = CommandModule<GlobalArgs, any> & { quickPositionals?: string[] };
+function plainOption(o: Options): boolean {
+  return o.default === undefined && !o.coerce && !o.choices && !o.array && !o.count && !o.conflicts && !o.implies && !o.nargs;
+}
+
+function quickSpec(spec: CommandSpec<Positionals, Flags>): QuickSpec | undefined {
+  const [, ...words] = spec.command.split(' ');
+  const positionals: QuickSpec['positionals'] = [];
+  for (const [at, word] of words.entries()) {
+    const m = /^(<|\[)([a-z]+)(\.\.)?(>|\])$/.exec(word);
+    const p = m === null ? undefined : spec.positionals?.[m[2]];
+    if (m === null || p === undefined || p.type !== 'string' || p.coerce || p.choices || p.default !== undefined) return undefined;
+    const rest = m[3] !== undefined;
+    // A rest positional is the last one and an array; a plain one is required.
+    if (rest !== (p.array === true) || (rest && at !== words.length - 1) || (!rest && m[1] !== '<')) return undefined;
+    positionals.push({ name: m[2], rest, required: m[1] === '<' });
+  }
+  if (positionals.length !== Object.keys(spec.positionals ?? {}).length) return undefined;
+  // A required option is checked by yargs even when absent.
+  if (Object.values(spec.options ?? {}).some((o) => o.demandOption)) return undefined;
+  const flags: QuickSpec['flags'] = {};
+  const values: QuickSpec['values'] = {};
+  for (const [name, o] of Object.entries(spec.options ?? {})) {
+    if (!plainOption(o)) continue;
+    const aliases = (Array.isArray(o.alias) ? o.alias : o.alias === undefined ? [] : [o.alias]).map((a) => (a.length === 1 ? `-${a}` : `--${a}`));
+    if (o.type === 'boolean') {
+      for (const word of [`--${name}`, ...aliases]) flags[word] = [name, true];
+      flags[`--no-${name}`] = [name, false];
+    } else if (o.type === 'string' && o.requiresArg) {
+      for (const word of [`--${name}`, ...aliases]) values[word] = name;
+    }
+  }
+  return { positionals, flags, values };
+}
+
+/** A yargs command module, and what cli.ts needs to read its arguments itself (see QuickSpec). */
+export type StasisCommand = CommandModule<GlobalArgs, any> & { quick?: QuickSpec };
 
 export function defineCommand<P extends Positionals = {}, F extends Flags = {}>(spec: CommandSpec<P, F>): StasisCommand {
   return {
-    quickPositionals: quickPositionals(spec as CommandSpec<Positionals, Flags>),
+    quick: quickSpec(spec as CommandSpec<Positionals, Flags>),
     command: spec.command,
     describe: spec.describe,
     aliases: spec.aliases,
