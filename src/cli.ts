@@ -270,14 +270,16 @@ export function quickParse(args: string[], entry: CommandEntry, module: StasisCo
       argv[p.name] = rest.splice(0);
     } else {
       const value = rest.shift();
-      if (value === undefined) return null;
-      argv[p.name] = value;
+      if (value === undefined && p.required) return null;
+      if (value !== undefined) argv[p.name] = value;
     }
   }
   if (rest.length > 0) return null;
   if (afterDashes !== undefined) {
     if (!quick.positionals.some((p) => p.rest)) return null;
-    argv['--'] = afterDashes;
+    // yargs leaves out an empty list.
+    if (afterDashes.length > 0) argv['--'] = afterDashes;
   }
+  for (const [key, value] of Object.entries(quick.defaults)) if (!Object.hasOwn(argv, key)) set(key, value);
   return { ...argv, _: [word], $0: 'stasis' };
 }

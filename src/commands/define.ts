@@ -35,10 +35,12 @@ export interface QuickSpec {
   flags: Record<string, [key: string, value: boolean]>;
   /** A string option's words, each followed by its value: the key. */
   values: Record<string, string>;
+  /** What yargs sets for an option that is not given. */
+  defaults: Record<string, unknown>;
 }
 
 function plainOption(o: Options): boolean {
-  return o.default === undefined && !o.coerce && !o.choices && !o.array && !o.count && !o.conflicts && !o.implies && !o.nargs;
+  return !o.coerce && !o.choices && !o.array && !o.count && !o.conflicts && !o.implies && !o.nargs;
 }
 
 function quickSpec(spec: CommandSpec<Positionals, Flags>): QuickSpec | undefined {
@@ -49,16 +51,22 @@ function quickSpec(spec: CommandSpec<Positionals, Flags>): QuickSpec | undefined
     const p = m === null ? undefined : spec.positionals?.[m[2]];
     if (m === null || p === undefined || p.type !== 'string' || p.coerce || p.choices || p.default !== undefined) return undefined;
     const rest = m[3] !== undefined;
-    // A rest positional is the last one and an array; a plain one is required.
-    if (rest !== (p.array === true) || (rest && at !== words.length - 1) || (!rest && m[1] !== '<')) return undefined;
-    positionals.push({ name: m[2], rest, required: m[1] === '<' });
+    const required = m[1] === '<';
+    // A rest positional is the last one and an array; an optional one comes after every required one.
+    if (rest !== (p.array === true) || (rest && at !== words.length - 1)) return undefined;
+    if (required && positionals.some((q) => !q.required)) return undefined;
+    positionals.push({ name: m[2], rest, required });
   }
   if (positionals.length !== Object.keys(spec.positionals ?? {}).length) return undefined;
   // A required option is checked by yargs even when absent.
   if (Object.values(spec.options ?? {}).some((o) => o.demandOption)) return undefined;
   const flags: QuickSpec['flags'] = {};
   const values: QuickSpec['values'] = {};
+  const defaults: QuickSpec['defaults'] = {};
   for (const [name, o] of Object.entries(spec.options ?? {})) {
+    // An option of another kind with a default: yargs would fill it in its own way.
+    if (o.default !== undefined && !(plainOption(o) && (o.type === 'boolean' || o.type === 'string'))) return undefined;
+    if (o.default !== undefined) defaults[name] = o.default;
     if (!plainOption(o)) continue;
     const aliases = (Array.isArray(o.alias) ? o.alias : o.alias === undefined ? [] : [o.alias]).map((a) => (a.length === 1 ? `-${a}` : `--${a}`));
     if (o.type === 'boolean') {
@@ -68,7 +76,7 @@ function quickSpec(spec: CommandSpec<Positionals, Flags>): QuickSpec | undefined
       for (const word of [`--${name}`, ...aliases]) values[word] = name;
     }
   }
-  return { positionals, flags, values };
+  return { positionals, flags, values, defaults };
 }
 
 /** A yargs command module, and what cli.ts needs to read its arguments itself (see QuickSpec). */
