@@ -18,8 +18,13 @@ import type { CheckpointHost } from '../runtime/types.ts';
 // first touch (userfaultfd), the rest in the background, and exits when every
 // page is here.
 
-/** How long a lazy restore may take before it is ended (CRIU waits for ever on a daemon that went wrong). */
-const LAZY_RESTORE_TIMEOUT_MS = 120_000;
+/**
+ * How long a lazy restore may take before it is ended: CRIU waits for ever on
+ * a daemon that went wrong, and everything but the memory takes a second or
+ * two (a test's daemon killed at a busy moment once left one waiting for a
+ * minute, past the 120 s this was).
+ */
+const LAZY_RESTORE_TIMEOUT_MS = 30_000;
 
 export interface LazyRestore {
   warnings: string[];
@@ -108,6 +113,18 @@ function abortRestore(containerDir: string): void {
   }
 }
 
+/**
+ * abortRestore until the restore is over: the daemon can die before runc
+ * restore has started CRIU (a busy host), and that CRIU would then wait for
+ * ever on it.
+ */
+async function abortUntilDone(containerDir: string, restoring: () => boolean): Promise<void> {
+  while (restoring()) {
+    abortRestore(containerDir);
+    await sleep(50);
+  }
+}
+
 export async function restoreLazily(host: CheckpointHost, id: string, opts: RestoreOptions, port: number): Promise<LazyRestore> {
   // The daemon's log is kept where failed restores keep theirs (the container's folder goes when the restore fails); removed once every page is here.
   mkdirSync(host.logsDir, { recursive: true, mode: 0o700 });
@@ -123,7 +140,7 @@ export async function restoreLazily(host: CheckpointHost, id: string, opts: Rest
       daemon = started.child;
       exited = started.exited.then(({ code, signal }) => {
         // While runc restore still runs, a daemon gone wrong leaves CRIU's restore waiting for ever.
-        if (code !== 0 && restoring) abortRestore(containerDir);
+        if (code !== 0 && restoring) void abortUntilDone(containerDir, () => restoring);
         if (code === 0) rmSync(log, { force: true });
         return code === 0 ? { ok: true as const } : { ok: false as const, error: `criu lazy-pages ${signal ? `was killed by ${signal}` : `exited ${code}`} (its log: ${log})` };
       });
@@ -131,7 +148,7 @@ export async function restoreLazily(host: CheckpointHost, id: string, opts: Rest
       watchdog = setTimeout(() => {
         if (!restoring) return;
         started.child.kill('SIGKILL');
-        abortRestore(containerDir);
+        void abortUntilDone(containerDir, () => restoring);
       }, LAZY_RESTORE_TIMEOUT_MS);
     },
   }).finally(() => {
