@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processRunning } from '../host/procfs.ts';
+import { processRunning, processesWithArg } from '../host/procfs.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { ASIDE, hasSetAside, putBack, teardown } from './cleanup.ts';
 import type { RuntimeContext } from './context.ts';
@@ -44,7 +44,10 @@ async function finishInterruptedCreate(ctx: RuntimeContext, record: ContainerRec
   const { store } = ctx;
   const id = record.id;
   const deadline = Date.now() + MONITOR_WAIT_MS;
-  while (runningInit(ctx, id) === null && readExitFile(store, id) === null && monitorAlive(ctx, id) && Date.now() < deadline) await sleep(50);
+  // Before conmon has written its pid file it is not known as the monitor, but it (or the runc
+  // it started) names the container's folder in its arguments: still at work, waited for too.
+  const atWork = () => monitorAlive(ctx, id) || processesWithArg(store.containerDir(id)).length > 0;
+  while (runningInit(ctx, id) === null && readExitFile(store, id) === null && atWork() && Date.now() < deadline) await sleep(50);
   const pid = runningInit(ctx, id);
   if (pid !== null) {
     record.pid = pid;

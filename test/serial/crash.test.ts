@@ -5,7 +5,7 @@
 // no process, mount, cgroup or runc state behind.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -53,6 +53,28 @@ function runsUnfrozen(pid: number): boolean {
   return true;
 }
 
+/** What a failure message needs to tell whose fault it was: the record, the folder, runc's view, the freezer, what still runs. */
+function evidence(env: TestEnv, id: string, pid: number | null): string {
+  const dir = join(env.stateDir, 'containers', id);
+  const read = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim() : '(none)');
+  const runc = spawnSync('runc', ['--root', join(env.stateDir, 'runc'), 'state', id], { encoding: 'utf8' });
+  const working = spawnSync('sh', ['-c', `ps -eo pid,ppid,stat,args | grep -F -- '${dir}' | grep -v grep | cut -c1-200`], { encoding: 'utf8' }).stdout.trim();
+  let freezer = '(none)';
+  if (pid !== null && existsSync(`/proc/${pid}/cgroup`)) {
+    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1] === 'freezer');
+    if (line) freezer = read(`/sys/fs/cgroup/freezer${line.split(':')[2]}/freezer.state`);
+  }
+  return [
+    `record: ${read(join(dir, 'state.json')).replace(/\s+/g, ' ')}`,
+    `folder: ${existsSync(dir) ? readdirSync(dir).join(' ') : '(none)'}`,
+    `pid file: ${read(join(dir, 'pid'))}; conmon.pid: ${read(join(dir, 'conmon.pid'))}; exit: ${read(join(dir, 'exit'))}`,
+    `runc state: ${(runc.stdout || runc.stderr).replace(/\s+/g, ' ')}`,
+    `process ${pid}: ${pid === null ? '-' : read(`/proc/${pid}/stat`)}; freezer: ${freezer}`,
+    `at work on its folder:\n${working}`,
+    `journal: ${read(join(env.stateDir, 'events.jsonl')).split('\n').slice(-6).join('\n')}`,
+  ].join('\n');
+}
+
 /** ps agrees with the processes: running ones run and are not frozen, stopped ones have no process. */
 async function assertHonest(env: TestEnv, when: string): Promise<Listed[]> {
   // "creating" means a command holds the container's lock: conmon's exit hook may, for a moment.
@@ -62,7 +84,7 @@ async function assertHonest(env: TestEnv, when: string): Promise<Listed[]> {
     listed = await env.json(['ps']);
   }
   for (const c of listed) {
-    if (c.status === 'running') assert.ok(c.pid !== null && runsUnfrozen(c.pid), `${when}: ${c.id} is listed running but its process ${c.pid} is not running unfrozen`);
+    if (c.status === 'running') assert.ok(c.pid !== null && runsUnfrozen(c.pid), `${when}: ${c.id} is listed running but its process ${c.pid} is not running unfrozen\n${evidence(env, c.id, c.pid)}`);
     if (c.status === 'stopped') assert.equal(c.pid, null, `${when}: ${c.id} is stopped with a pid`);
     assert.notEqual(c.status, 'creating', `${when}: ${c.id} still "creating" with no command left`);
   }
@@ -110,7 +132,9 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
       [c] = (await assertHonest(env, `restore killed (round ${round})`)).filter((x) => x.id === id);
       if (c.status !== 'running') {
         // Not restored yet, or the create was cut short: the checkpoint is still there to restore.
-        assert.ok(c.checkpointed || /interrupted/.test(JSON.stringify(await env.json(['info', id]))), `restore killed (round ${round}): ${id} is ${c.status}`);
+        const evidenceNow = evidence(env, id, c.pid);
+        const info = JSON.stringify(await env.json(['info', id]));
+        assert.ok(c.checkpointed || /interrupted/.test(info), `restore killed (round ${round}): ${id} is ${c.status}\ninfo then: ${info}\n${evidenceNow}`);
         if (!c.checkpointed) {
           await env.ok(['delete', '-f', id]);
           const folders = readdirSync(join(env.checkpointDir, id)).filter((n) => !n.startsWith('.')).sort();
