@@ -204,7 +204,6 @@ export async function yargsParser(args: string[], entry: CommandEntry | undefine
   return parser;
 }
 
-
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /** The global options' words, as yargs reads them: `--state-dir X`; `--json`, `--no-json`, `-q`. */

@@ -25,9 +25,10 @@ export interface CommandSpec<P extends Positionals, F extends Flags> {
  * How cli.ts can read a command's plainest arguments without yargs (whose
  * parser is most of a short command's own time): its positionals in order
  * (the last may take the rest of the words), and the words of its simplest
- * options. An option with a default, a coercion, choices, an array, or
- * rules between options is not among them: a command line that uses one
- * goes to yargs, as does anything else unusual.
+ * boolean and string options (their defaults filled in as yargs does). An
+ * option with a coercion, choices, an array, or rules between options is not
+ * among them: a command line that uses one goes to yargs, as does anything
+ * else unusual.
  */
 export interface QuickSpec {
   positionals: { name: string; rest: boolean; required: boolean }[];

@@ -21,8 +21,8 @@ import type { CheckpointHost } from '../runtime/types.ts';
 /**
  * How long a lazy restore may take before it is ended: CRIU waits for ever on
  * a daemon that went wrong, and everything but the memory takes a second or
- * two (a test's daemon killed at a busy moment once left one waiting for a
- * minute, past the 120 s this was).
+ * two (with the 120 s this was, a test's daemon killed at a busy moment in CI
+ * left a move waiting past the test's minute).
  */
 const LAZY_RESTORE_TIMEOUT_MS = 30_000;
 
