@@ -126,15 +126,17 @@ export class StateStore {
     };
   }
 
-  /** Creates the state directory (mode 0700) if needed. */
+  /**
+   * Creates the state directory (mode 0700) and its folders if needed. Each
+   * folder is looked for: the first command in a new state directory, killed
+   * while making them, left some out (conmon then found no sockets folder).
+   */
   ensure(): void {
-    if (!existsSync(this.paths.containers)) {
-      // 0700 when we create it; an existing folder the user named keeps its mode.
-      mkdirSync(this.paths.root, { recursive: true, mode: 0o700 });
-      for (const dir of [this.paths.containers, this.paths.runcRoot, this.paths.sockets, this.paths.logs]) {
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-      }
-    }
+    const missing = [this.paths.containers, this.paths.runcRoot, this.paths.sockets, this.paths.logs].filter((dir) => !existsSync(dir));
+    if (missing.length === 0) return;
+    // 0700 when we create it; an existing folder the user named keeps its mode.
+    mkdirSync(this.paths.root, { recursive: true, mode: 0o700 });
+    for (const dir of missing) mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
   get lockRoot(): string {

@@ -2,7 +2,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, TestEnv, cgroupDir, cgroupLimit, eventually, mountedUnder, requires } from '../helpers.ts';
 
@@ -16,6 +16,19 @@ describe('run', { skip: requires(...CONTAINERS) }, () => {
     assert.equal(result.stdout, 'out\n');
     assert.equal(result.stderr, 'err\n');
     assert.deepEqual(env.containerIds(), [], '--rm removed it');
+  });
+
+  test('a state directory that a killed first command left half made (containers/ but no sockets/) still works', async () => {
+    const half = new TestEnv('run-half');
+    try {
+      mkdirSync(join(half.stateDir, 'containers'), { recursive: true, mode: 0o700 });
+      const result = await half.run(['run', '--rm', 'h1', '--', 'echo', 'ran']);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, 'ran\n');
+      assert.ok(existsSync(join(half.stateDir, 'sockets')));
+    } finally {
+      await half.cleanup();
+    }
   });
 
   test('a command that is not found exits 127, one that cannot run 126, and nothing is left', async () => {
