@@ -92,15 +92,19 @@ async function startDaemon(criu: string, containerDir: string, imagesDir: string
  * one; the cgroup mount CRIU left in the work folder is detached first.
  */
 function abortRestore(containerDir: string): void {
+  let killed = false;
   for (const runc of processesWithArg(containerDir).filter((pid) => readProcStat(pid)?.name === 'runc')) {
     for (const criu of childrenOf(runc)) {
       try {
         process.kill(criu, 'SIGKILL');
+        killed = true;
       } catch {
         // gone
       }
     }
   }
+  // Nothing ended, nothing left by it (abortUntilDone calls this every 50 ms).
+  if (!killed) return;
   let mounts = '';
   try {
     mounts = readFileSync('/proc/self/mountinfo', 'utf8');
