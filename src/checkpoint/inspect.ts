@@ -2,13 +2,15 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
-import { readCriuProcesses, type CriuProcesses } from './criu-creds.ts';
-import { decodeMessage, readImageEntries } from './criu-image.ts';
-import { readImageMounts, type ImageMount } from './criu-mounts.ts';
-import { validateCheckpointMeta } from './meta.ts';
-import { applyRestorePolicy, type RestorePolicyOptions } from './policy.ts';
-import { checkRestoredImages, type ImagePolicyOptions } from './policy-images.ts';
-import type { PolicyRefusal, TrustArea } from './trust.ts';
+import { readCriuProcesses, type CriuProcesses } from './criu/creds.ts';
+import { decodeMessage, readImageEntries } from './criu/images.ts';
+import { readImageMounts, type ImageMount } from './criu/mounts.ts';
+import { detectEngine, type Engine } from './format/engines.ts';
+import { FILES, hasCriuImages } from './format/layout.ts';
+import { validateCheckpointMeta } from './format/meta.ts';
+import { applyRestorePolicy, type RestorePolicyOptions } from './policy/spec.ts';
+import { checkRestoredImages, type ImagePolicyOptions } from './policy/processes.ts';
+import type { PolicyRefusal, TrustArea } from './policy/trust.ts';
 
 // What a checkpoint folder holds and what restoring it would ask for, without
 // restoring it: for `stasis checkpoint inspect`. Everything in the folder is
@@ -16,7 +18,6 @@ import type { PolicyRefusal, TrustArea } from './trust.ts';
 // never an exception (except for a folder that is not a checkpoint at all).
 // An archive is unpacked (with its entries checked) by the caller first.
 
-export type Engine = 'stasis' | 'podman' | 'cri-o' | 'containerd' | 'unknown';
 
 export interface InspectOptions {
   /** The policy to judge by; default: stasis's default spec for this container. */
@@ -95,38 +96,11 @@ function sizeOf(path: string): number {
   return readdirSync(path).reduce((total, name) => total + sizeOf(join(path, name)), 0);
 }
 
-/** Which engine wrote it (checkpointctl's rule, with stasis first: stasis also writes a CRI name annotation). */
-function guessEngine(dir: string, annotations: Record<string, unknown>, config: Record<string, unknown>): { engine: Engine; evidence: string[] } {
-  const manager = str(annotations['io.container.manager']);
-  const has = (prefix: string) => Object.keys(annotations).filter((key) => key.startsWith(prefix));
-  if (existsSync(join(dir, 'stasis.json'))) return { engine: 'stasis', evidence: ['stasis.json', ...(manager ? [`io.container.manager=${manager}`] : [])] };
-  if (manager === 'stasis') return { engine: 'stasis', evidence: ['io.container.manager=stasis'] };
-  if (manager === 'libpod') return { engine: 'podman', evidence: ['io.container.manager=libpod'] };
-  const crio = has('io.kubernetes.cri-o.');
-  if (manager === 'cri-o' || crio.length > 0) return { engine: 'cri-o', evidence: manager === 'cri-o' ? ['io.container.manager=cri-o'] : crio.slice(0, 3) };
-  const cri = has('io.kubernetes.cri.');
-  if (cri.length > 0 || existsSync(join(dir, 'status'))) return { engine: 'containerd', evidence: [...cri.slice(0, 3), ...(existsSync(join(dir, 'status')) ? ['status'] : [])] };
-  if (Object.keys(config).length > 0) return { engine: 'unknown', evidence: ['config.dump (no engine annotation)'] };
-  return { engine: 'unknown', evidence: [] };
-}
-
-function containerName(engine: Engine, annotations: Record<string, unknown>, config: Record<string, unknown>): string | null {
-  if (engine === 'cri-o') {
-    try {
-      const metadata = JSON.parse(String(annotations['io.kubernetes.cri-o.Metadata'] ?? ''));
-      if (isObject(metadata) && typeof metadata.name === 'string') return metadata.name;
-    } catch {
-      // fall through to the other names
-    }
-  }
-  return str(config.name) ?? str(annotations['io.kubernetes.cri.container-name']) ?? str(annotations['io.podman.annotations.checkpoint.name']);
-}
-
 /** Reports what the checkpoint folder `dir` holds and what restoring it would ask for. */
 export function inspectCheckpoint(dir: string, opts: InspectOptions = {}): CheckpointReport {
-  const images = join(dir, 'checkpoint');
-  if (!existsSync(join(images, 'inventory.img'))) {
-    throw new StasisError(`${dir} is not a checkpoint: it has no checkpoint/inventory.img`, {
+  const images = join(dir, FILES.images);
+  if (!hasCriuImages(dir)) {
+    throw new StasisError(`${dir} is not a checkpoint: it has no ${FILES.images}/${FILES.inventory}`, {
       hint: 'give the folder `stasis checkpoint` printed, or an archive it, podman or CRI-O exported',
     });
   }
@@ -137,7 +111,8 @@ export function inspectCheckpoint(dir: string, opts: InspectOptions = {}): Check
   const rawConfig = readJson(dir, 'config.dump', problems);
   const config = isObject(rawConfig) ? rawConfig : {};
   const annotations = isObject(spec.annotations) ? spec.annotations : {};
-  const { engine, evidence } = guessEngine(dir, annotations, config);
+  const detected = detectEngine(dir);
+  const { engine, evidence } = detected;
 
   // stasis.json, checked as restore checks it.
   const rawMeta = readJson(dir, 'stasis.json', problems);
@@ -253,7 +228,7 @@ export function inspectCheckpoint(dir: string, opts: InspectOptions = {}): Check
     path: dir,
     engine,
     engineEvidence: evidence,
-    container: { id, name: containerName(engine, annotations, config) },
+    container: { id, name: detected.name ?? null },
     command,
     createdAt: str(config.createdTime) ?? str(annotations['io.kubernetes.cri-o.Created']),
     checkpointedAt: meta?.checkpointedAt ?? str(looseMeta.checkpointedAt) ?? str(config.checkpointedTime),

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../errors.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
-import { IMAGES_DIR, META_FILE, STATS_FILE } from './image.ts';
+import { META_FILE, STATS_FILE, hasCriuImages } from './format/layout.ts';
 
 /** How long a runc that a killed stasis was starting can take to become runc. */
 const RUNC_SETTLE_MS = 200;
@@ -29,7 +29,7 @@ export async function recoverCheckpoint(host: CheckpointHost, record: ContainerR
   await host.waitForPause(record.id);
   if (work !== null) await host.waitForDumpers(work.workDir);
   // CRIU writes its statistics into its work folder (the checkpoint folder) when the dump has succeeded.
-  const completeIn = (dir: string) => existsSync(join(dir, STATS_FILE)) && existsSync(join(dir, IMAGES_DIR, 'inventory.img')) && existsSync(join(dir, META_FILE));
+  const completeIn = (dir: string) => existsSync(join(dir, STATS_FILE)) && hasCriuImages(dir) && existsSync(join(dir, META_FILE));
   const complete = work !== null && completeIn(work.workDir);
   // Killed after the rename and before the record was saved: the final folder is the checkpoint.
   const renamed = work !== null && !existsSync(work.workDir) && completeIn(work.finalPath);

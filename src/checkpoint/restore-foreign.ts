@@ -2,14 +2,14 @@ import { join } from 'node:path';
 import { EXIT_USAGE, StasisError } from '../errors.ts';
 import { checkRootfsDir } from '../runtime/create-plan.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
-import { engineFileMounts, engineFiles } from './engine-files.ts';
-import { describeEngine, type EngineInfo, type ForeignMeta } from './formats/engines.ts';
-import { withoutNamespacePaths, type ForeignSpec } from './formats/spec-parts.ts';
-import { IMAGES_DIR, SPEC_FILE } from './image.ts';
-import { validateDescriptors } from './meta.ts';
-import { restoreSpec, type RestoreOptions, type RestoreParts } from './restore-parts.ts';
-import { readCheckpointJson } from './restore-source.ts';
-import { GRANT_FLAGS } from './trust.ts';
+import { engineFileMounts, engineFiles } from './format/engine-files.ts';
+import { describeEngine, type EngineInfo, type ForeignMeta } from './format/engines.ts';
+import { withoutNamespacePaths, type ForeignSpec } from './format/engine-spec.ts';
+import { IMAGES_DIR, SPEC_FILE } from './format/layout.ts';
+import { validateDescriptors } from './format/meta.ts';
+import { restoreSpec, type RestoreOptions, type RestoreParts } from './restore-inputs.ts';
+import { readCheckpointJson } from './source.ts';
+import { GRANT_FLAGS } from './policy/trust.ts';
 
 // A checkpoint of podman, CRI-O or containerd, restored here (the formats are
 // in docs/engine-formats.md). It is untrusted, always: its spec goes through

@@ -5,27 +5,27 @@ import { bundleBase, checkRootfsDir, defaultRootfs } from '../runtime/create-pla
 import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { validateId } from '../state/ids.ts';
-import { keepLog, withCriuLog } from './criu-log.ts';
-import { SHM_TAR, engineFileMounts, engineFiles, makeEngineFiles, ownEngineMounts } from './engine-files.ts';
-import { rootDirMode } from './formats/criu-images.ts';
-import { detectEngine, foreignMeta, type EngineInfo } from './formats/engines.ts';
-import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from './formats/layer.ts';
-import type { ForeignSpec } from './formats/spec-parts.ts';
-import { IMAGES_DIR, LOG_FILE, SPEC_FILE, readCriuStats, type CheckpointMeta } from './image.ts';
-import { chooseRestoreBase, readMeta, restoreArgsFor, validateDescriptors } from './meta.ts';
+import { keepLog, withCriuLog } from './criu/log.ts';
+import { SHM_TAR, engineFileMounts, engineFiles, makeEngineFiles, ownEngineMounts } from './format/engine-files.ts';
+import { rootDirMode } from './criu/inventory.ts';
+import { detectEngine, foreignMeta, type EngineInfo } from './format/engines.ts';
+import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from './archive/layer.ts';
+import type { ForeignSpec } from './format/engine-spec.ts';
+import { DELETED_FILES, DIFF_TAR, IMAGES_DIR, LOG_FILE, SPEC_FILE, readCriuStats, type CheckpointMeta } from './format/layout.ts';
+import { chooseRestoreBase, readMeta, restoreArgsFor, validateDescriptors } from './format/meta.ts';
 import { foreignParts } from './restore-foreign.ts';
-import { notRestorable, restoreSpec, type LayerSource, type RestoreOptions, type RestoreParts } from './restore-parts.ts';
-import { UNPACK_LIMIT_BYTES, openCheckpoint, readCheckpointJson, type OpenedCheckpoint } from './restore-source.ts';
-import { signedHere } from './signature.ts';
-import { DELETED_FILES, DIFF_TAR, applyDeletions, changedBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
-import { extractTar, readTarEntries } from './tar.ts';
+import { notRestorable, restoreSpec, type LayerSource, type RestoreOptions, type RestoreParts } from './restore-inputs.ts';
+import { UNPACK_LIMIT_BYTES, openCheckpoint, readCheckpointJson, type OpenedCheckpoint } from './source.ts';
+import { signedHere } from './policy/signature.ts';
+import { applyDeletions, changedBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
+import { extractTar, readTarEntries } from './archive/tar.ts';
 
 // A restore, as containerd's first one did it: through create, with the
 // checkpoint's images handed to runc (`runc restore` run by conmon) and the
 // writable layer put back underneath. The checkpoint may be stasis's own or
 // another engine's (restore-foreign.ts); both become the same RestoreParts.
 
-export type { RestoreOptions } from './restore-parts.ts';
+export type { RestoreOptions } from './restore-inputs.ts';
 
 /** The CRIU configuration file restore writes in the container's folder, and the spec annotation that names it to runc. */
 const CRIU_CONFIG_FILE = 'criu-restore.conf';

@@ -2,15 +2,14 @@ import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, rmSync,
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
-import { createListedToFile } from './gnu-tar.ts';
+import { createListedToFile } from './archive/gnu-tar.ts';
+import { DELETED_FILES, DIFF_TAR, type BaseFile } from './format/layout.ts';
 
 // The writable layer a checkpoint carries, in the layout podman and CRI-O use:
 // rootfs-diff.tar holds files added or changed (the overlay upper layer minus
 // its whiteouts) and deleted.files lists, as a JSON array, the paths the
 // container deleted from the read-only base.
 
-export const DIFF_TAR = 'rootfs-diff.tar';
-export const DELETED_FILES = 'deleted.files';
 
 /** Walks the upper layer: every entry to archive, and every deleted path. */
 function walkUpper(upperDir: string): { entries: string[]; deleted: string[] } {
@@ -113,13 +112,6 @@ export function rootfsManifest(rootfsDir: string): string[] {
   return lines;
 }
 
-/** A file of the base that the checkpointed processes had mapped or open, as it was then. */
-export interface BaseFile {
-  /** Inside the container, absolute. */
-  path: string;
-  size: number;
-  sha256: string;
-}
 
 /** The device number as /proc/PID/maps writes it (hex major:minor). */
 function mapsDevice(dev: number): string {

@@ -2,7 +2,7 @@ import { rmSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { formatInspectReport, inspectCheckpoint } from '../checkpoint/inspect.ts';
-import { unpackArchive } from '../checkpoint/restore-source.ts';
+import { unpackArchive } from '../checkpoint/source.ts';
 import { isJson, printJson } from '../output/print.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 

@@ -1,8 +1,8 @@
 import { StasisError, errorMessage, usageError } from '../errors.ts';
-import { exportTarget } from '../checkpoint/export.ts';
-import { COMPRESSIONS, type Compression } from '../checkpoint/tar.ts';
-import { parseImageRef } from '../checkpoint/formats/oci-layout.ts';
-import { criuStatsLines } from '../checkpoint/stats.ts';
+import { exportTarget } from '../checkpoint/archive/export.ts';
+import { COMPRESSIONS, type Compression } from '../checkpoint/archive/tar.ts';
+import { parseImageRef } from '../checkpoint/oci/layout.ts';
+import { criuStatsLines } from '../checkpoint/criu/stats.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { CheckpointOptions } from '../runtime/types.ts';

@@ -67,7 +67,7 @@ export function runtimeFrom(argv: GlobalArgs): Runtime {
     flock: which('flock'),
   }, {
     checkpoint: {
-      checkpoint: async (host, id, opts, progress) => (await import('../checkpoint/checkpoint.ts')).checkpointContainer(host, id, opts, progress),
+      checkpoint: async (host, id, opts, progress) => (await import('../checkpoint/dump.ts')).checkpointContainer(host, id, opts, progress),
       recover: async (host, record) => (await import('../checkpoint/recover.ts')).recoverCheckpoint(host, record),
     },
   });

@@ -1,10 +1,10 @@
 import { resolve } from 'node:path';
 import { EXIT_USAGE, usageError } from '../errors.ts';
-import type { UserMount } from '../checkpoint/policy.ts';
-import { TRUST_AREAS, type Trust, type TrustArea } from '../checkpoint/trust.ts';
+import type { UserMount } from '../checkpoint/format/engine-spec.ts';
+import { TRUST_AREAS, type Trust, type TrustArea } from '../checkpoint/policy/trust.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
-import type { CheckpointSource } from '../checkpoint/restore-source.ts';
-import { criuStatsLines } from '../checkpoint/stats.ts';
+import type { CheckpointSource } from '../checkpoint/source.ts';
+import { criuStatsLines } from '../checkpoint/criu/stats.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';

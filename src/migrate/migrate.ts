@@ -1,16 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
-import { checkpointHeld } from '../checkpoint/checkpoint.ts';
-import { decodeMessage, readImageEntries } from '../checkpoint/criu-image.ts';
-import { keepLog } from '../checkpoint/criu-log.ts';
-import { IMAGES_DIR, LOG_FILE, STATS_FILE } from '../checkpoint/image.ts';
-import type { UserMount } from '../checkpoint/policy.ts';
+import { checkpointHeld } from '../checkpoint/dump.ts';
+import { lazyPageBytes } from '../checkpoint/criu/pagemap.ts';
+import { keepLog } from '../checkpoint/criu/log.ts';
+import { IMAGES_DIR, LOG_FILE, STATS_FILE } from '../checkpoint/format/layout.ts';
+import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
-import type { Trust } from '../checkpoint/trust.ts';
+import type { Trust } from '../checkpoint/policy/trust.ts';
 import type { RunResult } from '../host/spawn.ts';
 import { lazyPageServerProblem } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
@@ -76,29 +76,6 @@ function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
-}
-
-/**
- * The bytes of memory a lazy dump left to be pulled: the pages its pagemap
- * images mark lazy (pagemap_entry: nr_pages, or compat_nr_pages; flags PE_LAZY), or null.
- */
-function lazyPageBytes(imagesDir: string): number | null {
-  const PE_LAZY = 1 << 1;
-  let pages = 0;
-  try {
-    for (const name of readdirSync(imagesDir).filter((n) => /^pagemap-\d+\.img$/.test(n))) {
-      const path = join(imagesDir, name);
-      // The first entry is the pagemap_head.
-      for (const entry of readImageEntries(path, 'pagemap').slice(1)) {
-        const message = decodeMessage(entry, path, 'pagemap_entry');
-        if (((message.uint32(4) ?? 0) & PE_LAZY) === 0) continue;
-        pages += Number(message.uint64(5) ?? BigInt(message.uint32(2) ?? 0));
-      }
-    }
-  } catch {
-    return null;
-  }
-  return pages * 4096;
 }
 
 /**

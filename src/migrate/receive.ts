@@ -2,12 +2,13 @@ import { existsSync, readdirSync, renameSync, rmSync, statSync, writeSync } from
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
-import type { UserMount } from '../checkpoint/policy.ts';
+import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
-import { UNPACK_LIMIT_BYTES } from '../checkpoint/restore-source.ts';
-import { changedBaseFiles, fingerprintOf, rootfsManifest, type BaseFile } from '../checkpoint/rootfs-diff.ts';
-import { extractTar } from '../checkpoint/tar.ts';
-import type { Trust } from '../checkpoint/trust.ts';
+import { UNPACK_LIMIT_BYTES } from '../checkpoint/source.ts';
+import type { BaseFile } from '../checkpoint/format/layout.ts';
+import { changedBaseFiles, fingerprintOf, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
+import { extractTar } from '../checkpoint/archive/tar.ts';
+import type { Trust } from '../checkpoint/policy/trust.ts';
 import { criuFeature } from '../runtime/criu.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { StasisError, errorMessage } from '../errors.ts';
-import { pipeTar } from '../checkpoint/tar.ts';
+import { pipeTar } from '../checkpoint/archive/tar.ts';
 import { finished, type Peer } from './peer.ts';
 
 // What a move sends besides its control channel: a folder (the checkpoint,

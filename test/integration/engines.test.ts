@@ -3,10 +3,10 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { describeEngine, detectEngine, foreignMeta } from '../../src/checkpoint/formats/engines.ts';
-import { parseProcLimits } from '../../src/checkpoint/trust.ts';
-import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
-import { createTar, extractTar } from '../../src/checkpoint/tar.ts';
+import { describeEngine, detectEngine, foreignMeta } from '../../src/checkpoint/format/engines.ts';
+import { parseProcLimits } from '../../src/checkpoint/policy/trust.ts';
+import { readCheckpointImage } from '../../src/checkpoint/oci/image.ts';
+import { createTar, extractTar } from '../../src/checkpoint/archive/tar.ts';
 import { ROOTFS, TestEnv, counterAdvances, eventually, lastCount, pipeline } from '../helpers.ts';
 import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff, writeContainerdFiles, writeCrioFiles } from '../fixtures/engines/build.ts';
 

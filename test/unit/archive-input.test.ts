@@ -3,9 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { createReadStream, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { compressionForPath, compressionFromMagic } from '../../src/checkpoint/archive-format.ts';
-import { formatBytes, SPARE_BYTES, UnpackRoom } from '../../src/checkpoint/archive-input.ts';
-import { extractTar } from '../../src/checkpoint/tar.ts';
+import { compressionForPath, compressionFromMagic } from '../../src/checkpoint/archive/format.ts';
+import { formatBytes, SPARE_BYTES, UnpackRoom } from '../../src/checkpoint/archive/input.ts';
+import { extractTar } from '../../src/checkpoint/archive/tar.ts';
 import { assertNothingLeft, freshDir, gnuTar, makeTestRoot, removeTestRoot } from './tar-fixtures.ts';
 
 before(() => makeTestRoot('archive-input-test'));

@@ -1,12 +1,12 @@
-// checkpoint over a fake runc (and so a fake CRIU): src/checkpoint/checkpoint.ts through the CheckpointHost port.
+// checkpoint over a fake runc (and so a fake CRIU): src/checkpoint/dump.ts through the CheckpointHost port.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { readCheckpointImage } from '../../src/checkpoint/oci-image.ts';
-import { readTarEntries } from '../../src/checkpoint/tar.ts';
-import { checkpointHeld } from '../../src/checkpoint/checkpoint.ts';
+import { readCheckpointImage } from '../../src/checkpoint/oci/image.ts';
+import { readTarEntries } from '../../src/checkpoint/archive/tar.ts';
+import { checkpointHeld } from '../../src/checkpoint/dump.ts';
 import type { CheckpointOptions } from '../../src/runtime/types.ts';
 import { FakeHost, flagValue, rejection, runcError, writeCriuDump, type Call } from './fakes.ts';
 

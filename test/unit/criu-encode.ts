@@ -1,6 +1,6 @@
 // A minimal protobuf encoder and CRIU image writer for tests: enough to craft
 // images (or re-encode real ones with a field changed) for the image readers.
-import { decodeMessage, IMAGE_MAGIC, IMG_COMMON_MAGIC, type ImageKind } from '../../src/checkpoint/criu-image.ts';
+import { decodeMessage, IMAGE_MAGIC, IMG_COMMON_MAGIC, type ImageKind } from '../../src/checkpoint/criu/images.ts';
 
 export type Value = number | bigint | boolean | string | Buffer | Field[] | { fixed: Buffer };
 export type Field = [number, Value];

@@ -3,13 +3,13 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { criuOptionsFromImages, imageEntries, protoFields, rootDirMode, rootTaskPid, withRootDirMode } from '../../src/checkpoint/formats/criu-images.ts';
-import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from '../../src/checkpoint/formats/layer.ts';
-import { engineFiles, makeEngineFiles, ownEngineMounts, safeBindOptions } from '../../src/checkpoint/engine-files.ts';
-import { exportTarget } from '../../src/checkpoint/export.ts';
-import { criuStatsLines } from '../../src/checkpoint/stats.ts';
+import { criuOptionsFromImages, imageEntries, protoFields, rootDirMode, rootTaskPid, withRootDirMode } from '../../src/checkpoint/criu/inventory.ts';
+import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from '../../src/checkpoint/archive/layer.ts';
+import { engineFiles, makeEngineFiles, ownEngineMounts, safeBindOptions } from '../../src/checkpoint/format/engine-files.ts';
+import { exportTarget } from '../../src/checkpoint/archive/export.ts';
+import { criuStatsLines } from '../../src/checkpoint/criu/stats.ts';
 import type { StasisError } from '../../src/errors.ts';
-import { classifyMounts, joinedNamespaces, privateFileContent, withoutNamespacePaths } from '../../src/checkpoint/formats/spec-parts.ts';
+import { classifyMounts, joinedNamespaces, privateFileContent, withoutNamespacePaths } from '../../src/checkpoint/format/engine-spec.ts';
 import { image, proto, writeCriuImages } from '../fixtures/engines/build.ts';
 
 let root: string;

@@ -9,12 +9,12 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, cpSync, createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { restoreContainer } from '../../src/checkpoint/restore.ts';
-import { writeCheckpointImage } from '../../src/checkpoint/oci-image.ts';
-import { createTar } from '../../src/checkpoint/tar.ts';
+import { writeCheckpointImage } from '../../src/checkpoint/oci/image.ts';
+import { createTar } from '../../src/checkpoint/archive/tar.ts';
 import type { CheckpointOptions } from '../../src/runtime/types.ts';
 import { writeContainerdDiff, writeCriuImages } from '../fixtures/engines/build.ts';
-import { RLIMIT_NAMES } from '../../src/checkpoint/criu-creds.ts';
-import { readHostRlimits } from '../../src/checkpoint/trust.ts';
+import { RLIMIT_NAMES } from '../../src/checkpoint/criu/creds.ts';
+import { readHostRlimits } from '../../src/checkpoint/policy/trust.ts';
 import { syntheticImages } from './criu-encode.ts';
 import { FakeHost, flagValue, rejection, writeCriuDump } from './fakes.ts';
 
@@ -100,7 +100,7 @@ describe('restore of another engine\'s checkpoint (fake runc, conmon and CRIU; r
     const result = await restoreContainer(host.runtime, undefined, { checkpoint: dir, base: { kind: 'overlay', dir: base } });
     assert.equal(result.container.id, 'ix1', "podman's name");
     assert.equal(result.trusted, false);
-    assert.deepEqual(result.engine, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis' });
+    assert.deepEqual(result.engine, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis', evidence: ['io.container.manager=libpod'] });
     assert.equal(result.container.restoredFrom, dir);
     const containerDir = host.containerDir('ix1');
     const files = join(containerDir, 'engine-files');

@@ -3,9 +3,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { describeEngine, detectEngine, foreignMeta, idFromName, parseKubeletArchiveName } from '../../src/checkpoint/formats/engines.ts';
-import { layerWhiteouts } from '../../src/checkpoint/formats/layer.ts';
-import { readTarEntries } from '../../src/checkpoint/tar.ts';
+import { describeEngine, detectEngine, foreignMeta, idFromName, parseKubeletArchiveName } from '../../src/checkpoint/format/engines.ts';
+import { layerWhiteouts } from '../../src/checkpoint/archive/layer.ts';
+import { readTarEntries } from '../../src/checkpoint/archive/tar.ts';
 import { POD, containerdSpec, crioSpec, writeContainerdDiff, writeContainerdFiles, writeCriuImages, writeCrioFiles, writePodmanFolder } from '../fixtures/engines/build.ts';
 
 // The podman folder is a real podman 4.3.1 export's file list and metadata
@@ -47,17 +47,31 @@ describe('detectEngine', () => {
     const dir = fresh('podman');
     writePodmanFolder(dir);
     const info = detectEngine(dir);
-    assert.deepEqual(info, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis' });
+    assert.deepEqual(info, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis', evidence: ['io.container.manager=libpod'] });
     assert.equal(describeEngine(info), 'made by podman, container ix1 (image localhost/busybox:stasis)');
     assert.equal(describeEngine(detectEngine(dir, { annotations: { 'io.podman.annotations.checkpoint.podman.version': '4.3.1' } })), 'made by podman 4.3.1, container ix1 (image localhost/busybox:stasis)');
   });
 
   test('CRI-O: the name is io.kubernetes.cri-o.Metadata\'s, not config.dump\'s k8s_… name', () => {
-    assert.deepEqual(detectEngine(crioFolder()), { engine: 'cri-o', name: 'counter', image: POD.image });
+    const { evidence, ...info } = detectEngine(crioFolder());
+    assert.deepEqual(info, { engine: 'cri-o', name: 'counter', image: POD.image });
+    assert.deepEqual(evidence, ['io.container.manager=cri-o']);
+  });
+
+  test('CRI-O without its manager annotation is still CRI-O (its own annotations say so): inspect and restore agree', () => {
+    const dir = crioFolder();
+    const spec = JSON.parse(readFileSync(join(dir, 'spec.dump'), 'utf8'));
+    delete spec.annotations['io.container.manager'];
+    writeFileSync(join(dir, 'spec.dump'), JSON.stringify(spec));
+    const info = detectEngine(dir);
+    assert.equal(info.engine, 'cri-o');
+    assert.ok(info.evidence.length > 0 && info.evidence.every((key) => key.startsWith('io.kubernetes.cri-o.')), info.evidence.join());
   });
 
   test('containerd: no manager, CRI annotations and its status files', () => {
-    assert.deepEqual(detectEngine(containerdFolder()), { engine: 'containerd', name: 'counter', image: POD.image });
+    const { evidence, ...info } = detectEngine(containerdFolder());
+    assert.deepEqual(info, { engine: 'containerd', name: 'counter', image: POD.image });
+    assert.ok(evidence.some((e) => e.startsWith('io.kubernetes.cri.')), evidence.join());
   });
 
   test('stasis: stasis.json', () => {
@@ -65,7 +79,7 @@ describe('detectEngine', () => {
     writeCriuImages(join(dir, 'checkpoint'), { rootMode: 0o755 });
     writeFileSync(join(dir, 'stasis.json'), JSON.stringify({ format: 1, id: 'web', rootfs: { base: '/srv/base' } }));
     writeFileSync(join(dir, 'spec.dump'), JSON.stringify({ process: { args: ['sh'] }, annotations: { 'io.container.manager': 'stasis' } }));
-    assert.deepEqual(detectEngine(dir), { engine: 'stasis', name: 'web', image: '/srv/base' });
+    assert.deepEqual(detectEngine(dir), { engine: 'stasis', name: 'web', image: '/srv/base', evidence: ['stasis.json', 'io.container.manager=stasis'] });
   });
 
   test('what is not a restorable container checkpoint says what it is', () => {

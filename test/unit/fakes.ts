@@ -13,7 +13,7 @@ import { planCreate, type CreateOptions } from '../../src/runtime/create-plan.ts
 import { Runtime } from '../../src/runtime/runtime.ts';
 import type { ProvisionPlan } from '../../src/runtime/types.ts';
 import type { ContainerRecord } from '../../src/state/store.ts';
-import { checkpointContainer } from '../../src/checkpoint/checkpoint.ts';
+import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { syntheticImages } from './criu-encode.ts';
 import { recoverCheckpoint } from '../../src/checkpoint/recover.ts';
 

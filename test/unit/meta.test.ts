@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CheckpointMetaError, chooseRestoreBase, restoreArgsFor, validateCheckpointMeta, validateDescriptors } from '../../src/checkpoint/meta.ts';
-import type { CheckpointMeta } from '../../src/checkpoint/image.ts';
+import { CheckpointMetaError, chooseRestoreBase, restoreArgsFor, validateCheckpointMeta, validateDescriptors } from '../../src/checkpoint/format/meta.ts';
+import type { CheckpointMeta } from '../../src/checkpoint/format/layout.ts';
 import { StasisError } from '../../src/errors.ts';
 
 /** What checkpoint.ts writes for `checkpoint c1 --tcp-established`. */

@@ -4,9 +4,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { rootDirMode } from '../../src/checkpoint/formats/criu-images.ts';
-import { MEDIA, blobPath, parseImageRef, sha256 } from '../../src/checkpoint/formats/oci-layout.ts';
-import { readCheckpointImage, writeCheckpointImage } from '../../src/checkpoint/oci-image.ts';
+import { rootDirMode } from '../../src/checkpoint/criu/inventory.ts';
+import { MEDIA, blobPath, parseImageRef, sha256 } from '../../src/checkpoint/oci/layout.ts';
+import { readCheckpointImage, writeCheckpointImage } from '../../src/checkpoint/oci/image.ts';
 import { writeCriuImages } from '../fixtures/engines/build.ts';
 
 let root: string;

@@ -11,7 +11,7 @@ import { parseLogLine, tailRecords } from '../../src/runtime/logs.ts';
 import { runcMessage } from '../../src/runtime/runc.ts';
 import { classifyExecFailure } from '../../src/runtime/exec-errors.ts';
 import { applyDeletions } from '../../src/checkpoint/rootfs-diff.ts';
-import { criuErrors } from '../../src/checkpoint/criu-log.ts';
+import { criuErrors } from '../../src/checkpoint/criu/log.ts';
 
 import { StasisError } from '../../src/errors.ts';
 

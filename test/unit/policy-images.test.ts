@@ -3,12 +3,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { capabilityExcess, readCriuProcesses, type RlimitValue } from '../../src/checkpoint/criu-creds.ts';
-import { CriuImageError, splitImageEntries, decodeMessage } from '../../src/checkpoint/criu-image.ts';
-import { readImageMounts } from '../../src/checkpoint/criu-mounts.ts';
-import { applyRestorePolicy } from '../../src/checkpoint/policy.ts';
-import { checkCriuImages, type ImagePolicyOptions } from '../../src/checkpoint/policy-images.ts';
-import type { PolicyRefusal } from '../../src/checkpoint/trust.ts';
+import { capabilityExcess, readCriuProcesses, type RlimitValue } from '../../src/checkpoint/criu/creds.ts';
+import { CriuImageError, splitImageEntries, decodeMessage } from '../../src/checkpoint/criu/images.ts';
+import { readImageMounts } from '../../src/checkpoint/criu/mounts.ts';
+import { applyRestorePolicy } from '../../src/checkpoint/policy/spec.ts';
+import { checkCriuImages, type ImagePolicyOptions } from '../../src/checkpoint/policy/processes.ts';
+import type { PolicyRefusal } from '../../src/checkpoint/policy/trust.ts';
 import { defaultSpec, type OciSpec } from '../../src/runtime/spec.ts';
 import { encode, FSTYPE, imageFile, stasisMounts, syntheticImages, type SyntheticImages, type SyntheticMount } from './criu-encode.ts';
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { applyRestorePolicy, type RestorePolicyOptions } from '../../src/checkpoint/policy.ts';
-import { CheckpointSpecError } from '../../src/checkpoint/spec-shape.ts';
-import { parseProcLimits, RestorePolicyError, type PolicyRefusal } from '../../src/checkpoint/trust.ts';
-import type { RlimitValue } from '../../src/checkpoint/criu-creds.ts';
+import { applyRestorePolicy, type RestorePolicyOptions } from '../../src/checkpoint/policy/spec.ts';
+import { CheckpointSpecError } from '../../src/checkpoint/policy/shape.ts';
+import { parseProcLimits, RestorePolicyError, type PolicyRefusal } from '../../src/checkpoint/policy/trust.ts';
+import type { RlimitValue } from '../../src/checkpoint/criu/creds.ts';
 import { defaultSpec, type OciSpec } from '../../src/runtime/spec.ts';
 
 // The spec.dump stasis writes for `run -d c1 -- sleep 1000`: its default spec with

@@ -3,9 +3,9 @@ import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileS
 import path from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { compressionFromMagic } from '../../src/checkpoint/archive-format.ts';
-import { createListedToFile } from '../../src/checkpoint/gnu-tar.ts';
-import { COMPRESSIONS, createTar, extractTar, readTarEntries } from '../../src/checkpoint/tar.ts';
+import { compressionFromMagic } from '../../src/checkpoint/archive/format.ts';
+import { createListedToFile } from '../../src/checkpoint/archive/gnu-tar.ts';
+import { COMPRESSIONS, createTar, extractTar, readTarEntries } from '../../src/checkpoint/archive/tar.ts';
 import { COMPRESSED_FORMATS, freshDir, gnuArchive, listTree, makeTestRoot, makeTree, rawTar, removeTestRoot, treeNames } from './tar-fixtures.ts';
 
 before(() => makeTestRoot('tar-create-test'));

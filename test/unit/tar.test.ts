@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { extractTar, type ExtractOptions } from '../../src/checkpoint/tar.ts';
+import { extractTar, type ExtractOptions } from '../../src/checkpoint/archive/tar.ts';
 import {
   assertNothingLeft, COMPRESSED_FORMATS, freshDir, gnuArchive, gnuTar, listTree, makeTestRoot, makeTree, paxRecord, rawHeader,
   rawTar, removeTestRoot, testRoot, treeNames, unusedPath, withChecksum, writeRawTar, type RawEntry,

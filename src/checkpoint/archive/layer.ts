@@ -1,6 +1,6 @@
 import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TarEntry } from '../tar.ts';
+import type { TarEntry } from './tar.ts';
 
 // Putting another engine's rootfs-diff.tar into a stasis writable layer.
 

@@ -1,4 +1,4 @@
-import { CheckpointSpecError, clone, isAbsolutePath, isObject, isString } from './spec-shape.ts';
+import { CheckpointSpecError, clone, isAbsolutePath, isObject, isString } from './shape.ts';
 import { trusts, type Trust, type TrustArea } from './trust.ts';
 
 // The restore policy for the linux section of a checkpoint's spec: namespaces, devices

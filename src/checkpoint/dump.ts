@@ -6,14 +6,15 @@ import { runcMessage } from '../runtime/runc.ts';
 import type { RunResult } from '../host/spawn.ts';
 import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
-import { keepLog, timestampName, withCriuLog } from './criu-log.ts';
-import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './image.ts';
+import { keepLog, withCriuLog } from './criu/log.ts';
+import { timestampName } from '../host/clock.ts';
+import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './format/layout.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
-import { ENGINE_FILES_DIR, SHM_TAR } from './engine-files.ts';
-import { ROOTFS_FILES, exportTarget, exportToFile, exportToStream, type ExportTarget } from './export.ts';
-import { checkImageTarget, writeCheckpointImage } from './oci-image.ts';
-import { signCheckpoint } from './signature.ts';
-import { createTar } from './tar.ts';
+import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
+import { ROOTFS_FILES, exportTarget, exportToFile, exportToStream, type ExportTarget } from './archive/export.ts';
+import { checkImageTarget, writeCheckpointImage } from './oci/image.ts';
+import { signCheckpoint } from './policy/signature.ts';
+import { createTar } from './archive/tar.ts';
 
 // A checkpoint, as containerd's first one did it: freeze the container, take
 // its writable layer and spec with the memory, dump with CRIU through runc,

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { StasisError } from '../errors.ts';
-import type { RlimitValue } from './criu-creds.ts';
+import { StasisError } from '../../errors.ts';
+import type { RlimitValue } from '../criu/creds.ts';
 
 // The trust model of a restore: the areas in which a checkpoint can ask for more than
 // stasis's restore policy, how such an excess is refused and granted, and this host's

@@ -7,7 +7,7 @@
 import { once } from 'node:events';
 import { open, statfs } from 'node:fs/promises';
 import { PassThrough, Readable } from 'node:stream';
-import { compressionFromMagic, decompressor, describeDecompressError, MAGIC_LENGTH, type Compression } from './archive-format.ts';
+import { compressionFromMagic, decompressor, describeDecompressError, MAGIC_LENGTH, type Compression } from './format.ts';
 
 const CHUNK_SIZE = 1024 * 1024;
 

@@ -3,10 +3,10 @@ import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import type { CheckpointHost, Progress } from '../runtime/types.ts';
-import { formatImageRef, parseImageRef, type ImageRef } from './formats/oci-layout.ts';
-import { IMAGES_DIR } from './image.ts';
-import { readCheckpointImage } from './oci-image.ts';
-import { extractTar } from './tar.ts';
+import { formatImageRef, parseImageRef, type ImageRef } from './oci/layout.ts';
+import { IMAGES_DIR } from './format/layout.ts';
+import { readCheckpointImage } from './oci/image.ts';
+import { extractTar } from './archive/tar.ts';
 
 // Where a restore's checkpoint comes from, made into a folder to read: a
 // folder as it is; an archive (a file, or a stream such as stdin) unpacked

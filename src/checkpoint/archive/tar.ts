@@ -14,14 +14,14 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { compressionForPath, type Compression } from './archive-format.ts';
-import { openTarInput, UnpackRoom } from './archive-input.ts';
+import { compressionForPath, type Compression } from './format.ts';
+import { openTarInput, UnpackRoom } from './input.ts';
 import { createIntoPipe, createToFile, createToStream, extractFromStream } from './gnu-tar.ts';
-import { checkExtractedTree, type SafetyOptions } from './tar-safety.ts';
+import { checkExtractedTree, type SafetyOptions } from './safety.ts';
 
-export { compressionForPath, COMPRESSIONS, type Compression } from './archive-format.ts';
-export type { SafetyOptions } from './tar-safety.ts';
-export { readTarEntries, type TarEntry } from './tar-list.ts';
+export { compressionForPath, COMPRESSIONS, type Compression } from './format.ts';
+export type { SafetyOptions } from './safety.ts';
+export { readTarEntries, type TarEntry } from './list.ts';
 
 export interface ExtractOptions extends SafetyOptions {
   /** The most the archive may unpack to, in bytes; the free space of destDir's filesystem is a limit too. */

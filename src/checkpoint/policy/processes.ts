@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import type { OciSpec } from '../runtime/spec.ts';
-import { capabilityExcess, readCriuProcesses, type CriuProcesses, type NamespaceKind, type RlimitValue } from './criu-creds.ts';
-import { readImageMounts, type ImageMount } from './criu-mounts.ts';
-import { cleanPath, isBind, type OciMount } from './spec-shape.ts';
+import type { OciSpec } from '../../runtime/spec.ts';
+import { capabilityExcess, readCriuProcesses, type CriuProcesses, type NamespaceKind, type RlimitValue } from '../criu/creds.ts';
+import { readImageMounts, type ImageMount } from '../criu/mounts.ts';
+import { cleanPath, isBind, type OciMount } from './shape.ts';
 import { exceeds, GRANT_FLAGS, grantTrust, readHostRlimits, trusts, type PolicyRefusal, type Trust, type TrustArea } from './trust.ts';
 
 // The restore policy for CRIU's images: what the restored processes would get from

@@ -1,8 +1,8 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../state/atomic.ts';
-import { META_FILE, SPEC_FILE } from './image.ts';
+import { writeFileAtomic } from '../../state/atomic.ts';
+import { META_FILE, SPEC_FILE } from '../format/layout.ts';
 
 // A checkpoint this state directory wrote is trusted; any other is not. The
 // proof is a keyed hash (HMAC-SHA256) of its spec and metadata with a key

@@ -1,9 +1,9 @@
 import { isAbsolute, posix } from 'node:path';
-import { EXIT_USAGE, StasisError } from '../errors.ts';
-import { validateId } from '../state/ids.ts';
+import { EXIT_USAGE, StasisError } from '../../errors.ts';
+import { validateId } from '../../state/ids.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { IMAGES_DIR, META_FILE, type CheckpointMeta } from './image.ts';
+import { FILES, IMAGES_DIR, META_FILE, hasCriuImages, type CheckpointMeta } from './layout.ts';
 
 // stasis.json, read as untrusted input: every field is checked, and what reaches a
 // command line or a path is rebuilt rather than copied. runc restore's own options
@@ -292,8 +292,8 @@ export function validateDescriptors(raw: unknown): string[] {
 
 /** The metadata of checkpoint folder `dir`, read as untrusted input (every field checked). */
 export function readMeta(dir: string): CheckpointMeta {
-  if (!existsSync(join(dir, IMAGES_DIR, 'inventory.img'))) {
-    throw new StasisError(`${dir} is not a checkpoint: it has no ${IMAGES_DIR}/inventory.img`, { code: 'not-a-checkpoint' });
+  if (!hasCriuImages(dir)) {
+    throw new StasisError(`${dir} is not a checkpoint: it has no ${IMAGES_DIR}/${FILES.inventory}`, { code: 'not-a-checkpoint' });
   }
   let raw: unknown;
   try {

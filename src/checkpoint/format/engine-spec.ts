@@ -127,3 +127,10 @@ export function withoutNamespacePaths<T extends ForeignSpec>(spec: T): T {
   if (!spec.linux?.namespaces) return spec;
   return { ...spec, linux: { ...spec.linux, namespaces: spec.linux.namespaces.map(({ type }) => ({ type })) } };
 }
+
+/** A bind mount the user names on the command line. */
+export interface UserMount {
+  destination: string;
+  source: string;
+  options?: string[];
+}

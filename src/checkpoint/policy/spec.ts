@@ -1,8 +1,9 @@
-import { StasisError } from '../errors.ts';
-import type { OciSpec } from '../runtime/spec.ts';
-import { capabilityNumber } from './capabilities.ts';
-import { RLIMIT_NAMES, type RlimitValue } from './criu-creds.ts';
-import { restoreDevices, restoreNamespaces, restoreResources } from './policy-linux.ts';
+import type { UserMount } from '../format/engine-spec.ts';
+import { StasisError } from '../../errors.ts';
+import type { OciSpec } from '../../runtime/spec.ts';
+import { capabilityNumber } from '../criu/capabilities.ts';
+import { RLIMIT_NAMES, type RlimitValue } from '../criu/creds.ts';
+import { restoreDevices, restoreNamespaces, restoreResources } from './linux.ts';
 import {
   CheckpointSpecError,
   cleanPath,
@@ -17,7 +18,7 @@ import {
   readMounts,
   sameJson,
   type OciMount,
-} from './spec-shape.ts';
+} from './shape.ts';
 import { GRANT_FLAGS, grantTrust, readHostRlimits, trusts, type PolicyRefusal, type Trust, type TrustArea } from './trust.ts';
 
 // The restore policy: what a restored container may have, whatever its checkpoint says.
@@ -36,12 +37,8 @@ import { GRANT_FLAGS, grantTrust, readHostRlimits, trusts, type PolicyRefusal, t
 // limits), hostname and domainname, the namespace types (without paths), memory/pids/cpu
 // limits, harmless tmpfs mounts, and informational annotations.
 
-/** A bind mount the user names on the command line. */
-export interface UserMount {
-  destination: string;
-  source: string;
-  options?: string[];
-}
+
+export type { UserMount };
 
 export interface RestorePolicyOptions {
   /** The spec stasis would give this container (see the comment at the top). */

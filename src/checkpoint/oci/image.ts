@@ -2,7 +2,7 @@ import { cpSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkd
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { withRootDirMode } from './formats/criu-images.ts';
+import { withRootDirMode } from '../criu/inventory.ts';
 import {
   LAYER_COMPRESSION,
   MEDIA,
@@ -20,9 +20,9 @@ import {
   type CheckpointFacts,
   type Descriptor,
   type ImageRef,
-} from './formats/oci-layout.ts';
-import { createToFile } from './gnu-tar.ts';
-import { createTar, extractTar } from './tar.ts';
+} from './layout.ts';
+import { createToFile } from '../archive/gnu-tar.ts';
+import { createTar, extractTar } from '../archive/tar.ts';
 
 // A checkpoint as an OCI image: one layer whose root holds the checkpoint
 // folder's files (checkpoint/, spec.dump, config.dump, ...), which is what

@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { capabilityNames, maskFromWords, CAPABILITY_NAMES } from './capabilities.ts';
-import { CriuImageError, decodeMessage, readImageEntries, type ProtoMessage } from './criu-image.ts';
+import { CriuImageError, decodeMessage, readImageEntries, type ProtoMessage } from './images.ts';
 
 // What CRIU will give the restored processes, read from its images. runc does not
 // apply the spec's capabilities, rlimits or namespaces to a restored container:

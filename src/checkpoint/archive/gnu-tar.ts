@@ -10,9 +10,9 @@
 
 import { once } from 'node:events';
 import { Readable, type Writable } from 'node:stream';
-import { run, showCommand, spawn, type RunResult } from '../host/spawn.ts';
-import { debugLog } from '../log.ts';
-import type { Compression } from './archive-format.ts';
+import { run, showCommand, spawn, type RunResult } from '../../host/spawn.ts';
+import { debugLog } from '../../log.ts';
+import type { Compression } from './format.ts';
 
 const OWNERS_AND_XATTRS = ['--numeric-owner', '--xattrs', '--xattrs-include=*'];
 

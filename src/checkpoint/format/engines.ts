@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { criuOptionsFromImages, rootDirMode } from './criu-images.ts';
-import { classifyMounts, joinedNamespaces, type BindMountRecord, type EngineMount, type ForeignSpec, type Rlimit } from './spec-parts.ts';
+import { criuOptionsFromImages, rootDirMode } from '../criu/inventory.ts';
+import { FILES, hasCriuImages } from './layout.ts';
+import { classifyMounts, joinedNamespaces, type BindMountRecord, type EngineMount, type ForeignSpec, type Rlimit } from './engine-spec.ts';
 
 // Which engine wrote a checkpoint folder, and what stasis needs to restore one
 // it did not write. The layouts are in docs/engine-formats.md; the file names
@@ -19,6 +20,8 @@ export interface EngineInfo {
   image?: string;
   /** Why stasis cannot restore it, when it can tell already (not a checkpoint, a pod, a pre-dump). */
   problem?: string;
+  /** Why that engine: the files and annotations that say so. */
+  evidence: string[];
 }
 
 /** Annotations of a checkpoint image, which say more than the archive does (versions). */
@@ -26,21 +29,6 @@ export interface EngineHints {
   annotations?: Record<string, string>;
 }
 
-export const FILES = {
-  images: 'checkpoint',
-  preImages: 'pre-checkpoint',
-  spec: 'spec.dump',
-  config: 'config.dump',
-  stasis: 'stasis.json',
-  diff: 'rootfs-diff.tar',
-  deleted: 'deleted.files',
-  shm: 'devshm-checkpoint.tar',
-  bindMounts: 'bind.mounts',
-  podDump: 'pod.dump',
-  podOptions: 'pod.options',
-  containerdStatus: 'status',
-  criStatus: 'status.dump',
-} as const;
 
 /** Where each engine puts the container's log: podman ctr.log, CRI-O a file named after its annotation, containerd container.log. */
 const LOG_FILES: Record<'podman' | 'cri-o' | 'containerd', string> = {
@@ -91,24 +79,30 @@ const VERSION_ANNOTATIONS: Record<string, string> = {
  * but the CRI annotations (io.kubernetes.cri.*) and its own status files.
  */
 export function detectEngine(dir: string, hints: EngineHints = {}): EngineInfo {
-  const hasImages = existsSync(join(dir, FILES.images, 'inventory.img'));
+  const hasImages = hasCriuImages(dir);
   const spec = asObject(readJson(dir, FILES.spec)) as ForeignSpec;
   const config = asObject(readJson(dir, FILES.config));
   const annotations = annotationsOf(spec);
   const manager = annotations['io.container.manager'];
   const stasis = asObject(readJson(dir, FILES.stasis));
   const image = str(config.rootfsImageName) ?? str(config.rootfsImage);
+  const named = (prefix: string) => Object.keys(annotations).filter((key) => key.startsWith(prefix)).slice(0, 3);
+  const managerSays = manager ? [`io.container.manager=${manager}`] : [];
   let info: EngineInfo;
   if (existsSync(join(dir, FILES.stasis)) || manager === 'stasis') {
-    info = { engine: 'stasis', name: str(stasis.id) ?? str(config.name), image: str(asObject(stasis.rootfs).base) ?? image };
+    const evidence = existsSync(join(dir, FILES.stasis)) ? [FILES.stasis, ...managerSays] : managerSays;
+    info = { engine: 'stasis', name: str(stasis.id) ?? str(config.name), image: str(asObject(stasis.rootfs).base) ?? image, evidence };
   } else if (manager === 'libpod') {
-    info = { engine: 'podman', name: str(config.name), image };
-  } else if (manager === 'cri-o') {
-    info = { engine: 'cri-o', name: criOMetadataName(annotations) ?? str(config.name), image };
-  } else if (annotations['io.kubernetes.cri.container-name'] !== undefined || existsSync(join(dir, FILES.criStatus)) || existsSync(join(dir, FILES.containerdStatus))) {
-    info = { engine: 'containerd', name: annotations['io.kubernetes.cri.container-name'] ?? str(config.name), image };
+    info = { engine: 'podman', name: str(config.name), image, evidence: managerSays };
+  } else if (manager === 'cri-o' || (named('io.kubernetes.cri-o.').length > 0 && named('io.kubernetes.cri.').length === 0)) {
+    // CRI-O names itself, and writes its own annotations on every container;
+    // containerd's CRI annotations win over copied CRI-O ones.
+    info = { engine: 'cri-o', name: criOMetadataName(annotations) ?? str(config.name), image, evidence: manager === 'cri-o' ? managerSays : named('io.kubernetes.cri-o.') };
+  } else if (named('io.kubernetes.cri.').length > 0 || existsSync(join(dir, FILES.criStatus)) || existsSync(join(dir, FILES.containerdStatus))) {
+    const files = [FILES.criStatus, FILES.containerdStatus].filter((name) => existsSync(join(dir, name)));
+    info = { engine: 'containerd', name: annotations['io.kubernetes.cri.container-name'] ?? str(config.name), image, evidence: [...named('io.kubernetes.cri.'), ...files] };
   } else {
-    info = { engine: 'unknown', name: str(config.name), image };
+    info = { engine: 'unknown', name: str(config.name), image, evidence: Object.keys(config).length > 0 ? [`${FILES.config} (no engine annotation)`] : [] };
   }
   const version = hints.annotations?.[VERSION_ANNOTATIONS[info.engine] ?? ''] ?? hints.annotations?.['org.criu.checkpoint.engine.version'];
   if (version) info.version = version;
@@ -129,7 +123,7 @@ function problemOf(dir: string, info: EngineInfo, hasImages: boolean, spec: Fore
   if (!hasImages) {
     if (existsSync(join(dir, FILES.preImages))) return 'it holds only a pre-checkpoint (memory pages), which is restored together with the full checkpoint taken after it';
     if (existsSync(join(dir, 'index.json')) && existsSync(join(dir, 'oci-layout'))) return 'it is an OCI image layout: give it as oci:DIR (or oci-archive:FILE for a tar of one)';
-    return `it is not a checkpoint: it has no ${FILES.images}/inventory.img`;
+    return `it is not a checkpoint: it has no ${FILES.images}/${FILES.inventory}`;
   }
   if (info.engine === 'unknown') {
     return existsSync(join(dir, FILES.spec))

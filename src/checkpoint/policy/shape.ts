@@ -1,5 +1,5 @@
 import { isAbsolute, posix } from 'node:path';
-import { StasisError } from '../errors.ts';
+import { StasisError } from '../../errors.ts';
 
 // Checking the shape of an untrusted spec (a checkpoint's spec.dump): the type tests,
 // the error for a malformed field, and mounts as both halves of the policy read them.

@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
-import { StasisError } from '../errors.ts';
+import { StasisError } from '../../errors.ts';
 
 // CRIU's image files, read as untrusted input. Layout (criu/image.c, criu/include/magic.h):
 // a u32 IMG_COMMON_MAGIC (every image but inventory.img), a u32 magic of the image's kind,

@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CriuImageError, decodeMessage, numberedImages, readImageEntries } from './criu-image.ts';
+import { CriuImageError, decodeMessage, numberedImages, readImageEntries } from './images.ts';
 
 // The mount tree CRIU rebuilds in the restored mount namespace (mountpoints-N.img,
 // one per mount namespace). runc's spec mounts do not make that tree: CRIU mounts

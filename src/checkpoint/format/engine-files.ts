@@ -1,8 +1,8 @@
 import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FILES } from './formats/engines.ts';
-import { classifyMounts, privateFileContent, type EngineMount, type ForeignSpec, type PrivateKind } from './formats/spec-parts.ts';
-import type { UserMount } from './policy.ts';
+import { FILES } from './layout.ts';
+import { classifyMounts, privateFileContent, type EngineMount, type ForeignSpec, type PrivateKind } from './engine-spec.ts';
+import type { UserMount } from './engine-spec.ts';
 
 // The files an engine makes for each container and bind-mounts in (podman's
 // /etc/hosts, /etc/hostname, /run/.containerenv, /dev/shm; CRI-O's and the

@@ -4,13 +4,13 @@ import { bundleBase } from '../runtime/create-plan.ts';
 import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
 import type { MountRecord } from '../state/store.ts';
-import type { EngineFile } from './engine-files.ts';
-import { describeEngine, type EngineInfo } from './formats/engines.ts';
-import { IMAGES_DIR } from './image.ts';
-import { applyRestorePolicy, type UserMount } from './policy.ts';
-import { checkCriuImages } from './policy-images.ts';
-import type { CheckpointSource } from './restore-source.ts';
-import { RestorePolicyError, type Trust } from './trust.ts';
+import type { EngineFile } from './format/engine-files.ts';
+import { describeEngine, type EngineInfo } from './format/engines.ts';
+import { IMAGES_DIR } from './format/layout.ts';
+import { applyRestorePolicy, type UserMount } from './policy/spec.ts';
+import { checkCriuImages } from './policy/processes.ts';
+import type { CheckpointSource } from './source.ts';
+import { RestorePolicyError, type Trust } from './policy/trust.ts';
 
 // What a restore is made of, whichever engine wrote the checkpoint: the
 // options it is asked with, and the parts restore.ts (stasis's own

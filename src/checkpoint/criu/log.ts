@@ -1,14 +1,11 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { StasisError, errorMessage } from '../errors.ts';
+import { StasisError, errorMessage } from '../../errors.ts';
+import { timestampName } from '../../host/clock.ts';
 
 // CRIU's log of a failed dump or restore is the only place that says why:
 // it is kept, named in the error, and its error lines are quoted.
 
-/** A folder name for a moment, sortable, unique to the millisecond. */
-export function timestampName(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '');
-}
 
 /** Keeps CRIU's log of a failed operation in `logsDir`; returns the copy, or null when there was no log. */
 export function keepLog(logsDir: string, id: string, logPath: string): string | null {

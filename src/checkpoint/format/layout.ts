@@ -1,9 +1,8 @@
-import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { withoutLoopbackHook } from '../runtime/network.ts';
-import type { OciSpec } from '../runtime/spec.ts';
-import type { ContainerRecord } from '../state/store.ts';
-import type { BaseFile } from './rootfs-diff.ts';
+import { withoutLoopbackHook } from '../../runtime/network.ts';
+import type { OciSpec } from '../../runtime/spec.ts';
+import type { ContainerRecord } from '../../state/store.ts';
 
 // A checkpoint folder (and the exported archive, which is the same tree):
 //   checkpoint/      CRIU's images (runc checkpoint --image-path)
@@ -15,13 +14,49 @@ import type { BaseFile } from './rootfs-diff.ts';
 //   stats-dump       CRIU's dump statistics
 //   dump.log         CRIU's log of the dump
 
-export const IMAGES_DIR = 'checkpoint';
-export const META_FILE = 'stasis.json';
-export const SPEC_FILE = 'spec.dump';
-export const CONFIG_FILE = 'config.dump';
-export const STATS_FILE = 'stats-dump';
-/** The container's captured output, carried by a move (migrate) so that `stasis logs` there shows what ran here. */
-export const LOG_FILE = 'container.log';
+// Every engine's names, in one table (checkpointctl's lib/metadata.go, which
+// podman, CRI-O and containerd use, plus stasis's own).
+export const FILES = {
+  images: 'checkpoint',
+  preImages: 'pre-checkpoint',
+  inventory: 'inventory.img',
+  spec: 'spec.dump',
+  config: 'config.dump',
+  stasis: 'stasis.json',
+  stats: 'stats-dump',
+  diff: 'rootfs-diff.tar',
+  deleted: 'deleted.files',
+  shm: 'devshm-checkpoint.tar',
+  bindMounts: 'bind.mounts',
+  podDump: 'pod.dump',
+  podOptions: 'pod.options',
+  containerdStatus: 'status',
+  criStatus: 'status.dump',
+  /** The container's captured output, carried by an export or a move so that `stasis logs` there shows what ran here. */
+  log: 'container.log',
+} as const;
+
+export const IMAGES_DIR = FILES.images;
+export const META_FILE = FILES.stasis;
+export const SPEC_FILE = FILES.spec;
+export const CONFIG_FILE = FILES.config;
+export const STATS_FILE = FILES.stats;
+export const LOG_FILE = FILES.log;
+export const DIFF_TAR = FILES.diff;
+export const DELETED_FILES = FILES.deleted;
+
+/** Whether `dir` holds CRIU's images (checkpoint/inventory.img): the one test of "is this a checkpoint". */
+export function hasCriuImages(dir: string): boolean {
+  return existsSync(join(dir, FILES.images, FILES.inventory));
+}
+
+/** A file of the base that the checkpointed processes had mapped or open, as it was then. */
+export interface BaseFile {
+  /** Inside the container, absolute. */
+  path: string;
+  size: number;
+  sha256: string;
+}
 
 export interface CheckpointMeta {
   format: 1;

@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
-import { StasisError } from '../errors.ts';
-import { compressionForPath, type Compression } from './archive-format.ts';
-import { timestampName } from './criu-log.ts';
+import { StasisError } from '../../errors.ts';
+import { compressionForPath, type Compression } from './format.ts';
+import { timestampName } from '../../host/clock.ts';
 import { createToFile, createToStream } from './gnu-tar.ts';
-import { DELETED_FILES, DIFF_TAR } from './rootfs-diff.ts';
+import { DELETED_FILES, DIFF_TAR } from '../format/layout.ts';
 
 // Where `checkpoint --export` writes, and how: a file (named by the user, or
 // checkpoint-<id>-<time>.tar.zst in a folder they name, which is the name
