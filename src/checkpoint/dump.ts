@@ -8,7 +8,8 @@ import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } fr
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
 import { timestampName } from '../host/clock.ts';
-import { IMAGES_DIR, STATS_FILE, folderSize, readCriuStats, writeMetadata, type Provenance } from './format/layout.ts';
+import { IMAGES_DIR, STATS_FILE, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
+import { readCriuStats } from './criu/stats.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
 import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
 import { ROOTFS_FILES, exportTarget, exportToFile, exportToStream, type ExportTarget } from './archive/export.ts';

@@ -3,7 +3,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { criuOptionsFromImages, imageEntries, protoFields, rootDirMode, rootTaskPid, withRootDirMode } from '../../src/checkpoint/criu/inventory.ts';
+import { decodeMessage, splitImageEntries } from '../../src/checkpoint/criu/images.ts';
+import { criuOptionsFromImages, rootDirMode, rootTaskPid, withRootDirMode } from '../../src/checkpoint/criu/inventory.ts';
 import { fixParentDirs, layerWhiteouts, missingParentDirs, opaqueDeletions, removeWhiteoutMarkers } from '../../src/checkpoint/archive/layer.ts';
 import { engineFiles, makeEngineFiles, ownEngineMounts, safeBindOptions } from '../../src/checkpoint/format/engine-files.ts';
 import { exportTarget } from '../../src/checkpoint/archive/export.ts';
@@ -56,10 +57,7 @@ describe('CRIU images', () => {
     writeFileSync(join(dir, 'files.img'), bytes);
     assert.equal(rootDirMode(dir), 0o40555);
     // The other entries decode as before.
-    const modes = imageEntries(bytes, 'files.img').map((entry) => {
-      const reg = protoFields(entry.message).find((f) => f.field === 3)?.value;
-      return reg instanceof Buffer ? protoFields(reg).find((f) => f.field === 10)?.value : null;
-    });
+    const modes = splitImageEntries(bytes, 'files', 'files.img').map((entry) => decodeMessage(entry, 'files.img', 'file_entry').message(3, 'reg')?.uint32(10) ?? null);
     assert.deepEqual(modes, [0o100755, 0o20666, null, 0o40555, 0o40555]);
     assert.equal(withRootDirMode(bytes, 0o555).changed, 0);
   });
@@ -68,8 +66,8 @@ describe('CRIU images', () => {
     const dir = fresh('images');
     writeCriuImages(dir, { rootMode: 0o755 });
     writeFileSync(join(dir, 'files.img'), readFileSync(join(dir, 'files.img')).subarray(0, 20));
-    assert.throws(() => rootDirMode(dir), /files\.img: truncated entry/);
-    assert.throws(() => protoFields(Buffer.from([0x08])), /truncated varint/);
+    assert.throws(() => rootDirMode(dir), /files\.img is damaged or not a CRIU image: an entry of \d+ bytes at offset \d+ runs past the end/);
+    assert.throws(() => decodeMessage(Buffer.from([0x08]), 'x.img', 'entry'), /x\.img is damaged or not a CRIU image: entry: ends inside a varint/);
   });
 
   test('CRIU options a dump leaves traces of', () => {

@@ -9,6 +9,8 @@ import { StasisError } from '../../errors.ts';
 // CriuImageError naming the file and what is wrong with it, never a crash.
 
 export const IMG_COMMON_MAGIC = 0x54564319;
+/** The first word of the images that describe the dump rather than the tasks (stats-dump, stats-restore). */
+export const IMG_SERVICE_MAGIC = 0x55105940;
 
 /** Magic numbers of the images stasis reads (criu/include/magic.h). */
 export const IMAGE_MAGIC = {
@@ -19,6 +21,8 @@ export const IMAGE_MAGIC = {
   mountpoints: 0x55563928,
   ids: 0x54432030,
   pagemap: 0x56084025,
+  fs: 0x51403912,
+  files: 0x56303138,
 } as const;
 
 export type ImageKind = keyof typeof IMAGE_MAGIC;
@@ -65,12 +69,20 @@ function readBounded(path: string): Buffer {
   }
 }
 
-/** The protobuf entries of one image file, after its magic numbers are checked. */
-export function readImageEntries(path: string, kind: ImageKind): Buffer[] {
+/**
+ * The protobuf entries of one image file, after its magic numbers are checked.
+ * `kind` null takes any image of the task or service families without checking
+ * its own magic (for images stasis only counts or copies).
+ */
+export function readImageEntries(path: string, kind: ImageKind | null): Buffer[] {
   return splitImageEntries(readBounded(path), kind, path);
 }
 
-export function splitImageEntries(bytes: Buffer, kind: ImageKind, file: string): Buffer[] {
+/**
+ * The entries of an image already in memory. Each entry is a view into
+ * `bytes` (not a copy), so a caller may rewrite a value in place.
+ */
+export function splitImageEntries(bytes: Buffer, kind: ImageKind | null, file: string): Buffer[] {
   let offset = 0;
   const u32 = (what: string): number => {
     if (offset + 4 > bytes.length) throw new CriuImageError(file, `ends inside the ${what}`);
@@ -80,10 +92,11 @@ export function splitImageEntries(bytes: Buffer, kind: ImageKind, file: string):
   };
   if (kind !== 'inventory') {
     const common = u32('image header');
-    if (common !== IMG_COMMON_MAGIC) throw new CriuImageError(file, `header magic 0x${common.toString(16)} is not CRIU's 0x${IMG_COMMON_MAGIC.toString(16)}`);
+    const family = kind === null ? [IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC] : [IMG_COMMON_MAGIC];
+    if (!family.includes(common)) throw new CriuImageError(file, `header magic 0x${common.toString(16)} is not CRIU's 0x${IMG_COMMON_MAGIC.toString(16)}`);
   }
   const magic = u32('image header');
-  if (magic !== IMAGE_MAGIC[kind]) {
+  if (kind !== null && magic !== IMAGE_MAGIC[kind]) {
     throw new CriuImageError(file, `magic 0x${magic.toString(16)} is not that of a ${kind} image (0x${IMAGE_MAGIC[kind].toString(16)})`);
   }
   const entries: Buffer[] = [];
@@ -110,7 +123,8 @@ function readVarint(bytes: Buffer, cursor: { offset: number }, fail: (what: stri
   return fail('a varint longer than 10 bytes');
 }
 
-type WireValue = { wire: 0; value: bigint } | { wire: 1 | 2 | 5; bytes: Buffer };
+/** A field's value, with where it lies (after its key) in its message's bytes. */
+type WireValue = ({ wire: 0; value: bigint } | { wire: 1 | 2 | 5; bytes: Buffer }) & { start: number; end: number };
 
 /**
  * One decoded protobuf message (proto2 wire format): every occurrence of every
@@ -120,11 +134,14 @@ type WireValue = { wire: 0; value: bigint } | { wire: 1 | 2 | 5; bytes: Buffer }
  */
 export class ProtoMessage {
   readonly fields = new Map<number, WireValue[]>();
+  /** The message's own bytes: a view into the image it came from. */
+  readonly raw: Buffer;
   readonly file: string;
   readonly path: string;
   private readonly depth: number;
 
   constructor(bytes: Buffer, file: string, path: string, depth = 0) {
+    this.raw = bytes;
     this.file = file;
     this.path = path;
     this.depth = depth;
@@ -144,15 +161,17 @@ export class ProtoMessage {
       const field = Number(key >> 3n);
       const wire = Number(key & 7n);
       if (field === 0 || field > 536_870_911) throw new CriuImageError(file, `${path}: field number ${field} is not valid`);
+      const start = cursor.offset;
       let value: WireValue;
-      if (wire === 0) value = { wire, value: varint() };
-      else if (wire === 1) value = { wire, bytes: take(8) };
-      else if (wire === 5) value = { wire, bytes: take(4) };
+      if (wire === 0) value = { wire, value: varint(), start, end: 0 };
+      else if (wire === 1) value = { wire, bytes: take(8), start, end: 0 };
+      else if (wire === 5) value = { wire, bytes: take(4), start, end: 0 };
       else if (wire === 2) {
         const length = varint();
         if (length > BigInt(bytes.length)) throw new CriuImageError(file, `${path}: a field of ${length} bytes runs past the end of its message`);
-        value = { wire, bytes: take(Number(length)) };
+        value = { wire, bytes: take(Number(length)), start, end: 0 };
       } else throw new CriuImageError(file, `${path}: wire type ${wire} of field ${field} is not one protobuf has (or a group, which CRIU never writes)`);
+      value.end = cursor.offset;
       const list = this.fields.get(field);
       if (list) list.push(value);
       else this.fields.set(field, [value]);
@@ -161,6 +180,15 @@ export class ProtoMessage {
 
   has(field: number): boolean {
     return this.fields.has(field);
+  }
+
+  /** Where the last value of a varint field lies in raw (to rewrite it in place), or undefined. */
+  varintRange(field: number): { start: number; end: number } | undefined {
+    const list = this.fields.get(field);
+    const last = list?.[list.length - 1];
+    if (!last) return undefined;
+    if (last.wire !== 0) this.fail(field, `wire type ${last.wire} where a varint was expected`);
+    return { start: last.start, end: last.end };
   }
 
   private fail(field: number, what: string): never {

@@ -1,112 +1,17 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { decodeMessage, readImageEntries, splitImageEntries, type ProtoMessage } from './images.ts';
 
-// Just enough of CRIU's image format to answer what a restore must know before
-// CRIU runs: the mode the container's "/" had, and which CRIU options the dump
-// was taken with. Layout (criu/image.c, criu/include/magic.h): every image but
-// inventory.img starts with IMG_COMMON_MAGIC (or IMG_SERVICE_MAGIC for stats)
-// and its own magic, then entries, each a little-endian u32 size and a protobuf
-// message (images/*.proto).
-
-const IMG_COMMON_MAGIC = 0x54564319;
-const IMG_SERVICE_MAGIC = 0x55105940;
-
-/** Field number → values in order (protobuf allows repeats; the last one wins for scalars). */
-export type ProtoFields = Map<number, Array<number | Buffer>>;
-
-export interface ProtoField {
-  field: number;
-  wire: number;
-  /** Where the value (after the key) starts and ends in the message. */
-  start: number;
-  end: number;
-  value: number | Buffer;
-}
-
-/** Decodes a protobuf message into its fields, with their byte ranges; throws on damage. */
-export function protoFields(message: Buffer): ProtoField[] {
-  const fields: ProtoField[] = [];
-  let offset = 0;
-  const varint = (): number => {
-    let result = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (offset >= message.length) throw new Error('truncated varint');
-      if (shift > 63) throw new Error('varint too long');
-      const byte = message[offset++];
-      result += (byte & 0x7f) * 2 ** shift;
-      if ((byte & 0x80) === 0) return result;
-    }
-  };
-  while (offset < message.length) {
-    const key = varint();
-    const field = Math.floor(key / 8);
-    const wire = key & 7;
-    const start = offset;
-    let value: number | Buffer;
-    if (wire === 0) value = varint();
-    else if (wire === 2) {
-      const length = varint();
-      if (offset + length > message.length) throw new Error('truncated field');
-      value = message.subarray(offset, offset + length);
-      offset += length;
-    } else if (wire === 1 || wire === 5) {
-      const size = wire === 1 ? 8 : 4;
-      if (offset + size > message.length) throw new Error('truncated field');
-      value = message.subarray(offset, offset + size);
-      offset += size;
-    } else throw new Error(`unsupported wire type ${wire}`);
-    fields.push({ field, wire, start, end: offset, value });
-  }
-  return fields;
-}
-
-export function protoMap(message: Buffer): ProtoFields {
-  const map: ProtoFields = new Map();
-  for (const { field, value } of protoFields(message)) {
-    const list = map.get(field) ?? [];
-    list.push(value);
-    map.set(field, list);
-  }
-  return map;
-}
-
-function lastNumber(fields: ProtoFields, field: number): number | undefined {
-  const values = fields.get(field);
-  const value = values?.[values.length - 1];
-  return typeof value === 'number' ? value : undefined;
-}
-
-export interface ImageEntry {
-  /** Offset of the entry's message in the file (after its size word). */
-  offset: number;
-  message: Buffer;
-}
-
-/** The entries of a CRIU image file (inventory.img has one magic word, the others two). */
-export function imageEntries(bytes: Buffer, name: string): ImageEntry[] {
-  if (bytes.length < 4) throw new Error(`${name}: too short for a CRIU image`);
-  const first = bytes.readUInt32LE(0);
-  let offset = first === IMG_COMMON_MAGIC || first === IMG_SERVICE_MAGIC ? 8 : 4;
-  const entries: ImageEntry[] = [];
-  while (offset < bytes.length) {
-    if (offset + 4 > bytes.length) throw new Error(`${name}: truncated entry size at byte ${offset}`);
-    const size = bytes.readUInt32LE(offset);
-    offset += 4;
-    if (offset + size > bytes.length) throw new Error(`${name}: truncated entry at byte ${offset}`);
-    entries.push({ offset, message: bytes.subarray(offset, offset + size) });
-    offset += size;
-  }
-  return entries;
-}
-
-function readEntries(imagesDir: string, file: string): ImageEntry[] {
-  return imageEntries(readFileSync(join(imagesDir, file)), file);
-}
+// What a restore must know from CRIU's images before CRIU runs: the mode the
+// container's "/" had, and which CRIU options the dump was evidently taken
+// with. Read through the one bounded decoder (images.ts); field numbers are
+// those of CRIU's images/*.proto.
 
 /** pstree.img's first entry is the container's init: PstreeEntry { pid = 1, ppid = 2, ... }. */
 export function rootTaskPid(imagesDir: string): number | null {
-  const [first] = readEntries(imagesDir, 'pstree.img');
-  return first ? (lastNumber(protoMap(first.message), 1) ?? null) : null;
+  const file = join(imagesDir, 'pstree.img');
+  const [first] = readImageEntries(file, 'pstree');
+  return first ? (decodeMessage(first, file, 'pstree_entry').uint32(1) ?? null) : null;
 }
 
 const FD_TYPE_REG = 1;
@@ -117,30 +22,18 @@ interface RegFile {
   id: number;
   name: string;
   mode: number | undefined;
-  /** Where, in files.img, the mode's varint lies. */
-  modeAt: { start: number; end: number } | undefined;
+  /** The RegFileEntry, whose raw bytes are a view into files.img: its mode (field 10) can be rewritten in place. */
+  entry: ProtoMessage;
 }
 
 /** files.img: FileEntry { type = 1, id = 2, reg = 3: RegFileEntry { id = 1, name = 6, mode = 10 } }. */
 function regFiles(filesImg: Buffer): RegFile[] {
   const files: RegFile[] = [];
-  for (const entry of imageEntries(filesImg, 'files.img')) {
-    const top = protoFields(entry.message);
-    const type = top.find((f) => f.field === 1)?.value;
-    const reg = top.find((f) => f.field === 3 && f.wire === 2);
-    if (type !== FD_TYPE_REG || !reg || !(reg.value instanceof Buffer)) continue;
-    const inner = protoFields(reg.value);
-    const name = inner.find((f) => f.field === 6)?.value;
-    const id = top.find((f) => f.field === 2)?.value;
-    const modeField = inner.find((f) => f.field === 10 && f.wire === 0);
-    // Offsets are relative to their message: RegFileEntry's bytes end where the reg field ends.
-    const base = entry.offset + reg.end - reg.value.length;
-    files.push({
-      id: typeof id === 'number' ? id : -1,
-      name: name instanceof Buffer ? name.toString('utf8') : '',
-      mode: typeof modeField?.value === 'number' ? modeField.value : undefined,
-      modeAt: modeField ? { start: base + modeField.start, end: base + modeField.end } : undefined,
-    });
+  for (const bytes of splitImageEntries(filesImg, 'files', 'files.img')) {
+    const top = decodeMessage(bytes, 'files.img', 'file_entry');
+    const reg = top.uint32(1) === FD_TYPE_REG ? top.message(3, 'reg') : undefined;
+    if (!reg) continue;
+    files.push({ id: top.uint32(2) ?? -1, name: reg.string(6) ?? '', mode: reg.uint32(10), entry: reg });
   }
   return files;
 }
@@ -154,10 +47,11 @@ function regFiles(filesImg: Buffer): RegFile[] {
  */
 export function rootDirMode(imagesDir: string): number | null {
   const pid = rootTaskPid(imagesDir);
-  if (pid === null || !existsSync(join(imagesDir, `fs-${pid}.img`))) return null;
-  const [fsEntry] = readEntries(imagesDir, `fs-${pid}.img`);
+  const fsFile = join(imagesDir, `fs-${pid}.img`);
+  if (pid === null || !existsSync(fsFile)) return null;
+  const [fsEntry] = readImageEntries(fsFile, 'fs');
   if (!fsEntry) return null;
-  const rootId = lastNumber(protoMap(fsEntry.message), 2);
+  const rootId = decodeMessage(fsEntry, fsFile, 'fs_entry').uint32(2);
   if (rootId === undefined) return null;
   const root = regFiles(readFileSync(join(imagesDir, 'files.img'))).find((file) => file.id === rootId);
   return root?.mode !== undefined && (root.mode & S_IFMT) === S_IFDIR ? root.mode : null;
@@ -185,13 +79,15 @@ function encodeVarint(value: number): Buffer {
 export function withRootDirMode(filesImg: Buffer, mode: number): { bytes: Buffer; changed: number } {
   const bytes = Buffer.from(filesImg);
   let changed = 0;
-  for (const file of regFiles(filesImg)) {
-    if (file.name !== '/' || file.mode === undefined || !file.modeAt || (file.mode & S_IFMT) !== S_IFDIR) continue;
+  // The entries are views into `bytes`: writing into a RegFileEntry's raw bytes writes the copy.
+  for (const file of regFiles(bytes)) {
+    if (file.name !== '/' || file.mode === undefined || (file.mode & S_IFMT) !== S_IFDIR) continue;
     const wanted = S_IFDIR | (mode & 0o7777);
     if (wanted === file.mode) continue;
+    const range = file.entry.varintRange(10);
     const encoded = encodeVarint(wanted);
-    if (encoded.length !== file.modeAt.end - file.modeAt.start) throw new Error('files.img: the new mode does not fit in place');
-    encoded.copy(bytes, file.modeAt.start);
+    if (!range || encoded.length !== range.end - range.start) throw new Error('files.img: the new mode does not fit in place');
+    encoded.copy(file.entry.raw, range.start);
     changed++;
   }
   return { bytes, changed };
@@ -216,7 +112,7 @@ export function criuOptionsFromImages(imagesDir: string): string[] {
 
 function hasEntries(imagesDir: string, file: string): boolean {
   try {
-    return readEntries(imagesDir, file).length > 0;
+    return readImageEntries(join(imagesDir, file), null).length > 0;
   } catch {
     return false;
   }

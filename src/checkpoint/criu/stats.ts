@@ -1,4 +1,6 @@
-// CRIU's statistics (stats-dump, stats-restore: image.ts readCriuStats) as the
+import { CriuImageError, decodeMessage, readImageEntries } from './images.ts';
+
+// CRIU's statistics (stats-dump, stats-restore: readCriuStats) as the
 // lines `--print-stats` shows: times in microseconds, as CRIU counts them.
 
 const LABELS: Record<string, string> = {
@@ -29,4 +31,30 @@ export function criuStatsLines(what: 'dump' | 'restore', stats: Record<string, n
   const width = Math.max(...rows.map(([label]) => label.length));
   for (const [label, value] of rows) lines.push(`  ${label.padEnd(width)}  ${value}`);
   return lines;
+}
+
+// StatsEntry { dump = 1: DumpStatsEntry, restore = 2: RestoreStatsEntry } (images/stats.proto):
+// the counters by field number.
+const DUMP_FIELDS = ['freezingTimeUs', 'frozenTimeUs', 'memdumpTimeUs', 'memwriteTimeUs', 'pagesScanned', 'pagesSkippedParent', 'pagesWritten', 'irmapResolveUs', 'pagesLazy', 'pagePipes', 'pagePipeBufs'];
+const RESTORE_FIELDS = ['pagesCompared', 'pagesSkippedCow', 'forkingTimeUs', 'restoreTimeUs', 'pagesRestored'];
+
+/** Reads CRIU's stats-dump / stats-restore image; null when it is missing or damaged (only the statistics are lost). */
+export function readCriuStats(path: string): Record<string, number> | null {
+  try {
+    const [entry] = readImageEntries(path, null);
+    if (!entry) return null;
+    const stats = decodeMessage(entry, path, 'stats_entry');
+    const dump = stats.message(1, 'dump');
+    const body = dump ?? stats.message(2, 'restore');
+    if (!body) return null;
+    const counters: Record<string, number> = {};
+    (dump ? DUMP_FIELDS : RESTORE_FIELDS).forEach((name, index) => {
+      const value = body.uint64(index + 1);
+      if (value !== undefined) counters[name] = Number(value);
+    });
+    return counters;
+  } catch (err) {
+    if (err instanceof CriuImageError || (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
 }
