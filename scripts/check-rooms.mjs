@@ -18,7 +18,7 @@ const RULES = {
   // CRIU's images: one bounded reader. Knows nothing of stasis.
   [`${CK}/criu/`]: [...BASE],
   // The folder on disk: file names, stasis.json, other engines' layouts.
-  [`${CK}/format/`]: [...BASE, `${CK}/criu/`, 'runtime/spec.ts', 'runtime/network.ts', 'runtime/create-plan.ts', 'state/'],
+  [`${CK}/format/`]: [...BASE, `${CK}/criu/`, 'runtime/spec.ts', 'runtime/network.ts', 'runtime/create-plan.ts', 'runtime/criu.ts', 'state/'],
   // What an untrusted checkpoint may get.
   [`${CK}/policy/`]: [...BASE, `${CK}/criu/`, `${CK}/format/`, 'runtime/spec.ts', 'state/'],
   // Checkpoint images (OCI).

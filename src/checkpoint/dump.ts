@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
-import { criuVersion, softDirtyTracking } from '../runtime/criu.ts';
+import { criuOptionNames, criuVersion, runcCriuFlags, softDirtyTracking } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
 import type { RunResult } from '../host/spawn.ts';
 import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } from '../runtime/types.ts';
@@ -20,14 +20,6 @@ import { createTar } from './archive/tar.ts';
 // A checkpoint, as containerd's first one did it: freeze the container, take
 // its writable layer and spec with the memory, dump with CRIU through runc,
 // and put CRIU's log in the error when that fails.
-
-/** The CRIU options that restore must repeat, as runc flags. */
-const RESTORE_FLAGS: [keyof CheckpointOptions, string][] = [
-  ['tcpEstablished', '--tcp-established'],
-  ['extUnixSk', '--ext-unix-sk'],
-  ['shellJob', '--shell-job'],
-  ['fileLocks', '--file-locks'],
-];
 
 /** The kernel's abilities, the parent image and the image's target, checked before the container is touched. */
 async function checkPreconditions(host: CheckpointHost, opts: CheckpointOptions): Promise<void> {
@@ -122,7 +114,7 @@ export async function checkpointHeld(
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
 
-  const restoreArgs = RESTORE_FLAGS.filter(([key]) => opts[key] === true).map(([, flag]) => flag);
+  const restoreArgs = runcCriuFlags(criuOptionNames(opts));
   const leaveRunning = opts.leaveRunning || opts.preDump;
   const metaOpts = {
     preDump: opts.preDump,

@@ -8,9 +8,9 @@ import { spinner } from '../output/terminal.ts';
 import type { CheckpointOptions } from '../runtime/types.ts';
 import { runtimeFrom } from './context.ts';
 import { ID_POSITIONAL, defineCommand } from './define.ts';
-import { idArg, reword } from './flags.ts';
+import { criuFlags, criuOptionsFrom, idArg, reword } from './flags.ts';
 
-const CRIU_GROUP = 'CRIU options:';
+const CRIU_GROUP = 'CRIU options (dump with them; a stasis checkpoint records them for its restore):';
 
 export const command = defineCommand({
   command: 'checkpoint <id> [path]',
@@ -26,10 +26,7 @@ export const command = defineCommand({
     'podman-image': { type: 'string', requiresArg: true, describe: "with --create-image: the podman image NAME[@ID] of the container's base, so `podman container restore` takes the image" },
     'print-stats': { type: 'boolean', describe: "print CRIU's dump statistics on stderr (with --json: in the JSON only)" },
     keep: { type: 'boolean', describe: "keep CRIU's dump log and statistics (stasis always does; accepted for podman's sake)" },
-    'tcp-established': { type: 'boolean', describe: 'CRIU: checkpoint established TCP connections', group: CRIU_GROUP },
-    'ext-unix-sk': { type: 'boolean', describe: 'CRIU: allow external unix sockets', group: CRIU_GROUP },
-    'shell-job': { type: 'boolean', describe: 'CRIU: allow a shell job (a process attached to a session outside)', group: CRIU_GROUP },
-    'file-locks': { type: 'boolean', describe: 'CRIU: checkpoint file locks', group: CRIU_GROUP },
+    ...criuFlags(CRIU_GROUP),
     'pre-dump': { type: 'boolean', describe: 'CRIU: dump memory only, leave the container running (needs soft-dirty tracking)', group: CRIU_GROUP },
     'parent-path': { type: 'string', requiresArg: true, describe: 'CRIU: an earlier (pre-)dump to take only the changes since (a path relative to here, or absolute)', group: CRIU_GROUP },
   },
@@ -58,10 +55,7 @@ export const command = defineCommand({
       ignoreRootfs: argv.ignoreRootfs === true,
       createImage: argv.createImage,
       podmanImage: argv.podmanImage === undefined ? undefined : parsePodmanImage(argv.podmanImage),
-      tcpEstablished: argv.tcpEstablished === true,
-      extUnixSk: argv.extUnixSk === true,
-      shellJob: argv.shellJob === true,
-      fileLocks: argv.fileLocks === true,
+      ...criuOptionsFrom(argv),
       preDump: argv.preDump === true,
       parentPath: argv.parentPath,
     };

@@ -2,6 +2,7 @@ import { EXIT_USAGE, StasisError, usageError } from '../errors.ts';
 import { validateId } from '../state/ids.ts';
 import type { MountRecord } from '../state/store.ts';
 import { defaultRootfs, planCreate, type CreateOptions } from '../runtime/create-plan.ts';
+import { CRIU_OPTIONS, CRIU_OPTION_NAMES, type CriuOptions } from '../runtime/criu.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
 
 // Flag groups shared by several commands (as ctr keeps its shared flags in one place).
@@ -34,6 +35,26 @@ export const CREATE_FLAGS = {
 } as const;
 
 /** create's extra option: restore instead (as `stasis restore`). */
+/**
+ * The CRIU options checkpoint, restore and migrate share (ctr's shared flag
+ * groups), under a group title that says what they mean for that verb.
+ */
+export function criuFlags(group: string) {
+  return {
+    'tcp-established': { type: 'boolean', describe: 'CRIU: established TCP connections', group },
+    'ext-unix-sk': { type: 'boolean', describe: 'CRIU: external unix sockets', group },
+    'shell-job': { type: 'boolean', describe: 'CRIU: a shell job (a process attached to a session outside)', group },
+    'file-locks': { type: 'boolean', describe: 'CRIU: file locks', group },
+  } as const;
+}
+
+/** The CRIU options given on the command line, as the library takes them. */
+export function criuOptionsFrom(argv: CriuOptions): CriuOptions {
+  const opts: CriuOptions = {};
+  for (const name of CRIU_OPTION_NAMES) if (argv[CRIU_OPTIONS[name].key] === true) opts[CRIU_OPTIONS[name].key] = true;
+  return opts;
+}
+
 export const CHECKPOINT_FLAG = {
   checkpoint: { type: 'string', requiresArg: true, describe: 'restore from this checkpoint folder, archive, image (oci:DIR, oci-archive:FILE) or - for stdin (as `stasis restore`)', group: CREATE_GROUP },
 } as const;

@@ -5,10 +5,10 @@ import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import { runtimeFrom, selfCli } from './context.ts';
 import { defineCommand } from './define.ts';
-import { idArg, reword, toArray } from './flags.ts';
+import { criuFlags, criuOptionsFrom, idArg, reword, toArray } from './flags.ts';
 import { parseBindMountFlag, parseTrust } from './restore.ts';
 
-const CRIU_GROUP = 'CRIU options:';
+const CRIU_GROUP = 'CRIU options (for the dump here and the restore there):';
 
 export const command = defineCommand({
   command: 'migrate <id> <destination>',
@@ -26,11 +26,8 @@ export const command = defineCommand({
     'remote-stasis': { type: 'string', requiresArg: true, describe: 'the stasis command there (default: stasis on its PATH; for a state directory, this stasis)' },
     mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'grant the container a bind mount there (as restore --mount; repeatable)' },
     'trust-checkpoint': { type: 'string', requiresArg: true, coerce: toArray, describe: 'grant what the container has beyond the policy there, by area (as restore --trust-checkpoint)' },
-    'tcp-established': { type: 'boolean', describe: 'CRIU: move established TCP connections', group: CRIU_GROUP },
+    ...criuFlags(CRIU_GROUP),
     'tcp-close': { type: 'boolean', describe: 'CRIU: restore established TCP connections closed there', group: CRIU_GROUP },
-    'ext-unix-sk': { type: 'boolean', describe: 'CRIU: allow external unix sockets', group: CRIU_GROUP },
-    'shell-job': { type: 'boolean', describe: 'CRIU: allow a shell job', group: CRIU_GROUP },
-    'file-locks': { type: 'boolean', describe: 'CRIU: move file locks', group: CRIU_GROUP },
   },
   examples: [
     ['$0 migrate web ssh://root@hostb', 'move web to hostb over ssh'],
@@ -59,11 +56,8 @@ export const command = defineCommand({
       rootfs: argv.rootfs,
       userMounts: toArray(argv.mount).map(parseBindMountFlag),
       trust: parseTrust(toArray(argv.trustCheckpoint)),
-      tcpEstablished: argv.tcpEstablished === true,
+      ...criuOptionsFrom(argv),
       tcpClose: argv.tcpClose === true,
-      extUnixSk: argv.extUnixSk === true,
-      shellJob: argv.shellJob === true,
-      fileLocks: argv.fileLocks === true,
     };
     const runtime = runtimeFrom(argv);
     if (destination.kind === 'local') {

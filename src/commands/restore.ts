@@ -10,9 +10,10 @@ import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { runtimeFrom } from './context.ts';
 import { defineCommand } from './define.ts';
-import { commandWords, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags } from './flags.ts';
+import { criuOptionNames, type CriuOptions } from '../runtime/criu.ts';
+import { commandWords, criuFlags, criuOptionsFrom, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags } from './flags.ts';
 
-const CRIU_GROUP = 'CRIU options:';
+const CRIU_GROUP = "CRIU options (stasis checkpoints record them; give them for other engines' checkpoints):";
 
 export const command = defineCommand({
   command: 'restore [id]',
@@ -32,10 +33,7 @@ export const command = defineCommand({
     'print-stats': { type: 'boolean', describe: "print CRIU's restore statistics on stderr (with --json: in the JSON only)" },
     keep: { type: 'boolean', describe: "keep CRIU's restore log and statistics (stasis always does; accepted for podman's sake)" },
     'tcp-close': { type: 'boolean', describe: 'CRIU: restore established TCP connections closed', group: CRIU_GROUP },
-    'tcp-established': { type: 'boolean', describe: 'CRIU: restore established TCP connections (recorded by stasis checkpoints; for other engines\' give it)', group: CRIU_GROUP },
-    'ext-unix-sk': { type: 'boolean', describe: 'CRIU: external unix sockets (as above)', group: CRIU_GROUP },
-    'shell-job': { type: 'boolean', describe: 'CRIU: a shell job (as above)', group: CRIU_GROUP },
-    'file-locks': { type: 'boolean', describe: 'CRIU: file locks (as above)', group: CRIU_GROUP },
+    ...criuFlags(CRIU_GROUP),
   },
   examples: [
     ['$0 restore web', 'bring back the container a checkpoint stopped'],
@@ -62,11 +60,7 @@ type RestoreFlags = CreateFlags & {
   trustCheckpoint?: string[];
   printStats?: boolean;
   tcpClose?: boolean;
-  tcpEstablished?: boolean;
-  extUnixSk?: boolean;
-  shellJob?: boolean;
-  fileLocks?: boolean;
-};
+} & CriuOptions;
 
 /** The checkpoint flag as the library takes it: `-` is the archive on stdin. */
 function checkpointSource(value: string | undefined): CheckpointSource | undefined {
@@ -89,9 +83,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
   const rootfsMounts = toArray(argv.rootfsMount).map(parseMountFlag);
   const userMounts = toArray(argv.mount).map(parseBindMountFlag);
   const trust = parseTrust(toArray(argv.trustCheckpoint));
-  const criuOptions = ([['tcpEstablished', 'tcp-established'], ['extUnixSk', 'ext-unix-sk'], ['shellJob', 'shell-job'], ['fileLocks', 'file-locks']] as const)
-    .filter(([key]) => argv[key] === true)
-    .map(([, option]) => option);
+  const criuOptions = criuOptionNames(criuOptionsFrom(argv));
   const checkpoint = checkpointSource(argv.checkpoint);
   const shownId = id ?? 'the container';
   const progress = await spinner(`restoring ${shownId}`);

@@ -12,7 +12,7 @@ import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
 import type { Trust } from '../checkpoint/policy/trust.ts';
 import type { RunResult } from '../host/spawn.ts';
-import { lazyPageServerProblem } from '../runtime/criu.ts';
+import { CRIU_OPTIONS, CRIU_OPTION_NAMES, lazyPageServerProblem, type CriuOptions } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
@@ -27,7 +27,7 @@ import type { CheckReply, RestoreRequest } from './receive.ts';
 // destination restore it; then commit (the container here is removed) or,
 // when anything before the commit fails, thaw it: it goes on here as it was.
 
-export interface MigrateOptions {
+export interface MigrateOptions extends CriuOptions {
   name?: string;
   lazy: boolean;
   withRootfs: boolean;
@@ -36,10 +36,6 @@ export interface MigrateOptions {
   rootfs?: string;
   userMounts?: UserMount[];
   trust?: Trust;
-  tcpEstablished: boolean;
-  extUnixSk: boolean;
-  shellJob: boolean;
-  fileLocks: boolean;
   tcpClose: boolean;
 }
 
@@ -179,7 +175,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     return await host.withContainer(id, async (record) => {
       const previousCheckpoint = record.lastCheckpoint;
       const frozenAt = Date.now();
-      const criuFlags = { tcpEstablished: opts.tcpEstablished, extUnixSk: opts.extUnixSk, shellJob: opts.shellJob, fileLocks: opts.fileLocks };
+      const criuFlags: CriuOptions = Object.fromEntries(CRIU_OPTION_NAMES.map((name) => [CRIU_OPTIONS[name].key, opts[CRIU_OPTIONS[name].key] === true]));
       const request: RestoreRequest = {
         token: randomBytes(16).toString('hex'),
         id: name,

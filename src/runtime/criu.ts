@@ -1,6 +1,40 @@
 import { readFileSync } from 'node:fs';
 import { run, versionOf } from '../host/spawn.ts';
 
+/**
+ * The CRIU options a dump is taken with and a restore must repeat: CRIU's own
+ * name (what a checkpoint records), the option's key in the library's options
+ * and runc's flag for it (the same for runc checkpoint and runc restore).
+ * tcp-close is restore-only and goes through CRIU's configuration file (see
+ * checkpoint/restore.ts), so it is not here.
+ */
+export const CRIU_OPTIONS = {
+  'tcp-established': { key: 'tcpEstablished', flag: '--tcp-established' },
+  'ext-unix-sk': { key: 'extUnixSk', flag: '--ext-unix-sk' },
+  'shell-job': { key: 'shellJob', flag: '--shell-job' },
+  'file-locks': { key: 'fileLocks', flag: '--file-locks' },
+} as const;
+
+export type CriuOption = keyof typeof CRIU_OPTIONS;
+export const CRIU_OPTION_NAMES = Object.keys(CRIU_OPTIONS) as CriuOption[];
+
+/** The CRIU options as the library takes them: { tcpEstablished: true, ... }. */
+export type CriuOptions = { [N in CriuOption as (typeof CRIU_OPTIONS)[N]['key']]?: boolean };
+
+/** The options set in `opts`, by CRIU's names, in the table's order. */
+export function criuOptionNames(opts: CriuOptions): CriuOption[] {
+  return CRIU_OPTION_NAMES.filter((name) => opts[CRIU_OPTIONS[name].key] === true);
+}
+
+/** runc's flags for CRIU options given by name. */
+export function runcCriuFlags(names: readonly CriuOption[]): string[] {
+  return [...new Set(names)].map((name) => CRIU_OPTIONS[name].flag);
+}
+
+export function isCriuOption(name: string): name is CriuOption {
+  return Object.hasOwn(CRIU_OPTIONS, name);
+}
+
 // What stasis asks CRIU itself: `checkpoint` (its metadata, its --pre-dump
 // check) and `doctor` ask the same questions the same way.
 

@@ -2,6 +2,7 @@ import type { EventJournal } from '../state/events.ts';
 import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus } from '../state/store.ts';
 import type { RunResult } from '../host/spawn.ts';
 import type { Writable } from 'node:stream';
+import type { CriuOptions } from './criu.ts';
 import type { OciSpec } from './spec.ts';
 
 // The contract of the runtime layer, after containerd's 2017 plugin/runtime.go:
@@ -112,7 +113,7 @@ export interface ExecOptions {
   stderr: NodeJS.WritableStream;
 }
 
-export interface CheckpointOptions {
+export interface CheckpointOptions extends CriuOptions {
   imagePath?: string;
   leaveRunning: boolean;
   exportPath?: string;
@@ -126,10 +127,6 @@ export interface CheckpointOptions {
   createImage?: string;
   /** The podman image the container's base is, so that podman can restore the image. */
   podmanImage?: { name: string; id?: string };
-  tcpEstablished: boolean;
-  extUnixSk: boolean;
-  shellJob: boolean;
-  fileLocks: boolean;
   preDump: boolean;
   parentPath?: string;
   /** With leaveRunning: keep the container frozen after the dump, its status paused (migrate thaws or kills it). */

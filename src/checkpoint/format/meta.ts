@@ -3,6 +3,7 @@ import { EXIT_USAGE, StasisError } from '../../errors.ts';
 import { validateId } from '../../state/ids.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
+import { CRIU_OPTION_NAMES, runcCriuFlags } from '../../runtime/criu.ts';
 import { FILES, IMAGES_DIR, META_FILE, hasCriuImages, type CheckpointMeta } from './layout.ts';
 
 // stasis.json, read as untrusted input: every field is checked, and what reaches a
@@ -11,14 +12,14 @@ import { FILES, IMAGES_DIR, META_FILE, hasCriuImages, type CheckpointMeta } from
 // runc flags are never taken from the file: they are rebuilt from the recorded CRIU
 // options, each of which must be one stasis knows.
 
-/** CRIU options a checkpoint may record, and the runc restore flags that repeat them. */
-export const CRIU_OPTIONS: Readonly<Record<string, readonly string[]>> = {
-  'tcp-established': ['--tcp-established'],
-  'ext-unix-sk': ['--ext-unix-sk'],
-  'shell-job': ['--shell-job'],
-  'file-locks': ['--file-locks'],
-  // Dumped with --tcp-close: the connections were closed in the images, so a
-  // restore needs nothing (and runc restore has no such flag).
+/**
+ * CRIU options a checkpoint may record, and the runc restore flags that repeat
+ * them: runtime/criu.ts's table, and tcp-close (dumped with it, the connections
+ * were closed in the images, so a restore needs nothing, and runc restore has
+ * no such flag).
+ */
+export const RECORDED_CRIU_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  ...Object.fromEntries(CRIU_OPTION_NAMES.map((name) => [name, runcCriuFlags([name])])),
   'tcp-close': [],
 };
 
@@ -41,15 +42,15 @@ export class CheckpointMetaError extends StasisError {
 
 /** runc restore flags for recorded CRIU options; throws for an option stasis does not know. */
 export function restoreArgsFor(criuOptions: readonly string[]): string[] {
-  const unknown = criuOptions.filter((option) => !Object.hasOwn(CRIU_OPTIONS, option));
+  const unknown = criuOptions.filter((option) => !Object.hasOwn(RECORDED_CRIU_OPTIONS, option));
   if (unknown.length > 0) {
     throw new CheckpointMetaError([{ field: 'criuOptions', problem: unknownOptions(unknown) }]);
   }
-  return [...new Set(criuOptions.flatMap((option) => CRIU_OPTIONS[option]))];
+  return [...new Set(criuOptions.flatMap((option) => RECORDED_CRIU_OPTIONS[option]))];
 }
 
 function unknownOptions(unknown: string[]): string {
-  return `${unknown.map((o) => JSON.stringify(o)).join(', ')} ${unknown.length > 1 ? 'are not CRIU options' : 'is not a CRIU option'} stasis restores with (it knows ${Object.keys(CRIU_OPTIONS).join(', ')})`;
+  return `${unknown.map((o) => JSON.stringify(o)).join(', ')} ${unknown.length > 1 ? 'are not CRIU options' : 'is not a CRIU option'} stasis restores with (it knows ${Object.keys(RECORDED_CRIU_OPTIONS).join(', ')})`;
 }
 
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
@@ -153,9 +154,9 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
 
   // CRIU options: each known; runc flags rebuilt from them.
   const criuOptions = [...new Set(strings('criuOptions', raw.criuOptions, 16))];
-  const unknown = criuOptions.filter((option) => option !== '' && !Object.hasOwn(CRIU_OPTIONS, option));
+  const unknown = criuOptions.filter((option) => option !== '' && !Object.hasOwn(RECORDED_CRIU_OPTIONS, option));
   if (unknown.length > 0) problem('criuOptions', unknownOptions(unknown));
-  const restoreArgs = unknown.length > 0 ? [] : [...new Set(criuOptions.filter(Boolean).flatMap((option) => CRIU_OPTIONS[option]))];
+  const restoreArgs = unknown.length > 0 ? [] : [...new Set(criuOptions.filter(Boolean).flatMap((option) => RECORDED_CRIU_OPTIONS[option]))];
   // The recorded flags are only compared: anything there that the options do not give is a tampered file.
   if (raw.restoreArgs !== undefined) {
     const recorded = strings('restoreArgs', raw.restoreArgs, 16);
