@@ -8,6 +8,54 @@ export const EXIT_TOOL = 125;
 export const EXIT_CANNOT_INVOKE = 126;
 export const EXIT_NOT_FOUND = 127;
 
+/**
+ * What went wrong, as the command layer words it (commands/flags.ts reword):
+ * a closed set, so a reworded code that nothing throws is a type error.
+ */
+export type ErrorCode =
+  | 'bad-destination'
+  | 'bad-image'
+  | 'bad-image-target'
+  | 'bad-parent'
+  | 'base-both'
+  | 'base-differs'
+  | 'base-kind-bundle'
+  | 'base-kind-overlay'
+  | 'base-missing'
+  | 'base-missing-overlay'
+  | 'base-outside-images'
+  | 'bundle-not-named'
+  | 'checkpoint-missing'
+  | 'damaged'
+  | 'duplicate'
+  | 'export-compression-conflict'
+  | 'export-folder-missing'
+  | 'export-format'
+  | 'foreign-bundle'
+  | 'foreign-needs-rootfs'
+  | 'foreign-volumes'
+  | 'image-path-not-empty'
+  | 'interrupted'
+  | 'mounts-need-bundle'
+  | 'name-taken'
+  | 'no-checkpoint'
+  | 'no-default-rootfs'
+  | 'no-id'
+  | 'no-soft-dirty'
+  | 'no-stasis-meta'
+  | 'not-a-checkpoint'
+  | 'not-restorable'
+  | 'pages-lost'
+  | 'peer-lost'
+  | 'peer-unreachable'
+  | 'restore-failed'
+  | 'runc-missing'
+  | 'send-failed'
+  | 'stdio-passthrough'
+  | 'switch-unknown'
+  | 'tty'
+  | 'wrong-engine';
+
 export class StasisError extends Error {
   readonly exitCode: number;
   readonly hint: string | undefined;
@@ -15,10 +63,10 @@ export class StasisError extends Error {
    * What went wrong, for the command layer: the library says what is wrong
    * in its own terms, and the command that knows its flags adds the hint.
    */
-  readonly code: string | undefined;
+  readonly code: ErrorCode | undefined;
   /** For a command on several containers: the failure of each, reported together. */
   readonly details: FailureDetail[] | undefined;
-  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown; code?: string; details?: FailureDetail[] } = {}) {
+  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown; code?: ErrorCode; details?: FailureDetail[] } = {}) {
     super(message, { cause: opts.cause });
     this.name = 'StasisError';
     this.exitCode = opts.exitCode ?? EXIT_FAILURE;

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { StasisError } from '../errors.ts';
+import { StasisError, type ErrorCode } from '../errors.ts';
 import { bundleBase } from '../runtime/create-plan.ts';
 import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
@@ -72,7 +72,7 @@ export interface RestoreParts {
 }
 
 /** "cannot restore from FILE: made by podman 4.3.1, container ix1 (image ...): WHY". */
-export function notRestorable(shown: string, info: EngineInfo, why: string, code = 'not-restorable'): StasisError {
+export function notRestorable(shown: string, info: EngineInfo, why: string, code: ErrorCode = 'not-restorable'): StasisError {
   const who = info.engine === 'unknown' && info.name === undefined ? '' : `${describeEngine(info)}: `;
   return new StasisError(`cannot restore from ${shown}: ${who}${why}`, { code });
 }

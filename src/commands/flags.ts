@@ -1,4 +1,4 @@
-import { EXIT_USAGE, StasisError, usageError } from '../errors.ts';
+import { EXIT_USAGE, StasisError, usageError, type ErrorCode } from '../errors.ts';
 import { validateId } from '../state/ids.ts';
 import type { MountRecord } from '../state/store.ts';
 import { defaultRootfs, planCreate, type CreateOptions } from '../runtime/create-plan.ts';
@@ -202,7 +202,7 @@ type Rewording = (err: StasisError) => { message?: string; hint?: string; exitCo
  * The library says what went wrong in its own terms and tags it with a code;
  * the command that knows its flags words it (a promise .catch handler).
  */
-export function reword(table: Record<string, Rewording>): (err: unknown) => never {
+export function reword(table: Partial<Record<ErrorCode, Rewording>>): (err: unknown) => never {
   return (err) => {
     const change = err instanceof StasisError && err.code !== undefined ? table[err.code] : undefined;
     if (!change || !(err instanceof StasisError)) throw err;

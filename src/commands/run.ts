@@ -10,6 +10,7 @@ import { guardStreams, writeErr } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
 import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { bestEffort } from '../log.ts';
 
 export const command = defineCommand({
   command: 'run <id> [cmd..]',
@@ -50,7 +51,7 @@ export const command = defineCommand({
     try {
       await container.start();
     } catch (err) {
-      await runtime.delete(container, { force: true }).catch(() => undefined);
+      await bestEffort(`deleting ${id} after its failed start`, runtime.delete(container, { force: true }));
       throw classifyExecFailure(err);
     }
     if (argv.detach) {
@@ -66,7 +67,7 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
   const { id } = container;
   const stdinFeeder = attachStdin ? feedStdin(runtime.store, id) : null;
   const stopForwarding = forwardSignals((signal) => {
-    container.kill(signal, { all: false }).catch(() => undefined);
+    void bestEffort(`passing ${signal} to ${id}`, container.kill(signal, { all: false }));
   });
   try {
     if (streamLog) {
@@ -76,7 +77,7 @@ async function attach(runtime: Runtime, container: Container, streamLog: boolean
       }
     }
     const exit = await runtime.waitExit(id);
-    if (remove) await runtime.delete(container, { force: true }).catch(() => undefined);
+    if (remove) await bestEffort(`run --rm: delete ${id}`, runtime.delete(container, { force: true }));
     if (exit === null || exit === 'removed') {
       throw new StasisError(`container ${id}: the monitor went away before reporting the exit status`, { exitCode: EXIT_TOOL });
     }

@@ -14,6 +14,7 @@ import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
 import { LineReader, line, type Message } from './channel.ts';
 import { restoreLazily, type LazyRestore } from './lazy.ts';
+import { bestEffort } from '../log.ts';
 
 // The destination's side of a move (`stasis __migrate ...`, which migrate
 // starts there): `serve` answers the control channel (check, restore,
@@ -204,7 +205,7 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
     if (restored !== null && !keep) {
       const id = restored;
       await lazy?.stop();
-      await host.withContainer(id, () => host.discard(id)).catch(() => undefined);
+      await bestEffort(`discarding the uncommitted ${id}`, host.withContainer(id, () => host.discard(id)));
     }
     for (const token of tokens) rmSync(stagingDir(host, token), { recursive: true, force: true });
     if (restored !== null && !keep) return 1;

@@ -9,6 +9,7 @@ import { withLoopbackHook } from './network.ts';
 import { ASIDE, putBack, setAside, teardown } from './cleanup.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
 import { viewOf } from './view.ts';
+import { bestEffort } from '../log.ts';
 
 // Bringing a container up (a new one, or one restored from a checkpoint) and
 // undoing that when a step fails: claim the ID, write the record, mount the
@@ -161,7 +162,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     store.write(record);
   } catch (err) {
     plan.restore?.onFailure?.(dir);
-    await teardown(ctx, record).catch(() => undefined);
+    await bestEffort(`teardown of the half-made ${record.id}`, teardown(ctx, record));
     throw err;
   } finally {
     for (const fd of stdioFds) closeSync(fd);

@@ -7,6 +7,7 @@ import { ASIDE, hasSetAside, putBack, teardown } from './cleanup.ts';
 import type { RuntimeContext } from './context.ts';
 import { monitorAlive } from './exit.ts';
 import { readExitFile } from './view.ts';
+import { bestEffort } from '../log.ts';
 
 // A command killed half way (kill -9, Ctrl-C, a crash) leaves its container
 // marked in the record. The next command that takes the container's lock
@@ -60,7 +61,7 @@ async function finishInterruptedCreate(ctx: RuntimeContext, record: ContainerRec
     return record;
   }
   if (hasSetAside(ctx, id)) {
-    await teardown(ctx, record).catch(() => undefined);
+    await bestEffort(`teardown of ${record.id} in recovery`, teardown(ctx, record));
     putBack(ctx, id);
     return store.read(id) ?? record;
   }

@@ -29,6 +29,7 @@ import type {
   WaitOutcome,
 } from './types.ts';
 import { orphanView, viewOf } from './view.ts';
+import { bestEffort } from '../log.ts';
 
 /** What the runtime is built with besides its configuration: the ways out to real processes, and features above it. */
 export interface RuntimeDeps {
@@ -242,8 +243,8 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     // A frozen container cannot die: every process gets its SIGKILL while
     // frozen, and takes it before any of its code runs once thawed.
     if (this.store.read(id)?.status === 'paused') {
-      await this.ctx.runc.kill(id, 'KILL', true).catch(() => undefined);
-      await this.ctx.runc.resume(id).catch(() => undefined);
+      await bestEffort(`runc kill ${id} KILL`, this.ctx.runc.kill(id, 'KILL', true));
+      await bestEffort(`runc resume ${id}`, this.ctx.runc.resume(id));
     }
     await deleteHeld(this.ctx, id, true);
   }

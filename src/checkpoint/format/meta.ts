@@ -1,5 +1,5 @@
 import { isAbsolute, posix } from 'node:path';
-import { EXIT_USAGE, StasisError } from '../../errors.ts';
+import { EXIT_USAGE, StasisError, type ErrorCode } from '../../errors.ts';
 import { validateId } from '../../state/ids.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
@@ -238,7 +238,7 @@ export type BaseChoice =
  * have the restored container write into it. Such a restore needs --bundle.
  */
 export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, policy: BasePolicy): BaseChoice {
-  const usage = (message: string, code: string) => new StasisError(message, { exitCode: EXIT_USAGE, code });
+  const usage = (message: string, code: ErrorCode) => new StasisError(message, { exitCode: EXIT_USAGE, code });
   if (request.rootfs !== undefined && request.bundle !== undefined) throw usage('a rootfs and a bundle cannot both be restored onto', 'base-both');
   // A bundle's changes were written in place, a rootfs container's are in the archive: the two do not mix.
   if (request.rootfs !== undefined && meta.rootfs.kind === 'bundle') {
