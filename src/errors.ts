@@ -66,13 +66,16 @@ export class StasisError extends Error {
   readonly code: ErrorCode | undefined;
   /** For a command on several containers: the failure of each, reported together. */
   readonly details: FailureDetail[] | undefined;
-  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown; code?: ErrorCode; details?: FailureDetail[] } = {}) {
+  /** What the message names (a path, an ID), for the command layer to use rather than parse the message. */
+  readonly data: Readonly<Record<string, string>>;
+  constructor(message: string, opts: { exitCode?: number; hint?: string; cause?: unknown; code?: ErrorCode; details?: FailureDetail[]; data?: Record<string, string> } = {}) {
     super(message, { cause: opts.cause });
     this.name = 'StasisError';
     this.exitCode = opts.exitCode ?? EXIT_FAILURE;
     this.hint = opts.hint;
     this.code = opts.code;
     this.details = opts.details;
+    this.data = opts.data ?? {};
   }
 }
 

@@ -207,7 +207,7 @@ export function reword(table: Partial<Record<ErrorCode, Rewording>>): (err: unkn
     const change = err instanceof StasisError && err.code !== undefined ? table[err.code] : undefined;
     if (!change || !(err instanceof StasisError)) throw err;
     const { message, hint, exitCode } = change(err);
-    throw new StasisError(message ?? err.message, { exitCode: exitCode ?? err.exitCode, hint: hint ?? err.hint, cause: err, code: err.code });
+    throw new StasisError(message ?? err.message, { exitCode: exitCode ?? err.exitCode, hint: hint ?? err.hint, cause: err, code: err.code, data: { ...err.data } });
   };
 }
 

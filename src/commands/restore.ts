@@ -114,7 +114,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
       'base-differs': () => ({ hint: 'restore onto the image the container ran on, or an exact copy of it (--rootfs DIR)' }),
       'base-both': () => ({ message: '--bundle and --rootfs cannot be used together' }),
       'bundle-not-named': () => ({ hint: 'name the bundle to restore onto with --bundle DIR' }),
-      'base-outside-images': (err) => ({ hint: `name the base to restore onto with --rootfs DIR (e.g. --rootfs ${err.message.split(' ')[4]} if that is the image it ran on)` }),
+      'base-outside-images': (err) => ({ hint: `name the base to restore onto with --rootfs DIR (e.g. --rootfs ${JSON.stringify(err.data.base ?? 'DIR')} if that is the image it ran on)` }),
       'foreign-needs-rootfs': () => ({ hint: "name a folder holding that image's root filesystem with --rootfs DIR (podman image mount IMAGE prints one)" }),
       'foreign-bundle': () => ({ hint: "restore it with --rootfs DIR, a folder holding the image's root filesystem" }),
     }));

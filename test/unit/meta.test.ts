@@ -144,6 +144,8 @@ describe('chooseRestoreBase', () => {
   test('a recorded base outside the image folders needs --rootfs when the checkpoint is not ours', () => {
     assert.throws(() => chooseRestoreBase(meta({ base: '/' }), {}, untrusted), /base rootfs \/ is not in \/var\/lib\/stasis\/rootfs/);
     assert.throws(() => chooseRestoreBase(meta({ base: '/var/lib/stasis/rootfs' }), {}, untrusted), /is not in/);
+    // The error carries the path as data: the command's hint names it whole, spaces and all.
+    assert.throws(() => chooseRestoreBase(meta({ base: '/srv/my images/web' }), {}, untrusted), (err: unknown) => err instanceof StasisError && err.code === 'base-outside-images' && err.data.base === '/srv/my images/web');
     assert.equal(chooseRestoreBase(meta({ base: '/srv/img' }), {}, { ...untrusted, trusted: true }).from, 'checkpoint');
     assert.deepEqual(chooseRestoreBase(meta({ base: '/' }), { rootfs: '/srv/copy' }, untrusted), { kind: 'overlay', base: '/srv/copy', from: 'flag' });
   });

@@ -266,6 +266,7 @@ export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, po
   if (!policy.trusted && !inImageRoot) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} is not in ${policy.imageRoots.join(' or ') || 'an image folder'}, and the checkpoint was not written here`, {
       code: 'base-outside-images',
+      data: { base: meta.rootfs.base },
     });
   }
   return { kind: 'overlay', base, from: 'checkpoint' };
