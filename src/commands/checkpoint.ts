@@ -71,9 +71,8 @@ export const command = defineCommand({
       process.stdout.prependListener('error', readerGone);
     }
     try {
-      const result = await runtime
-        .container(id)
-        .checkpoint(opts, (step) => progress.step(`${id}: ${step}`))
+      const { checkpointContainer } = await import('../checkpoint/dump.ts');
+      const result = await checkpointContainer(runtime, id, opts, (step) => progress.step(`${id}: ${step}`))
         .catch(reword({
           'no-soft-dirty': () => ({ message: `${opts.preDump ? '--pre-dump' : '--parent-path'} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports' }),
           'bad-parent': () => ({ message: `--parent-path ${opts.parentPath}: not a checkpoint folder` }),

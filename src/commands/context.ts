@@ -46,8 +46,8 @@ export function applyGlobals(argv: GlobalArgs): void {
 }
 
 /**
- * The composition root: the runtime over runc and conmon, with checkpointing
- * (a layer above it) handed in. Only the command layer knows both.
+ * The composition root: the runtime over runc and conmon, with the recovery of
+ * killed checkpoints (a layer above it) handed in. Only the command layer knows both.
  */
 export function runtimeFrom(argv: GlobalArgs): Runtime {
   applyGlobals(argv);
@@ -67,7 +67,6 @@ export function runtimeFrom(argv: GlobalArgs): Runtime {
     flock: which('flock'),
   }, {
     checkpoint: {
-      checkpoint: async (host, id, opts, progress) => (await import('../checkpoint/dump.ts')).checkpointContainer(host, id, opts, progress),
       recover: async (host, record) => (await import('../checkpoint/recover.ts')).recoverCheckpoint(host, record),
     },
   });

@@ -35,7 +35,7 @@ import { bestEffort } from '../log.ts';
 export interface RuntimeDeps {
   runner?: ProcessRunner;
   startMonitor?: (opts: MonitorOptions) => Promise<number>;
-  /** Container.checkpoint(); without it a checkpoint is refused. */
+  /** Recovery of a checkpoint whose command died; without it such a record is left as it is. */
   checkpoint?: CheckpointFeature;
 }
 
@@ -95,10 +95,6 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       resume: () => resume(this.ctx, id),
       kill: (signal, opts) => kill(this.ctx, id, signal, opts.all),
       exec: (opts) => execInContainer(this.ctx, id, opts),
-      checkpoint: (opts, progress = () => undefined) => {
-        if (!this.checkpointFeature) throw new StasisError('this runtime was built without checkpoint support');
-        return this.checkpointFeature.checkpoint(this, id, opts, progress);
-      },
     };
   }
 

@@ -168,12 +168,14 @@ export interface Container {
   resume(): Promise<void>;
   kill(signal: string, opts: { all: boolean }): Promise<void>;
   exec(opts: ExecOptions): Promise<number>;
-  checkpoint(opts: CheckpointOptions, progress?: Progress): Promise<CheckpointResult>;
 }
 
-/** Checkpointing is a feature above the runtime: the composition root hands it in. */
+/**
+ * Checkpointing is a layer above the runtime, which commands call directly
+ * (checkpoint/dump.ts, checkpoint/restore.ts); the runtime needs only its
+ * recovery, which the composition root hands in.
+ */
 export interface CheckpointFeature {
-  checkpoint(host: CheckpointHost, id: string, opts: CheckpointOptions, progress: Progress): Promise<CheckpointResult>;
   /**
    * Finishes or undoes a checkpoint whose command died (the record says
    * checkpointing, and its lock, which the caller holds now, was free):

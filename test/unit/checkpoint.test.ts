@@ -1,4 +1,5 @@
 // checkpoint over a fake runc (and so a fake CRIU): src/checkpoint/dump.ts through the CheckpointHost port.
+import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -46,7 +47,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
     await host.createRunning('c1', { labels: { app: 'counter' } });
     host.runner.reset();
     dumpSucceeds();
-    const result = await host.runtime.container('c1').checkpoint({ ...OPTS, tcpEstablished: true });
+    const result = await checkpointContainer(host.runtime, 'c1', { ...OPTS, tcpEstablished: true });
 
     const calls = host.runner.runcCalls();
     assert.equal(calls[0], 'pause c1');
@@ -87,7 +88,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
     host.runner.reset();
     host.runner.failRunc(['pause'], 'unable to freeze: device or resource busy', { once: true });
     const events = host.events().length;
-    const err = await rejection(host.runtime.container('c2').checkpoint(OPTS));
+    const err = await rejection(checkpointContainer(host.runtime, 'c2', OPTS));
     assert.equal(err.message, 'checkpoint c2 failed: pause c2: unable to freeze: device or resource busy');
     assert.deepEqual(host.runner.runcCalls(), ['pause c2']);
     const record = host.record('c2');
@@ -106,7 +107,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
       writeFileSync(join(workDir, 'dump.log'), CRIU_LOG);
       return { exitCode: 1, stderr: runcError(`criu failed: type NOTIFY errno 0\nlog file: ${join(workDir, 'dump.log')}`) };
     }, { once: true });
-    const err = await rejection(host.runtime.container('c3').checkpoint({ ...OPTS, leaveRunning: true }));
+    const err = await rejection(checkpointContainer(host.runtime, 'c3', { ...OPTS, leaveRunning: true }));
 
     const logs = readdirSync(host.runtime.logsDir).filter((name) => name.startsWith('c3-dump-'));
     assert.equal(logs.length, 1, 'the log is kept under the logs folder');
@@ -135,7 +136,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
 
   test('a failed dump without a CRIU log says so plainly', async () => {
     host.runner.failRunc(['checkpoint'], 'criu not found', { once: true });
-    const err = await rejection(host.runtime.container('c3').checkpoint(OPTS));
+    const err = await rejection(checkpointContainer(host.runtime, 'c3', OPTS));
     assert.equal(err.message, 'checkpoint c3 failed: runc checkpoint failed: criu not found');
     assert.equal(host.record('c3').status, 'running');
   });
@@ -145,7 +146,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
     host.runner.reset();
     dumpSucceeds();
     host.runner.failRunc(['resume'], 'unable to thaw: no such file or directory', { once: true });
-    const err = await rejection(host.runtime.container('c4').checkpoint({ ...OPTS, leaveRunning: true }));
+    const err = await rejection(checkpointContainer(host.runtime, 'c4', { ...OPTS, leaveRunning: true }));
     const [folder] = checkpointEntries('c4');
     const path = join(host.checkpointDir, 'c4', folder);
     assert.equal(err.message, `checkpoint c4: the checkpoint is in ${path}, but the container could not be thawed and is still frozen: resume c4: unable to thaw: no such file or directory`);
@@ -163,7 +164,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
     await host.createRunning('c5');
     host.runner.reset();
     dumpSucceeds();
-    const result = await host.runtime.container('c5').checkpoint({ ...OPTS, leaveRunning: true });
+    const result = await checkpointContainer(host.runtime, 'c5', { ...OPTS, leaveRunning: true });
     assert.equal(result.leftRunning, true);
     assert.equal(host.runner.runcCalls().at(-1), 'resume c5');
     const record = host.record('c5');
@@ -175,7 +176,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
   test('a tty container is refused before it is touched', async () => {
     await host.createRunning('c6', { tty: true });
     host.runner.reset();
-    const err = await rejection(host.runtime.container('c6').checkpoint(OPTS));
+    const err = await rejection(checkpointContainer(host.runtime, 'c6', OPTS));
     assert.equal(err.message, 'cannot checkpoint container c6: it has a terminal, and runc cannot checkpoint a container with a terminal');
     assert.equal(err.code, 'tty');
     assert.deepEqual(host.runner.runcCalls(), []);
@@ -189,11 +190,11 @@ describe('checkpoint (fake runc and CRIU)', () => {
     await host.create('c8');
     await host.createRunning('c9', { stdout: join(host.root, 'c9.out') });
     host.runner.reset();
-    assert.equal((await rejection(host.runtime.container('c7').checkpoint(OPTS))).message, 'cannot checkpoint container c7: it was paused with `stasis pause`; resume it first');
-    assert.equal((await rejection(host.runtime.container('c8').checkpoint(OPTS))).message, 'cannot checkpoint container c8: it is created');
-    const passthrough = await rejection(host.runtime.container('c9').checkpoint(OPTS));
+    assert.equal((await rejection(checkpointContainer(host.runtime, 'c7', OPTS))).message, 'cannot checkpoint container c7: it was paused with `stasis pause`; resume it first');
+    assert.equal((await rejection(checkpointContainer(host.runtime, 'c8', OPTS))).message, 'cannot checkpoint container c8: it is created');
+    const passthrough = await rejection(checkpointContainer(host.runtime, 'c9', OPTS));
     assert.equal(passthrough.code, 'stdio-passthrough');
-    assert.equal((await rejection(host.runtime.container('ghost').checkpoint(OPTS))).message, 'no such container: ghost');
+    assert.equal((await rejection(checkpointContainer(host.runtime, 'ghost', OPTS))).message, 'no such container: ghost');
     assert.deepEqual(host.runner.runcCalls(), []);
   });
 
@@ -202,14 +203,14 @@ describe('checkpoint (fake runc and CRIU)', () => {
     mkdirSync(full);
     writeFileSync(join(full, 'something'), '');
     host.runner.reset();
-    const err = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, imagePath: full }));
+    const err = await rejection(checkpointContainer(host.runtime, 'c5', { ...OPTS, imagePath: full }));
     assert.equal(err.code, 'image-path-not-empty');
     assert.deepEqual(host.runner.runcCalls(), []);
 
     const empty = join(host.root, 'empty');
     mkdirSync(empty);
     dumpSucceeds();
-    const result = await host.runtime.container('c5').checkpoint({ ...OPTS, imagePath: empty, leaveRunning: true });
+    const result = await checkpointContainer(host.runtime, 'c5', { ...OPTS, imagePath: empty, leaveRunning: true });
     assert.equal(result.path, empty);
     assert.ok(existsSync(join(empty, 'checkpoint', 'inventory.img')));
     assert.deepEqual(readdirSync(host.root).filter((name) => name.includes('partial')), []);
@@ -229,7 +230,7 @@ describe('checkpoint (fake runc and CRIU)', () => {
       // CRIU kills the dumped container; conmon then writes its exit file.
       writeFileSync(join(host.containerDir('c10'), 'exit'), '137');
     });
-    const failed = await rejection(host.runtime.container('c10').checkpoint(OPTS));
+    const failed = await rejection(checkpointContainer(host.runtime, 'c10', OPTS));
     assert.match(failed.message, /the dump is complete in/);
     // Any command on the container finishes it.
     await host.runtime.info('c10');
@@ -240,10 +241,10 @@ describe('checkpoint (fake runc and CRIU)', () => {
 
   test('--pre-dump and --parent-path are checked before the container is touched', async () => {
     host.runner.reset();
-    const noParent = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, parentPath: join(host.root, 'nothing') }));
+    const noParent = await rejection(checkpointContainer(host.runtime, 'c5', { ...OPTS, parentPath: join(host.root, 'nothing') }));
     assert.equal(noParent.code, 'bad-parent');
     // The kernel's soft-dirty tracking is asked of CRIU, which is not installed here: no tracking.
-    const preDump = await rejection(host.runtime.container('c5').checkpoint({ ...OPTS, preDump: true }));
+    const preDump = await rejection(checkpointContainer(host.runtime, 'c5', { ...OPTS, preDump: true }));
     assert.equal(preDump.code, 'no-soft-dirty');
     assert.deepEqual(host.runner.runcCalls(), []);
   });
@@ -266,11 +267,11 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
     dumpSucceeds();
     const dir = join(host.root, 'exports');
     mkdirSync(dir);
-    const first = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportPath: dir });
+    const first = await checkpointContainer(host.runtime, 'e1', { ...OPTS, leaveRunning: true, exportPath: dir });
     assert.match(first.exported!, new RegExp(`^${dir}/checkpoint-e1-\\d{8}T\\d{6}\\.\\d{3}Z\\.tar\\.zst$`));
     assert.equal(first.image, null);
     assert.deepEqual(readFileSync(first.exported!).subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), 'zstd');
-    const second = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportPath: dir, compression: 'gzip' });
+    const second = await checkpointContainer(host.runtime, 'e1', { ...OPTS, leaveRunning: true, exportPath: dir, compression: 'gzip' });
     assert.match(second.exported!, /\.tar\.gz$/);
     const names = (await readTarEntries(second.exported!)).map((entry) => entry.name);
     assert.ok(names.includes('rootfs-diff.tar') && names.includes('stasis.json'), names.join(' '));
@@ -278,7 +279,7 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
 
   test('--ignore-rootfs leaves the rootfs changes out of the archive, not out of the folder', async () => {
     const archive = join(host.root, 'ignored.tar');
-    const result = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportPath: archive, ignoreRootfs: true });
+    const result = await checkpointContainer(host.runtime, 'e1', { ...OPTS, leaveRunning: true, exportPath: archive, ignoreRootfs: true });
     const names = (await readTarEntries(archive)).map((entry) => entry.name);
     assert.ok(!names.includes('rootfs-diff.tar') && !names.includes('deleted.files'), names.join(' '));
     assert.ok(names.includes('checkpoint/'));
@@ -289,7 +290,7 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
     const chunks: Buffer[] = [];
     const out = new PassThrough();
     out.on('data', (chunk: Buffer) => chunks.push(chunk));
-    const result = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, exportStream: out });
+    const result = await checkpointContainer(host.runtime, 'e1', { ...OPTS, leaveRunning: true, exportStream: out });
     assert.equal(result.exported, '-');
     const bytes = Buffer.concat(chunks);
     assert.deepEqual(bytes.subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
@@ -300,7 +301,7 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
 
   test('--create-image: an oci-archive with the checkpoint, its reference in the result and the journal', async () => {
     const archive = join(host.root, 'e1.oci.tar');
-    const result = await host.runtime.container('e1').checkpoint({ ...OPTS, leaveRunning: true, createImage: `oci-archive:${archive}`, podmanImage: { name: 'localhost/busybox', id: 'ab'.repeat(32) } });
+    const result = await checkpointContainer(host.runtime, 'e1', { ...OPTS, leaveRunning: true, createImage: `oci-archive:${archive}`, podmanImage: { name: 'localhost/busybox', id: 'ab'.repeat(32) } });
     assert.equal(result.image, `oci-archive:${archive}`);
     const read = await readCheckpointImage(`oci-archive:${archive}`, join(host.root, 'e1-read'));
     assert.equal(read.refName, 'localhost/checkpoint-e1:latest');
@@ -315,14 +316,14 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
 
   test('a bad --export folder or --create-image target is refused before the container is touched', async () => {
     host.runner.reset();
-    const folder = await rejection(host.runtime.container('e1').checkpoint({ ...OPTS, exportPath: join(host.root, 'none', 'a.tar') }));
+    const folder = await rejection(checkpointContainer(host.runtime, 'e1', { ...OPTS, exportPath: join(host.root, 'none', 'a.tar') }));
     assert.equal(folder.code, 'export-folder-missing');
-    const conflict = await rejection(host.runtime.container('e1').checkpoint({ ...OPTS, exportPath: join(host.root, 'a.tar.gz'), compression: 'zstd' }));
+    const conflict = await rejection(checkpointContainer(host.runtime, 'e1', { ...OPTS, exportPath: join(host.root, 'a.tar.gz'), compression: 'zstd' }));
     assert.equal(conflict.code, 'export-compression-conflict');
     const full = join(host.root, 'full');
     mkdirSync(full);
     writeFileSync(join(full, 'x'), '');
-    const image = await rejection(host.runtime.container('e1').checkpoint({ ...OPTS, createImage: `oci:${full}` }));
+    const image = await rejection(checkpointContainer(host.runtime, 'e1', { ...OPTS, createImage: `oci:${full}` }));
     assert.equal(image.code, 'bad-image-target');
     assert.match(image.message, /is neither empty nor an OCI image layout/);
     assert.deepEqual(host.runner.runcCalls(), []);

@@ -3,6 +3,7 @@
 // port, on podman- and containerd-shaped folders built around the decodable
 // synthetic CRIU images the fake dump writes (the real engines' archives are
 // restored for real in test/integration/engines.test.ts).
+import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -127,7 +128,7 @@ describe('restore of another engine\'s checkpoint (fake runc, conmon and CRIU; r
   test('a podman container restored here is checkpointed with its /dev/shm files and restored in place with them', async () => {
     const files = join(host.containerDir('ix1'), 'engine-files');
     writeFileSync(join(files, 'shm', 'later'), 'later\n');
-    const checkpoint = await host.runtime.container('ix1').checkpoint({ ...OPTS, leaveRunning: false });
+    const checkpoint = await checkpointContainer(host.runtime, 'ix1', { ...OPTS, leaveRunning: false });
     assert.ok(existsSync(join(checkpoint.path, 'devshm-checkpoint.tar')), 'the files of the bind-mounted /dev/shm are carried');
     const result = await restoreContainer(host.runtime, 'ix1', {});
     assert.equal(result.inPlace, true);
@@ -139,7 +140,7 @@ describe('restore of another engine\'s checkpoint (fake runc, conmon and CRIU; r
   });
 
   test('a stasis checkpoint of it, restored elsewhere under a new ID, gets files of its own', async () => {
-    const checkpoint = await host.runtime.container('ix1').checkpoint({ ...OPTS, imagePath: join(host.root, 'ix1-again') });
+    const checkpoint = await checkpointContainer(host.runtime, 'ix1', { ...OPTS, imagePath: join(host.root, 'ix1-again') });
     const copy = join(host.root, 'ix1-copy');
     cpSync(checkpoint.path, copy, { recursive: true });
     rmSync(join(copy, 'stasis.sig'));
@@ -265,7 +266,7 @@ describe('restore of another engine\'s checkpoint (fake runc, conmon and CRIU; r
     assert.deepEqual(host.monitor.calls.at(-1)!.restoreArgs, ['--ext-unix-sk'], "the user's CRIU options are added");
     assert.equal(result.container.status, 'running');
     // A checkpoint of it, restored here, does not name the file again.
-    await host.runtime.container('tc').checkpoint({ ...OPTS, leaveRunning: false });
+    await checkpointContainer(host.runtime, 'tc', { ...OPTS, leaveRunning: false });
     await restoreContainer(host.runtime, 'tc', {});
     assert.equal(configOf('tc').annotations!['org.criu.config'], undefined);
     const unknown = await rejection(restoreContainer(host.runtime, 'tc2', { checkpoint: podmanFolder(), criuOptions: ['lazy-pages'] }));

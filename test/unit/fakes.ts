@@ -13,7 +13,6 @@ import { planCreate, type CreateOptions } from '../../src/runtime/create-plan.ts
 import { Runtime } from '../../src/runtime/runtime.ts';
 import type { ProvisionPlan } from '../../src/runtime/types.ts';
 import type { ContainerRecord } from '../../src/state/store.ts';
-import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { syntheticImages } from './criu-encode.ts';
 import { recoverCheckpoint } from '../../src/checkpoint/recover.ts';
 
@@ -198,7 +197,7 @@ export class FakeHost {
         cliCommand: ['/usr/bin/node', '/opt/stasis/bin/stasis'],
         flock: null,
       },
-      { runner: this.runner, startMonitor: this.monitor.start, checkpoint: { checkpoint: checkpointContainer, recover: recoverCheckpoint } },
+      { runner: this.runner, startMonitor: this.monitor.start, checkpoint: { recover: recoverCheckpoint } },
     );
   }
 

@@ -1,5 +1,6 @@
 // restore over a fake runc and conmon: src/checkpoint/restore.ts through the CheckpointHost port,
 // on checkpoints made by the real checkpoint code (with a fake CRIU dump).
+import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,7 +38,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
       return {};
     });
     image = join(host.root, 'image');
-    await host.runtime.container('src').checkpoint({ ...OPTS, imagePath: image, tcpEstablished: true });
+    await checkpointContainer(host.runtime, 'src', { ...OPTS, imagePath: image, tcpEstablished: true });
   });
 
   /** A copy of the good checkpoint, changed by `damage`. */
@@ -170,7 +171,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
       writeCriuDump(call);
       return {};
     });
-    const checkpoint = await host.runtime.container('inplace').checkpoint({ ...OPTS, leaveRunning: false });
+    const checkpoint = await checkpointContainer(host.runtime, 'inplace', { ...OPTS, leaveRunning: false });
     const stopped = host.record('inplace');
     assert.equal(stopped.checkpointedStop, true);
     host.runner.reset();
@@ -192,7 +193,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
   test('a failed restore in place puts the stopped container back as it was', async () => {
     const dir = host.containerDir('inplace');
     // Stop it with a checkpoint again, and leave an exit file of the old incarnation to be set aside.
-    const checkpoint = await host.runtime.container('inplace').checkpoint({ ...OPTS, leaveRunning: false });
+    const checkpoint = await checkpointContainer(host.runtime, 'inplace', { ...OPTS, leaveRunning: false });
     writeExit(dir, 0);
     const stopped = host.record('inplace');
     const files = readdirSync(dir).sort();
@@ -225,7 +226,7 @@ describe('restore of a --rootfs container (fake runc, conmon and CRIU; real tar)
       return {};
     });
     const image = join(host.root, 'ov-image');
-    const checkpoint = await host.runtime.container('ov').checkpoint({ ...OPTS, imagePath: image });
+    const checkpoint = await checkpointContainer(host.runtime, 'ov', { ...OPTS, imagePath: image });
     assert.deepEqual(checkpoint.rootfsChanges, { files: 1, deleted: 0 });
     assert.ok(existsSync(join(image, 'rootfs-diff.tar')));
 
