@@ -32,6 +32,10 @@ const RULES = {
   ['runtime/']: [...BASE, 'runtime/', 'state/'],
   ['state/']: [...BASE, 'state/'],
   ['host/']: ['errors.ts', 'log.ts', 'host/'],
+  ['output/']: [...BASE, 'output/'],
+  // The bottom: --debug writes through host/stdio.ts, errors import nothing.
+  ['log.ts']: ['host/'],
+  ['errors.ts']: [],
 };
 const MIGRATE_MAY_NOT = [`${CK}/criu/images.ts`, `${CK}/policy/spec.ts`, `${CK}/policy/linux.ts`, `${CK}/policy/processes.ts`];
 

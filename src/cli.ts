@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
 import { setCliEntry, type GlobalArgs } from './commands/context.ts';
 import type { StasisCommand } from './commands/define.ts';
-import { guardStreamsUnlessDirect, isTerminal, writeErr } from './output/stdio.ts';
+import { guardStreamsUnlessDirect, isTerminal, writeErr } from './host/stdio.ts';
 
 declare const __STASIS_VERSION__: string;
 

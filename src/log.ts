@@ -1,6 +1,6 @@
 // The --debug switch: set once by the command layer, read by every layer that
 // runs something worth showing (runc, criu, conmon, tar, mount command lines).
-import { writeErr } from './output/stdio.ts';
+import { writeErr } from './host/stdio.ts';
 
 let debugEnabled = false;
 

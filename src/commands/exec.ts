@@ -1,5 +1,5 @@
 import { EXIT_TOOL, StasisError, usageError } from '../errors.ts';
-import { guardStreams, isTerminal } from '../output/stdio.ts';
+import { guardStreams, isTerminal } from '../host/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
 import { commandWords, idArg, parseEnv, toArray } from './flags.ts';

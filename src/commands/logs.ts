@@ -1,6 +1,6 @@
 import { notFound } from '../errors.ts';
 import { containerLogs, followLog, type LogRecord } from '../runtime/logs.ts';
-import { guardStreams } from '../output/stdio.ts';
+import { guardStreams } from '../host/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { idArg, parsePositiveInt } from './flags.ts';

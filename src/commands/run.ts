@@ -6,7 +6,7 @@ import { followLog } from '../runtime/logs.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { Container } from '../runtime/types.ts';
 import { printLine } from '../output/print.ts';
-import { guardStreams, writeErr } from '../output/stdio.ts';
+import { guardStreams, writeErr } from '../host/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
 import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';

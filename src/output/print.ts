@@ -1,4 +1,4 @@
-import { writeOut } from './stdio.ts';
+import { writeOut } from '../host/stdio.ts';
 import { colorEnabled, outputMode } from './terminal.ts';
 
 export function printLine(text: string): void {

@@ -1,5 +1,5 @@
 import { debugLog } from '../log.ts';
-import { isTerminal } from './stdio.ts';
+import { isTerminal } from '../host/stdio.ts';
 
 // Colour and spinners are decided once, per stream, from NO_COLOR /
 // FORCE_COLOR / --no-color, whether the stream is a TTY, CI and TERM=dumb.

@@ -1,5 +1,5 @@
 import { fstatSync, writeSync } from 'node:fs';
-import { libc } from '../host/libc.ts';
+import { libc } from './libc.ts';
 
 // stasis's own output. Under Node it goes through process.stdout and
 // process.stderr, as before. Under Bun those two are node:stream objects that
