@@ -11,6 +11,8 @@
 #     unpacked into a private prefix (/opt/stasis/criu, a link to
 #     /opt/stasis/criu-VERSION), run through wrappers in /usr/local/sbin/criu
 #     and /usr/local/bin/checkpointctl
+#   - skopeo and docker-registry (scripts/setup/registry.sh; the registry
+#     service Debian starts is disabled: the tests run their own)
 #   - Node >= 22 (the package needs it; Debian 12 machines here have node 20)
 #   - the repo's npm dependencies and build (dist/: the bundle, and the
 #     executable compiled from it with Bun), the `stasis` command (that
@@ -194,6 +196,9 @@ fi
 # sshd needs its privilege separation folder, which only the (never started)
 # system service makes; /run is emptied at boot, so check it every run.
 [[ -d /run/sshd ]] || install -d -m 0755 /run/sshd
+
+# skopeo (run --image docker://, checkpoint images pushed and pulled) and docker-registry (the image tests' own, on 127.0.0.1; the system service is kept off).
+bash "$REPO/scripts/setup/registry.sh" && note "registry tools: skopeo, docker-registry (service disabled)"
 
 # --- 2. CRIU >= 4.2 and checkpointctl --------------------------------------
 criu_looks_good() {  # criu check prints "Looks good." when the kernel has what CRIU needs

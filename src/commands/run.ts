@@ -9,7 +9,7 @@ import { printLine } from '../output/print.ts';
 import { guardStreams, writeErr } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { IMAGE_FLAGS, addImageBase, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
 export const command = defineCommand({
   command: 'run <id> [cmd..]',
@@ -17,6 +17,7 @@ export const command = defineCommand({
   positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
   options: {
     ...CREATE_FLAGS,
+    ...IMAGE_FLAGS,
     detach: { alias: 'd', type: 'boolean', describe: 'start it and return at once' },
     rm: { type: 'boolean', describe: 'delete the container when it exits' },
     interactive: { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" },
@@ -37,6 +38,7 @@ export const command = defineCommand({
     // Detached, the monitor's exit hook removes it; attached, we do, after reading the status.
     const options = createOptionsFrom(argv, commandWords(argv), { autoRemove: argv.rm === true && argv.detach === true, inheritStdio: inherit });
     if (inherit === 'all') options.tty = false;
+    await addImageBase(argv, options);
     const plan = planFromFlags(id, options);
     // Attached with captured output: stdin goes to the container through the monitor.
     const attachStdin = !argv.detach && inherit === 'none' && argv.stdin === undefined && canAttachStdin();
