@@ -16,6 +16,7 @@ const APP_SCRIPT = [
   'cat hello.txt',
   'test -e /old.txt && echo old-present || echo old-gone',
   'echo "data=$(ls /data | tr "\\n" " ")"',
+  'echo "links=$(readlink /etc-link) $(readlink /host-run)"',
 ].join('; ');
 
 /** A layer over the busybox rootfs: a user and groups, a working folder, a file and a folder the next layer deletes and hides. */
@@ -27,6 +28,9 @@ function firstLayer(): Buffer {
     { name: 'data/', type: '5' },
     { name: 'data/a', type: '0', data: 'a' },
     { name: 'data/b', type: '0', data: 'b' },
+    // Links to folders, inside and outside the tree: kept as links, never followed (Bun's recursive readdir would).
+    { name: 'etc-link', type: '2', linkName: 'etc' },
+    { name: 'host-run', type: '2', linkName: '/run' },
   ]);
 }
 
@@ -86,6 +90,7 @@ describe('run --image, images, rmi, and checkpoint images in a registry', { skip
     assert.match(out, /^hello from the image$/m);
     assert.match(out, /^old-gone$/m);
     assert.match(out, /^data=c $/m);
+    assert.match(out, /^links=etc \/run$/m);
     // -e over the image's Env, the command's words replace Cmd after the Entrypoint, --cwd over WorkingDir.
     const over = await env.ok(img(['run', '--rm', 'app2', '--image', `oci:${layout}:app:1`, '-e', 'FOO=flag', '--cwd', '/data', '--', 'echo "$FOO $BAR $(pwd)"']));
     assert.equal(over.trim(), 'flag bar-image /data');
