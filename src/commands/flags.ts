@@ -48,7 +48,7 @@ export interface ImageFlags {
 }
 
 /** --image: the image pulled or read into the store and made the container's base (in the options); nothing when not given. */
-export async function addImageBase(argv: ImageFlags & CreateFlags & GlobalArgs, options: CreateOptions, progress?: (message: string) => void): Promise<void> {
+export async function addImageBase(argv: ImageFlags & CreateFlags & GlobalArgs, options: CreateOptions): Promise<void> {
   if (argv.image === undefined) {
     if (argv.tlsVerify !== undefined) throw usageError('--tls-verify is for --image docker://…');
     return;
@@ -57,9 +57,16 @@ export async function addImageBase(argv: ImageFlags & CreateFlags & GlobalArgs, 
   if (argv.bundle !== undefined) throw usageError('--image and --bundle cannot be used together');
   if (toArray(argv.rootfsMount).length > 0) throw usageError("--rootfs-mount mounts onto a bundle's rootfs: use it with --bundle, not --image");
   const store = await imageStoreFrom(argv);
-  const image = await store.pull(argv.image, { tlsVerify: argv.tlsVerify, progress });
-  const { baseOf } = await import('../image/config.ts');
-  options.image = baseOf(image, argv.image);
+  // A spinner on a terminal only (see output/terminal.ts): a pull can take a while.
+  const { spinner } = await import('../output/terminal.ts');
+  const shown = await spinner(`reading the image ${argv.image}`);
+  try {
+    const image = await store.pull(argv.image, { tlsVerify: argv.tlsVerify, progress: (step) => shown.step(step) });
+    const { baseOf } = await import('../image/config.ts');
+    options.image = baseOf(image, argv.image);
+  } finally {
+    shown.stop();
+  }
 }
 
 /** create's extra option: restore instead (as `stasis restore`). */
