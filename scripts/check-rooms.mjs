@@ -29,6 +29,8 @@ const RULES = {
   [`${CK}/`]: [...BASE, `${CK}/`, 'runtime/', 'state/'],
   // A move uses the verbs and the archive, never the policy's or CRIU's insides.
   ['migrate/']: [...BASE, 'migrate/', `${CK}/`, 'runtime/', 'state/'],
+  // The image store and the registry client (skopeo): reads layouts and layers with the checkpoint's archive and OCI rooms.
+  ['image/']: [...BASE, 'image/', `${CK}/archive/`, `${CK}/oci/`, 'runtime/create-plan.ts'],
   ['runtime/']: [...BASE, 'runtime/', 'state/'],
   ['state/']: [...BASE, 'state/'],
   ['host/']: ['errors.ts', 'log.ts', 'host/'],

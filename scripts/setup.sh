@@ -11,6 +11,8 @@
 #     unpacked into a private prefix (/opt/stasis/criu, a link to
 #     /opt/stasis/criu-VERSION), run through wrappers in /usr/local/sbin/criu
 #     and /usr/local/bin/checkpointctl
+#   - skopeo and docker-registry (scripts/setup/registry.sh; the registry
+#     service Debian starts is disabled: the tests run their own)
 #   - Node >= 22 (the package needs it; Debian 12 machines here have node 20)
 #   - the repo's npm dependencies and build (dist/: the bundle, and the
 #     executable compiled from it with Bun), the `stasis` command (that

@@ -31,6 +31,8 @@ const COMMANDS: CommandEntry[] = [
   { name: 'resume', describe: 'thaw a paused container', load: () => import('./commands/resume.ts') },
   { name: 'logs', describe: "print a container's captured output", load: () => import('./commands/logs.ts') },
   { name: 'top', describe: 'list the processes inside a container', load: () => import('./commands/top.ts') },
+  { name: 'images', describe: 'list the images in the image store', load: () => import('./commands/images.ts') },
+  { name: 'rmi', describe: 'remove images from the image store', load: () => import('./commands/rmi.ts') },
   { name: 'checkpoint', describe: 'dump a container to disk with CRIU', load: () => import('./commands/checkpoint.ts') },
   { name: 'restore', describe: 'restore a container from a checkpoint', load: () => import('./commands/restore.ts') },
   { name: 'migrate', describe: 'move a running container to another host or state directory', load: () => import('./commands/migrate.ts') },
@@ -47,6 +49,7 @@ const PROCESS_STATUS_COMMANDS = new Set(['run', 'exec', 'wait']);
 const GLOBAL_OPTIONS = {
   'state-dir': { type: 'string', requiresArg: true, describe: 'state directory [env: STASIS_STATE_DIR] (default: /run/stasis as root)', global: true },
   'checkpoint-dir': { type: 'string', requiresArg: true, describe: 'where checkpoints go without --image-path [env: STASIS_CHECKPOINT_DIR] (default: /var/lib/stasis/checkpoints)', global: true },
+  'image-dir': { type: 'string', requiresArg: true, describe: 'the image store, where --image unpacks images [env: STASIS_IMAGE_DIR] (default: /var/lib/stasis/images)', global: true },
   runc: { type: 'string', requiresArg: true, describe: 'the OCI runtime binary [env: STASIS_RUNC]', global: true },
   criu: { type: 'string', requiresArg: true, describe: 'the CRIU binary runc uses [env: STASIS_CRIU]', global: true },
   json: { type: 'boolean', describe: 'machine-readable JSON output', global: true },

@@ -226,6 +226,8 @@ export type Requirement =
   | 'flock'
   | 'iptables'
   | 'socat'
+  | 'skopeo'
+  | 'docker-registry'
   | 'rootfs'
   | 'uffd'
   | `criu>=${number}.${number}`;

@@ -67,3 +67,6 @@ fi
 # sshd needs its privilege separation folder, which only the (never started)
 # system service makes; /run is emptied at boot, so check it every run.
 [[ -d /run/sshd ]] || install -d -m 0755 /run/sshd
+
+# skopeo (run --image docker://, checkpoint images pushed and pulled) and docker-registry (the image tests' own, on 127.0.0.1; the system service is kept off).
+bash "$REPO/scripts/setup/registry.sh" && note "registry tools: skopeo, docker-registry (service disabled)"

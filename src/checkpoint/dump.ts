@@ -8,7 +8,7 @@ import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } fr
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
 import { timestampName } from '../host/clock.ts';
-import { IMAGES_DIR, STATS_FILE, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
+import { IMAGES_DIR, STATS_FILE, baseImageOf, engineImageName, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
 import { readCriuStats } from './criu/stats.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
 import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
@@ -263,12 +263,14 @@ export async function checkpointHeld(
   let image: string | null = null;
   if (opts.createImage !== undefined) {
     progress(`writing the image ${opts.createImage}`);
+    const baseImage = record.rootfs.kind === 'overlay' ? baseImageOf(record.rootfs.base) : null;
     try {
       const written = await writeCheckpointImage(finalPath, opts.createImage, {
         facts: {
           containerName: id,
-          rootfsImageName: opts.podmanImage?.name ?? record.rootfs.base,
-          rootfsImageId: opts.podmanImage?.id,
+          rootfsImageName: opts.podmanImage?.name ?? (baseImage ? engineImageName(baseImage) : record.rootfs.base),
+          rootfsImageId: opts.podmanImage?.id ?? baseImage?.configDigest,
+          rootfsImageDigest: baseImage?.digest,
           criuVersion: versions?.criuVersion,
           runtimeVersion: versions?.runcVersion,
         },

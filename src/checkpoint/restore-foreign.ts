@@ -38,7 +38,7 @@ export function foreignParts(
     });
   }
   if (opts.base === undefined) {
-    throw new StasisError(`${what} ran on the image ${meta.image.name ?? meta.image.userRequested ?? '(not named)'}, and stasis does not pull images: the folder holding that image's root filesystem must be named`, {
+    throw new StasisError(`${what} ran on the image ${meta.image.name ?? meta.image.userRequested ?? '(not named)'}, which is not in the image store: that image (--image REF) or a folder holding its root filesystem (--rootfs DIR) must be named`, {
       code: 'foreign-needs-rootfs',
     });
   }

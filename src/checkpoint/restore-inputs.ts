@@ -33,6 +33,12 @@ export interface RestoreOptions {
   criuOptions?: string[];
   /** Restore established TCP connections closed (CRIU's tcp-close). */
   tcpClose?: boolean;
+  /**
+   * Finds the checkpoint's base image in the image store (by manifest digest,
+   * image ID or name), or pulls the one the user named; the folder of its
+   * unpacked tree, or null when the store does not have it.
+   */
+  baseImage?: (want: { digest: string | null; id: string | null; name: string | null }) => Promise<string | null>;
   /** Where the container came from, for its record and the journal, when that is not the checkpoint's path (a move: the source). */
   from?: string;
   /**

@@ -62,7 +62,16 @@ export function latestCheckpoint(host: CheckpointHost, id: string, record: Conta
 }
 
 /** The base to restore onto: the one asked for, or the recorded one where the checkpoint may name it. */
-function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: boolean): ProvisionPlan['rootfs'] {
+async function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: boolean): Promise<ProvisionPlan['rootfs']> {
+  // A container that ran on an image of the store: that image, found by its digest (or pulled), whatever its path was.
+  const image = meta.rootfs.image;
+  if (image !== undefined && opts.base === undefined && meta.rootfs.kind === 'overlay' && opts.baseImage) {
+    const found = await opts.baseImage({ digest: image.digest, id: image.configDigest, name: image.name });
+    if (found !== null) return { kind: 'overlay', base: checkRootfsDir(found), userBundle: null };
+    if (!trusted || !existsSync(meta.rootfs.base)) {
+      throw new StasisError(`the checkpoint's base image ${image.name} (${image.digest}) is not in the image store`, { code: 'base-image-missing' });
+    }
+  }
   const request = { rootfs: opts.base?.kind === 'overlay' ? opts.base.dir : undefined, bundle: opts.base?.kind === 'bundle' ? opts.base.dir : undefined };
   const choice = chooseRestoreBase(meta, request, { trusted, imageRoots: [dirname(defaultRootfs())] });
   if (choice.kind === 'bundle') return bundleBase(choice.bundle).rootfs;
@@ -114,7 +123,7 @@ function imagesRootMode(imagesDir: string): number {
 async function stasisParts(host: CheckpointHost, opened: OpenedCheckpoint, id: string, meta: CheckpointMeta, opts: RestoreOptions): Promise<RestoreParts> {
   const { dir, shown } = opened;
   const trusted = signedHere(host.stateRoot, dir);
-  const rootfs = chooseBase(meta, opts, trusted);
+  const rootfs = await chooseBase(meta, opts, trusted);
   if ((opts.rootfsMounts ?? []).length > 0 && rootfs.kind !== 'bundle') {
     throw new StasisError('rootfs mounts are for a bundle\'s rootfs: this checkpoint is of a container on a read-only rootfs, whose writable layer it carries', {
       exitCode: EXIT_USAGE,
@@ -252,7 +261,13 @@ export async function restoreContainer(
       if (!read.ok) throw notRestorable(opened.shown, info, read.error.message);
       finalId = id ?? validateId(read.meta.id);
       if (id === undefined) existing = await existingRecord(host, finalId);
-      parts = foreignParts(host, opened.dir, opened.shown, finalId, info, read.meta, [...read.warnings], opts);
+      // Its base image, when the store has it (or the user named one to pull): no --rootfs needed.
+      let foreignOpts = opts;
+      if (opts.base === undefined && opts.baseImage) {
+        const found = await opts.baseImage({ digest: null, id: read.meta.image.id, name: read.meta.image.name ?? read.meta.image.userRequested });
+        if (found !== null) foreignOpts = { ...opts, base: { kind: 'overlay', dir: found } };
+      }
+      parts = foreignParts(host, opened.dir, opened.shown, finalId, info, read.meta, [...read.warnings], foreignOpts);
     }
     const restoreId = finalId;
 

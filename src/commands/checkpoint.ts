@@ -6,7 +6,10 @@ import { criuStatsLines } from '../checkpoint/criu/stats.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { CheckpointOptions } from '../runtime/types.ts';
-import { runtimeFrom } from './context.ts';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { which } from '../host/which.ts';
+import { defaultCheckpointDir, runtimeFrom } from './context.ts';
 import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { criuFlags, criuOptionsFrom, idArg, reword } from './flags.ts';
 
@@ -22,7 +25,8 @@ export const command = defineCommand({
     export: { alias: 'e', type: 'string', requiresArg: true, describe: 'also write the checkpoint as one archive: FILE (.tar, .tar.gz, .tar.zst; other names zstd), a folder (checkpoint-ID-TIME.tar.zst in it), or - (stdout)' },
     compress: { alias: 'c', type: 'string', requiresArg: true, choices: COMPRESSIONS as readonly string[], describe: "the archive's compression: zstd, gzip or none (default: as the name says; else zstd)" },
     'ignore-rootfs': { type: 'boolean', describe: 'leave the rootfs changes out of the archive and the image (the folder keeps them)' },
-    'create-image': { type: 'string', requiresArg: true, describe: 'also write an OCI checkpoint image: oci:DIR[:NAME] or oci-archive:FILE[:NAME]' },
+    'create-image': { type: 'string', requiresArg: true, describe: 'also write an OCI checkpoint image: oci:DIR[:NAME], oci-archive:FILE[:NAME], or docker://HOST[:PORT]/NAME[:TAG] (pushed to that registry with skopeo)' },
+    'tls-verify': { type: 'boolean', describe: 'with --create-image docker://: push over TLS, checked (--tls-verify=false: plain HTTP; default: plain HTTP only for localhost and 127.0.0.0/8)' },
     'podman-image': { type: 'string', requiresArg: true, describe: "with --create-image: the podman image NAME[@ID] of the container's base, so `podman container restore` takes the image" },
     'print-stats': { type: 'boolean', describe: "print CRIU's dump statistics on stderr (with --json: in the JSON only)" },
     keep: { type: 'boolean', describe: "keep CRIU's dump log and statistics (stasis always does; accepted for podman's sake)" },
@@ -35,6 +39,7 @@ export const command = defineCommand({
     ['$0 checkpoint web -R --image-path /srv/cp/web1', 'a snapshot; web keeps running'],
     ['$0 checkpoint web --export - | ssh other stasis restore web --checkpoint - --rootfs /srv/web', 'move web through a pipe'],
     ['$0 checkpoint web --create-image oci-archive:web.oci.tar --podman-image localhost/web', 'an image podman load + podman container restore take'],
+    ['$0 checkpoint web --create-image docker://127.0.0.1:5000/web-ckpt:1', 'push a checkpoint image to a registry (restore --checkpoint docker://… pulls it)'],
     ['$0 checkpoint inspect web.tar.zst', 'what a checkpoint holds and would ask for, before restoring it'],
   ],
   handler: async (argv) => {
@@ -59,7 +64,16 @@ export const command = defineCommand({
       preDump: argv.preDump === true,
       parentPath: argv.parentPath,
     };
-    checkFlags(opts, argv.export);
+    // A registry target: the image is written as a layout in the checkpoint folder, then pushed with skopeo.
+    const push = opts.createImage?.startsWith('docker://') ? await registryTarget(opts.createImage, argv) : null;
+    if (push) opts.createImage = `oci:${push.layout}:${push.tag}`;
+    else if (argv.tlsVerify !== undefined) throw usageError('--tls-verify is for --create-image docker://…');
+    try {
+      checkFlags(opts, argv.export);
+    } catch (err) {
+      push?.cleanup();
+      throw err;
+    }
     const runtime = runtimeFrom(argv);
     const progress = await spinner(`checkpointing ${id}`);
     // The archive is stdout: a reader that goes away before the end makes the command fail (the folder is kept).
@@ -85,6 +99,15 @@ export const command = defineCommand({
           tty: () => ({ hint: 'run the container without -t to be able to checkpoint it' }),
           'stdio-passthrough': () => ({ hint: 'run it without --stdin/--stdout/--stderr, -i or -t, so its output goes to pipes the monitor holds' }),
         }));
+      if (push) {
+        progress.step(`${id}: pushing ${push.shown}`);
+        try {
+          await push.send();
+        } catch (err) {
+          throw new StasisError(`checkpoint ${id}: the checkpoint is in ${result.path}, but pushing its image failed: ${errorMessage(err)}`, { hint: err instanceof StasisError ? err.hint : undefined });
+        }
+        result.image = push.shown;
+      }
       if (toStdout) {
         process.stdout.off('error', readerGone);
         process.exitCode = 0; // (Bun keeps 1 when it is set to undefined)
@@ -98,9 +121,42 @@ export const command = defineCommand({
       } else if (!toStdout) printLine(result.image ?? result.exported ?? result.path);
     } finally {
       progress.stop();
+      push?.cleanup();
     }
   },
 });
+
+/**
+ * `--create-image docker://…`: checked (the reference, and that skopeo is
+ * there) before the container is touched; the layout is written in a fresh
+ * folder under the checkpoint directory and removed after the push.
+ */
+async function registryTarget(text: string, argv: { tlsVerify?: boolean; checkpointDir?: string }) {
+  const { parseDockerRef, formatSourceRef } = await import('../image/ref.ts');
+  let ref;
+  try {
+    ref = parseDockerRef(text);
+  } catch (err) {
+    throw usageError(`--create-image ${errorMessage(err)}`);
+  }
+  if (ref.digest !== null) throw usageError(`--create-image ${text}: a pushed image is named by a tag, not a digest`);
+  if (which(process.env.STASIS_SKOPEO ?? 'skopeo') === null) {
+    throw new StasisError(`--create-image ${text}: skopeo is not installed, and stasis pushes images with it`, { hint: 'install it (scripts/setup/registry.sh, or apt-get install skopeo)' });
+  }
+  const parent = resolve(argv.checkpointDir ?? defaultCheckpointDir());
+  mkdirSync(parent, { recursive: true });
+  const folder = mkdtempSync(join(parent, '.push-'));
+  const { pushFromLayout } = await import('../image/skopeo.ts');
+  const tag = ref.tag ?? 'latest';
+  const docker = ref;
+  return {
+    layout: join(folder, 'layout'),
+    tag,
+    shown: formatSourceRef(ref),
+    send: () => pushFromLayout(join(folder, 'layout'), tag, docker, { tlsVerify: argv.tlsVerify }),
+    cleanup: () => rmSync(folder, { recursive: true, force: true }),
+  };
+}
 
 /** `--podman-image NAME[@ID]`: an ID is hex (12 to 64 digits); a digest reference (NAME@sha256:...) is a name. */
 function parsePodmanImage(value: string): { name: string; id?: string } {

@@ -9,6 +9,7 @@ import { setOutputMode } from '../output/terminal.ts';
 export interface GlobalArgs {
   stateDir?: string;
   checkpointDir?: string;
+  imageDir?: string;
   runc?: string;
   criu?: string;
   json?: boolean;
@@ -21,6 +22,13 @@ export function defaultStateDir(): string {
   if (process.env.STASIS_STATE_DIR) return process.env.STASIS_STATE_DIR;
   if (process.getuid?.() === 0) return '/run/stasis';
   return `${process.env.XDG_RUNTIME_DIR ?? `/tmp/stasis-${process.getuid?.() ?? 'user'}`}/stasis`;
+}
+
+/** The image store: --image-dir, else (in image/store.ts) STASIS_IMAGE_DIR, else /var/lib/stasis/images. Loaded only by the commands that use it. */
+export async function imageStoreFrom(argv: GlobalArgs): Promise<import('../image/store.ts').ImageStore> {
+  applyGlobals(argv);
+  const { ImageStore } = await import('../image/store.ts');
+  return new ImageStore(argv.imageDir === undefined ? undefined : resolve(argv.imageDir));
 }
 
 export function defaultCheckpointDir(): string {

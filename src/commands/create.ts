@@ -1,13 +1,13 @@
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CHECKPOINT_FLAG, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { CHECKPOINT_FLAG, IMAGE_FLAGS, addImageBase, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
 export const command = defineCommand({
   command: 'create <id> [cmd..]',
   describe: 'create a container from a rootfs, a bundle or a checkpoint (then `stasis start`)',
   positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
-  options: { ...CREATE_FLAGS, ...CHECKPOINT_FLAG },
+  options: { ...CREATE_FLAGS, ...IMAGE_FLAGS, ...CHECKPOINT_FLAG },
   examples: [
     ['$0 create web --rootfs /srv/web -- httpd -f', 'a container on a read-only rootfs image'],
     ['$0 create web --bundle ./bundle', 'an existing OCI bundle'],
@@ -21,7 +21,9 @@ export const command = defineCommand({
       await restoreFromFlags(runtime, id, argv);
       return;
     }
-    const plan = planFromFlags(id, createOptionsFrom(argv, commandWords(argv)));
+    const options = createOptionsFrom(argv, commandWords(argv));
+    await addImageBase(argv, options);
+    const plan = planFromFlags(id, options);
     const info = await runtime.createInfo(id, plan);
     if (isJson()) printJson(info);
     else printLine(info.id);

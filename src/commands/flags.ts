@@ -4,6 +4,7 @@ import type { MountRecord } from '../state/store.ts';
 import { defaultRootfs, planCreate, type CreateOptions } from '../runtime/create-plan.ts';
 import { CRIU_OPTIONS, CRIU_OPTION_NAMES, type CriuOptions } from '../runtime/criu.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
+import { imageStoreFrom, type GlobalArgs } from './context.ts';
 
 // Flag groups shared by several commands (as ctr keeps its shared flags in one place).
 
@@ -33,6 +34,41 @@ export const CREATE_FLAGS = {
   stderr: { type: 'string', requiresArg: true, describe: "write the container's stderr to FILE (default: captured for logs)", group: CREATE_GROUP },
   'rootfs-mount': { type: 'string', requiresArg: true, coerce: toArray, describe: 'mount type=T,source=S,options=O1:O2 on the rootfs before create, unmounted on delete (repeatable)', group: CREATE_GROUP },
 } as const;
+
+const IMAGE_GROUP = 'Image options:';
+
+/** run and create on an image (oci:, oci-archive:, docker://), unpacked into the image store (--image-dir). */
+export const IMAGE_FLAGS = {
+  image: { type: 'string', requiresArg: true, describe: 'run on this image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://HOST[:PORT]/NAME[:TAG|@DIGEST] or a name in `stasis images`; its Env, User, WorkingDir, Entrypoint and Cmd are used', group: IMAGE_GROUP },
+  'tls-verify': { type: 'boolean', describe: 'talk to the registry over TLS, checked (--tls-verify=false: plain HTTP; default: plain HTTP only for localhost and 127.0.0.0/8)', group: IMAGE_GROUP },
+} as const;
+
+export interface ImageFlags {
+  image?: string;
+  tlsVerify?: boolean;
+}
+
+/** --image: the image pulled or read into the store and made the container's base (in the options); nothing when not given. */
+export async function addImageBase(argv: ImageFlags & CreateFlags & GlobalArgs, options: CreateOptions): Promise<void> {
+  if (argv.image === undefined) {
+    if (argv.tlsVerify !== undefined) throw usageError('--tls-verify is for --image docker://…');
+    return;
+  }
+  if (argv.rootfs !== undefined) throw usageError('--image and --rootfs cannot be used together');
+  if (argv.bundle !== undefined) throw usageError('--image and --bundle cannot be used together');
+  if (toArray(argv.rootfsMount).length > 0) throw usageError("--rootfs-mount mounts onto a bundle's rootfs: use it with --bundle, not --image");
+  const store = await imageStoreFrom(argv);
+  // A spinner on a terminal only (see output/terminal.ts): a pull can take a while.
+  const { spinner } = await import('../output/terminal.ts');
+  const shown = await spinner(`reading the image ${argv.image}`);
+  try {
+    const image = await store.pull(argv.image, { tlsVerify: argv.tlsVerify, progress: (step) => shown.step(step) });
+    const { baseOf } = await import('../image/config.ts');
+    options.image = baseOf(image, argv.image);
+  } finally {
+    shown.stop();
+  }
+}
 
 /** create's extra option: restore instead (as `stasis restore`). */
 /**

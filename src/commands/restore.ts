@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { EXIT_USAGE, usageError } from '../errors.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { TRUST_AREAS, type Trust, type TrustArea } from '../checkpoint/policy/trust.ts';
@@ -8,10 +9,10 @@ import { criuStatsLines } from '../checkpoint/criu/stats.ts';
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { runtimeFrom } from './context.ts';
+import { defaultCheckpointDir, imageStoreFrom, runtimeFrom, type GlobalArgs } from './context.ts';
 import { defineCommand } from './define.ts';
 import { criuOptionNames, type CriuOptions } from '../runtime/criu.ts';
-import { commandWords, criuFlags, criuOptionsFrom, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags } from './flags.ts';
+import { commandWords, criuFlags, criuOptionsFrom, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags, type ImageFlags } from './flags.ts';
 
 const CRIU_GROUP = "CRIU options (stasis checkpoints record them; give them for other engines' checkpoints):";
 
@@ -22,7 +23,9 @@ export const command = defineCommand({
     id: { type: 'string', describe: 'container ID (a container a checkpoint stopped is restored in place); with --checkpoint, default: the ID recorded in the checkpoint' },
   },
   options: {
-    checkpoint: { alias: 'import', type: 'string', requiresArg: true, describe: 'checkpoint folder, archive (- reads it from stdin) or image oci:DIR[:NAME] | oci-archive:FILE[:NAME], of stasis, podman, CRI-O or containerd (default: the latest checkpoint of ID)' },
+    checkpoint: { alias: 'import', type: 'string', requiresArg: true, describe: 'checkpoint folder, archive (- reads it from stdin) or image oci:DIR[:NAME] | oci-archive:FILE[:NAME] | docker://HOST[:PORT]/NAME[:TAG|@DIGEST], of stasis, podman, CRI-O or containerd (default: the latest checkpoint of ID)' },
+    image: { type: 'string', requiresArg: true, describe: "restore onto this image (oci:, oci-archive:, docker:// or a name in `stasis images`), pulled into the image store (default: the checkpoint's base image, when the store has it)" },
+    'tls-verify': { type: 'boolean', describe: 'with docker:// references: talk to the registry over TLS, checked (--tls-verify=false: plain HTTP; default: plain HTTP only for localhost and 127.0.0.0/8)' },
     name: { alias: 'n', type: 'string', requiresArg: true, describe: 'the ID to restore under (podman\'s spelling of the ID argument)' },
     rootfs: { type: 'string', requiresArg: true, describe: "restore onto this copy of the base rootfs (default: the checkpoint's; another engine's checkpoint needs it)" },
     bundle: { type: 'string', requiresArg: true, describe: "restore onto this bundle's rootfs, written in place" },
@@ -40,6 +43,7 @@ export const command = defineCommand({
     ['$0 restore web2 --checkpoint web.tar.zst --rootfs /srv/web', 'restore an archive under another ID'],
     ['$0 restore --import ctr.tar.zst --rootfs /srv/busybox --trust-checkpoint capabilities', "a podman export, under the name podman gave it"],
     ['$0 checkpoint web --export - | $0 --state-dir /run/other restore web --checkpoint - --rootfs /srv/web', 'through a pipe'],
+    ['$0 restore web2 --checkpoint docker://127.0.0.1:5000/web-ckpt:1', 'pull a checkpoint image; its base image comes from the image store'],
   ],
   handler: async (argv) => {
     if (argv.id !== undefined && argv.name !== undefined && argv.id !== argv.name) {
@@ -53,7 +57,7 @@ export const command = defineCommand({
   },
 });
 
-type RestoreFlags = CreateFlags & {
+type RestoreFlags = CreateFlags & ImageFlags & GlobalArgs & {
   cmd?: string[];
   '--'?: string[];
   mount?: string[];
@@ -84,14 +88,46 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
   const userMounts = toArray(argv.mount).map(parseBindMountFlag);
   const trust = parseTrust(toArray(argv.trustCheckpoint));
   const criuOptions = criuOptionNames(criuOptionsFrom(argv));
-  const checkpoint = checkpointSource(argv.checkpoint);
+  if (argv.image !== undefined && base !== undefined) throw usageError(`--image and ${argv.rootfs !== undefined ? '--rootfs' : '--bundle'} cannot be used together`);
+  const registryCheckpoint = argv.checkpoint?.startsWith('docker://') === true;
+  if (argv.tlsVerify !== undefined && !registryCheckpoint && !argv.image?.startsWith('docker://')) throw usageError('--tls-verify is for docker:// references');
+  let checkpoint = checkpointSource(argv.checkpoint);
   const shownId = id ?? 'the container';
   const progress = await spinner(`restoring ${shownId}`);
+  let pulled: string | null = null;
   try {
+    if (registryCheckpoint) {
+      // The checkpoint image is copied into a layout under the checkpoint directory, read as oci:, then removed.
+      const { parseDockerRef } = await import('../image/ref.ts');
+      const { pullToLayout } = await import('../image/skopeo.ts');
+      let ref;
+      try {
+        ref = parseDockerRef(argv.checkpoint!);
+      } catch (err) {
+        throw usageError(`--checkpoint ${(err as Error).message}`);
+      }
+      const parent = resolve(argv.checkpointDir ?? defaultCheckpointDir());
+      mkdirSync(parent, { recursive: true });
+      pulled = mkdtempSync(join(parent, '.pull-'));
+      progress.step(`pulling ${argv.checkpoint}`);
+      await pullToLayout(ref, join(pulled, 'layout'), 'checkpoint', { tlsVerify: argv.tlsVerify });
+      checkpoint = `oci:${join(pulled, 'layout')}:checkpoint`;
+    }
+    const baseImage = async (want: { digest: string | null; id: string | null; name: string | null }): Promise<string | null> => {
+      const store = await imageStoreFrom(argv);
+      if (argv.image !== undefined) return (await store.pull(argv.image, { tlsVerify: argv.tlsVerify, progress: (step) => progress.step(`${shownId}: ${step}`) })).rootfs;
+      for (const key of [want.digest, want.id]) {
+        const found = key === null ? null : store.find(key);
+        if (found) return found.rootfs;
+      }
+      // By name only when nothing says which image it was: a name may have moved to another image since.
+      if (want.name !== null && want.id === null && want.digest === null) return store.find(want.name)?.rootfs ?? null;
+      return null;
+    };
     const result = await restoreContainer(
       runtime,
       id,
-      { checkpoint, base, rootfsMounts, userMounts, trust, criuOptions, tcpClose: argv.tcpClose === true, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
+      { checkpoint, base, rootfsMounts, userMounts, trust, criuOptions, tcpClose: argv.tcpClose === true, labels: argv.label ? parseKeyValues('label', argv.label) : undefined, baseImage, from: registryCheckpoint ? argv.checkpoint : undefined },
       (step) => progress.step(`${shownId}: ${step}`),
     ).catch(reword({
       'no-checkpoint': () => ({ hint: 'name one with --checkpoint PATH' }),
@@ -115,7 +151,8 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
       'base-both': () => ({ message: '--bundle and --rootfs cannot be used together' }),
       'bundle-not-named': () => ({ hint: 'name the bundle to restore onto with --bundle DIR' }),
       'base-outside-images': (err) => ({ hint: `name the base to restore onto with --rootfs DIR (e.g. --rootfs ${JSON.stringify(err.data.base ?? 'DIR')} if that is the image it ran on)` }),
-      'foreign-needs-rootfs': () => ({ hint: "name a folder holding that image's root filesystem with --rootfs DIR (podman image mount IMAGE prints one)" }),
+      'foreign-needs-rootfs': () => ({ hint: "name the image with --image REF (e.g. docker://HOST/NAME:TAG), or a folder holding its root filesystem with --rootfs DIR (podman image mount IMAGE prints one)" }),
+      'base-image-missing': () => ({ hint: 'name it with --image REF (e.g. the docker:// reference it was pulled as), or a copy of its tree with --rootfs DIR' }),
       'foreign-bundle': () => ({ hint: "restore it with --rootfs DIR, a folder holding the image's root filesystem" }),
     }));
     progress.stop();
@@ -126,6 +163,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
     } else printLine(result.container.id);
   } finally {
     progress.stop();
+    if (pulled !== null) rmSync(pulled, { recursive: true, force: true });
   }
 }
 

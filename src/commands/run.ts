@@ -9,7 +9,7 @@ import { printLine } from '../output/print.ts';
 import { guardStreams, writeErr } from '../host/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { IMAGE_FLAGS, addImageBase, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 import { bestEffort } from '../log.ts';
 
 export const command = defineCommand({
@@ -18,6 +18,7 @@ export const command = defineCommand({
   positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
   options: {
     ...CREATE_FLAGS,
+    ...IMAGE_FLAGS,
     detach: { alias: 'd', type: 'boolean', describe: 'start it and return at once' },
     rm: { type: 'boolean', describe: 'delete the container when it exits' },
     interactive: { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" },
@@ -38,6 +39,7 @@ export const command = defineCommand({
     // Detached, the monitor's exit hook removes it; attached, we do, after reading the status.
     const options = createOptionsFrom(argv, commandWords(argv), { autoRemove: argv.rm === true && argv.detach === true, inheritStdio: inherit });
     if (inherit === 'all') options.tty = false;
+    await addImageBase(argv, options);
     const plan = planFromFlags(id, options);
     // Attached with captured output: stdin goes to the container through the monitor.
     const attachStdin = !argv.detach && inherit === 'none' && argv.stdin === undefined && canAttachStdin();

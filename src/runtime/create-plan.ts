@@ -7,9 +7,23 @@ import { applyOverrides, defaultSpec, loadBundleSpec, type OciSpec, type SpecOve
 
 export const DEFAULT_ROOTFS = '/var/lib/stasis/rootfs/busybox';
 
+/** An image of the store as a container's base: its unpacked tree and what its config says to run. */
+export interface ImageBase {
+  /** The reference it was named by, for messages. */
+  name: string;
+  rootfs: string;
+  entrypoint: string[];
+  cmd: string[];
+  env: string[];
+  /** "" when the image names none. */
+  workingDir: string;
+  user: { uid: number; gid: number; additionalGids?: number[] };
+}
+
 export interface CreateOptions extends SpecOverrides {
   bundle?: string;
   rootfs?: string;
+  image?: ImageBase;
   labels: Record<string, string>;
   stdin?: string;
   stdout?: string;
@@ -63,10 +77,14 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
       throw new StasisError(`the folder of ${file}, the file given for the container's ${stream}, does not exist`);
     }
   }
-  const rootfsMounts = opts.rootfsMounts;
-
   let plan: ProvisionPlan['rootfs'];
   let spec: OciSpec;
+  if (opts.image !== undefined) {
+    ({ spec, rootfs: plan } = imagePlan(id, opts.image, opts.args ?? []));
+    // The command line's words replaced Cmd already (after the Entrypoint).
+    applyOverrides(spec, { ...opts, args: undefined });
+    return finishPlan(spec, plan, opts);
+  }
   if (opts.bundle !== undefined) {
     ({ spec, rootfs: plan } = bundleBase(opts.bundle));
   } else {
@@ -78,6 +96,11 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
     plan = { kind: 'overlay', base: checkRootfsDir(rootfs), userBundle: null };
   }
   applyOverrides(spec, opts);
+  return finishPlan(spec, plan, opts);
+}
+
+function finishPlan(spec: OciSpec, plan: ProvisionPlan['rootfs'], opts: CreateOptions): ProvisionPlan {
+  const rootfsMounts = opts.rootfsMounts;
   return {
     spec,
     rootfs: plan,
@@ -91,4 +114,24 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
     labels: opts.labels,
     autoRemove: opts.autoRemove,
   };
+}
+
+/**
+ * An image's config used as podman uses it: the command is Entrypoint then
+ * Cmd, the command line's words replacing Cmd; Env over the defaults;
+ * WorkingDir and User as the image says (flags override them afterwards).
+ */
+export function imagePlan(id: string, image: ImageBase, commandLine: string[]): { spec: OciSpec; rootfs: ProvisionPlan['rootfs'] } {
+  const args = [...image.entrypoint, ...(commandLine.length > 0 ? commandLine : image.cmd)];
+  if (args.length === 0) {
+    throw new StasisError(`the image ${image.name} names no command (no Entrypoint or Cmd)`, { hint: 'give the command after the container ID', code: 'image-no-command' });
+  }
+  const spec = defaultSpec(id, args);
+  const process = spec.process!;
+  const env = new Map((process.env ?? []).map((entry) => [entry.split('=')[0], entry]));
+  for (const entry of image.env) env.set(entry.split('=')[0], entry);
+  process.env = [...env.values()];
+  if (image.workingDir !== '') process.cwd = image.workingDir;
+  process.user = image.user.additionalGids ? { ...image.user, additionalGids: [...image.user.additionalGids] } : { uid: image.user.uid, gid: image.user.gid };
+  return { spec, rootfs: { kind: 'overlay', base: checkRootfsDir(image.rootfs), userBundle: null } };
 }

@@ -125,6 +125,19 @@ describe('restore of another engine\'s checkpoint (fake runc, conmon and CRIU; r
     assert.deepEqual(readdirSync(host.stateDir).filter((name) => name.startsWith('.')), [], 'nothing unpacked is left');
   });
 
+  test("a podman export whose image is in the image store needs no --rootfs: found by podman's image ID", async () => {
+    const dir = podmanFolder();
+    const asked: unknown[] = [];
+    const notThere = await rejection(restoreContainer(host.runtime, 'ix-store', { checkpoint: dir, baseImage: async (want) => (asked.push(want), null) }));
+    assert.equal(notThere.code, 'foreign-needs-rootfs');
+    assert.match(notThere.message, /which is not in the image store/);
+    assert.deepEqual(asked, [{ digest: null, id: '27c5858767c6f83e48f61a1947b7efe09247d5667d64e506e9cbdaf1fb5645c7', name: 'localhost/busybox:stasis' }]);
+    assert.equal(existsSync(host.containerDir('ix-store')), false);
+    const result = await restoreContainer(host.runtime, 'ix-store', { checkpoint: dir, baseImage: async () => base });
+    assert.equal(result.container.rootfs.base, base);
+    await host.runtime.delete(host.runtime.container('ix-store'), { force: true });
+  });
+
   test('a podman container restored here is checkpointed with its /dev/shm files and restored in place with them', async () => {
     const files = join(host.containerDir('ix1'), 'engine-files');
     writeFileSync(join(files, 'shm', 'later'), 'later\n');

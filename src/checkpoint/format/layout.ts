@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { withoutLoopbackHook } from '../../runtime/network.ts';
 import type { OciSpec } from '../../runtime/spec.ts';
 import type { ContainerRecord } from '../../state/store.ts';
@@ -72,6 +72,8 @@ export interface CheckpointMeta {
     userBundle: string | null;
     /** The base's files the processes had mapped or open, which a restore finds unchanged or refuses. */
     baseFiles?: BaseFile[];
+    /** The image of the image store the base is (`run --image`): a restore finds it there by digest. */
+    image?: BaseImage;
   };
   /** runc restore flags that must repeat the checkpoint's CRIU options. */
   restoreArgs: string[];
@@ -80,6 +82,38 @@ export interface CheckpointMeta {
   parentPath: string | null;
   command: string[];
   labels: Record<string, string>;
+}
+
+/** A base that is an image of the image store (src/image/store.ts). */
+export interface BaseImage {
+  /** The manifest's digest. */
+  digest: string;
+  /** The config's digest: the image ID podman, CRI-O and containerd record. */
+  configDigest: string;
+  /** The reference it was pulled as (docker://…, oci:DIR:TAG). */
+  name: string;
+}
+
+/** The image store's record beside each unpacked image's rootfs folder (<store>/<hex>/image.json). */
+export const IMAGE_RECORD_FILE = 'image.json';
+
+/** The store image a base folder is (<store>/<hex>/rootfs beside its image.json), or null. */
+export function baseImageOf(base: string): BaseImage | null {
+  if (basename(base) !== 'rootfs') return null;
+  const dir = dirname(base);
+  try {
+    const record = JSON.parse(readFileSync(join(dir, IMAGE_RECORD_FILE), 'utf8')) as { digest?: unknown; configDigest?: unknown; names?: unknown };
+    if (record.digest !== `sha256:${basename(dir)}` || typeof record.configDigest !== 'string' || !Array.isArray(record.names)) return null;
+    const name = record.names[record.names.length - 1];
+    return { digest: record.digest, configDigest: record.configDigest, name: typeof name === 'string' ? name : record.digest };
+  } catch {
+    return null;
+  }
+}
+
+/** The name podman, CRI-O and containerd give an image: a registry reference without docker://; stasis's own form for local layouts. */
+export function engineImageName(image: BaseImage): string {
+  return image.name.startsWith('docker://') ? image.name.slice('docker://'.length) : image.name;
 }
 
 /** Where a checkpoint came from: the tools that made it and the base it needs. */
@@ -106,6 +140,7 @@ export function writeMetadata(
   // manager but podman's and CRI-O's; we do not pretend to be either).
   spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };
   writeFileSync(join(dir, SPEC_FILE), `${JSON.stringify(spec, null, 2)}\n`);
+  const image = record.rootfs.kind === 'overlay' ? baseImageOf(record.rootfs.base) : null;
   const meta: CheckpointMeta = {
     format: 1,
     id: record.id,
@@ -118,6 +153,7 @@ export function writeMetadata(
       fingerprint: provenance.fingerprint,
       userBundle: record.rootfs.userBundle,
       ...(provenance.baseFiles ? { baseFiles: provenance.baseFiles } : {}),
+      ...(image ? { image } : {}),
     },
     restoreArgs: opts.restoreArgs,
     criuOptions: opts.criuOptions,
@@ -131,9 +167,10 @@ export function writeMetadata(
   const config = {
     id: record.id,
     name: record.id,
-    rootfsImageName: record.rootfs.base,
-    rootfsImageRef: meta.rootfs.fingerprint,
-    rootfsImage: record.rootfs.base,
+    // On an image: its name and ID as the engines record theirs (containerd pulls the name).
+    rootfsImageName: image ? engineImageName(image) : record.rootfs.base,
+    rootfsImageRef: image ? image.configDigest : meta.rootfs.fingerprint,
+    rootfsImage: image ? engineImageName(image) : record.rootfs.base,
     createdTime: record.createdAt,
     checkpointedTime: meta.checkpointedAt,
     restored: record.restoredFrom !== null,

@@ -152,6 +152,20 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
     }
   }
 
+  if (isObject(raw.rootfs) && raw.rootfs.image !== undefined) {
+    const image = raw.rootfs.image;
+    if (!isObject(image)) problem('rootfs.image', 'is not an object');
+    else {
+      const digest = text('rootfs.image.digest', image.digest, 80);
+      const configDigest = text('rootfs.image.configDigest', image.configDigest, 80);
+      const name = text('rootfs.image.name', image.name, 1024);
+      if (!FINGERPRINT.test(digest)) problem('rootfs.image.digest', `${JSON.stringify(digest)} is not sha256:<64 hex digits>`);
+      if (!FINGERPRINT.test(configDigest)) problem('rootfs.image.configDigest', `${JSON.stringify(configDigest)} is not sha256:<64 hex digits>`);
+      if (!PRINTABLE.test(name)) problem('rootfs.image.name', 'is not printable text');
+      rootfs.image = { digest, configDigest, name };
+    }
+  }
+
   // CRIU options: each known; runc flags rebuilt from them.
   const criuOptions = [...new Set(strings('criuOptions', raw.criuOptions, 16))];
   const unknown = criuOptions.filter((option) => option !== '' && !Object.hasOwn(RECORDED_CRIU_OPTIONS, option));

@@ -80,7 +80,7 @@ interface Index {
   annotations?: Record<string, string>;
 }
 
-interface Manifest {
+export interface Manifest {
   schemaVersion: number;
   mediaType?: string;
   config: Descriptor;
@@ -265,7 +265,7 @@ function refuseContainerdCheckpoint(index: Index): void {
   }
 }
 
-async function findManifest(layoutDir: string, ref: ImageRef): Promise<{ desc: Descriptor; indexAnnotations: Record<string, string> }> {
+export async function findManifest(layoutDir: string, ref: ImageRef): Promise<{ desc: Descriptor; indexAnnotations: Record<string, string> }> {
   const indexPath = join(layoutDir, 'index.json');
   if (!existsSync(indexPath)) {
     throw new Error(existsSync(join(layoutDir, 'manifest.json')) ? 'this is a docker-archive, not an OCI image: save it with --format oci-archive' : 'no index.json: not an OCI image layout');

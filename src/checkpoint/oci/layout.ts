@@ -143,6 +143,8 @@ export interface CheckpointFacts {
   /** What the container ran on: stasis's base rootfs, or the podman image given for podman. */
   rootfsImageName: string;
   rootfsImageId?: string;
+  /** The manifest digest of the base image (a container on an image of stasis's store). */
+  rootfsImageDigest?: string;
   criuVersion?: string;
   runtimeName?: string;
   runtimeVersion?: string;
@@ -211,6 +213,8 @@ export function checkpointAnnotations(facts: CheckpointFacts, host: HostFacts): 
       [`${o}cgroup.version`]: host.cgroupVersion,
       [`${o}distribution.name`]: host.distributionName,
       [`${o}distribution.version`]: host.distributionVersion,
+      // stasis's own: the base image by its manifest digest, which stasis.json also records.
+      'io.stasis.checkpoint.rootfsImageDigest': facts.rootfsImageDigest,
     }),
   };
 }
