@@ -274,12 +274,13 @@ export async function checkpointHeld(
       const written = await writeCheckpointImage(finalPath, opts.createImage, {
         facts: {
           containerName: id,
-          rootfsImageName: opts.podmanImage?.name ?? record.rootfs.base,
+          rootfsImageName: opts.podmanImage?.name ?? opts.baseImage ?? record.rootfs.base,
           rootfsImageId: opts.podmanImage?.id,
           criuVersion: versions?.criuVersion,
           runtimeVersion: versions?.runcVersion,
         },
         podman: opts.podmanImage ? { imageName: opts.podmanImage.name, imageId: opts.podmanImage.id } : undefined,
+        cri: opts.baseImage ? { image: opts.baseImage, containerName: id } : undefined,
         exclude,
         created: now,
       });

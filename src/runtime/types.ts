@@ -126,6 +126,8 @@ export interface CheckpointOptions {
   createImage?: string;
   /** The podman image the container's base is, so that podman can restore the image. */
   podmanImage?: { name: string; id?: string };
+  /** The registry image (HOST/NAME[:TAG|@DIGEST]) the container's base is, so that a CRI runtime (containerd) can restore the image. */
+  baseImage?: string;
   tcpEstablished: boolean;
   extUnixSk: boolean;
   shellJob: boolean;
