@@ -19,6 +19,7 @@ export const IMAGE_MAGIC = {
   mountpoints: 0x55563928,
   ids: 0x54432030,
   pagemap: 0x56084025,
+  mm: 0x57492820,
 } as const;
 
 export type ImageKind = keyof typeof IMAGE_MAGIC;
@@ -41,7 +42,7 @@ export class CriuImageError extends StasisError {
 }
 
 /** Reads a file of at most MAX_IMAGE_BYTES without following it past that size. */
-function readBounded(path: string): Buffer {
+export function readBounded(path: string): Buffer {
   let fd: number;
   try {
     fd = openSync(path, 'r');
