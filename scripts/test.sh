@@ -7,6 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # those, not the system's node 20 or Debian's criu 3.17 in /usr.
 export PATH="/usr/local/sbin:/usr/local/bin:$PATH"
 bash scripts/setup.sh --no-demo
+# The tests' own tools, not the user's set-up: containerd 2.1.9, a
+# docker-registry and the CNI loopback plugin unpacked into /opt/stasis
+# (test/integration/cri.test.ts); about 30 s the first time, instant after.
+bash scripts/setup/containerd.sh
 # The suite runs twice: against the compiled executable (dist/stasis, the
 # same bytes setup installed as /usr/local/bin/stasis: what users get), then
 # against bin/stasis under Node (what `npm i -g` gives). STASIS_TEST_BIN picks

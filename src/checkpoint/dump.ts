@@ -268,13 +268,14 @@ export async function checkpointHeld(
       const written = await writeCheckpointImage(finalPath, opts.createImage, {
         facts: {
           containerName: id,
-          rootfsImageName: opts.podmanImage?.name ?? (baseImage ? engineImageName(baseImage) : record.rootfs.base),
+          rootfsImageName: opts.podmanImage?.name ?? opts.baseImage ?? (baseImage ? engineImageName(baseImage) : record.rootfs.base),
           rootfsImageId: opts.podmanImage?.id ?? baseImage?.configDigest,
           rootfsImageDigest: baseImage?.digest,
           criuVersion: versions?.criuVersion,
           runtimeVersion: versions?.runcVersion,
         },
         podman: opts.podmanImage ? { imageName: opts.podmanImage.name, imageId: opts.podmanImage.id } : undefined,
+        cri: opts.baseImage ? { image: opts.baseImage, containerName: id } : undefined,
         exclude,
         created: now,
       });

@@ -5,6 +5,7 @@ import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
 import { readCriuProcesses, type CriuProcesses } from './criu/creds.ts';
 import { decodeMessage, readImageEntries } from './criu/images.ts';
 import { readImageMounts, type ImageMount } from './criu/mounts.ts';
+import { readTaskMemory, type TaskMemory } from './criu/memory.ts';
 import { detectEngine, type Engine } from './format/engines.ts';
 import { FILES, hasCriuImages } from './format/layout.ts';
 import { validateCheckpointMeta } from './format/meta.ts';
@@ -68,7 +69,13 @@ export interface CheckpointReport {
   imageMounts: { mountpoint: string; fstype: string; source: string; readOnly: boolean; externalKey: string | null }[];
   capabilities: { spec: Record<string, string[]> | null; processes: ReportProcess[] };
   namespaces: { type: string; path: string | null; restoredAs: 'own' | 'host' | null }[];
-  processes: { pid: number; ppid: number; comm: string | null; threads: number }[];
+  /**
+   * pstree.img's tasks, parents first, with core's comm and, from the memory
+   * images (criu/memory.ts), the command line (argv as it was in the
+   * process's memory) and the bytes of memory CRIU wrote (dumped) and the
+   * process had mapped; null where the images do not say.
+   */
+  processes: { pid: number; ppid: number; comm: string | null; threads: number; command: string[] | null; memoryBytes: number | null; mappedBytes: number | null }[];
   sizes: { totalBytes: number; imagesBytes: number; memoryBytes: number; rootfsDiffBytes: number | null };
   /** Files that are missing or do not decode. */
   problems: string[];
@@ -259,7 +266,17 @@ export function inspectCheckpoint(dir: string, opts: InspectOptions = {}): Check
       })),
     },
     namespaces,
-    processes: (processes?.tasks ?? []).map((t) => ({ pid: t.pid, ppid: t.ppid, comm: t.comm, threads: t.threads.length })),
+    processes: (processes?.tasks ?? []).map((t) => {
+      let memory: TaskMemory | null = null;
+      try {
+        memory = readTaskMemory(images, t.pid);
+      } catch (err) {
+        // Sizes and command lines are for the reader; restore does not use
+        // these images' contents, so only damage is a problem, not absence.
+        if (existsSync(join(images, `mm-${t.pid}.img`))) problems.push((err as Error).message);
+      }
+      return { pid: t.pid, ppid: t.ppid, comm: t.comm, threads: t.threads.length, command: memory?.args ?? null, memoryBytes: memory?.dumpedBytes ?? null, mappedBytes: memory?.mappedBytes ?? null };
+    }),
     sizes: {
       totalBytes: sizeOf(dir),
       imagesBytes: sizeOf(images),
@@ -306,6 +323,25 @@ export function formatInspectReport(report: CheckpointReport): string {
     lines.push('Capabilities in the spec');
     for (const [set, names] of Object.entries(report.capabilities.spec)) lines.push(`  ${set.padEnd(12)}${list(names)}`);
   }
+  lines.push('Process tree   (memory: written by CRIU / mapped)');
+  const children = new Map<number, CheckpointReport['processes']>();
+  const pids = new Set(report.processes.map((p) => p.pid));
+  for (const p of report.processes) {
+    const parent = pids.has(p.ppid) ? p.ppid : 0;
+    children.set(parent, [...(children.get(parent) ?? []), p]);
+  }
+  const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : JSON.stringify(arg));
+  const tree = (parent: number, depth: number, seen: Set<number>) => {
+    for (const p of children.get(parent) ?? []) {
+      if (seen.has(p.pid)) continue;
+      seen.add(p.pid);
+      const memory = p.memoryBytes === null ? '?' : `${bytes(p.memoryBytes)} / ${p.mappedBytes === null ? '?' : bytes(p.mappedBytes)}`;
+      const command = p.command ? p.command.map(quote).join(' ') : `[${p.comm ?? '?'}]`;
+      lines.push(`  ${'  '.repeat(depth)}${String(p.pid).padEnd(8)}${memory.padEnd(22)}${command}${p.threads > 1 ? ` (${p.threads} threads)` : ''}`);
+      tree(p.pid, depth + 1, seen);
+    }
+  };
+  tree(0, 0, new Set());
   lines.push('Processes');
   for (const p of report.capabilities.processes) {
     const caps = p.capabilities ? `bounding ${list(p.capabilities.bounding)}; effective ${list(p.capabilities.effective)}` : 'no credentials recorded';

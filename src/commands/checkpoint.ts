@@ -28,6 +28,7 @@ export const command = defineCommand({
     'create-image': { type: 'string', requiresArg: true, describe: 'also write an OCI checkpoint image: oci:DIR[:NAME], oci-archive:FILE[:NAME], or docker://HOST[:PORT]/NAME[:TAG] (pushed to that registry with skopeo)' },
     'tls-verify': { type: 'boolean', describe: 'with --create-image docker://: push over TLS, checked (--tls-verify=false: plain HTTP; default: plain HTTP only for localhost and 127.0.0.0/8)' },
     'podman-image': { type: 'string', requiresArg: true, describe: "with --create-image: the podman image NAME[@ID] of the container's base, so `podman container restore` takes the image" },
+    'base-image': { type: 'string', requiresArg: true, describe: "with --create-image: the registry image HOST/NAME[:TAG|@DIGEST] of the container's base, so containerd's CRI restore (CreateContainer with the image) pulls it" },
     'print-stats': { type: 'boolean', describe: "print CRIU's dump statistics on stderr (with --json: in the JSON only)" },
     keep: { type: 'boolean', describe: "keep CRIU's dump log and statistics (stasis always does; accepted for podman's sake)" },
     ...criuFlags(CRIU_GROUP),
@@ -40,6 +41,7 @@ export const command = defineCommand({
     ['$0 checkpoint web --export - | ssh other stasis restore web --checkpoint - --rootfs /srv/web', 'move web through a pipe'],
     ['$0 checkpoint web --create-image oci-archive:web.oci.tar --podman-image localhost/web', 'an image podman load + podman container restore take'],
     ['$0 checkpoint web --create-image docker://127.0.0.1:5000/web-ckpt:1', 'push a checkpoint image to a registry (restore --checkpoint docker://… pulls it)'],
+    ['$0 checkpoint web --create-image oci-archive:web.oci.tar --base-image 127.0.0.1:5000/web:1', 'an image containerd\'s CRI restores (push it to a registry first)'],
     ['$0 checkpoint inspect web.tar.zst', 'what a checkpoint holds and would ask for, before restoring it'],
   ],
   handler: async (argv) => {
@@ -61,6 +63,7 @@ export const command = defineCommand({
       createImage: argv.createImage,
       podmanImage: argv.podmanImage === undefined ? undefined : parsePodmanImage(argv.podmanImage),
       ...criuOptionsFrom(argv),
+      baseImage: argv.baseImage === undefined ? undefined : parseBaseImage(argv.baseImage),
       preDump: argv.preDump === true,
       parentPath: argv.parentPath,
     };
@@ -166,6 +169,17 @@ function parsePodmanImage(value: string): { name: string; id?: string } {
   return { name: value };
 }
 
+/**
+ * `--base-image HOST/NAME[:TAG|@DIGEST]`: a registry reference as containerd
+ * pulls it (distribution's reference grammar, roughly: lowercase path
+ * components, an optional tag, an optional sha256 digest).
+ */
+function parseBaseImage(value: string): string {
+  const ok = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$/.test(value);
+  if (!ok) throw usageError(`--base-image ${JSON.stringify(value)}: not a registry image reference`, 'expected HOST[:PORT]/NAME[:TAG][@sha256:DIGEST], e.g. 127.0.0.1:5000/busybox:1');
+  return value;
+}
+
 /** Flag combinations, refused before the container is touched. */
 function checkFlags(opts: CheckpointOptions, exportFlag: string | undefined): void {
   const exporting = exportFlag !== undefined;
@@ -191,6 +205,7 @@ function checkFlags(opts: CheckpointOptions, exportFlag: string | undefined): vo
     throw usageError('--ignore-rootfs is for --export and --create-image: the checkpoint folder always keeps the rootfs changes');
   }
   if (opts.podmanImage !== undefined && opts.createImage === undefined) throw usageError('--podman-image is for --create-image');
+  if (opts.baseImage !== undefined && opts.createImage === undefined) throw usageError('--base-image is for --create-image');
   if (opts.createImage !== undefined && parseImageRef(opts.createImage) === null) {
     throw usageError(`--create-image ${JSON.stringify(opts.createImage)}: not an image reference`, 'use oci:DIR[:NAME] (a layout folder) or oci-archive:FILE[:NAME] (a tar of one, as podman save --format oci-archive writes)');
   }

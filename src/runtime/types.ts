@@ -127,6 +127,8 @@ export interface CheckpointOptions extends CriuOptions {
   createImage?: string;
   /** The podman image the container's base is, so that podman can restore the image. */
   podmanImage?: { name: string; id?: string };
+  /** The registry image (HOST/NAME[:TAG|@DIGEST]) the container's base is, so that a CRI runtime (containerd) can restore the image. */
+  baseImage?: string;
   preDump: boolean;
   parentPath?: string;
   /** With leaveRunning: keep the container frozen after the dump, its status paused (migrate thaws or kills it). */

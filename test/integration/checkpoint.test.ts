@@ -2,7 +2,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, pipeline } from '../helpers.ts';
@@ -50,6 +50,29 @@ describe('checkpoint', { skip: CHECKPOINTS }, () => {
     await env.ok(['kill', 'web', '-s', 'KILL']);
     assert.equal((await env.run(['wait', 'web'])).code, 137);
     await env.ok(['delete', 'web']);
+  });
+
+  test("checkpoint inspect: the process tree with each process's full command line and memory, from CRIU's images", async () => {
+    const script = 'sleep 86400 & sleep 86401 & wait';
+    await env.ok(['run', '-d', 'tree', '--', 'sh', '-c', script]);
+    const { pid } = await env.json(['info', 'tree']);
+    await eventually(() => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).length === 2, 'both sleeps to start');
+    const path = (await env.ok(['checkpoint', 'tree', '-R'])).trim();
+    const report = await env.json(['checkpoint', 'inspect', path]);
+    const commands = report.processes.map((p: { command: string[] }) => JSON.stringify(p.command)).sort();
+    assert.deepEqual(commands, [JSON.stringify(['sh', '-c', script]), JSON.stringify(['sleep', '86400']), JSON.stringify(['sleep', '86401'])]);
+    const root = report.processes.find((p: { ppid: number }) => p.ppid === 0);
+    assert.ok(root, 'pstree has a root task');
+    for (const p of report.processes) {
+      assert.ok(p.memoryBytes > 0 && p.memoryBytes % 4096 === 0, `memory written for ${p.pid}: ${p.memoryBytes}`);
+      assert.ok(p.mappedBytes >= p.memoryBytes, `mapped ${p.mappedBytes} >= written ${p.memoryBytes}`);
+      if (p !== root) assert.equal(p.ppid, root.pid, 'the sleeps are the shell\'s children');
+    }
+    const text = await env.ok(['checkpoint', 'inspect', path]);
+    assert.match(text, /^Process tree/m);
+    assert.match(text, new RegExp(`^  ${root.pid} .* sh -c ${JSON.stringify(script).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
+    assert.match(text, /^    \d+ .*KiB .* sleep 86400$/m, 'a child is shown under its parent, with its memory');
+    await env.ok(['rm', '-f', 'tree']);
   });
 
   test('--leave-running keeps it running; the image restores into another ID alongside it, twice', async () => {

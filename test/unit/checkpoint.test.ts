@@ -314,6 +314,24 @@ describe('checkpoint archives and images (fake runc and CRIU; real tar)', () => 
     assert.match(readFileSync(join(host.stateDir, 'events.jsonl'), 'utf8').trim().split('\n').at(-1)!, new RegExp(`"image":"oci-archive:${archive}"`));
   });
 
+  test('--create-image --base-image: config.dump names the registry image and a status.dump is added, for containerd\'s CRI restore', async () => {
+    const archive = join(host.root, 'e1-cri.oci.tar');
+    const ref = '127.0.0.1:5000/busybox@sha256:' + 'cd'.repeat(32);
+    const result = await checkpointContainer(host.runtime, 'e1', { ...OPTS, leaveRunning: true, createImage: `oci-archive:${archive}`, baseImage: ref });
+    const read = await readCheckpointImage(`oci-archive:${archive}`, join(host.root, 'e1-cri-read'));
+    // containerd 2.1 takes an image as a checkpoint by this annotation (checkIfCheckpointOCIImage).
+    assert.equal(read.annotations['org.criu.checkpoint.container.name'], 'e1');
+    const config = JSON.parse(readFileSync(join(host.root, 'e1-cri-read', 'config.dump'), 'utf8'));
+    assert.equal(config.rootfsImageRef, ref, 'containerd pulls rootfsImageRef');
+    assert.equal(config.rootfsImageName, ref);
+    const status = JSON.parse(readFileSync(join(host.root, 'e1-cri-read', 'status.dump'), 'utf8'));
+    assert.deepEqual(status.metadata, { name: 'e1' });
+    assert.deepEqual(status.image, { image: ref });
+    assert.deepEqual(status.annotations, {}, 'containerd writes into this map: it must be there');
+    assert.deepEqual(status.labels, {});
+    assert.ok(!existsSync(join(result.path, 'status.dump')), 'the folder is not changed');
+  });
+
   test('a bad --export folder or --create-image target is refused before the container is touched', async () => {
     host.runner.reset();
     const folder = await rejection(checkpointContainer(host.runtime, 'e1', { ...OPTS, exportPath: join(host.root, 'none', 'a.tar') }));

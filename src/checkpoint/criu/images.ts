@@ -23,6 +23,7 @@ export const IMAGE_MAGIC = {
   pagemap: 0x56084025,
   fs: 0x51403912,
   files: 0x56303138,
+  mm: 0x57492820,
 } as const;
 
 export type ImageKind = keyof typeof IMAGE_MAGIC;
@@ -45,7 +46,7 @@ export class CriuImageError extends StasisError {
 }
 
 /** Reads a file of at most MAX_IMAGE_BYTES without following it past that size. */
-function readBounded(path: string): Buffer {
+export function readBounded(path: string): Buffer {
   let fd: number;
   try {
     fd = openSync(path, 'r');

@@ -46,6 +46,15 @@ export interface WriteImageOptions {
    * says rootMode (default 0o555).
    */
   podman?: { imageName: string; imageId?: string; rootMode?: number };
+  /**
+   * For a CRI restore (containerd 2.1's CreateContainer with the image;
+   * internal/cri/server/container_checkpoint_linux.go, CRImportCheckpoint):
+   * containerd pulls config.dump's rootfsImageRef, checks rootfsImageName is
+   * a reference, and reads status.dump (the CRI ContainerStatus as JSON: the
+   * container's image and its annotations, a map it writes into). `image` is
+   * the base image's registry reference (HOST/NAME[:TAG|@DIGEST]).
+   */
+  cri?: { image: string; containerName: string };
   /** The image's name in the layout when the reference gives none; default localhost/checkpoint-<container>:latest. */
   defaultReference?: string;
   /** Top-level names of the folder left out of the layer (rootfs-diff.tar, deleted.files for --ignore-rootfs). */
@@ -101,18 +110,45 @@ function writeJsonBlob(layoutDir: string, value: unknown, mediaType: string, ann
   return { mediaType, digest, size: bytes.length, ...(annotations ? { annotations } : {}) };
 }
 
-/** The files podman needs to take the image (see WriteImageOptions.podman), in a copy of the folder. */
-function stageForPodman(checkpointDir: string, stagingDir: string, podman: NonNullable<WriteImageOptions['podman']>): void {
+/** The files podman and a CRI runtime need to take the image (see WriteImageOptions.podman and .cri), in a copy of the folder. */
+function stageForEngines(checkpointDir: string, stagingDir: string, opts: Pick<WriteImageOptions, 'podman' | 'cri'>): void {
   cpSync(checkpointDir, stagingDir, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
   const configPath = join(stagingDir, 'config.dump');
   const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>) : {};
-  config.rootfsImageName = podman.imageName;
-  // podman 4.3 looks the image up by this too; a name resolves (measured), an ID is what podman itself writes.
-  config.rootfsImageID = podman.imageId ?? podman.imageName;
-  config.RawImageName = podman.imageName;
+  const { podman, cri } = opts;
+  if (cri) {
+    config.rootfsImage = cri.image;
+    config.rootfsImageName = cri.image;
+    config.rootfsImageRef = cri.image;
+    const statusPath = join(stagingDir, 'status.dump');
+    if (!existsSync(statusPath)) writeFileSync(statusPath, `${JSON.stringify(criStatus(cri, config))}\n`);
+  }
+  if (podman) {
+    config.rootfsImageName = podman.imageName;
+    // podman 4.3 looks the image up by this too; a name resolves (measured), an ID is what podman itself writes.
+    config.rootfsImageID = podman.imageId ?? podman.imageName;
+    config.RawImageName = podman.imageName;
+    const filesImg = join(stagingDir, 'checkpoint', 'files.img');
+    if (existsSync(filesImg)) writeFileSync(filesImg, withRootDirMode(readFileSync(filesImg), podman.rootMode ?? 0o555).bytes);
+  }
   writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
-  const filesImg = join(stagingDir, 'checkpoint', 'files.img');
-  if (existsSync(filesImg)) writeFileSync(filesImg, withRootDirMode(readFileSync(filesImg), podman.rootMode ?? 0o555).bytes);
+}
+
+/**
+ * status.dump as containerd writes it: the CRI ContainerStatus in protobuf's
+ * JSON names (metadata, image, image_ref, labels, annotations). containerd's
+ * restore adds to the annotations map, so it is always present.
+ */
+function criStatus(cri: NonNullable<WriteImageOptions['cri']>, config: Record<string, unknown>): Record<string, unknown> {
+  return {
+    id: typeof config.id === 'string' ? config.id : cri.containerName,
+    metadata: { name: cri.containerName },
+    state: 1,
+    image: { image: cri.image },
+    image_ref: cri.image,
+    labels: {},
+    annotations: {},
+  };
 }
 
 async function gzipFile(from: string, to: string): Promise<void> {
@@ -131,9 +167,9 @@ export async function writeCheckpointImage(checkpointDir: string, target: string
     checkLayoutTarget(layoutDir);
     mkdirSync(join(layoutDir, 'blobs', 'sha256'), { recursive: true });
     let source = checkpointDir;
-    if (opts.podman) {
+    if (opts.podman || opts.cri) {
       source = join(work, 'content');
-      stageForPodman(checkpointDir, source, opts.podman);
+      stageForEngines(checkpointDir, source, opts);
     }
     const layerTar = join(work, 'layer.tar');
     const exclude = new Set(opts.exclude ?? []);
