@@ -7,16 +7,23 @@ import { isJson, printJson, printLine } from '../output/print.ts';
 import { spinner } from '../output/terminal.ts';
 import type { CheckpointOptions } from '../runtime/types.ts';
 import { runtimeFrom } from './context.ts';
-import { ID_POSITIONAL, defineCommand } from './define.ts';
+import { defineCommand } from './define.ts';
+import { allContainers, checkSelection, eachContainer, latestContainer } from './select.ts';
+import type { Runtime } from '../runtime/runtime.ts';
 import { idArg, reword } from './flags.ts';
 
 const CRIU_GROUP = 'CRIU options:';
 
 export const command = defineCommand({
-  command: 'checkpoint <id> [path]',
-  describe: 'dump a running container, its spec and its rootfs changes to disk with CRIU; it stops unless --leave-running (`checkpoint inspect PATH` shows what a checkpoint holds)',
-  positionals: { ...ID_POSITIONAL, path: { type: 'string', describe: 'with `inspect`: the checkpoint folder or archive to inspect' } },
+  command: 'checkpoint [id] [path]',
+  describe: 'dump a running container, its spec and its rootfs changes to disk with CRIU; it stops unless --leave-running (`stasis checkpoint-inspect PATH` shows what a checkpoint holds)',
+  positionals: {
+    id: { type: 'string', describe: 'container ID (or --all, --latest)' },
+    path: { type: 'string', describe: 'after the word inspect: the checkpoint to inspect (as `stasis checkpoint-inspect PATH`)' },
+  },
   options: {
+    all: { alias: 'a', type: 'boolean', describe: 'checkpoint every running container, one after the other; each is reported, and the command fails (1) if any failed' },
+    latest: { alias: 'l', type: 'boolean', describe: 'checkpoint the most recently created container' },
     'image-path': { type: 'string', requiresArg: true, describe: 'folder for the checkpoint (default: a new folder under --checkpoint-dir)' },
     'leave-running': { alias: 'R', type: 'boolean', describe: 'keep the container running after the dump' },
     export: { alias: 'e', type: 'string', requiresArg: true, describe: 'also write the checkpoint as one archive: FILE (.tar, .tar.gz, .tar.zst; other names zstd), a folder (checkpoint-ID-TIME.tar.zst in it), or - (stdout)' },
@@ -38,16 +45,17 @@ export const command = defineCommand({
     ['$0 checkpoint web -R --image-path /srv/cp/web1', 'a snapshot; web keeps running'],
     ['$0 checkpoint web --export - | ssh other stasis restore web --checkpoint - --rootfs /srv/web', 'move web through a pipe'],
     ['$0 checkpoint web --create-image oci-archive:web.oci.tar --podman-image localhost/web', 'an image podman load + podman container restore take'],
-    ['$0 checkpoint inspect web.tar.zst', 'what a checkpoint holds and would ask for, before restoring it'],
+    ['$0 checkpoint --all --leave-running', 'a snapshot of every running container'],
   ],
   handler: async (argv) => {
-    // `checkpoint inspect PATH`; a container named "inspect" is still `checkpoint inspect`.
+    // `checkpoint inspect PATH` (two words: a checkpoint of a container takes one), as
+    // `checkpoint-inspect PATH`; `checkpoint inspect` alone checkpoints the container named inspect.
     if (argv.id === 'inspect' && argv.path !== undefined) {
       const { inspectFromPath } = await import('./checkpoint-inspect.ts');
       return inspectFromPath(runtimeFrom(argv), argv.path);
     }
-    if (argv.path !== undefined) throw usageError(`unexpected argument ${JSON.stringify(argv.path)}: checkpoint takes one container ID`, 'to look into a checkpoint: stasis checkpoint inspect PATH');
-    const id = idArg(argv.id);
+    if (argv.path !== undefined) throw usageError(`unexpected argument ${JSON.stringify(argv.path)}: checkpoint takes one container ID`, 'to look into a checkpoint: stasis checkpoint-inspect PATH');
+    checkSelection('checkpoint', argv, 'a container ID, --all or --latest');
     const toStdout = argv.export === '-';
     const opts: CheckpointOptions = {
       imagePath: argv.imagePath,
@@ -66,48 +74,73 @@ export const command = defineCommand({
       parentPath: argv.parentPath,
     };
     checkFlags(opts, argv.export);
+    if (argv.all) {
+      const single = ([['image-path', opts.imagePath], ['export', argv.export], ['create-image', opts.createImage], ['parent-path', opts.parentPath]] as const).find(([, value]) => value !== undefined);
+      if (single) throw usageError(`--all and --${single[0]} cannot be used together: --${single[0]} names one container's`, 'checkpoint them one at a time, or drop the flag (each goes into its own folder under --checkpoint-dir)');
+    }
     const runtime = runtimeFrom(argv);
-    const progress = await spinner(`checkpointing ${id}`);
-    // The archive is stdout: a reader that goes away before the end makes the command fail (the folder is kept).
-    const readerGone = () => {
-      process.stderr.write(`stasis: checkpoint ${id}: the archive's reader went away before it was complete; the checkpoint folder is kept (stasis info ${id})\n`);
-    };
-    if (toStdout) {
-      process.exitCode = 1;
-      process.stdout.prependListener('error', readerGone);
+    if (!argv.all) {
+      const id = argv.latest ? await latestContainer(runtime) : idArg(argv.id);
+      return report(await checkpointOne(runtime, id, opts, toStdout), argv.printStats === true, toStdout);
     }
-    try {
-      const result = await runtime
-        .container(id)
-        .checkpoint(opts, (step) => progress.step(`${id}: ${step}`))
-        .catch(reword({
-          'no-soft-dirty': () => ({ message: `${opts.preDump ? '--pre-dump' : '--parent-path'} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports' }),
-          'bad-parent': () => ({ message: `--parent-path ${opts.parentPath}: not a checkpoint folder` }),
-          'image-path-not-empty': (err) => ({ message: `--image-path ${err.message}` }),
-          // Checked again by the library once the container is locked (a folder may have gone meanwhile).
-          'export-compression-conflict': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
-          'export-format': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
-          'export-folder-missing': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
-          'bad-image-target': (err) => ({ message: `--create-image ${err.message}`, exitCode: 2 }),
-          tty: () => ({ hint: 'run the container without -t to be able to checkpoint it' }),
-          'stdio-passthrough': () => ({ hint: 'run it without --stdin/--stdout/--stderr, -i or -t, so its output goes to pipes the monitor holds' }),
-        }));
-      if (toStdout) {
-        process.stdout.off('error', readerGone);
-        process.exitCode = 0; // (Bun keeps 1 when it is set to undefined)
-      }
-      progress.stop();
-      if (argv.printStats && !isJson()) process.stderr.write(criuStatsLines('dump', result.criu, result.timingsMs.total).map((line) => `${line}\n`).join(''));
-      // With the archive on stdout, the report goes to stderr (as errors do under --json).
-      if (isJson()) {
-        if (toStdout) process.stderr.write(`${JSON.stringify(result)}\n`);
-        else printJson(result);
-      } else if (!toStdout) printLine(result.image ?? result.exported ?? result.path);
-    } finally {
-      progress.stop();
-    }
+    const ids = await allContainers(runtime, (c) => c.status === 'running');
+    const { results, failed } = await eachContainer('checkpoint', ids, async (id) => {
+      const result = await checkpointOne(runtime, id, opts, false);
+      if (!isJson()) report(result, argv.printStats === true, false);
+      return result;
+    });
+    if (isJson()) printJson(results);
+    if (failed) throw failed;
   },
 });
+
+type CheckpointResult = Awaited<ReturnType<ReturnType<Runtime['container']>['checkpoint']>>;
+
+async function checkpointOne(runtime: Runtime, id: string, opts: CheckpointOptions, toStdout: boolean): Promise<CheckpointResult> {
+  const progress = await spinner(`checkpointing ${id}`);
+  // The archive is stdout: a reader that goes away before the end makes the command fail (the folder is kept).
+  const readerGone = () => {
+    process.stderr.write(`stasis: checkpoint ${id}: the archive's reader went away before it was complete; the checkpoint folder is kept (stasis info ${id})\n`);
+  };
+  if (toStdout) {
+    process.exitCode = 1;
+    process.stdout.prependListener('error', readerGone);
+  }
+  try {
+    const result = await runtime
+      .container(id)
+      .checkpoint(opts, (step) => progress.step(`${id}: ${step}`))
+      .catch(reword({
+        'no-soft-dirty': () => ({ message: `${opts.preDump ? '--pre-dump' : '--parent-path'} needs memory change tracking (soft-dirty bits), which this kernel does not provide`, hint: 'take a full checkpoint without --pre-dump; `stasis doctor` shows what the kernel supports' }),
+        'bad-parent': () => ({ message: `--parent-path ${opts.parentPath}: not a checkpoint folder` }),
+        'image-path-not-empty': (err) => ({ message: `--image-path ${err.message}` }),
+        // Checked again by the library once the container is locked (a folder may have gone meanwhile).
+        'export-compression-conflict': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
+        'export-format': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
+        'export-folder-missing': (err) => ({ message: `--export ${err.message}`, exitCode: 2 }),
+        'bad-image-target': (err) => ({ message: `--create-image ${err.message}`, exitCode: 2 }),
+        tty: () => ({ hint: 'run the container without -t to be able to checkpoint it' }),
+        'stdio-passthrough': () => ({ hint: 'run it without --stdin/--stdout/--stderr, -i or -t, so its output goes to pipes the monitor holds' }),
+      }));
+    if (toStdout) {
+      process.stdout.off('error', readerGone);
+      process.exitCode = 0; // (Bun keeps 1 when it is set to undefined)
+    }
+    return result;
+  } finally {
+    progress.stop();
+  }
+}
+
+/** One checkpoint's report: the image folder (or archive, or image), CRIU's statistics if asked. */
+function report(result: CheckpointResult, printStats: boolean, toStdout: boolean): void {
+  if (printStats && !isJson()) process.stderr.write(criuStatsLines('dump', result.criu, result.timingsMs.total).map((line) => `${line}\n`).join(''));
+  // With the archive on stdout, the report goes to stderr (as errors do under --json).
+  if (isJson()) {
+    if (toStdout) process.stderr.write(`${JSON.stringify(result)}\n`);
+    else printJson(result);
+  } else if (!toStdout) printLine(result.image ?? result.exported ?? result.path);
+}
 
 /** `--podman-image NAME[@ID]`: an ID is hex (12 to 64 digits); a digest reference (NAME@sha256:...) is a name. */
 function parsePodmanImage(value: string): { name: string; id?: string } {

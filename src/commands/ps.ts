@@ -6,8 +6,11 @@ import { defineCommand } from './define.ts';
 
 export const command = defineCommand({
   command: 'ps',
-  aliases: ['ls'],
+  aliases: ['ls', 'list'],
   describe: 'list containers, stopped ones included',
+  options: {
+    all: { alias: 'a', type: 'boolean', describe: "accepted for podman's sake: ps always lists every container, stopped ones included" },
+  },
   handler: async (argv) => {
     const containers = await runtimeFrom(argv).containers();
     if (isJson()) return printJson(containers);
