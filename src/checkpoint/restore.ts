@@ -64,7 +64,12 @@ export function latestCheckpoint(host: CheckpointHost, id: string, record: Conta
 function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: boolean): ProvisionPlan['rootfs'] {
   const request = { rootfs: opts.base?.kind === 'overlay' ? opts.base.dir : undefined, bundle: opts.base?.kind === 'bundle' ? opts.base.dir : undefined };
   const choice = chooseRestoreBase(meta, request, { trusted, imageRoots: [dirname(defaultRootfs())] });
-  if (choice.kind === 'bundle') return bundleBase(choice.bundle).rootfs;
+  if (choice.kind === 'bundle') {
+    if (choice.from === 'checkpoint' && !existsSync(choice.bundle)) {
+      throw new StasisError(`the checkpoint's bundle ${choice.bundle} does not exist on this host`, { code: 'base-missing-bundle' });
+    }
+    return bundleBase(choice.bundle).rootfs;
+  }
   if (choice.from === 'flag') return { kind: 'overlay', base: checkRootfsDir(choice.base), userBundle: null };
   if (!existsSync(choice.base)) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, { code: 'base-missing-overlay' });

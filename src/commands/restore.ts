@@ -144,7 +144,7 @@ async function restoreOne(runtime: Runtime, id: string | undefined, argv: Restor
         hint: 'the checkpoint carries its writable layer, which goes on top of that base',
       }),
       'base-missing-overlay': () => ({ hint: 'copy it here, or name a copy with --rootfs DIR' }),
-      'base-missing-bundle': () => ({ hint: 'copy it here, or name a copy with --rootfs DIR or --bundle DIR' }),
+      'base-missing-bundle': () => ({ hint: 'copy it here, or name a copy with --bundle DIR' }),
       'mounts-need-bundle': () => ({
         message: "--rootfs-mount mounts onto a bundle's rootfs: this checkpoint is of a --rootfs container",
         hint: 'its writable layer is carried in the checkpoint and restored into a layer of its own',

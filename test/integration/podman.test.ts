@@ -57,4 +57,28 @@ describe("podman's spellings on real containers", { skip: requires(...CONTAINERS
     assert.equal((await env.json(['info', 'a1'])).status, 'running');
     await env.ok(['delete', '-f', 'a1', 'a2']);
   });
+
+  test("ps quotes COMMAND's words as a shell would need them", async () => {
+    await env.ok(['create', 'q1', '--', 'echo', '', 'a b', "it's", '--save', '']);
+    const line = (await env.ok(['ps'])).split('\n').find((l) => l.startsWith('q1 '));
+    assert.match(line ?? '', / echo '' 'a b' 'it'\\''s' --save ''$/);
+    await env.ok(['delete', '-f', 'q1']);
+  });
+
+  test('a missing base is exit 1 for a --bundle checkpoint as for a --rootfs one', { skip: requires('criu') }, async () => {
+    const bundle = env.makeBundle('b', ['sleep', '1000']);
+    await env.ok(['run', '-d', '--bundle', bundle, 'b1']);
+    const archive = `${env.root}/b1.tar`;
+    await env.ok(['checkpoint', 'b1', '--export', archive]);
+    rmSync(bundle, { recursive: true, force: true });
+    await env.fails(1, ['restore', 'b1'], new RegExp(`^stasis: the checkpoint's bundle ${bundle} does not exist on this host\nhint: copy it here, or name a copy with --bundle DIR\n$`));
+    const other = new TestEnv('podman-other');
+    try {
+      // Not written there: the bundle must be named, a failure (1) as for a --rootfs base outside the image folders.
+      await other.fails(1, ['restore', '--checkpoint', archive], /the bundle to restore onto must be named\n/);
+    } finally {
+      await other.cleanup();
+    }
+    await env.ok(['delete', '-f', 'b1']);
+  });
 });
