@@ -300,6 +300,7 @@ export async function restoreContainer(
         imagesDir: join(opened.dir, IMAGES_DIR),
         runcArgs: [...new Set([...parts.runcArgs, ...extraArgs, ...(opts.lazyPages ? ['--lazy-pages'] : [])])],
         from: opts.from ?? opened.shown,
+        createdAt: opts.createdAt,
         keepLayer,
         importLog: parts.importLog ?? undefined,
         prepare: async (containerDir) => {
