@@ -7,7 +7,7 @@ import { commandWords, idArg, parseEnv, toArray } from './flags.ts';
 export const command = defineCommand({
   command: 'exec <id> [cmd..]',
   describe: 'run a process inside a running container and exit with its status',
-  positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
+  positionals: { ...ID_POSITIONAL, cmd: { ...CMD_POSITIONAL.cmd, describe: "command and arguments, after the ID (-- before them is optional; every word after the command's first is the command's)" } },
   options: {
     tty: { alias: 't', type: 'boolean', describe: 'give the process a terminal' },
     interactive: { alias: 'i', type: 'boolean', describe: "accepted for podman's sake: the process always gets stasis's stdin" },
