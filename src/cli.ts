@@ -3,6 +3,7 @@ import { EXIT_TOOL, EXIT_USAGE, StasisError, errorMessage } from './errors.ts';
 import { setCliEntry, type GlobalArgs } from './commands/context.ts';
 import type { StasisCommand } from './commands/define.ts';
 import { guardStreamsUnlessDirect, isTerminal, writeErr } from './host/stdio.ts';
+import { refusedSpelling } from './commands/refused.ts';
 
 declare const __STASIS_VERSION__: string;
 
@@ -21,19 +22,20 @@ const COMMANDS: CommandEntry[] = [
   { name: 'create', describe: 'create a container from a rootfs, a bundle or a checkpoint', load: () => import('./commands/create.ts') },
   { name: 'start', describe: 'start a created container', load: () => import('./commands/start.ts') },
   { name: 'run', describe: 'create and start a container; attached, exit with its status', load: () => import('./commands/run.ts') },
-  { name: 'ps', aliases: ['ls'], describe: 'list containers', load: () => import('./commands/ps.ts') },
-  { name: 'info', describe: 'show everything known about a container (JSON)', load: () => import('./commands/info.ts') },
+  { name: 'ps', aliases: ['ls', 'list'], describe: 'list containers', load: () => import('./commands/ps.ts') },
+  { name: 'info', aliases: ['inspect'], describe: 'show everything known about a container (JSON)', load: () => import('./commands/info.ts') },
   { name: 'kill', describe: 'send a signal to a container', load: () => import('./commands/kill.ts') },
   { name: 'wait', describe: 'wait for a container to exit and print its status', load: () => import('./commands/wait.ts') },
   { name: 'delete', aliases: ['rm'], describe: 'remove stopped containers', load: () => import('./commands/delete.ts') },
   { name: 'exec', describe: 'run a process inside a running container', load: () => import('./commands/exec.ts') },
   { name: 'pause', describe: 'freeze all processes of a container', load: () => import('./commands/pause.ts') },
-  { name: 'resume', describe: 'thaw a paused container', load: () => import('./commands/resume.ts') },
+  { name: 'resume', aliases: ['unpause'], describe: 'thaw a paused container', load: () => import('./commands/resume.ts') },
   { name: 'logs', describe: "print a container's captured output", load: () => import('./commands/logs.ts') },
   { name: 'top', describe: 'list the processes inside a container', load: () => import('./commands/top.ts') },
   { name: 'images', describe: 'list the images in the image store', load: () => import('./commands/images.ts') },
   { name: 'rmi', describe: 'remove images from the image store', load: () => import('./commands/rmi.ts') },
   { name: 'checkpoint', describe: 'dump a container to disk with CRIU', load: () => import('./commands/checkpoint.ts') },
+  { name: 'checkpoint-inspect', describe: 'show what a checkpoint holds and would ask for, without restoring it', load: () => import('./commands/checkpoint-inspect.ts') },
   { name: 'restore', describe: 'restore a container from a checkpoint', load: () => import('./commands/restore.ts') },
   { name: 'migrate', describe: 'move a running container to another host or state directory', load: () => import('./commands/migrate.ts') },
   { name: 'events', describe: 'stream container lifecycle events', load: () => import('./commands/events.ts') },
@@ -61,17 +63,56 @@ const GLOBAL_OPTIONS = {
 /** Global options that take a value: skipped when looking for the command word. */
 const VALUE_OPTIONS = new Set(Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === 'string').map(([name]) => `--${name}`));
 
-function findVerb(args: string[]): string | undefined {
-  for (let i = 0; i < args.length; i++) {
+/** Where the command word is among `args` (global options and their values skipped), or -1. */
+function verbIndex(args: string[], from = 0): number {
+  for (let i = from; i < args.length; i++) {
     const arg = args[i];
-    if (arg === '--') return undefined;
+    if (arg === '--') return -1;
     if (VALUE_OPTIONS.has(arg)) {
       i++;
       continue;
     }
-    if (!arg.startsWith('-')) return arg;
+    if (!arg.startsWith('-')) return i;
   }
-  return undefined;
+  return -1;
+}
+
+function findVerb(args: string[]): string | undefined {
+  const at = verbIndex(args);
+  return at < 0 ? undefined : args[at];
+}
+
+/**
+ * podman's noun form, `stasis container VERB ...` (`container checkpoint ID`,
+ * `container ls`): the same as `stasis VERB ...`, so the word is dropped.
+ */
+export function withoutNoun(args: string[]): string[] {
+  const at = verbIndex(args);
+  if (at < 0 || args[at] !== 'container') return args;
+  return [...args.slice(0, at), ...args.slice(at + 1)];
+}
+
+/**
+ * For a command whose container command follows the ID without `--` (exec,
+ * as runc's and podman's): `--` is put before the first word after the ID,
+ * so `stasis exec c1 ls -l` runs `ls -l` and `-l` is not read as stasis's.
+ */
+export function commandAfterId(args: string[], module: StasisCommand): string[] {
+  const valueWords = module.valueWords;
+  const at = verbIndex(args);
+  if (valueWords === undefined || at < 0) return args;
+  let positionals = 0;
+  for (let i = at + 1; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--') return args;
+    if (VALUE_OPTIONS.has(arg) || valueWords.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('-') && arg !== '-') continue;
+    if (++positionals === 2) return [...args.slice(0, i), '--', ...args.slice(i)];
+  }
+  return args;
 }
 
 /**
@@ -131,7 +172,8 @@ export async function main(args: string[]): Promise<void> {
   if (process.argv[1]) setCliEntry(process.argv[1]);
   // `stasis ps | head -1`: a closed pipe ends the output quietly (output/stdio.ts).
   guardStreamsUnlessDirect();
-  const verb = findVerb(completionWords(args) ?? args);
+  args = withoutNoun(args);
+  const verb = findVerb(withoutNoun(completionWords(args) ?? args));
   const entry = commandEntry(verb);
   const json = args.includes('--json');
   const fail = (err: unknown) => {
@@ -141,6 +183,11 @@ export async function main(args: string[]): Promise<void> {
     process.exitCode = exitCode;
   };
   const loaded = entry ? (await entry.load()).command : undefined;
+  if (entry && loaded) {
+    args = commandAfterId(args, loaded as StasisCommand);
+    const refusal = helpAsked(args) ? undefined : refusedSpelling(entry.name, args, verbIndex(args));
+    if (refusal) return fail(refusal);
+  }
   const quick = entry && loaded ? quickParse(args, entry, loaded as StasisCommand) : null;
   if (quick !== null) {
     try {

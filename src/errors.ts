@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'base-kind-bundle'
   | 'base-kind-overlay'
   | 'base-missing'
+  | 'base-missing-bundle'
   | 'base-missing-overlay'
   | 'base-outside-images'
   | 'bundle-not-named'

@@ -14,7 +14,7 @@ import { checkRestoredImages, type ImagePolicyOptions } from './policy/processes
 import type { PolicyRefusal, TrustArea } from './policy/trust.ts';
 
 // What a checkpoint folder holds and what restoring it would ask for, without
-// restoring it: for `stasis checkpoint inspect`. Everything in the folder is
+// restoring it: for `stasis checkpoint-inspect`. Everything in the folder is
 // untrusted; a file that is missing or damaged becomes a line in `problems`,
 // never an exception (except for a folder that is not a checkpoint at all).
 // An archive is unpacked (with its entries checked) by the caller first.
@@ -300,7 +300,7 @@ function bytes(n: number): string {
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
 
-/** The report as plain text (no colour): what `stasis checkpoint inspect` prints. */
+/** The report as plain text (no colour): what `stasis checkpoint-inspect` prints. */
 export function formatInspectReport(report: CheckpointReport): string {
   const lines: string[] = [];
   const row = (label: string, value: string) => lines.push(`${label.padEnd(14)}${value}`);

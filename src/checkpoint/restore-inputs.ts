@@ -41,6 +41,8 @@ export interface RestoreOptions {
   baseImage?: (want: { digest: string | null; id: string | null; name: string | null }) => Promise<string | null>;
   /** Where the container came from, for its record and the journal, when that is not the checkpoint's path (a move: the source). */
   from?: string;
+  /** The creation time the container keeps (a move: the source's), RFC 3339. */
+  createdAt?: string;
   /**
    * Post-copy: the checkpoint has no memory pages; called with the
    * container's folder (runc restore's work folder) before runc restore

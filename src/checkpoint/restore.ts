@@ -74,7 +74,12 @@ async function chooseBase(meta: CheckpointMeta, opts: RestoreOptions, trusted: b
   }
   const request = { rootfs: opts.base?.kind === 'overlay' ? opts.base.dir : undefined, bundle: opts.base?.kind === 'bundle' ? opts.base.dir : undefined };
   const choice = chooseRestoreBase(meta, request, { trusted, imageRoots: [dirname(defaultRootfs())] });
-  if (choice.kind === 'bundle') return bundleBase(choice.bundle).rootfs;
+  if (choice.kind === 'bundle') {
+    if (choice.from === 'checkpoint' && !existsSync(choice.bundle)) {
+      throw new StasisError(`the checkpoint's bundle ${choice.bundle} does not exist on this host`, { code: 'base-missing-bundle' });
+    }
+    return bundleBase(choice.bundle).rootfs;
+  }
   if (choice.from === 'flag') return { kind: 'overlay', base: checkRootfsDir(choice.base), userBundle: null };
   if (!existsSync(choice.base)) {
     throw new StasisError(`the checkpoint's base rootfs ${meta.rootfs.base} does not exist on this host`, { code: 'base-missing-overlay' });
@@ -311,6 +316,7 @@ export async function restoreContainer(
         imagesDir: join(opened.dir, IMAGES_DIR),
         runcArgs: [...new Set([...parts.runcArgs, ...extraArgs, ...(opts.lazyPages ? ['--lazy-pages'] : [])])],
         from: opts.from ?? opened.shown,
+        createdAt: opts.createdAt,
         keepLayer,
         importLog: parts.importLog ?? undefined,
         prepare: async (containerDir) => {

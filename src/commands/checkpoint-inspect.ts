@@ -5,9 +5,19 @@ import { formatInspectReport, inspectCheckpoint } from '../checkpoint/inspect.ts
 import { unpackArchive } from '../checkpoint/source.ts';
 import { isJson, printJson } from '../output/print.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import { runtimeFrom } from './context.ts';
+import { defineCommand } from './define.ts';
+
+export const command = defineCommand({
+  command: 'checkpoint-inspect <path>',
+  describe: 'show what a checkpoint folder or archive holds and would ask for, without restoring it (also: checkpoint inspect PATH)',
+  positionals: { path: { type: 'string', demandOption: true, describe: 'a checkpoint folder or archive, of stasis, podman, CRI-O or containerd' } },
+  examples: [['$0 checkpoint-inspect web.tar.zst', 'what a checkpoint holds and would ask for, before restoring it']],
+  handler: async (argv) => inspectFromPath(runtimeFrom(argv), argv.path),
+});
 
 /**
- * `stasis checkpoint inspect PATH`: what a checkpoint folder or archive holds
+ * `stasis checkpoint-inspect PATH` (or `checkpoint inspect PATH`): what a checkpoint folder or archive holds
  * and what restoring it would ask for, judged by the policy an untrusted
  * checkpoint gets; nothing is restored, and an archive is unpacked (checked,
  * as a restore would) into a folder removed afterwards.

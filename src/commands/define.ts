@@ -18,6 +18,11 @@ export interface CommandSpec<P extends Positionals, F extends Flags> {
   positionals?: P;
   options?: F;
   examples?: [command: string, meaning: string][];
+  /**
+   * The container command follows the ID without `--` (as runc's and podman's exec):
+   * the first word after the ID starts it, and options after it are the command's.
+   */
+  commandAfterId?: boolean;
   handler: (argv: CommandArgs<P, F>) => Promise<void>;
 }
 
@@ -81,11 +86,27 @@ function quickSpec(spec: CommandSpec<Positionals, Flags>): QuickSpec | undefined
 }
 
 /** A yargs command module, and what cli.ts needs to read its arguments itself (see QuickSpec). */
-export type StasisCommand = CommandModule<GlobalArgs, any> & { quick?: QuickSpec };
+export type StasisCommand = CommandModule<GlobalArgs, any> & {
+  quick?: QuickSpec;
+  /** With commandAfterId: the command's option words that take the next word as their value. */
+  valueWords?: Set<string>;
+};
+
+/** The words of the options that take a value (`--env`, `-e`): their next word is not a positional. */
+function valueWords(options: Flags): Set<string> {
+  const words = new Set<string>();
+  for (const [name, o] of Object.entries(options)) {
+    if (o.type === 'boolean' || o.count) continue;
+    const aliases = Array.isArray(o.alias) ? o.alias : o.alias === undefined ? [] : [o.alias];
+    for (const word of [name, ...aliases]) words.add(word.length === 1 ? `-${word}` : `--${word}`);
+  }
+  return words;
+}
 
 export function defineCommand<P extends Positionals = {}, F extends Flags = {}>(spec: CommandSpec<P, F>): StasisCommand {
   return {
     quick: quickSpec(spec as CommandSpec<Positionals, Flags>),
+    valueWords: spec.commandAfterId ? valueWords(spec.options ?? {}) : undefined,
     command: spec.command,
     describe: spec.describe,
     aliases: spec.aliases,

@@ -5,6 +5,7 @@ import { idArg } from './flags.ts';
 
 export const command = defineCommand({
   command: 'info <id>',
+  aliases: ['inspect'],
   describe: 'print everything known about a container, as JSON',
   positionals: ID_POSITIONAL,
   handler: async (argv) => {

@@ -12,6 +12,9 @@ export const command = defineCommand({
     step: { type: 'string', demandOption: true, choices: ['serve', 'receive', 'rootfs'] },
     arg: { type: 'string' },
   },
+  options: {
+    mode: { type: 'string', requiresArg: true, describe: "rootfs: the base's root folder mode at the source (octal)" },
+  },
   handler: async (argv) => {
     const runtime = runtimeFrom(argv);
     const receive = await import('../migrate/receive.ts');
@@ -20,7 +23,9 @@ export const command = defineCommand({
       return;
     }
     if (argv.arg === undefined) throw usageError(`__migrate ${argv.step} needs its argument`);
-    const bytes = argv.step === 'receive' ? await receive.receiveCheckpoint(runtime, argv.arg, process.stdin) : await receive.receiveRootfs(argv.arg, process.stdin);
+    if (argv.mode !== undefined && !/^[0-7]{3,4}$/.test(argv.mode)) throw usageError(`__migrate rootfs --mode ${JSON.stringify(argv.mode)}: not an octal mode`);
+    const mode = argv.mode === undefined ? undefined : Number.parseInt(argv.mode, 8);
+    const bytes = argv.step === 'receive' ? await receive.receiveCheckpoint(runtime, argv.arg, process.stdin) : await receive.receiveRootfs(argv.arg, process.stdin, mode);
     // What arrived, for the sender's report.
     printLine(JSON.stringify({ bytes }));
   },

@@ -6,8 +6,11 @@ import { defineCommand } from './define.ts';
 
 export const command = defineCommand({
   command: 'ps',
-  aliases: ['ls'],
+  aliases: ['ls', 'list'],
   describe: 'list containers, stopped ones included',
+  options: {
+    all: { alias: 'a', type: 'boolean', describe: "accepted for podman's sake: ps always lists every container, stopped ones included" },
+  },
   handler: async (argv) => {
     const containers = await runtimeFrom(argv).containers();
     if (isJson()) return printJson(containers);
@@ -23,7 +26,13 @@ function row(c: ContainerInfo, paint: Paint): string[] {
   if (c.status === 'stopped' && c.checkpointed) status = 'stopped (checkpointed)';
   if (c.note) status = `${status} - ${c.note}`;
   const painted = c.status === 'running' ? paint.green(status) : c.status === 'paused' ? paint.yellow(status) : status;
-  return [c.id, painted, c.pid === null ? '-' : String(c.pid), ago(c.createdAt), c.command.join(' ')];
+  return [c.id, painted, c.pid === null ? '-' : String(c.pid), ago(c.createdAt), c.command.map(shellWord).join(' ')];
+}
+
+/** A word as a shell would need it written: an empty one or one with spaces or quotes in single quotes. */
+export function shellWord(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 function ago(iso: string): string {

@@ -1,5 +1,6 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { isDebug } from '../log.ts';
 import { EXIT_USAGE, usageError } from '../errors.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { TRUST_AREAS, type Trust, type TrustArea } from '../checkpoint/policy/trust.ts';
@@ -12,6 +13,7 @@ import type { Runtime } from '../runtime/runtime.ts';
 import { defaultCheckpointDir, imageStoreFrom, runtimeFrom, type GlobalArgs } from './context.ts';
 import { defineCommand } from './define.ts';
 import { criuOptionNames, type CriuOptions } from '../runtime/criu.ts';
+import { allContainers, checkSelection, eachContainer, latestContainer } from './select.ts';
 import { commandWords, criuFlags, criuOptionsFrom, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags, type ImageFlags } from './flags.ts';
 
 const CRIU_GROUP = "CRIU options (stasis checkpoints record them; give them for other engines' checkpoints):";
@@ -23,7 +25,9 @@ export const command = defineCommand({
     id: { type: 'string', describe: 'container ID (a container a checkpoint stopped is restored in place); with --checkpoint, default: the ID recorded in the checkpoint' },
   },
   options: {
-    checkpoint: { alias: 'import', type: 'string', requiresArg: true, describe: 'checkpoint folder, archive (- reads it from stdin) or image oci:DIR[:NAME] | oci-archive:FILE[:NAME] | docker://HOST[:PORT]/NAME[:TAG|@DIGEST], of stasis, podman, CRI-O or containerd (default: the latest checkpoint of ID)' },
+    all: { alias: 'a', type: 'boolean', describe: 'restore every container a checkpoint stopped, in place, one after the other; each is reported, and the command fails (1) if any failed' },
+    latest: { alias: 'l', type: 'boolean', describe: 'restore the most recently created container (in place, from its latest checkpoint)' },
+    checkpoint: { alias: ['import', 'i'], type: 'string', requiresArg: true, describe: 'checkpoint folder, archive (- reads it from stdin) or image oci:DIR[:NAME] | oci-archive:FILE[:NAME] | docker://HOST[:PORT]/NAME[:TAG|@DIGEST], of stasis, podman, CRI-O or containerd (default: the latest checkpoint of ID)' },
     image: { type: 'string', requiresArg: true, describe: "restore onto this image (oci:, oci-archive:, docker:// or a name in `stasis images`), pulled into the image store (default: the checkpoint's base image, when the store has it)" },
     'tls-verify': { type: 'boolean', describe: 'with docker:// references: talk to the registry over TLS, checked (--tls-verify=false: plain HTTP; default: plain HTTP only for localhost and 127.0.0.0/8)' },
     name: { alias: 'n', type: 'string', requiresArg: true, describe: 'the ID to restore under (podman\'s spelling of the ID argument)' },
@@ -50,10 +54,29 @@ export const command = defineCommand({
       throw usageError(`two IDs given: ${argv.id} and --name ${argv.name}`, 'give the ID once, as the argument or with --name');
     }
     const given = argv.id ?? argv.name;
-    if (given === undefined && argv.checkpoint === undefined) {
-      throw usageError('restore needs the ID of a container a checkpoint stopped, or --checkpoint PATH', 'stasis restore ID, or stasis restore [ID] --checkpoint PATH');
+    const runtime = () => runtimeFrom(argv);
+    if (argv.all || argv.latest) {
+      checkSelection('restore', { id: given, all: argv.all, latest: argv.latest }, '');
+      const single = ([['checkpoint', argv.checkpoint], ['rootfs', argv.rootfs], ['bundle', argv.bundle]] as const).find(([, value]) => value !== undefined);
+      const many = argv.all ? '--all' : '--latest';
+      if (single) throw usageError(`${many} and --${single[0]} cannot be used together: ${many} restores containers in place, from their latest checkpoints`);
     }
-    await restoreFromFlags(runtimeFrom(argv), given === undefined ? undefined : idArg(given), argv);
+    if (argv.latest) return restoreFromFlags(runtime(), await latestContainer(runtime()), argv);
+    if (argv.all) {
+      const ids = await allContainers(runtime(), (c) => c.status === 'stopped' && c.checkpointed);
+      const { results, failed } = await eachContainer('restore', ids, async (id) => {
+        const result = await restoreOne(runtime(), id, argv);
+        if (!isJson()) printLine(result.id);
+        return result;
+      });
+      if (isJson()) printJson(results);
+      if (failed) throw failed;
+      return;
+    }
+    if (given === undefined && argv.checkpoint === undefined) {
+      throw usageError('restore needs the ID of a container a checkpoint stopped, or --checkpoint PATH', 'stasis restore ID, stasis restore [ID] --checkpoint PATH, or stasis restore --all | --latest');
+    }
+    await restoreFromFlags(runtime(), given === undefined ? undefined : idArg(given), argv);
   },
 });
 
@@ -73,8 +96,15 @@ function checkpointSource(value: string | undefined): CheckpointSource | undefin
   return { stream: process.stdin, name: 'stdin' };
 }
 
-/** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
+/** Shared by `restore` and `create --checkpoint`: restores, then prints the container's ID or its JSON. */
 export async function restoreFromFlags(runtime: Runtime, id: string | undefined, argv: RestoreFlags): Promise<void> {
+  const result = await restoreOne(runtime, id, argv);
+  if (isJson()) printJson(result);
+  else printLine(result.id);
+}
+
+/** One restore; create's other options do not apply to a restore. Returns what --json shows. */
+async function restoreOne(runtime: Runtime, id: string | undefined, argv: RestoreFlags) {
   const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr'] as const).filter((key) => argv[key] !== undefined);
   const command = commandWords(argv).length > 0;
   if (ignored.length > 0 || command) {
@@ -142,6 +172,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
         hint: 'the checkpoint carries its writable layer, which goes on top of that base',
       }),
       'base-missing-overlay': () => ({ hint: 'copy it here, or name a copy with --rootfs DIR' }),
+      'base-missing-bundle': () => ({ hint: 'copy it here, or name a copy with --bundle DIR' }),
       'mounts-need-bundle': () => ({
         message: "--rootfs-mount mounts onto a bundle's rootfs: this checkpoint is of a --rootfs container",
         hint: 'its writable layer is carried in the checkpoint and restored into a layer of its own',
@@ -156,15 +187,35 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
       'foreign-bundle': () => ({ hint: "restore it with --rootfs DIR, a folder holding the image's root filesystem" }),
     }));
     progress.stop();
-    for (const warning of result.warnings) process.stderr.write(`stasis: warning: ${warning}\n`);
+    printWarnings(result.warnings);
     if (argv.printStats && !isJson()) process.stderr.write(criuStatsLines('restore', result.criu, result.timingsMs.total).map((line) => `${line}\n`).join(''));
-    if (isJson()) {
-      printJson({ ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, trusted: result.trusted, engine: result.engine, warnings: result.warnings, timingsMs: result.timingsMs, criu: result.criu });
-    } else printLine(result.container.id);
+    return { ...result.container, checkpoint: result.checkpoint, inPlace: result.inPlace, trusted: result.trusted, engine: result.engine, warnings: result.warnings, timingsMs: result.timingsMs, criu: result.criu };
   } finally {
     progress.stop();
     if (pulled !== null) rmSync(pulled, { recursive: true, force: true });
   }
+}
+
+/**
+ * The policy's routine replacements of a checkpoint's security settings
+ * (noNewPrivileges, seccomp, masked and read-only paths...), which every
+ * checkpoint from another engine meets: what each warning replaced, or null
+ * for a warning of another kind.
+ */
+export function policyReplacement(warning: string): string | null {
+  const match = /^the checkpoint's (?:spec turns (noNewPrivileges) off|spec has no linux\.(\w+);|linux\.(\w+) (?:leaves out|is not used)|process\.(\w+) .* is not used; the policy's is)/.exec(warning);
+  return match === null ? null : match.slice(1).find((field) => field !== undefined) ?? null;
+}
+
+/** A restore's warnings: the policy's routine replacements in one line (each under --debug), the others each on its own. */
+function printWarnings(warnings: string[]): void {
+  const replaced = warnings.map(policyReplacement);
+  const fields = [...new Set(replaced.filter((field) => field !== null))];
+  if (fields.length > 0) {
+    process.stderr.write(`stasis: warning: stasis's policy replaced the checkpoint's ${fields.join(', ')} (details: --debug, or stasis checkpoint-inspect PATH)\n`);
+    if (isDebug()) for (const [at, warning] of warnings.entries()) if (replaced[at] !== null) process.stderr.write(`stasis: debug: ${warning}\n`);
+  }
+  for (const [at, warning] of warnings.entries()) if (replaced[at] === null) process.stderr.write(`stasis: warning: ${warning}\n`);
 }
 
 /** `--trust-checkpoint AREA` (repeatable) or `all`. */

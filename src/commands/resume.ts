@@ -4,6 +4,7 @@ import { idArg } from './flags.ts';
 
 export const command = defineCommand({
   command: 'resume <id>',
+  aliases: ['unpause'],
   describe: 'thaw a paused container',
   positionals: ID_POSITIONAL,
   handler: async (argv) => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -144,7 +144,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     if (!check.base.exists && opts.withRootfs) {
       progress(`sending the base ${base} to ${shown}`);
       const rootfsStarted = Date.now();
-      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase]), base, `the base ${base}`, (sent) => progress(`sending the base: ${mb(sent)}`));
+      const rootMode = (statSync(base).mode & 0o1777).toString(8);
+      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase, '--mode', rootMode]), base, `the base ${base}`, (sent) => progress(`sending the base: ${mb(sent)}`));
       rootfsMs = Date.now() - rootfsStarted;
       check = await control.request(checkRequest) as unknown as CheckReply;
       if (!check.ok) throw new StasisError(`${shown}: ${(check as unknown as { error: string }).error}`);
@@ -175,7 +176,11 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     return await host.withContainer(id, async (record) => {
       const previousCheckpoint = record.lastCheckpoint;
       const frozenAt = Date.now();
-      const criuFlags: CriuOptions = Object.fromEntries(CRIU_OPTION_NAMES.map((name) => [CRIU_OPTIONS[name].key, opts[CRIU_OPTIONS[name].key] === true]));
+      // Without --keep the checkpoint only passes through: it is written in the state
+      // directory's scratch folder, so that nothing is made under the checkpoint
+      // directory (not even an empty CHECKPOINT-DIR/ID/); with --keep it stays there.
+      const imagePath = opts.keep ? undefined : join(host.scratchDir, `.migrate-out-${id}-${randomBytes(6).toString('hex')}`);
+      const criuFlags = { ...Object.fromEntries(CRIU_OPTION_NAMES.map((name) => [CRIU_OPTIONS[name].key, opts[CRIU_OPTIONS[name].key] === true])) as CriuOptions, imagePath };
       const request: RestoreRequest = {
         token: randomBytes(16).toString('hex'),
         id: name,
@@ -185,6 +190,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         trust: opts.trust,
         criuOptions: [],
         tcpClose: opts.tcpClose,
+        createdAt: record.createdAt,
       };
       let checkpointPath: string | null = null;
       let dumpMs = 0;

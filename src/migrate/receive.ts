@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
@@ -39,7 +39,7 @@ export async function receiveCheckpoint(host: CheckpointHost, token: string, inp
 }
 
 /** `__migrate rootfs PATH`: a base rootfs on stdin, unpacked beside PATH and renamed into place (PATH must be missing or empty). */
-export async function receiveRootfs(path: string, input: Readable): Promise<number> {
+export async function receiveRootfs(path: string, input: Readable, rootMode?: number): Promise<number> {
   if (!path.startsWith('/')) throw new StasisError(`the base's path ${JSON.stringify(path)} is not absolute`);
   const stat = statSync(path, { throwIfNoEntry: false });
   if (stat && !(stat.isDirectory() && readdirSync(path).length === 0)) throw new StasisError(`${path} exists and is not empty: a base is never written over`);
@@ -47,6 +47,8 @@ export async function receiveRootfs(path: string, input: Readable): Promise<numb
   rmSync(partial, { recursive: true, force: true });
   // A base has what a root filesystem has (device nodes in /dev, setuid programs): checked as a layer is.
   const bytes = await extractTar(input, partial, { rootfsLayer: true, maxBytes: UNPACK_LIMIT_BYTES });
+  // The archive holds the base's contents, not its root folder (made 0700 to unpack into): it gets the source's mode (no set-id bits).
+  chmodSync(partial, (rootMode ?? 0o755) & 0o1777);
   if (stat) rmSync(path, { recursive: true, force: true });
   renameSync(partial, path);
   return bytes;
@@ -117,6 +119,8 @@ export interface RestoreRequest {
   trust?: Trust;
   criuOptions?: string[];
   tcpClose?: boolean;
+  /** The container's creation time at the source, which it keeps (RFC 3339). */
+  createdAt?: string;
   /** Post-copy: the port on this side's 127.0.0.1 that reaches the source's page server. */
   pageServerPort?: number;
 }
@@ -164,6 +168,7 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
             criuOptions: request.criuOptions,
             tcpClose: request.tcpClose === true,
             from: typeof request.source === 'string' ? request.source.slice(0, 500) : undefined,
+            createdAt: creationTime(request.createdAt),
           };
           const started = Date.now();
           if (request.pageServerPort !== undefined) {
@@ -211,4 +216,11 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
     if (restored !== null && !keep) return 1;
   }
   return 0;
+}
+
+/** The source's creation time, if it is one (an RFC 3339 time in the past); else the restore's own. */
+function creationTime(value: unknown): string | undefined {
+  if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})$/.test(value)) return undefined;
+  const at = Date.parse(value);
+  return Number.isNaN(at) || at > Date.now() ? undefined : new Date(at).toISOString();
 }

@@ -37,11 +37,12 @@ export async function execInContainer(ctx: RuntimeContext, id: string, opts: Exe
   const child = spawn(file, args, { stdio: ['inherit', 'inherit', 'pipe'] });
   let stderr = '';
   let announced = false;
+  let execPid = 0;
   const announce = () => {
     if (announced || !existsSync(pidFile)) return;
     announced = true;
-    const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10);
-    ctx.journal.append('/tasks/exec-started', id, { execId, pid });
+    execPid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10);
+    ctx.journal.append('/tasks/exec-started', id, { execId, pid: execPid });
   };
   const poll = setInterval(announce, 10);
   child.stderr!.on('data', (chunk: Buffer) => {
@@ -50,11 +51,34 @@ export async function execInContainer(ctx: RuntimeContext, id: string, opts: Exe
     if (!announced && /level=(error|fatal)/.test(text)) stderr += text;
     else opts.stderr.write(chunk);
   });
-  const stopForwarding = forwardSignals((signal) => child.kill(signal));
+  // runc exec without a terminal copies the process's stdio through pipes and
+  // exits only once they close: a background child the process leaves
+  // holding them (`sh -c 'daemon &'`) keeps runc, and so stasis, waiting. A
+  // signal stasis gets is passed on (through runc) to the process; once the
+  // process is gone, the signal also ends that wait: runc gets a short while
+  // to report the status, and is then ended, the status being the signal's.
+  let interrupted: NodeJS.Signals | undefined;
+  let watching: NodeJS.Timeout | undefined;
+  let endWait: ((signal: NodeJS.Signals) => void) | undefined;
+  const stopForwarding = forwardSignals((signal) => {
+    child.kill(signal);
+    interrupted ??= signal;
+    watching ??= setInterval(() => {
+      announce();
+      if (!announced || processAlive(execPid)) return;
+      clearInterval(watching);
+      setTimeout(() => endWait?.(interrupted!), 1000).unref();
+    }, 50);
+  });
   try {
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (c, s) => resolve([c, s]));
+      endWait = (signal) => {
+        child.stderr!.destroy();
+        child.kill('SIGKILL');
+        resolve([null, signal]);
+      };
     });
     announce();
     if (!announced) {
@@ -64,9 +88,21 @@ export async function execInContainer(ctx: RuntimeContext, id: string, opts: Exe
     if (signal) return signalExitCode((constants.signals as Record<string, number>)[signal] ?? 0);
     return code ?? EXIT_TOOL;
   } finally {
+    clearInterval(watching);
     clearInterval(poll);
     stopForwarding();
     rmSync(pidFile, { force: true });
     timens?.cleanup();
+  }
+}
+
+/** Whether a process exists and has not exited (a zombie has). */
+function processAlive(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
   }
 }

@@ -84,7 +84,7 @@ function newRecord(id: string, dir: string, plan: ProvisionPlan, previous: Conta
     status: 'creating',
     pid: null,
     bundle: dir,
-    createdAt: previous?.createdAt ?? new Date().toISOString(),
+    createdAt: previous?.createdAt ?? plan.restore?.createdAt ?? new Date().toISOString(),
     command: spec.process?.args ?? [],
     labels: plan.labels,
     restoredFrom: plan.restore?.from ?? null,

@@ -53,6 +53,8 @@ export interface RestorePlan {
   runcArgs: string[];
   /** What restoredFrom reports. */
   from: string;
+  /** The container's creation time, kept from where it came from (a move); default: now (in place: the record's). */
+  createdAt?: string;
   /** Runs first, with the new container's folder (made, empty but for its record): files the spec's bind mounts name. */
   prepare?: (containerDir: string) => Promise<void>;
   /** A log (k8s-file lines) that becomes the start of a new container's captured log (not used in place, where the log goes on). */

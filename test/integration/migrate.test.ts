@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, COUNTER, REPO, TestEnv, counterAdvances, eventually, mountedUnder, requires } from '../helpers.ts';
 import { OtherHost, SOCKETS_DUMPABLE, SOCKETS_REASON, buildFixtures, makeBase, skipUnless } from '../services-fixtures.ts';
@@ -64,6 +64,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   test('a counter moves to another state directory and back: it counts on, its logs and labels go with it, both journals say so', async () => {
     await here.ok(['run', '-d', 'c1', '--label', 'app=counter', '--', ...COUNTER]);
     const before = await counterAdvances(here, 'c1', 1);
+    const createdAt = (await here.json(['info', 'c1'])).createdAt;
     const moved = await here.json(toThere(['c1']));
     assert.equal(moved.id, 'c1');
     assert.equal(moved.name, 'c1');
@@ -77,6 +78,10 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     const info = await there.json(['info', 'c1']);
     assert.equal(info.status, 'running');
     assert.equal(info.labels.app, 'counter');
+    assert.equal(info.createdAt, createdAt, 'the container keeps its creation time');
+    // The checkpoint only passed through: nothing under the checkpoint directory, no empty CHECKPOINT-DIR/c1/.
+    assert.ok(!existsSync(join(here.checkpointDir, 'c1')), `${here.checkpointDir}/c1 is left`);
+    assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate')), []);
     const afterMove = await counterAdvances(there, 'c1', before);
     assert.match(await there.ok(['logs', 'c1']), /^count 0\n/, 'the log written here is there');
     const events = await here.ok(['events', '--no-follow', '--topic', '/tasks/checkpointed', 'c1']);
@@ -109,6 +114,7 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     const sent = await here.json(toThere(['c2', '--rootfs', elsewhere, '--with-rootfs']));
     assert.ok(sent.timingsMs.rootfs > 0);
     assert.ok(existsSync(join(elsewhere, 'srv', 'httpcount')), 'the base is there');
+    assert.equal((statSync(elsewhere).mode & 0o7777).toString(8), (statSync(base).mode & 0o7777).toString(8), "the base's root folder keeps its mode");
     await counterAdvances(there, 'c2', count);
     assert.equal((await there.json(['info', 'c2'])).rootfs.base, elsewhere);
     await there.ok(['delete', '-f', 'c2']);

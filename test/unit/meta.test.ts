@@ -152,7 +152,7 @@ describe('chooseRestoreBase', () => {
 
   test('kind flipped to bundle: the shared base is never written; an untrusted bundle checkpoint needs --bundle', () => {
     const flipped = meta({ kind: 'bundle', userBundle: '/var/lib/stasis/rootfs/busybox/..' });
-    assert.throws(() => chooseRestoreBase(flipped, {}, untrusted), (err: unknown) => err instanceof StasisError && err.exitCode === 2 && err.code === 'bundle-not-named' && /the bundle to restore onto must be named/.test(err.message));
+    assert.throws(() => chooseRestoreBase(flipped, {}, untrusted), (err: unknown) => err instanceof StasisError && err.exitCode === 1 && err.code === 'bundle-not-named' && /the bundle to restore onto must be named/.test(err.message));
     assert.throws(() => chooseRestoreBase(flipped, { rootfs: '/var/lib/stasis/rootfs/busybox' }, untrusted), (err: unknown) => err instanceof StasisError && err.code === 'base-kind-bundle');
     assert.deepEqual(chooseRestoreBase(flipped, { bundle: '/srv/b' }, untrusted), { kind: 'bundle', bundle: '/srv/b', from: 'flag' });
   });

@@ -253,6 +253,8 @@ export type BaseChoice =
  */
 export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, policy: BasePolicy): BaseChoice {
   const usage = (message: string, code: ErrorCode) => new StasisError(message, { exitCode: EXIT_USAGE, code });
+  // The checkpoint's base is not usable here: a failure (1), as for a missing base, whatever its kind.
+  const noBase = (message: string, code: ErrorCode) => new StasisError(message, { code });
   if (request.rootfs !== undefined && request.bundle !== undefined) throw usage('a rootfs and a bundle cannot both be restored onto', 'base-both');
   // A bundle's changes were written in place, a rootfs container's are in the archive: the two do not mix.
   if (request.rootfs !== undefined && meta.rootfs.kind === 'bundle') {
@@ -266,7 +268,7 @@ export function chooseRestoreBase(meta: CheckpointMeta, request: BaseRequest, po
   if (meta.rootfs.kind === 'bundle') {
     if (!policy.trusted || meta.rootfs.userBundle === null) {
       // A bundle's rootfs is written in place: stasis writes into one only when the user names it.
-      throw usage(`this checkpoint is of a bundle container (its bundle was ${meta.rootfs.userBundle ?? meta.rootfs.base}) and was not written here: the bundle to restore onto must be named`, 'bundle-not-named');
+      throw noBase(`this checkpoint is of a bundle container (its bundle was ${meta.rootfs.userBundle ?? meta.rootfs.base}) and was not written here: the bundle to restore onto must be named`, 'bundle-not-named');
     }
     return { kind: 'bundle', bundle: meta.rootfs.userBundle, from: 'checkpoint' };
   }
