@@ -5,8 +5,8 @@
 // the archive's headers means there is no second reading of the headers that
 // could disagree with GNU tar's, and no second pass over the data.
 
-import { lstat, readdir, readlink } from 'node:fs/promises';
-import path from 'node:path';
+import { readlinkSync } from 'node:fs';
+import { walkTree } from '../../host/walk.ts';
 
 export interface SafetyOptions {
   /**
@@ -21,30 +21,30 @@ export interface SafetyOptions {
  * Throws, naming the first offending entry, unless everything under root is a
  * directory or a regular file with one link (a checkpoint archive: stasis
  * reads those files, so nothing may point elsewhere), or, for a rootfs layer,
- * also a symlink, a hard link or a FIFO.
+ * also a symlink, a hard link or a FIFO. Links are looked at, never followed
+ * (src/host/walk.ts): a layer's `srv/root -> /` is data, not a way onto the host.
  */
 export async function checkExtractedTree(root: string, opts: SafetyOptions = {}): Promise<void> {
-  // withFileTypes: the type comes with the directory entry, so only regular
-  // files of a checkpoint archive need an lstat (for their link count).
-  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
-    const full = path.join(entry.parentPath, entry.name);
-    const name = path.relative(root, full);
-    const refuse = (why: string) => new Error(`unsafe archive entry "${name}": ${why}`);
-    if (entry.isDirectory()) continue;
-    if (entry.isFile()) {
-      if (!opts.rootfsLayer && (await lstat(full)).nlink > 1) throw refuse('a hard link (a checkpoint archive has none)');
-      continue;
+  for (const entry of walkTree(root)) {
+    const refuse = (why: string) => new Error(`unsafe archive entry "${entry.path}": ${why}`);
+    switch (entry.kind) {
+      case 'dir':
+        continue;
+      case 'file':
+        if (!opts.rootfsLayer && entry.stat.nlink > 1) throw refuse('a hard link (a checkpoint archive has none)');
+        continue;
+      case 'symlink':
+        if (!opts.rootfsLayer) throw refuse(`a symlink to "${readlinkSync(entry.full)}" (a checkpoint archive has none)`);
+        continue;
+      case 'fifo':
+        if (!opts.rootfsLayer) throw refuse('fifo not allowed here');
+        continue;
+      case 'char':
+        throw refuse('char device not allowed');
+      case 'block':
+        throw refuse('block device not allowed');
+      default:
+        throw refuse('unsupported file type');
     }
-    if (entry.isSymbolicLink()) {
-      if (!opts.rootfsLayer) throw refuse(`a symlink to "${await readlink(full)}" (a checkpoint archive has none)`);
-      continue;
-    }
-    if (entry.isFIFO()) {
-      if (!opts.rootfsLayer) throw refuse('fifo not allowed here');
-      continue;
-    }
-    if (entry.isCharacterDevice()) throw refuse('char device not allowed');
-    if (entry.isBlockDevice()) throw refuse('block device not allowed');
-    throw refuse('unsupported file type');
   }
 }

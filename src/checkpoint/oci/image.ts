@@ -1,4 +1,5 @@
-import { cpSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyTree } from '../../host/walk.ts';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -103,7 +104,7 @@ function writeJsonBlob(layoutDir: string, value: unknown, mediaType: string, ann
 
 /** The files podman needs to take the image (see WriteImageOptions.podman), in a copy of the folder. */
 function stageForPodman(checkpointDir: string, stagingDir: string, podman: NonNullable<WriteImageOptions['podman']>): void {
-  cpSync(checkpointDir, stagingDir, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+  copyTree(checkpointDir, stagingDir);
   const configPath = join(stagingDir, 'config.dump');
   const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>) : {};
   config.rootfsImageName = podman.imageName;
