@@ -1,6 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readlinkSync, symlinkSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, TestEnv, counterAdvances, requires } from '../helpers.ts';
 
@@ -74,5 +75,57 @@ describe('links to the host in a layer and in a base', { skip: requires(...CONTA
     assert.equal(readlinkSync(join(elsewhere, 'hostdev')), '/dev');
     assert.equal(readlinkSync(join(elsewhere, 'srv', 'root')), '/');
     await there.ok(['delete', '-f', 'deb']);
+  });
+});
+
+describe('a checkpoint folder is checked before anything reads it', { skip: requires(...CONTAINERS, 'criu') }, () => {
+  const env = new TestEnv('hostile-folder');
+  after(() => env.cleanup());
+
+  test('a pages image linked to a host file, or shorter than its page map, is refused before CRIU runs; inspect never walks a link to /', async () => {
+    // A criu that notes each time runc starts it (runc drives CRIU through `criu swrk`).
+    const marker = join(env.root, 'criu-ran');
+    const fake = join(env.root, 'criu');
+    const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(fake, `#!/bin/sh\n[ "$1" = swrk ] && touch ${marker}\nexec ${realCriu} "$@"\n`);
+    chmodSync(fake, 0o755);
+    const withFake = { env: { STASIS_CRIU: fake } };
+
+    await env.ok(['run', '-d', 'src', '--', 'sh', '-c', 'i=0; while true; do echo "count $i"; i=$((i+1)); sleep 0.2; done']);
+    const count = await counterAdvances(env, 'src', 1);
+    const good = join(env.root, 'good');
+    await env.ok(['checkpoint', 'src', '--leave-running', '--image-path', good]);
+    const pages = readdirSync(join(good, 'checkpoint')).filter((name) => /^pages-\d+\.img$/.test(name)).sort();
+    assert.ok(pages.length > 0, 'the checkpoint has pages images');
+    const copy = (name: string) => {
+      const dir = join(env.root, name);
+      cpSync(good, dir, { recursive: true });
+      return dir;
+    };
+
+    const secret = join(env.root, 'host-file');
+    writeFileSync(secret, 'not for a container');
+    const linked = copy('linked');
+    rmSync(join(linked, 'checkpoint', pages[0]));
+    symlinkSync(secret, join(linked, 'checkpoint', pages[0]));
+    await env.fails(1, ['restore', 'r1', '--checkpoint', linked], new RegExp(`^stasis: cannot restore from ${linked}: unsafe checkpoint entry "checkpoint/${pages[0]}": a symlink`), withFake);
+
+    const short = copy('short');
+    writeFileSync(join(short, 'checkpoint', pages[0]), Buffer.alloc(20, 1));
+    await env.fails(1, ['restore', 'r2', '--checkpoint', short], new RegExp(`memory images do not match their page maps.*${pages[0]} holds 20 bytes`), withFake);
+
+    assert.equal(existsSync(marker), false, 'CRIU never ran');
+    assert.deepEqual(env.containerIds(), ['src']);
+
+    const rooted = copy('rooted');
+    symlinkSync('/', join(rooted, 'checkpoint', 'root'));
+    const inspected = await env.fails(1, ['checkpoint', 'inspect', rooted], new RegExp(`^stasis: cannot inspect ${rooted}: unsafe checkpoint entry "checkpoint/root": a symlink to "/"`));
+    assert.equal(inspected.stdout, '');
+    assert.doesNotMatch(inspected.stderr, /\/proc|\/etc|\/usr/);
+
+    // The same folder, untouched, restores through the same criu: the checks, not the fake, refused the others.
+    await env.ok(['restore', 'r3', '--checkpoint', good], withFake);
+    assert.equal(existsSync(marker), true, 'CRIU ran for the good checkpoint');
+    await counterAdvances(env, 'r3', count);
   });
 });
