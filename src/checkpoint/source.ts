@@ -7,6 +7,7 @@ import { formatImageRef, parseImageRef, type ImageRef } from './oci/layout.ts';
 import { IMAGES_DIR } from './format/layout.ts';
 import { readCheckpointImage } from './oci/image.ts';
 import { extractTar } from './archive/tar.ts';
+import { openFifo } from '../host/fifo.ts';
 import { checkCheckpointFolder, PARENT_LINK } from './archive/safety.ts';
 import { pagesImageProblems } from './criu/pagemap.ts';
 
@@ -94,6 +95,13 @@ export async function openCheckpoint(host: CheckpointHost, source: CheckpointSou
   if (stat.isDirectory()) {
     checkFolder(path, path);
     return checkedPages(await layoutAsImage(host, { dir: path, shown: path, annotations: {}, temp: null, unpackMs: null }));
+  }
+  if (stat.isFIFO()) {
+    // Waited for before anything is made: a Ctrl-C meanwhile leaves nothing behind.
+    const stream = await openFifo(path, () => progress(`waiting for a writer on the FIFO ${path} (Ctrl-C to stop)`));
+    progress(`unpacking ${path}`);
+    const dir = await unpackArchive(host, stream, path);
+    return checkedPages(await layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
   }
   progress(`unpacking ${path}`);
   const dir = await unpackArchive(host, path);
