@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'bad-destination'
   | 'bad-image'
   | 'bad-image-target'
+  | 'bad-pages'
   | 'bad-parent'
   | 'bad-reference'
   | 'base-both'
@@ -63,6 +64,7 @@ export type ErrorCode =
   | 'stdio-passthrough'
   | 'switch-unknown'
   | 'tty'
+  | 'unsafe-checkpoint'
   | 'wrong-engine';
 
 export class StasisError extends Error {

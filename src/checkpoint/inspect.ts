@@ -1,5 +1,6 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { treeBytes } from '../host/walk.ts';
 import { StasisError } from '../errors.ts';
 import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
 import { readCriuProcesses, type CriuProcesses } from './criu/creds.ts';
@@ -96,11 +97,12 @@ function readJson(dir: string, name: string, problems: string[]): unknown {
   }
 }
 
+/** The bytes of a regular file, or of the regular files under a folder; a link (and what it names) counts nothing. */
 function sizeOf(path: string): number {
-  const stat = statSync(path, { throwIfNoEntry: false });
+  const stat = lstatSync(path, { throwIfNoEntry: false });
   if (!stat) return 0;
-  if (!stat.isDirectory()) return stat.size;
-  return readdirSync(path).reduce((total, name) => total + sizeOf(join(path, name)), 0);
+  if (stat.isFile()) return stat.size;
+  return stat.isDirectory() ? treeBytes(path, { onUnreadable: 'skip' }) : 0;
 }
 
 /** Reports what the checkpoint folder `dir` holds and what restoring it would ask for. */

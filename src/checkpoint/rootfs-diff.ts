@@ -2,6 +2,7 @@ import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, rmSync,
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { walkTree } from '../host/walk.ts';
 import { createListedToFile } from './archive/gnu-tar.ts';
 import { DELETED_FILES, DIFF_TAR, type BaseFile } from './format/layout.ts';
 
@@ -11,24 +12,15 @@ import { DELETED_FILES, DIFF_TAR, type BaseFile } from './format/layout.ts';
 // container deleted from the read-only base.
 
 
-/** Walks the upper layer: every entry to archive, and every deleted path. */
+/** Walks the upper layer: every entry to archive, and every deleted path. Links are entries, never followed. */
 function walkUpper(upperDir: string): { entries: string[]; deleted: string[] } {
   const entries: string[] = [];
   const deleted: string[] = [];
-  const visit = (relative: string) => {
-    for (const name of readdirSync(join(upperDir, relative)).sort()) {
-      const child = relative === '' ? name : `${relative}/${name}`;
-      const stat = lstatSync(join(upperDir, child));
-      // overlayfs marks a deleted lower file with a 0:0 character device.
-      if (stat.isCharacterDevice() && stat.rdev === 0) {
-        deleted.push(child);
-        continue;
-      }
-      entries.push(child);
-      if (stat.isDirectory()) visit(child);
-    }
-  };
-  visit('');
+  for (const entry of walkTree(upperDir)) {
+    // overlayfs marks a deleted lower file with a 0:0 character device.
+    if (entry.kind === 'char' && entry.stat.rdev === 0) deleted.push(entry.path);
+    else entries.push(entry.path);
+  }
   return { entries, deleted };
 }
 
@@ -93,22 +85,14 @@ export function fingerprintOf(manifest: readonly string[]): string {
 /** What the fingerprint is made of: `path TAB type TAB size` of the top two levels, sorted (empty when the folder cannot be read). */
 export function rootfsManifest(rootfsDir: string): string[] {
   const lines: string[] = [];
-  const visit = (relative: string, depth: number) => {
-    let names: string[];
-    try {
-      names = readdirSync(join(rootfsDir, relative)).sort();
-    } catch {
-      return;
+  try {
+    for (const entry of walkTree(rootfsDir, { maxDepth: 2, onUnreadable: 'skip' })) {
+      const type = entry.kind === 'dir' ? 'd' : entry.kind === 'symlink' ? 'l' : entry.kind === 'file' ? 'f' : 'o';
+      lines.push(`${entry.path}\t${type}\t${type === 'd' ? 0 : entry.stat.size}`);
     }
-    for (const name of names) {
-      const child = relative === '' ? name : `${relative}/${name}`;
-      const stat = lstatSync(join(rootfsDir, child));
-      const type = stat.isDirectory() ? 'd' : stat.isSymbolicLink() ? 'l' : stat.isFile() ? 'f' : 'o';
-      lines.push(`${child}\t${type}\t${type === 'd' ? 0 : stat.size}`);
-      if (type === 'd' && depth < 2) visit(child, depth + 1);
-    }
-  };
-  visit('', 1);
+  } catch {
+    // The base itself cannot be read: an empty manifest, as before.
+  }
   return lines;
 }
 

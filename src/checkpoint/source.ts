@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
@@ -7,6 +7,9 @@ import { formatImageRef, parseImageRef, type ImageRef } from './oci/layout.ts';
 import { IMAGES_DIR } from './format/layout.ts';
 import { readCheckpointImage } from './oci/image.ts';
 import { extractTar } from './archive/tar.ts';
+import { openFifo } from '../host/fifo.ts';
+import { checkCheckpointFolder, PARENT_LINK } from './archive/safety.ts';
+import { pagesImageProblems } from './criu/pagemap.ts';
 
 // Where a restore's checkpoint comes from, made into a folder to read: a
 // folder as it is; an archive (a file, or a stream such as stdin) unpacked
@@ -75,23 +78,75 @@ export async function openCheckpoint(host: CheckpointHost, source: CheckpointSou
   if (typeof source !== 'string') {
     progress(`unpacking ${source.name}`);
     const dir = await unpackArchive(host, source.stream, source.name);
-    return layoutAsImage(host, { dir, shown: source.name, annotations: {}, temp: dir, unpackMs: Date.now() - started });
+    return checkedPages(await layoutAsImage(host, { dir, shown: source.name, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
   }
   const ref = parseImageRef(source);
   if (ref !== null) {
     const absolute = { ...ref, path: resolve(ref.path) };
     const shown = formatImageRef(absolute);
     progress(`reading the image ${shown}`);
+    if (absolute.transport === 'oci' && statSync(absolute.path, { throwIfNoEntry: false })?.isDirectory()) checkFolder(absolute.path, shown);
     const { dir, annotations } = await readImage(host, absolute, shown);
-    return { dir, shown, annotations, temp: dir, unpackMs: Date.now() - started };
+    return checkedPages({ dir, shown, annotations, temp: dir, unpackMs: Date.now() - started });
   }
   const path = resolve(source);
   const stat = statSync(path, { throwIfNoEntry: false });
   if (!stat) throw new StasisError(`checkpoint ${path} does not exist`, { code: 'checkpoint-missing' });
-  if (stat.isDirectory()) return layoutAsImage(host, { dir: path, shown: path, annotations: {}, temp: null, unpackMs: null });
+  if (stat.isDirectory()) {
+    checkFolder(path, path);
+    return checkedPages(await layoutAsImage(host, { dir: path, shown: path, annotations: {}, temp: null, unpackMs: null }));
+  }
+  if (stat.isFIFO()) {
+    // Waited for before anything is made: a Ctrl-C meanwhile leaves nothing behind.
+    const stream = await openFifo(path, () => progress(`waiting for a writer on the FIFO ${path} (Ctrl-C to stop)`));
+    progress(`unpacking ${path}`);
+    const dir = await unpackArchive(host, stream, path);
+    return checkedPages(await layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
+  }
   progress(`unpacking ${path}`);
   const dir = await unpackArchive(host, path);
-  return layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started });
+  return checkedPages(await layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
+}
+
+/**
+ * A folder the user names (a checkpoint, or an OCI layout) gets the checks an
+ * unpacked archive gets (archive/safety.ts), in place, before anything of it
+ * is read: only folders and regular files, and CRIU's parent link.
+ */
+export function checkFolder(dir: string, shown: string, doing = 'restore from'): void {
+  try {
+    checkCheckpointFolder(dir, { maxBytes: UNPACK_LIMIT_BYTES });
+  } catch (err) {
+    throw new StasisError(`cannot ${doing} ${shown}: ${errorMessage(err)}`, { code: 'unsafe-checkpoint' });
+  }
+}
+
+/**
+ * Refuses, before CRIU runs, a checkpoint whose pages images are not the
+ * size their pagemaps say (and so for each parent): CRIU spun for ever on a
+ * pages image shorter than its pagemap. The opened checkpoint is closed (its
+ * temporary folder removed) when it is refused.
+ */
+export function checkedPages(opened: OpenedCheckpoint): OpenedCheckpoint {
+  try {
+    let images = join(opened.dir, IMAGES_DIR);
+    for (let depth = 0; depth <= 32 && lstatSync(images, { throwIfNoEntry: false })?.isDirectory(); depth++) {
+      const problems = pagesImageProblems(images, (file) => {
+        const stat = lstatSync(file, { throwIfNoEntry: false });
+        return stat?.isFile() ? stat.size : null;
+      });
+      const where = depth === 0 ? IMAGES_DIR : `the parent checkpoint ${depth} up`;
+      if (problems.length > 0) throw new StasisError(`cannot restore from ${opened.shown}: its memory images do not match their page maps (${where}): ${problems.join('; ')}`, { code: 'bad-pages' });
+      const parent = join(images, PARENT_LINK);
+      if (!lstatSync(parent, { throwIfNoEntry: false })?.isSymbolicLink()) break;
+      images = realpathSync(parent);
+    }
+  } catch (err) {
+    if (opened.temp !== null) rmSync(opened.temp, { recursive: true, force: true });
+    if (err instanceof StasisError) throw err;
+    throw new StasisError(`cannot restore from ${opened.shown}: ${errorMessage(err)}`, { code: 'bad-pages' });
+  }
+  return opened;
 }
 
 /** A folder (or unpacked archive) that is an OCI layout is read as the checkpoint image it holds. */

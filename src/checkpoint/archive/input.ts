@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { open, statfs } from 'node:fs/promises';
 import { PassThrough, Readable } from 'node:stream';
 import { compressionFromMagic, decompressor, describeDecompressError, MAGIC_LENGTH, type Compression } from './format.ts';
+import { TarHeaderCheck } from './headers.ts';
 
 const CHUNK_SIZE = 1024 * 1024;
 
@@ -29,15 +30,17 @@ export class TarInput {
   private readonly streams: Readable[];
   private readonly plain: Readable;
   private readonly guard: ByteGuard;
+  private readonly headers: TarHeaderCheck | null;
   private consumerGone = false;
   private markGone: () => void = () => undefined;
   private readonly gone = new Promise<void>((resolve) => (this.markGone = resolve));
   private readonly pumped: Promise<void>;
 
-  constructor(source: Readable, chunks: AsyncIterable<Buffer>, compression: Compression, knownSize: number | null, guard: ByteGuard) {
+  constructor(source: Readable, chunks: AsyncIterable<Buffer>, compression: Compression, knownSize: number | null, guard: ByteGuard, headers: TarHeaderCheck | null = null) {
     this.compression = compression;
     this.knownSize = knownSize;
     this.guard = guard;
+    this.headers = headers;
     const raw = Readable.from(chunks, { objectMode: false, highWaterMark: CHUNK_SIZE });
     const unpack = decompressor(compression);
     if (unpack) raw.on('error', (err) => unpack.destroy(err));
@@ -68,7 +71,8 @@ export class TarInput {
   private async pump(): Promise<void> {
     try {
       for await (const chunk of this.plain as AsyncIterable<Buffer>) {
-        const problem = await this.guard(this.bytes + chunk.length);
+        // The headers first: a chunk holding a refused one never reaches tar.
+        const problem = this.headers?.push(chunk) ?? (await this.guard(this.bytes + chunk.length));
         if (problem) {
           this.stoppedBy = problem;
           break;
@@ -104,7 +108,7 @@ function asBuffer(chunk: unknown): Buffer {
 }
 
 /** Reads the first bytes of `source` to tell its compression, then starts pumping. Throws when it cannot be read. */
-export async function openTarInput(source: string | Readable, guard: ByteGuard): Promise<TarInput> {
+export async function openTarInput(source: string | Readable, guard: ByteGuard, headers: TarHeaderCheck | null = null): Promise<TarInput> {
   let input: Readable;
   let fileSize: number | null = null;
   if (typeof source === 'string') {
@@ -112,6 +116,9 @@ export async function openTarInput(source: string | Readable, guard: ByteGuard):
     try {
       const stat = await handle.stat();
       if (stat.isFile()) fileSize = stat.size;
+      // /dev/zero or /dev/urandom never end: a device is never an archive.
+      else if (stat.isCharacterDevice() || stat.isBlockDevice()) throw new Error(`not an archive: ${source} is a ${stat.isCharacterDevice() ? 'character' : 'block'} device`);
+      else if (stat.isDirectory()) throw new Error(`not an archive: ${source} is a folder`);
     } catch (err) {
       await handle.close();
       throw err;
@@ -133,7 +140,7 @@ export async function openTarInput(source: string | Readable, guard: ByteGuard):
       length += head[head.length - 1].length;
     }
     const compression = compressionFromMagic(Buffer.concat(head));
-    return new TarInput(input, withHead(head, iterator), compression, compression === 'none' ? fileSize : null, guard);
+    return new TarInput(input, withHead(head, iterator), compression, compression === 'none' ? fileSize : null, guard, headers);
   } catch (err) {
     input.destroy();
     throw err;

@@ -1,5 +1,6 @@
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
+import { walkTree, type TreeEntry } from '../../host/walk.ts';
 import type { TarEntry } from './tar.ts';
 
 // Putting another engine's rootfs-diff.tar into a stasis writable layer.
@@ -141,18 +142,13 @@ export function removeWhiteoutMarkers(layerDir: string, markers: readonly string
 export function opaqueDeletions(baseDir: string, layerDir: string, folder: string): string[] {
   const path = parts(folder);
   if (path.includes('..')) return [];
+  const baseStat = path.length === 0 ? lstatSync(baseDir, { throwIfNoEntry: false }) : lstatInside(baseDir, path);
+  const layerStat = path.length === 0 ? lstatSync(layerDir, { throwIfNoEntry: false }) : lstatInside(layerDir, path);
+  if (!baseStat?.isDirectory() || !layerStat?.isDirectory()) return [];
+  const inLayer = (entry: TreeEntry) => lstatInside(layerDir, [...path, ...entry.path.split('/')]);
   const deleted: string[] = [];
-  const visit = (relative: string[]) => {
-    const baseStat = relative.length === 0 ? lstatSync(baseDir, { throwIfNoEntry: false }) : lstatInside(baseDir, relative);
-    const layerStat = relative.length === 0 ? lstatSync(layerDir, { throwIfNoEntry: false }) : lstatInside(layerDir, relative);
-    if (!baseStat?.isDirectory() || !layerStat?.isDirectory()) return;
-    for (const name of readdirSync(join(baseDir, ...relative)).sort()) {
-      const child = [...relative, name];
-      const inLayer = lstatInside(layerDir, child);
-      if (!inLayer) deleted.push(`/${child.join('/')}`);
-      else if (inLayer.isDirectory()) visit(child);
-    }
-  };
-  visit(path);
+  for (const entry of walkTree(join(baseDir, ...path), { enter: (entry) => inLayer(entry)?.isDirectory() === true })) {
+    if (!inLayer(entry)) deleted.push(`/${[...path, entry.path].join('/')}`);
+  }
   return deleted;
 }

@@ -4,8 +4,11 @@
 //      the plain tar bytes against the room on the destination's filesystem;
 //   2. GNU tar extracts that stream into a fresh folder (gnu-tar.ts), which
 //      keeps every write inside the folder;
-//   3. the result is checked on disk (tar-safety.ts): no links out of a
+//   3. the result is checked on disk (safety.ts): no links out of a
 //      checkpoint, no device nodes.
+// Between 1 and 2, each member's header is looked at before tar gets it
+// (headers.ts): an archive with an entry a checkpoint never holds is stopped
+// there, whole.
 // When any step fails the folder is removed, so a refused archive leaves
 // nothing behind. The archive is read once, and decompressed once.
 
@@ -18,6 +21,7 @@ import { compressionForPath, type Compression } from './format.ts';
 import { openTarInput, UnpackRoom } from './input.ts';
 import { createIntoPipe, createToFile, createToStream, extractFromStream } from './gnu-tar.ts';
 import { checkExtractedTree, type SafetyOptions } from './safety.ts';
+import { TarHeaderCheck } from './headers.ts';
 
 export { compressionForPath, COMPRESSIONS, type Compression } from './format.ts';
 export type { SafetyOptions } from './safety.ts';
@@ -42,7 +46,7 @@ export async function extractTar(source: string | Readable, destDir: string, opt
   if ((await readdir(destDir)).length > 0) throw fail(`${destDir} is not empty`);
   try {
     const room = await UnpackRoom.of(destDir, opts.maxBytes);
-    const input = await openTarInput(source, room.guard).catch((err: Error) => {
+    const input = await openTarInput(source, room.guard, new TarHeaderCheck({ rootfsLayer: opts.rootfsLayer })).catch((err: Error) => {
       throw fail(err.message);
     });
     let tarProblem: string | null;

@@ -24,3 +24,46 @@ export function lazyPageBytes(imagesDir: string): number | null {
   }
   return pages * 4096;
 }
+
+/** pagemap_entry.flags (criu/include/pagemap.h). */
+const PE_PARENT = 1 << 0;
+const PE_PRESENT = 1 << 2;
+/** CRIU's page size on the architectures stasis runs on. */
+const PAGE_SIZE = 4096;
+
+/**
+ * Compares each pages-ID.img with what the pagemap images that name it say
+ * it holds (the pages marked present, nr_pages of 4 KiB each): a pages image
+ * shorter than its pagemap said made CRIU spin for ever in the restore, so a
+ * mismatch is refused before CRIU runs. Returns the problems (empty: all
+ * agree). `sizeOf` gives a pages image's size without following links (null: missing).
+ */
+export function pagesImageProblems(imagesDir: string, sizeOf: (path: string) => number | null): string[] {
+  const expected = new Map<number, { bytes: number; from: string[] }>();
+  for (const name of readdirSync(imagesDir).filter((n) => /^pagemap-\d+\.img$/.test(n)).sort()) {
+    const path = join(imagesDir, name);
+    const [head, ...entries] = readImageEntries(path, 'pagemap');
+    if (head === undefined) continue;
+    const pagesId = decodeMessage(head, path, 'pagemap_head').needUint32(1, "pages_id");
+    let pages = 0;
+    for (const entry of entries) {
+      const message = decodeMessage(entry, path, 'pagemap_entry');
+      // Images without flags (older CRIU): in_parent, or else present.
+      const flags = message.uint32(4) ?? (message.bool(3) ? PE_PARENT : PE_PRESENT);
+      if ((flags & PE_PRESENT) === 0) continue;
+      pages += Number(message.uint64(5) ?? BigInt(message.uint32(2) ?? 0));
+    }
+    const sum = expected.get(pagesId) ?? { bytes: 0, from: [] };
+    sum.bytes += pages * PAGE_SIZE;
+    sum.from.push(name);
+    expected.set(pagesId, sum);
+  }
+  const problems: string[] = [];
+  for (const [id, { bytes, from }] of expected) {
+    const size = sizeOf(join(imagesDir, `pages-${id}.img`));
+    if (size === null && bytes === 0) continue;
+    if (size === null) problems.push(`pages-${id}.img is missing; ${from.join(', ')} says it holds ${bytes} bytes`);
+    else if (size !== bytes) problems.push(`pages-${id}.img holds ${size} bytes; ${from.join(', ')} says it holds ${bytes} bytes`);
+  }
+  return problems;
+}

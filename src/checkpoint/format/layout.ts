@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { treeBytes } from '../../host/walk.ts';
 import { basename, dirname, join, resolve } from 'node:path';
 import { withoutLoopbackHook } from '../../runtime/network.ts';
 import type { OciSpec } from '../../runtime/spec.ts';
@@ -179,12 +180,7 @@ export function writeMetadata(
   writeFileSync(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
 }
 
+/** The bytes of the regular files under dir (a link counts nothing and is never followed). */
 export function folderSize(dir: string): number {
-  let total = 0;
-  for (const name of readdirSync(dir)) {
-    const stat = statSync(join(dir, name), { throwIfNoEntry: false });
-    if (!stat) continue;
-    total += stat.isDirectory() ? folderSize(join(dir, name)) : stat.size;
-  }
-  return total;
+  return treeBytes(dir);
 }

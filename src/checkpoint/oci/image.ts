@@ -1,4 +1,5 @@
-import { cpSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyTree } from '../../host/walk.ts';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -112,7 +113,7 @@ function writeJsonBlob(layoutDir: string, value: unknown, mediaType: string, ann
 
 /** The files podman and a CRI runtime need to take the image (see WriteImageOptions.podman and .cri), in a copy of the folder. */
 function stageForEngines(checkpointDir: string, stagingDir: string, opts: Pick<WriteImageOptions, 'podman' | 'cri'>): void {
-  cpSync(checkpointDir, stagingDir, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+  copyTree(checkpointDir, stagingDir);
   const configPath = join(stagingDir, 'config.dump');
   const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>) : {};
   const { podman, cri } = opts;
