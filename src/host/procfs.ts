@@ -50,6 +50,15 @@ export function processRunning(pid: number | null): boolean {
   return stat !== null && stat.state !== 'Z' && stat.state !== 'X';
 }
 
+/**
+ * Whether the process that had this PID and start time still runs: not
+ * when it is gone, a zombie, or the PID names another process now.
+ */
+export function sameProcessRuns(process: { pid: number; startTime: number }): boolean {
+  const stat = readProcStat(process.pid);
+  return stat !== null && stat.startTime === process.startTime && stat.state !== 'Z' && stat.state !== 'X';
+}
+
 export interface ProcessRow {
   pid: number;
   ppid: number;
