@@ -47,13 +47,25 @@ const COMMANDS: CommandEntry[] = [
 /** Commands whose own exit status is the process's: their failures are 125, not 1/2. */
 const PROCESS_STATUS_COMMANDS = new Set(['run', 'exec', 'wait']);
 
+/**
+ * A global path option's value: one path, given once. yargs makes a repeated
+ * option an array (which would reach path.resolve) and takes '' as a value.
+ */
+function onePath(name: string): (value: unknown) => string {
+  return (value) => {
+    if (Array.isArray(value)) throw new StasisError(`--${name} given more than once`, { exitCode: EXIT_USAGE, hint: `give --${name} once` });
+    if (typeof value !== 'string' || value === '') throw new StasisError(`--${name}: an empty value`, { exitCode: EXIT_USAGE, hint: `give --${name} a path` });
+    return value;
+  };
+}
+
 /** The options every command takes, in one table: yargs declares them, and the command-word scan below skips their values. */
 const GLOBAL_OPTIONS = {
-  'state-dir': { type: 'string', requiresArg: true, describe: 'state directory [env: STASIS_STATE_DIR] (default: /run/stasis as root)', global: true },
-  'checkpoint-dir': { type: 'string', requiresArg: true, describe: 'where checkpoints go without --image-path [env: STASIS_CHECKPOINT_DIR] (default: /var/lib/stasis/checkpoints)', global: true },
-  'image-dir': { type: 'string', requiresArg: true, describe: 'the image store, where --image unpacks images [env: STASIS_IMAGE_DIR] (default: /var/lib/stasis/images)', global: true },
-  runc: { type: 'string', requiresArg: true, describe: 'the OCI runtime binary [env: STASIS_RUNC]', global: true },
-  criu: { type: 'string', requiresArg: true, describe: 'the CRIU binary runc uses [env: STASIS_CRIU]', global: true },
+  'state-dir': { type: 'string', requiresArg: true, coerce: onePath('state-dir'), describe: 'state directory [env: STASIS_STATE_DIR] (default: /run/stasis as root)', global: true },
+  'checkpoint-dir': { type: 'string', requiresArg: true, coerce: onePath('checkpoint-dir'), describe: 'where checkpoints go without --image-path [env: STASIS_CHECKPOINT_DIR] (default: /var/lib/stasis/checkpoints)', global: true },
+  'image-dir': { type: 'string', requiresArg: true, coerce: onePath('image-dir'), describe: 'the image store, where --image unpacks images [env: STASIS_IMAGE_DIR] (default: /var/lib/stasis/images)', global: true },
+  runc: { type: 'string', requiresArg: true, coerce: onePath('runc'), describe: 'the OCI runtime binary [env: STASIS_RUNC]', global: true },
+  criu: { type: 'string', requiresArg: true, coerce: onePath('criu'), describe: 'the CRIU binary runc uses [env: STASIS_CRIU]', global: true },
   json: { type: 'boolean', describe: 'machine-readable JSON output', global: true },
   quiet: { alias: 'q', type: 'boolean', describe: 'print only IDs or paths', global: true },
   color: { type: 'boolean', describe: 'colour output (--no-color to disable) [env: NO_COLOR, FORCE_COLOR]', global: true },

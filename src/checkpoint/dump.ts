@@ -134,10 +134,16 @@ export async function checkpointHeld(
   let pagesServed: Promise<RunResult> | null = null;
   let resultPath = finalPath;
   const dumpStarted = Date.now();
+  // Each runc this starts is noted in the record before it can act (see RunOptions.gate): a
+  // recovery after a kill waits for that exact process, or knows that none ran.
+  const noteStart = (step: 'pause' | 'dump') => (started: { pid: number; startTime: number }) => {
+    record.checkpointWork = { ...record.checkpointWork!, started: { step, pid: started.pid, startTime: started.startTime } };
+    host.saveRecord(record);
+  };
   try {
     // Frozen while the files are captured, so that memory and files agree.
     progress('pausing');
-    await host.freeze(id);
+    await host.freeze(id, noteStart('pause'));
     frozen = true;
     if (record.rootfs.kind === 'overlay' && !opts.preDump) {
       progress('capturing rootfs changes');
@@ -169,6 +175,7 @@ export async function checkpointHeld(
       // finalPath are siblings, so the relative path holds after the rename.
       parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
       criuFlags: restoreArgs,
+      gate: noteStart('dump'),
     });
     // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
     const provenance = provenanceOf(host, fingerprint);

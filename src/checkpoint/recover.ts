@@ -1,13 +1,9 @@
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../errors.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { META_FILE, STATS_FILE, hasCriuImages } from './format/layout.ts';
-
-/** How long a runc that a killed stasis was starting can take to become runc. */
-const RUNC_SETTLE_MS = 200;
 
 /**
  * A `stasis checkpoint` killed half way leaves the record marked, the
@@ -19,13 +15,13 @@ const RUNC_SETTLE_MS = 200;
  */
 export async function recoverCheckpoint(host: CheckpointHost, record: ContainerRecord): Promise<void> {
   const work = record.checkpointWork ?? null;
-  // A stasis killed while it started runc leaves a child that is not runc yet (forked, not yet
-  // exec'd: it still has stasis's command line) and so is not found below; it is within
-  // milliseconds. Seen in the kill -9 test: the dump began after this recovery and ended the
-  // container behind a record that said running.
-  await sleep(RUNC_SETTLE_MS);
   // runc and CRIU outlive a killed stasis: the dump they are doing decides what is kept. So does
   // a `runc pause` it had started, which would freeze the container again after the thaw below.
+  // Each runc the checkpoint started was noted here before it could act (RunOptions.gate): that
+  // exact process is waited for. One it was starting when killed, and had not noted yet, never
+  // runs (its gate's pipe closed with stasis). (A record from a stasis before that is waited for
+  // by the scans below alone.)
+  if (work?.started) await host.waitForExit(work.started);
   await host.waitForPause(record.id);
   if (work !== null) await host.waitForDumpers(work.workDir);
   // CRIU writes its statistics into its work folder (the checkpoint folder) when the dump has succeeded.

@@ -10,6 +10,12 @@ import { extractTar } from './archive/tar.ts';
 import { openFifo } from '../host/fifo.ts';
 import { checkCheckpointFolder, PARENT_LINK } from './archive/safety.ts';
 import { pagesImageProblems } from './criu/pagemap.ts';
+import { UNPACK_PREFIX, ownedTempDir, sweepOwnedTempDirs } from '../host/scratch.ts';
+
+/** Removes the unpack folders of restores that were killed (their stasis no longer runs). */
+export function sweepUnpackFolders(scratchDir: string): string[] {
+  return sweepOwnedTempDirs(scratchDir, [UNPACK_PREFIX]);
+}
 
 // Where a restore's checkpoint comes from, made into a folder to read: a
 // folder as it is; an archive (a file, or a stream such as stdin) unpacked
@@ -42,7 +48,7 @@ export interface OpenedCheckpoint {
 
 /** Unpacks an archive into a fresh folder, checked; returns that folder. */
 export async function unpackArchive(host: CheckpointHost, archive: string | Readable, shown = typeof archive === 'string' ? archive : 'stdin'): Promise<string> {
-  const target = mkdtempSync(join(host.scratchDir, '.restore-'));
+  const target = ownedTempDir(host.scratchDir, UNPACK_PREFIX);
   try {
     await extractTar(archive, target, { maxBytes: UNPACK_LIMIT_BYTES });
   } catch (err) {
@@ -60,7 +66,7 @@ function isImageLayout(dir: string): boolean {
 }
 
 async function readImage(host: CheckpointHost, ref: ImageRef, shown: string): Promise<{ dir: string; annotations: Record<string, string> }> {
-  const dir = mkdtempSync(join(host.scratchDir, '.restore-'));
+  const dir = ownedTempDir(host.scratchDir, UNPACK_PREFIX);
   try {
     const read = await readCheckpointImage(ref, dir, { maxBytes: UNPACK_LIMIT_BYTES });
     return { dir, annotations: read.annotations };
@@ -75,6 +81,7 @@ async function readImage(host: CheckpointHost, ref: ImageRef, shown: string): Pr
 /** Opens a checkpoint for reading: see the comment at the top. */
 export async function openCheckpoint(host: CheckpointHost, source: CheckpointSource, progress: Progress): Promise<OpenedCheckpoint> {
   const started = Date.now();
+  sweepUnpackFolders(host.scratchDir);
   if (typeof source !== 'string') {
     progress(`unpacking ${source.name}`);
     const dir = await unpackArchive(host, source.stream, source.name);

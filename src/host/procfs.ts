@@ -40,13 +40,23 @@ export function readProcStat(pid: number): ProcStat | null {
  * Whether a process still runs: exists and is not a zombie. A daemonised
  * monitor is reaped by whatever init adopted it, which may be late (a CI
  * runner's PID namespace); until then kill(pid, 0) still answers for it.
- * A container's own process is reaped at once by its monitor (a subreaper),
- * so `ps` uses the cheaper pidAlive for those.
+ * A container's own process is reaped by its monitor (a subreaper), but a
+ * monitor that died leaves it to an init that may never reap it: `ps` asks
+ * this of those too.
  */
 export function processRunning(pid: number | null): boolean {
   if (!pidAlive(pid)) return false;
   const stat = readProcStat(pid!);
   return stat !== null && stat.state !== 'Z' && stat.state !== 'X';
+}
+
+/**
+ * Whether the process that had this PID and start time still runs: not
+ * when it is gone, a zombie, or the PID names another process now.
+ */
+export function sameProcessRuns(process: { pid: number; startTime: number }): boolean {
+  const stat = readProcStat(process.pid);
+  return stat !== null && stat.startTime === process.startTime && stat.state !== 'Z' && stat.state !== 'X';
 }
 
 export interface ProcessRow {

@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { signalExitCode } from '../errors.ts';
 import { debugLog } from '../log.ts';
 import { mountCalls, type MountCalls } from './mount.ts';
+import { readProcStat } from './procfs.ts';
 
 // Every external command stasis runs goes through here, so --debug can show
 // each runc / criu / conmon command line on stderr. The library layers take a
@@ -59,7 +60,27 @@ export interface RunOptions {
   outputFile?: string;
   /** The child gets a pipe as descriptor 3 (runc's --status-fd 3); this is called when it writes there. */
   onStatus?: (data: string) => void;
+  /**
+   * Called with the child's PID and start time before the program may do
+   * anything: it waits (a shell reading its stdin, a pipe from this process)
+   * until this returns, then becomes the program (exec: the same PID and
+   * start time). A stasis killed before that closes the pipe, and the shell
+   * exits without running the program. What the caller records here (the
+   * process a step started) is then a fact for a later recovery: it waits on
+   * that exact process, or knows that none ran. Stdin is /dev/null.
+   */
+  gate?: (started: StartedProcess) => void;
 }
+
+/** A process as /proc names it for good: a PID reused later has another start time. */
+export interface StartedProcess {
+  pid: number;
+  /** Field 22 of /proc/PID/stat (clock ticks after boot). */
+  startTime: number;
+}
+
+/** The shell that waits for stasis's go before it becomes the program (RunOptions.gate). */
+export const GATE_SCRIPT = 'read -r _ || exit 1; exec "$@" </dev/null';
 
 /** What the library layers use to run programs: the real one below, or a fake in unit tests. */
 export interface ProcessRunner {
@@ -80,16 +101,33 @@ export interface ProcessRunner {
  */
 export function run(file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   debugLog(showCommand(file, args));
-  const spawnBun = opts.input || opts.outputFile !== undefined || opts.onStatus ? null : bunSpawn();
+  const spawnBun = opts.input || opts.outputFile !== undefined || opts.onStatus || opts.gate ? null : bunSpawn();
   if (spawnBun !== null) return runWithBun(spawnBun, file, args, opts);
+  if (opts.gate && opts.input) throw new Error('run: a gated program reads no input');
   return new Promise((resolve, reject) => {
     const outputFd = opts.outputFile === undefined ? null : openSync(opts.outputFile, 'w', 0o600);
     const status = opts.onStatus ? statusPipe(opts.outputFile === undefined ? tmpdir() : dirname(opts.outputFile)) : null;
-    const child = spawn(file, args, {
-      stdio: [opts.input ? 'pipe' : 'ignore', outputFd ?? 'pipe', outputFd ?? 'pipe', ...(status ? [status.write] : [])],
+    const [program, argv] = opts.gate ? ['sh', ['-c', GATE_SCRIPT, 'sh', file, ...args]] : [file, args];
+    const child = spawn(program, argv, {
+      stdio: [opts.input || opts.gate ? 'pipe' : 'ignore', outputFd ?? 'pipe', outputFd ?? 'pipe', ...(status ? [status.write] : [])],
       env: opts.env ?? process.env,
       detached: outputFd !== null,
     });
+    if (opts.gate && child.pid !== undefined) {
+      const started = readProcStat(child.pid);
+      try {
+        // The shell has not read its go yet: it is alive, and its start time is the program's.
+        if (started === null) throw new Error(`the process ${child.pid} that was to run ${file} is gone before it started`);
+        opts.gate({ pid: child.pid, startTime: started.startTime });
+      } catch (err) {
+        child.stdin!.destroy();
+        child.kill('SIGKILL');
+        reject(err);
+        return;
+      }
+      child.stdin!.on('error', () => undefined);
+      child.stdin!.end('go\n');
+    }
     if (outputFd !== null) closeSync(outputFd);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
@@ -117,6 +155,11 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
       clearTimeout(timer);
       // Both streams went to one file: all of it is the child's "stderr" (runc logs there).
       const combined = opts.outputFile === undefined ? null : readFileSync(opts.outputFile, 'utf8');
+      // The gate's shell could not exec the program: as spawn says of a missing one.
+      if (opts.gate && code === 127 && /exec: .*(not found|No such file)/i.test(combined ?? Buffer.concat(stderr).toString('utf8'))) {
+        reject(Object.assign(new Error(`spawn ${file} ENOENT`), { code: 'ENOENT' }));
+        return;
+      }
       resolve({
         // A child killed by a signal has no exit code: the shell's 128+n.
         exitCode: code ?? signalExitCode((signal && constants.signals[signal]) || 0),

@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError, notFound } from '../errors.ts';
 import { cgroupDirs, killCgroup } from '../host/cgroups.ts';
+import { UNPACK_PREFIX, sweepOwnedTempDirs } from '../host/scratch.ts';
 import { DamagedRecordError, type ContainerRecord, type ExitRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import { clearLeftovers } from './cleanup.ts';
@@ -18,6 +19,8 @@ import { orphanView, readExitFile, viewOf } from './view.ts';
 /** Deletes one container; with force a running one is killed first. */
 export async function deleteContainer(ctx: RuntimeContext, id: string, force: boolean): Promise<DeleteResult> {
   const { store } = ctx;
+  // What restores that were killed left (their unpack folders: see checkpoint/source.ts).
+  sweepOwnedTempDirs(store.paths.root, [UNPACK_PREFIX]);
   if (!store.exists(id)) throw notFound(id);
   const lock = await store.lock(id);
   try {

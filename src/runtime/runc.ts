@@ -55,8 +55,8 @@ export class Runc {
     });
   }
 
-  private async check(what: string, args: string[]): Promise<RunResult> {
-    const result = await this.run(args);
+  private async check(what: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    const result = await this.run(args, opts);
     if (result.exitCode !== 0) throw new StasisError(`${what}: ${runcMessage(result.stderr)}`);
     return result;
   }
@@ -101,8 +101,9 @@ export class Runc {
     }
   }
 
-  async pause(id: string): Promise<void> {
-    await this.check(`pause ${id}`, ['pause', id]);
+  /** runc pause; `gate` (see RunOptions) is told which process it is before runc runs. */
+  async pause(id: string, gate?: RunOptions['gate']): Promise<void> {
+    await this.check(`pause ${id}`, ['pause', id], { gate });
   }
 
   async resume(id: string): Promise<void> {
@@ -190,6 +191,7 @@ export class Runc {
       timeout: DUMP_TIMEOUT_MS,
       outputFile: join(request.workDir, 'runc-checkpoint.log'),
       onStatus: lazy ? () => lazy.onReady() : undefined,
+      gate: request.gate,
     });
   }
 

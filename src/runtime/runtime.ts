@@ -1,8 +1,8 @@
 import { StasisError } from '../errors.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgroupDirs, cgroupPids } from '../host/cgroups.ts';
-import { commandLineHas, processRow, processesWithArg, type ProcessRow } from '../host/procfs.ts';
-import { systemRunner, type ProcessRunner } from '../host/spawn.ts';
+import { commandLineHas, processRow, processesWithArg, sameProcessRuns, type ProcessRow } from '../host/procfs.ts';
+import { systemRunner, type ProcessRunner, type StartedProcess } from '../host/spawn.ts';
 import { EventJournal } from '../state/events.ts';
 import { DamagedRecordError, StateStore, type ContainerRecord, type MountRecord } from '../state/store.ts';
 import { startMonitor, type MonitorOptions } from './conmon.ts';
@@ -265,8 +265,14 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return cgroupPids(cgroupDirs(this.store.cgroupPath(id)));
   }
 
-  freeze(id: string): Promise<void> {
-    return this.ctx.runc.pause(id);
+  freeze(id: string, gate?: (started: StartedProcess) => void): Promise<void> {
+    return this.ctx.runc.pause(id, gate);
+  }
+
+  async waitForExit(started: StartedProcess): Promise<void> {
+    // As long as a dump may take (runc's own limit): then it is not waited for any more.
+    const deadline = Date.now() + 600_000;
+    while (sameProcessRuns(started) && Date.now() < deadline) await sleep(20);
   }
 
   thaw(id: string): Promise<void> {

@@ -1,6 +1,6 @@
 import type { EventJournal } from '../state/events.ts';
 import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus } from '../state/store.ts';
-import type { RunResult } from '../host/spawn.ts';
+import type { RunResult, StartedProcess } from '../host/spawn.ts';
 import type { Writable } from 'node:stream';
 import type { CriuOptions } from './criu.ts';
 import type { OciSpec } from './spec.ts';
@@ -204,6 +204,8 @@ export interface DumpRequest {
    * then); onReady is called when everything else is written.
    */
   lazy?: { port: number; onReady: () => void };
+  /** Told which process runc checkpoint is before it runs (RunOptions.gate): the record notes it. */
+  gate?: (started: StartedProcess) => void;
 }
 
 /**
@@ -234,13 +236,15 @@ export interface CheckpointHost {
   statusOf(record: ContainerRecord): Status;
   /** The host PIDs of the container's processes (from its cgroup: no runc call). */
   containerPids(id: string): number[];
-  /** runc pause, with no state checks (a checkpoint freezes the container it holds). */
-  freeze(id: string): Promise<void>;
+  /** runc pause, with no state checks (a checkpoint freezes the container it holds); `gate` as DumpRequest's. */
+  freeze(id: string, gate?: (started: StartedProcess) => void): Promise<void>;
   /** runc resume; throws with runc's message when it fails. */
   thaw(id: string): Promise<void>;
   dump(id: string, request: DumpRequest): Promise<RunResult>;
   /** Ends a runc checkpoint into workDir, and its CRIU (a lazy dump's page server): their process group is killed. */
   stopDumpers(workDir: string): Promise<void>;
+  /** Waits until that exact process (PID and start time) has ended; a zombie has. */
+  waitForExit(started: StartedProcess): Promise<void>;
   /** Waits until no `runc pause` of the container runs any more (one a killed stasis left behind would freeze it after a thaw). */
   waitForPause(id: string): Promise<void>;
   /** Waits (up to a dump's time limit) until no runc checkpoint (or CRIU) into workDir runs any more. */

@@ -1,4 +1,4 @@
-import { pidAlive, processRunning } from '../host/procfs.ts';
+import { processRunning } from '../host/procfs.ts';
 import type { ContainerRecord, ExitRecord, StateStore } from '../state/store.ts';
 import type { ContainerInfo, Status } from './types.ts';
 
@@ -15,8 +15,8 @@ export function readExitFile(store: StateStore, id: string): ExitRecord | null {
 
 /**
  * What a record means now, without calling runc: conmon's exit file and
- * whether the pid is alive tell whether a container recorded as running has
- * exited since (its exit command may not have run yet).
+ * whether the pid runs (exists and is not a zombie) tell whether a container
+ * recorded as running has exited since (its exit command may not have run yet).
  */
 export function viewOf(store: StateStore, record: ContainerRecord): ContainerInfo {
   let status: Status = record.status;
@@ -26,7 +26,8 @@ export function viewOf(store: StateStore, record: ContainerRecord): ContainerInf
     if (exited !== null) {
       status = 'stopped';
       exit = exited;
-    } else if (!pidAlive(record.pid)) {
+    } else if (!processRunning(record.pid)) {
+      // Gone, or a zombie: its monitor (which reaps it) died, and this host's init may never reap it.
       status = 'stopped';
     }
   }

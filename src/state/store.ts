@@ -33,6 +33,12 @@ export interface CheckpointWork {
   finalPath: string;
   leaveRunning: boolean;
   at: string;
+  /**
+   * The runc the checkpoint started last (pause, then dump), written before
+   * that runc could act (see RunOptions.gate): a recovery waits for this
+   * process, by PID and start time, and knows that no other one ran.
+   */
+  started?: { step: 'pause' | 'dump'; pid: number; startTime: number } | null;
 }
 
 /** The persistent record of one container: state.json in its folder. */

@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, pipeline } from '../helpers.ts';
 
 const CHECKPOINTS = requires(...CONTAINERS, 'criu');
@@ -188,8 +187,8 @@ describe('checkpoint failures change nothing', { skip: CHECKPOINTS }, () => {
     mkdirSync(small);
     assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]).status, 0);
     try {
-      await env.ok(['run', '-d', 'big', '--', 'sh', '-c', 'head -c 4000000 /dev/zero | tr "\\0" x > /dev/shm/fill; while true; do sleep 1; done']);
-      await sleep(500);
+      await env.ok(['run', '-d', 'big', '--', 'sh', '-c', 'head -c 4000000 /dev/zero | tr "\\0" x > /dev/shm/fill; echo filled; while true; do sleep 1; done']);
+      await eventually(async () => (await env.ok(['logs', 'big'])).includes('filled'), 'the 4 MB written');
       for (let round = 0; round < 2; round++) {
         const result = await env.run(['checkpoint', 'big', '--image-path', join(small, 'cp')]);
         assert.equal(result.code, 1);

@@ -190,14 +190,26 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await here.ok(['delete', '-f', 'lb']);
   });
 
-  test('--lazy: a lazy-pages daemon that dies while the restore runs fails the restore there, and the container goes on here', async (t) => {
+  test('--lazy: a lazy-pages daemon that dies when the restore starts fails the restore there, and the container goes on here', async (t) => {
     if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, LAZY === null, LAZY!)) return;
-    const dying = fakeCriu('criu-daemon-dies-at-once', `[ "$1" = lazy-pages ] && exec timeout -s KILL 0.15 ${spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim()} "$@"`);
+    // The fault is an event, not a delay: the daemon (whose wrapper notes its PID, the same after
+    // exec) is killed when runc restore starts CRIU (swrk), before that CRIU can reach it; the
+    // wrapper lets CRIU go on only once the daemon is dead. (Killed after a fixed 150 ms, the daemon
+    // sometimes outlived a quick restore, and the test then saw a transfer broken after the switch.)
+    const pidFile = join(here.root, 'criu-daemon-dies-at-restore.pid');
+    const dying = fakeCriu('criu-daemon-dies-at-restore', [
+      `if [ "$1" = lazy-pages ]; then echo $$ > ${pidFile}; fi`,
+      `if [ "$1" = swrk ] && [ -f ${pidFile} ]; then`,
+      `  p=$(cat ${pidFile}); rm -f ${pidFile}; kill -9 "$p"`,
+      '  while [ -e /proc/$p ] && [ "$(cut -d" " -f3 /proc/$p/stat 2>/dev/null)" != Z ]; do :; done',
+      'fi',
+    ].join('\n'));
     await here.ok(['run', '-d', 'ld', '--rootfs', base, '--', '/srv/bigmem', '64']);
     await eventually(async () => (await here.ok(['logs', 'ld'])).includes('filled 64 MiB'), 'the memory filled');
     const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'ld']))![1];
     await here.fails(1, ['migrate', 'ld', there.stateDir, '--lazy', '--remote-stasis', ['env', `STASIS_CRIU=${dying}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')],
       new RegExp(`^stasis: ${there.stateDir} could not restore ld: .*; ld goes on here`, 'ms'), { timeoutMs: 60_000 });
+    assert.equal(existsSync(pidFile), false, 'the daemon was killed as the restore started');
     assert.equal((await here.json(['info', 'ld'])).status, 'running');
     await here.ok(['kill', 'ld', '-s', 'USR1']);
     await eventually(async () => (await here.ok(['logs', 'ld'])).includes(`check sum ${sum}`), 'every page still its own here');

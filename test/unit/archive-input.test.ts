@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createReadStream, truncateSync, writeFileSync } from 'node:fs';
+import { createReadStream, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { compressionForPath, compressionFromMagic } from '../../src/checkpoint/archive/format.ts';
-import { formatBytes, SPARE_BYTES, UnpackRoom } from '../../src/checkpoint/archive/input.ts';
+import { formatBytes, SPARE_BYTES, UnpackRoom, spareBytes } from '../../src/checkpoint/archive/input.ts';
 import { extractTar } from '../../src/checkpoint/archive/tar.ts';
 import { assertNothingLeft, freshDir, gnuTar, makeTestRoot, removeTestRoot } from './tar-fixtures.ts';
 
@@ -85,10 +85,22 @@ describe('decompression bombs', () => {
   }
 
   test('the free space is a limit too: a small filesystem keeps its spare room', asRoot, async () => {
-    await withSmallFs(SPARE_BYTES / MiB + 16, async (small) => {
+    // 520 MiB: an eighth is more than the most kept spare, 64 MiB; 460 MiB of zeros do not fit.
+    await withSmallFs(520, async (small) => {
       const dest = path.join(small, 'dest');
-      await assert.rejects(extractTar(bomb(64, ['--zstd'], 'tar.zst'), dest), /it would unpack to at least [\d.]+ MiB, more than the room there is \(.*dest has 80\.0 MiB free, of which 64\.0 MiB is kept spare\)/);
+      await assert.rejects(extractTar(bomb(460, ['--zstd'], 'tar.zst'), dest), /it would unpack to at least [\d.]+ MiB, more than the room there is \(.*dest has 520\.0 MiB free, of which 64\.0 MiB is kept spare\)/);
       assertNothingLeft(dest);
+    });
+  });
+
+  // Issue 15: with a flat 64 MiB kept spare, a 1 MiB archive was refused on a 16 MiB state directory.
+  test('the spare room scales with the filesystem: a 1 MiB archive unpacks on 16 MiB, and the room left is kept', asRoot, async () => {
+    assert.deepEqual([spareBytes(16 * MiB), spareBytes(200 * MiB), spareBytes(4096 * MiB), spareBytes(MiB)], [2 * MiB, 25 * MiB, SPARE_BYTES, MiB]);
+    await withSmallFs(16, async (small) => {
+      const dest = path.join(small, 'dest');
+      await extractTar(bomb(1, ['--zstd'], 'tar.zst'), dest);
+      assert.equal(statSync(path.join(dest, 'zeros')).size, MiB);
+      await assert.rejects(extractTar(bomb(14, ['--zstd'], 'tar.zst'), path.join(small, 'dest2')), /more than the room there is \(.* of which 2\.0 MiB is kept spare\)/);
     });
   });
 
@@ -97,8 +109,8 @@ describe('decompression bombs', () => {
       const room = await UnpackRoom.of(small);
       assert.equal(await room.guard(MiB), null);
       // Someone else fills the filesystem meanwhile.
-      writeFileSync(path.join(small, 'other'), Buffer.alloc(150 * MiB));
-      assert.match(String(await room.guard(65 * MiB)), /ran out of room after 65\.0 MiB of it \([\d.]+ MiB free, 64\.0 MiB is kept spare\)/);
+      writeFileSync(path.join(small, 'other'), Buffer.alloc(180 * MiB));
+      assert.match(String(await room.guard(65 * MiB)), /ran out of room after 65\.0 MiB of it \([\d.]+ MiB free, 25\.0 MiB is kept spare\)/);
     });
   });
 });

@@ -46,6 +46,9 @@ export function runcError(message: string): string {
  * given last wins), records every call. Unscripted calls succeed with no
  * output, as runc's do; tests assert the whole list of calls.
  */
+/** The PID FakeRunner gives a gated program: above pid_max, never a process. */
+export const FAKE_GATED_PID = 4_194_305;
+
 export class FakeRunner implements ProcessRunner {
   readonly calls: Call[] = [];
   private readonly rules: Rule[] = [];
@@ -78,6 +81,9 @@ export class FakeRunner implements ProcessRunner {
     }
     // Recorded before any await, so calls started together keep their order.
     this.calls.push(call);
+    // A gated program (RunOptions.gate) is named to the caller before it runs: here a PID above
+    // pid_max (2^22), which never names a process, so a recovery has nothing to wait for.
+    opts.gate?.({ pid: FAKE_GATED_PID, startTime: 1 });
     const index = this.rules.findLastIndex((rule) => rule.file === call.file && rule.prefix.every((word, i) => call.args[i] === word));
     let answer: Partial<RunResult> = {};
     if (index >= 0) {

@@ -1,9 +1,12 @@
 // A checkpoint or a create whose command died, finished or undone by the next command
 // (src/checkpoint/recover.ts, src/runtime/records.ts), over a fake runc.
+import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { recoverCheckpoint } from '../../src/checkpoint/recover.ts';
+import type { CheckpointHost } from '../../src/runtime/types.ts';
 import { FakeHost, deadPid } from './fakes.ts';
 
 describe('recovery of a checkpoint whose command died (fake runc)', () => {
@@ -77,6 +80,61 @@ describe('recovery of a checkpoint whose command died (fake runc)', () => {
     assert.deepEqual(host.runner.runcCalls(), ['resume cut']);
     assert.equal(host.record('cut').checkpointing, false);
     assert.ok(!host.events().includes('/tasks/checkpointed cut'));
+  });
+
+  // The kill -9 test's evidence before this: a runc checkpoint the killed stasis was starting was
+  // not found by the recovery, which removed the partial folder and said running; the dump then
+  // ran and ended the container. The runc a checkpoint starts is noted before it can act, and the
+  // recovery waits for that process: here, while it is waited for, the dump completes (CRIU's
+  // statistics appear and the container is gone), and that is what is kept.
+  test('a noted runc checkpoint is waited for, by PID and start time, and what it leaves decides', async () => {
+    await host.createRunning('noted');
+    const { workDir, finalPath } = interrupted('noted', { complete: false, leaveRunning: false, containerAlive: false });
+    const record = host.record('noted');
+    const started = { step: 'dump' as const, pid: 4242, startTime: 777 };
+    record.checkpointWork = { ...record.checkpointWork!, started };
+    host.runtime.store.write(record);
+    const waitedFor: unknown[] = [];
+    const waiting: CheckpointHost = Object.create(host.runtime, {
+      waitForExit: {
+        value: async (process: { pid: number; startTime: number }) => {
+          waitedFor.push(process);
+          writeFileSync(join(workDir, 'stats-dump'), 'fake');
+        },
+      },
+    });
+    host.runner.reset();
+    await recoverCheckpoint(waiting, host.record('noted'));
+    assert.deepEqual(waitedFor, [started]);
+    const after = host.record('noted');
+    assert.equal(after.checkpointing, false);
+    assert.equal(after.status, 'stopped');
+    assert.equal(after.checkpointedStop, true);
+    assert.deepEqual(after.lastCheckpoint, { path: finalPath, at: '2026-01-02T03:04:05.000Z' });
+    assert.ok(existsSync(join(finalPath, 'stats-dump')));
+    assert.deepEqual(host.runner.runcCalls(), [], 'nothing to thaw');
+  });
+
+  test('a checkpoint notes each runc it starts (pause, then dump) in its record before that runc runs', async () => {
+    await host.createRunning('notes');
+    host.runner.reset();
+    const seen: unknown[] = [];
+    const note = (step: string) => (call: { args: string[] }) => {
+      seen.push([step, host.record('notes').checkpointWork?.started ?? null]);
+      if (step === 'dump') {
+        const work = call.args[call.args.indexOf('--work-path') + 1];
+        mkdirSync(join(work, 'checkpoint'), { recursive: true });
+      }
+      return { exitCode: 1, stderr: 'level=error msg="criu failed: made to fail by the test"\n' };
+    };
+    host.runner.on('runc', ['pause'], (call) => (note('pause')(call), {}), { once: true });
+    host.runner.on('runc', ['checkpoint'], note('dump'), { once: true });
+    await assert.rejects(checkpointContainer(host.runtime, 'notes', { leaveRunning: false, preDump: false, tcpEstablished: false, fileLocks: false, extUnixSk: false, shellJob: false }));
+    assert.deepEqual(seen, [
+      ['pause', { step: 'pause', pid: 4_194_305, startTime: 1 }],
+      ['dump', { step: 'dump', pid: 4_194_305, startTime: 1 }],
+    ]);
+    assert.equal(host.record('notes').checkpointWork, null, 'cleared once the failed dump is undone');
   });
 
   test('a completed --leave-running dump of a running container is kept, and the container thawed', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -128,4 +129,18 @@ describe('createListedToFile (the rootfs diff)', () => {
     assert.equal(await createListedToFile(freshDir('upper-empty'), [], file), null);
     assert.deepEqual(await readTarEntries(file), []);
   });
+});
+
+// Issue 15: an export onto a full disk said only "tar: ...: Wrote only 2048 of 10240 bytes".
+test('an archive that fills the disk says the disk is full, and leaves nothing there', { skip: process.getuid?.() !== 0 && 'needs root (mount)' }, async () => {
+  const small = freshDir('full-disk');
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]).status, 0);
+  try {
+    const src = freshDir('full-disk-src');
+    writeFileSync(path.join(src, 'big'), Buffer.alloc(3 * 1024 * 1024, 7));
+    await assert.rejects(createTar(src, path.join(small, 'out.tar')), /^Error: cannot create .*out\.tar: the disk is full \(no space left on device; tar: .*\)$/);
+    assert.deepEqual(readdirSync(small), [], 'no partial archive');
+  } finally {
+    spawnSync('umount', [small]);
+  }
 });

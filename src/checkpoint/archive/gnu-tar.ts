@@ -97,7 +97,12 @@ function nameArgs(names: readonly string[]): string[] {
 }
 
 function createProblem(result: RunResult): string | null {
-  return result.exitCode === 0 ? null : `tar failed: ${tarErrors(result.stderr).join('; ') || `exit ${result.exitCode}`}`;
+  if (result.exitCode === 0) return null;
+  const errors = tarErrors(result.stderr);
+  // A write cut short by a full filesystem: tar says "Wrote only 2048 of 10240 bytes" (or ENOSPC's own words).
+  const full = errors.find((line) => /Wrote only \d+ of \d+ bytes|No space left on device/.test(line));
+  if (full) return `the disk is full (no space left on device; ${full})`;
+  return `tar failed: ${errors.join('; ') || `exit ${result.exitCode}`}`;
 }
 
 /** Archives the named entries of srcDir (and what is below them) into file, sorted by name. */

@@ -148,12 +148,19 @@ export async function openTarInput(source: string | Readable, guard: ByteGuard, 
 }
 
 // Kept free on the destination's filesystem: /run is RAM on most hosts, and
-// other containers write there too.
+// other containers write there too. An eighth of the filesystem, between
+// 1 MiB and 64 MiB: a flat 64 MiB refused a 1 MiB archive on a 16 MiB one.
 export const SPARE_BYTES = 64 * 1024 * 1024;
-// How often the free space is looked at again while unpacking, as tiny files
-// take more on disk than in the tar stream: a 1-byte file is 1 KiB of tar and
-// a 4 KiB block, so between two looks at most 64 MiB, the spare room, lands.
-const RECHECK_BYTES = 16 * 1024 * 1024;
+const MIN_SPARE_BYTES = 1024 * 1024;
+
+/** The room kept free on a filesystem of `total` bytes. */
+export function spareBytes(total: number): number {
+  return Math.min(SPARE_BYTES, Math.max(MIN_SPARE_BYTES, Math.floor(total / 8)));
+}
+// The free space is looked at again while unpacking every quarter of the
+// spare room, as tiny files take more on disk than in the tar stream: a
+// 1-byte file is 1 KiB of tar and a 4 KiB block, so between two looks at
+// most the spare room lands.
 
 export function formatBytes(bytes: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -171,26 +178,36 @@ async function freeBytes(dir: string): Promise<number> {
   return fs.bavail * fs.bsize;
 }
 
+async function totalBytes(dir: string): Promise<number> {
+  const fs = await statfs(dir);
+  return fs.blocks * fs.bsize;
+}
+
 /**
  * How much may be unpacked into destDir: at most `maxBytes`, and never so
- * much that less than SPARE_BYTES stays free on its filesystem.
+ * much that less than spareBytes() stays free on its filesystem.
  */
 export class UnpackRoom {
   private readonly destDir: string;
   private readonly limit: number;
   private readonly what: string;
-  private nextCheck = RECHECK_BYTES;
+  private readonly spare: number;
+  private readonly recheck: number;
+  private nextCheck: number;
 
-  private constructor(destDir: string, free: number, maxBytes: number) {
+  private constructor(destDir: string, free: number, total: number, maxBytes: number) {
     this.destDir = destDir;
-    const room = Math.max(0, free - SPARE_BYTES);
+    this.spare = spareBytes(total);
+    this.recheck = Math.max(64 * 1024, Math.floor(this.spare / 4));
+    this.nextCheck = this.recheck;
+    const room = Math.max(0, free - this.spare);
     this.limit = Math.min(room, maxBytes);
-    const there = `${destDir} has ${formatBytes(free)} free, of which ${formatBytes(SPARE_BYTES)} is kept spare`;
+    const there = `${destDir} has ${formatBytes(free)} free, of which ${formatBytes(this.spare)} is kept spare`;
     this.what = maxBytes < room ? `the limit of ${formatBytes(maxBytes)} (${there})` : `the room there is (${there})`;
   }
 
   static async of(destDir: string, maxBytes: number = Infinity): Promise<UnpackRoom> {
-    return new UnpackRoom(destDir, await freeBytes(destDir), maxBytes);
+    return new UnpackRoom(destDir, await freeBytes(destDir), await totalBytes(destDir), maxBytes);
   }
 
   /** The error for an archive that unpacks to `bytes`, or null when they fit. */
@@ -198,13 +215,13 @@ export class UnpackRoom {
     return bytes > this.limit ? new Error(`it would unpack to at least ${formatBytes(bytes)}, more than ${this.what}`) : null;
   }
 
-  /** tooBig, and every RECHECK_BYTES a fresh look at the free space (others write there too). */
+  /** tooBig, and every quarter of the spare room a fresh look at the free space (others write there too). */
   readonly guard: ByteGuard = async (bytes) => {
     const error = this.tooBig(bytes);
     if (error || bytes < this.nextCheck) return error;
-    this.nextCheck = bytes + RECHECK_BYTES;
+    this.nextCheck = bytes + this.recheck;
     const freeNow = await freeBytes(this.destDir);
-    if (freeNow >= SPARE_BYTES) return null;
-    return new Error(`${this.destDir} ran out of room after ${formatBytes(bytes)} of it (${formatBytes(freeNow)} free, ${formatBytes(SPARE_BYTES)} is kept spare)`);
+    if (freeNow >= this.spare) return null;
+    return new Error(`${this.destDir} ran out of room after ${formatBytes(bytes)} of it (${formatBytes(freeNow)} free, ${formatBytes(this.spare)} is kept spare)`);
   };
 }
