@@ -10,7 +10,7 @@ import { spinner } from '../output/terminal.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { runtimeFrom } from './context.ts';
 import { defineCommand } from './define.ts';
-import { commandWords, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags } from './flags.ts';
+import { commandWords, idArg, parseBindMount, parseKeyValues, parseMountFlag, parseVolumeFlag, reword, toArray, type CreateFlags } from './flags.ts';
 
 const CRIU_GROUP = 'CRIU options:';
 
@@ -87,7 +87,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
   const base = argv.rootfs !== undefined ? { kind: 'overlay' as const, dir: argv.rootfs } : argv.bundle !== undefined ? { kind: 'bundle' as const, dir: argv.bundle } : undefined;
   // yargs applies coerce to a dashed option's own key, not to its camel-case copy.
   const rootfsMounts = toArray(argv.rootfsMount).map(parseMountFlag);
-  const userMounts = toArray(argv.mount).map(parseBindMountFlag);
+  const userMounts = [...toArray(argv.volume).map(parseVolumeGrant), ...toArray(argv.mount).map(parseBindMountFlag)];
   const trust = parseTrust(toArray(argv.trustCheckpoint));
   const criuOptions = ([['tcpEstablished', 'tcp-established'], ['extUnixSk', 'ext-unix-sk'], ['shellJob', 'shell-job'], ['fileLocks', 'file-locks']] as const)
     .filter(([key]) => argv[key] === true)
@@ -148,22 +148,14 @@ export function parseTrust(values: string[]): Trust | undefined {
   return values as TrustArea[];
 }
 
-/** `--mount type=bind,source=DIR,destination=PATH[,options=O1:O2]`. */
+/** A bind mount granted on restore or migrate (--mount or -v): the source is the user's, made absolute. */
 export function parseBindMountFlag(flag: string): UserMount {
-  const fields = new Map<string, string>();
-  for (const part of flag.split(',')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) throw usageError(`--mount ${JSON.stringify(flag)}: expected key=value pairs, got ${JSON.stringify(part)}`);
-    fields.set(part.slice(0, eq), part.slice(eq + 1));
-  }
-  for (const key of fields.keys()) {
-    if (!['type', 'source', 'destination', 'options'].includes(key)) throw usageError(`--mount ${JSON.stringify(flag)}: unknown key ${JSON.stringify(key)} (use type, source, destination, options)`);
-  }
-  if ((fields.get('type') ?? 'bind') !== 'bind') throw usageError(`--mount ${JSON.stringify(flag)}: only type=bind can be granted`);
-  const source = fields.get('source');
-  const destination = fields.get('destination');
-  if (!source || !destination) throw usageError(`--mount ${JSON.stringify(flag)}: source= and destination= are required`);
-  if (!destination.startsWith('/')) throw usageError(`--mount ${JSON.stringify(flag)}: the destination must be an absolute path inside the container`);
-  const options = fields.get('options');
-  return { source: resolve(source), destination, options: options ? options.split(':').filter(Boolean) : undefined };
+  const parsed = parseBindMount(flag);
+  return { source: resolve(parsed.source), destination: parsed.destination, options: parsed.options.length > 0 ? parsed.options : undefined };
+}
+
+/** -v HOST:CTR[:ro] on restore or migrate: a grant, as --mount. */
+export function parseVolumeGrant(flag: string): UserMount {
+  const parsed = parseVolumeFlag(flag);
+  return { source: parsed.source, destination: parsed.destination, options: parsed.options.length > 0 ? parsed.options : undefined };
 }

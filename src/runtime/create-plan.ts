@@ -1,7 +1,8 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
-import type { MountRecord } from '../state/store.ts';
+import type { MountRecord, VolumeMount } from '../state/store.ts';
+import { addVolumesToSpec, checkVolumes } from './volumes.ts';
 import type { ProvisionPlan } from './types.ts';
 import { applyOverrides, defaultSpec, loadBundleSpec, type OciSpec, type SpecOverrides } from './spec.ts';
 
@@ -15,6 +16,8 @@ export interface CreateOptions extends SpecOverrides {
   stdout?: string;
   stderr?: string;
   rootfsMounts: Omit<MountRecord, 'target'>[];
+  /** -v/--volume and --mount type=bind: host folders bind-mounted in. */
+  volumes?: VolumeMount[];
   autoRemove: boolean;
   /** Attached run: which of the caller's own stdio the container uses directly. */
   inheritStdio: 'none' | 'output' | 'all';
@@ -64,6 +67,7 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
     }
   }
   const rootfsMounts = opts.rootfsMounts;
+  const volumes = checkVolumes(opts.volumes ?? []);
 
   let plan: ProvisionPlan['rootfs'];
   let spec: OciSpec;
@@ -78,10 +82,12 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
     plan = { kind: 'overlay', base: checkRootfsDir(rootfs), userBundle: null };
   }
   applyOverrides(spec, opts);
+  addVolumesToSpec(spec, volumes);
   return {
     spec,
     rootfs: plan,
     rootfsMounts,
+    volumes,
     stdio: {
       stdin: opts.stdin ? resolve(opts.stdin) : null,
       stdout: opts.stdout ? resolve(opts.stdout) : null,

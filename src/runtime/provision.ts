@@ -90,6 +90,7 @@ function newRecord(id: string, dir: string, plan: ProvisionPlan, previous: Conta
     exit: null,
     rootfs: plan.rootfs,
     mounts: [],
+    volumes: plan.volumes ?? [],
     stdio: { mode: stdio.inherit !== 'none' || stdio.stdin || stdio.stdout || stdio.stderr ? 'passthrough' : 'log', stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr },
     tty: spec.process?.terminal === true,
     autoRemove: plan.autoRemove,

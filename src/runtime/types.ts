@@ -1,5 +1,5 @@
 import type { EventJournal } from '../state/events.ts';
-import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus } from '../state/store.ts';
+import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus, VolumeMount } from '../state/store.ts';
 import type { RunResult } from '../host/spawn.ts';
 import type { Writable } from 'node:stream';
 import type { OciSpec } from './spec.ts';
@@ -77,6 +77,8 @@ export interface ProvisionPlan {
   rootfs: ContainerRecord['rootfs'];
   /** Mounts that give access to a bundle's rootfs, made before create. */
   rootfsMounts: Omit<MountRecord, 'target'>[];
+  /** Host folders bind-mounted in (already in the spec's mounts), recorded on the container. */
+  volumes?: VolumeMount[];
   stdio: StdioPlan;
   labels: Record<string, string>;
   autoRemove: boolean;
@@ -95,6 +97,8 @@ export interface DeleteResult {
 export interface ContainerInfo
   extends Pick<ContainerRecord, 'id' | 'pid' | 'bundle' | 'createdAt' | 'command' | 'labels' | 'restoredFrom' | 'exit' | 'rootfs' | 'tty' | 'stdio' | 'lastCheckpoint'> {
   status: Status;
+  /** Host folders bind-mounted in. */
+  volumes: VolumeMount[];
   checkpointed: boolean;
   /** Set when the record does not tell the whole story (an interrupted create, a damaged record). */
   note?: string;

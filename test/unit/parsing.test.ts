@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateId } from '../../src/state/ids.ts';
 import { parseSignal } from '../../src/host/signals.ts';
-import { parseBytes, parseMountFlag, parseTimeBound } from '../../src/commands/flags.ts';
+import { parseBindMount, parseBytes, parseMountFlag, parseTimeBound, parseVolumeFlag, volumesFrom } from '../../src/commands/flags.ts';
 
 import { parseLogLine, tailRecords } from '../../src/runtime/logs.ts';
 import { runcMessage } from '../../src/runtime/runc.ts';
@@ -126,5 +126,24 @@ describe('applying deletions from an untrusted checkpoint', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('volume flags', () => {
+  test('-v HOST:CTR[:ro|rw] and --mount in podman spellings', () => {
+    assert.deepEqual(parseVolumeFlag('/srv/a:/a'), { source: '/srv/a', destination: '/a', options: [] });
+    assert.deepEqual(parseVolumeFlag('/srv/a:/a:ro'), { source: '/srv/a', destination: '/a', options: ['ro'] });
+    assert.throws(() => parseVolumeFlag('/srv/a'), /HOST:CTR/);
+    assert.throws(() => parseVolumeFlag('/srv/a:/a:ro,rw'), /ro and rw together/);
+    assert.deepEqual(parseBindMount('type=bind,source=/s,destination=/d,ro'), { source: '/s', destination: '/d', options: ['ro'] });
+    assert.deepEqual(parseBindMount('type=bind,src=/s,target=/d,readonly=false'), { source: '/s', destination: '/d', options: [] });
+    assert.deepEqual(parseBindMount('type=bind,source=/s,destination=/d,options=rbind:ro'), { source: '/s', destination: '/d', options: ['rbind', 'ro'] });
+    assert.throws(() => parseBindMount('type=volume,source=x,destination=/d'), /only type=bind/);
+    assert.throws(() => parseBindMount('type=bind,source=/s'), /required/);
+    assert.deepEqual(volumesFrom({ volume: ['/a:/x:ro'], mount: ['type=bind,source=/b,destination=/y'] }), [
+      { source: '/a', destination: '/x', readonly: true },
+      { source: '/b', destination: '/y', readonly: false },
+    ]);
+    assert.throws(() => volumesFrom({ mount: ['type=bind,source=/b,destination=/y,options=nosuid'] }), /takes ro or rw/);
   });
 });
