@@ -9,7 +9,7 @@ import { printLine } from '../output/print.ts';
 import { guardStreams, writeErr } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { CREATE_FLAGS, IDENTITY_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
 export const command = defineCommand({
   command: 'run <id> [cmd..]',
@@ -17,6 +17,7 @@ export const command = defineCommand({
   positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
   options: {
     ...CREATE_FLAGS,
+    ...IDENTITY_FLAGS,
     detach: { alias: 'd', type: 'boolean', describe: 'start it and return at once' },
     rm: { type: 'boolean', describe: 'delete the container when it exits' },
     interactive: { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" },
