@@ -1,13 +1,13 @@
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CHECKPOINT_FLAG, CREATE_FLAGS, VOLUME_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { CHECKPOINT_FLAG, CREATE_FLAGS, VOLUME_FLAGS, IDENTITY_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
 export const command = defineCommand({
   command: 'create <id> [cmd..]',
   describe: 'create a container from a rootfs, a bundle or a checkpoint (then `stasis start`)',
   positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
-  options: { ...CREATE_FLAGS, ...VOLUME_FLAGS, ...CHECKPOINT_FLAG },
+  options: { ...CREATE_FLAGS, ...VOLUME_FLAGS, ...IDENTITY_FLAGS, ...CHECKPOINT_FLAG },
   examples: [
     ['$0 create web --rootfs /srv/web -- httpd -f', 'a container on a read-only rootfs image'],
     ['$0 create web --bundle ./bundle', 'an existing OCI bundle'],

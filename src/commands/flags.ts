@@ -41,12 +41,29 @@ export const VOLUME_FLAGS = {
   mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'the same, as type=bind,source=HOST,destination=CTR[,ro] (repeatable)', group: VOLUME_GROUP },
 } as const;
 
+const IDENTITY_GROUP = 'User and privilege options:';
+
+/** Who the container's process is and what it may do (create and run). */
+export const IDENTITY_FLAGS = {
+  user: { alias: 'u', type: 'string', requiresArg: true, describe: "run as NAME|UID[:GROUP|GID], looked up in the rootfs's /etc/passwd and /etc/group", group: IDENTITY_GROUP },
+  'cap-add': { type: 'string', requiresArg: true, coerce: toArray, describe: 'add a capability to the default set (NET_ADMIN, CAP_SYS_PTRACE, ALL; repeatable)', group: IDENTITY_GROUP },
+  'cap-drop': { type: 'string', requiresArg: true, coerce: toArray, describe: 'drop a capability from the default set (ALL drops every one; repeatable)', group: IDENTITY_GROUP },
+  hostname: { type: 'string', requiresArg: true, describe: "the container's host name (default: its ID)", group: IDENTITY_GROUP },
+} as const;
+
+export interface IdentityFlags {
+  user?: string;
+  capAdd?: string[];
+  capDrop?: string[];
+  hostname?: string;
+}
+
 /** create's extra option: restore instead (as `stasis restore`). */
 export const CHECKPOINT_FLAG = {
   checkpoint: { type: 'string', requiresArg: true, describe: 'restore from this checkpoint folder, archive, image (oci:DIR, oci-archive:FILE) or - for stdin (as `stasis restore`)', group: CREATE_GROUP },
 } as const;
 
-export interface CreateFlags {
+export interface CreateFlags extends IdentityFlags {
   bundle?: string;
   rootfs?: string;
   tty?: boolean;
@@ -145,6 +162,17 @@ export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { au
     volumes: volumesFrom(argv),
     autoRemove: extra.autoRemove ?? false,
     inheritStdio: extra.inheritStdio ?? 'none',
+    identity: identityFrom(argv),
+  };
+}
+
+/** The identity flags as the runtime's options (yargs coerces a dashed option under its own key). */
+function identityFrom(argv: IdentityFlags & { 'cap-add'?: unknown; 'cap-drop'?: unknown }): CreateOptions['identity'] {
+  return {
+    user: argv.user,
+    capAdd: toArray(argv['cap-add'] ?? argv.capAdd),
+    capDrop: toArray(argv['cap-drop'] ?? argv.capDrop),
+    hostname: argv.hostname,
   };
 }
 

@@ -77,10 +77,11 @@ function checkpointSource(value: string | undefined): CheckpointSource | undefin
 
 /** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
 export async function restoreFromFlags(runtime: Runtime, id: string | undefined, argv: RestoreFlags): Promise<void> {
-  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr'] as const).filter((key) => argv[key] !== undefined);
+  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr', 'user', 'hostname'] as const).filter((key) => argv[key] !== undefined);
   const command = commandWords(argv).length > 0;
-  if (ignored.length > 0 || command) {
-    const names = ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  const capFlags = (['cap-add', 'cap-drop'] as const).filter((flag) => toArray((argv as Record<string, unknown>)[flag]).length > 0);
+  if (ignored.length > 0 || capFlags.length > 0 || command) {
+    const names = [...ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`), ...capFlags.map((flag) => `--${flag}`)];
     throw usageError(`${[...names, ...(command ? ['a command'] : [])].join(', ')} cannot be used with a restore: the checkpoint's own spec is restored`);
   }
   if (argv.rootfs !== undefined && argv.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');

@@ -9,7 +9,7 @@ import { printLine } from '../output/print.ts';
 import { guardStreams, writeErr } from '../output/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CREATE_FLAGS, VOLUME_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { CREATE_FLAGS, VOLUME_FLAGS, IDENTITY_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
 export const command = defineCommand({
   command: 'run <id> [cmd..]',
@@ -18,6 +18,7 @@ export const command = defineCommand({
   options: {
     ...CREATE_FLAGS,
     ...VOLUME_FLAGS,
+    ...IDENTITY_FLAGS,
     detach: { alias: 'd', type: 'boolean', describe: 'start it and return at once' },
     rm: { type: 'boolean', describe: 'delete the container when it exits' },
     interactive: { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" },

@@ -4,6 +4,7 @@ import { StasisError } from '../errors.ts';
 import type { MountRecord, VolumeMount } from '../state/store.ts';
 import { addVolumesToSpec, checkVolumes } from './volumes.ts';
 import type { ProvisionPlan } from './types.ts';
+import { applyIdentity, type IdentityOptions } from './identity.ts';
 import { applyOverrides, defaultSpec, loadBundleSpec, type OciSpec, type SpecOverrides } from './spec.ts';
 
 export const DEFAULT_ROOTFS = '/var/lib/stasis/rootfs/busybox';
@@ -21,6 +22,8 @@ export interface CreateOptions extends SpecOverrides {
   autoRemove: boolean;
   /** Attached run: which of the caller's own stdio the container uses directly. */
   inheritStdio: 'none' | 'output' | 'all';
+  /** --user, --cap-add/--cap-drop, --hostname. */
+  identity?: IdentityOptions;
 }
 
 export function defaultRootfs(): string {
@@ -83,6 +86,8 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
   }
   applyOverrides(spec, opts);
   addVolumesToSpec(spec, volumes);
+  // --user names are looked up in the files the container will see (a bundle's rootfs mounts are not made yet).
+  if (opts.identity) applyIdentity(spec, plan.base, opts.identity);
   return {
     spec,
     rootfs: plan,
