@@ -1,9 +1,15 @@
 // --user, --cap-add/--cap-drop, --hostname (issue 17) on real runc: the process's own view in /proc/self/status.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTAINERS, TestEnv, requires } from '../helpers.ts';
+import { CONTAINERS, TestEnv, eventually, requires } from '../helpers.ts';
+
+/** Whether stasis (this test's root) holds CAP_SYS_RESOURCE, without which CRIU cannot read another user's rlimits. */
+function hasSysResource(): boolean {
+  const capEff = BigInt(`0x${/^CapEff:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]}`);
+  return ((capEff >> 24n) & 1n) === 1n;
+}
 
 /** A field of /proc/self/status as the container printed it. */
 function statusField(text: string, field: string): string {
@@ -81,4 +87,14 @@ describe('users, capabilities and host name', { skip: requires(...CONTAINERS) },
     const byId = await env.ok(['run', '--rm', '--rootfs', rootfs, 'h2', '--', 'hostname']);
     assert.equal(byId, 'h2\n');
   });
+
+  test('without CAP_SYS_RESOURCE, checkpointing a non-root process fails saying why and naming --userns auto; it goes on running',
+    { skip: requires('criu') || (hasSysResource() ? 'this host holds CAP_SYS_RESOURCE: CRIU reads every rlimit' : false) }, async () => {
+      await env.ok(['run', '-d', '--rootfs', rootfs, '--user', 'svc', 'n1', '--', 'sleep', '1000']);
+      const result = await env.fails(1, ['checkpoint', 'n1'], /^stasis: checkpoint n1 failed: CRIU cannot read the resource limits of a process of another user: Error \(criu\/cr-dump\.c:\d+\): Can't get rlimit \d+: Operation not permitted/m);
+      assert.doesNotMatch(result.stderr.split('\n')[0], /NOTIFY/);
+      assert.match(result.stderr, /^hint: create the container with --userns auto/m);
+      await eventually(async () => (await env.json(['info', 'n1'])).status === 'running', 'n1 still running');
+      await env.ok(['delete', '-f', 'n1']);
+    });
 });

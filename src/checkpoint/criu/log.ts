@@ -41,5 +41,24 @@ export function withCriuLog(err: unknown, logPath: string | null, what: string, 
   if (logPath === null) return new StasisError(`${what} ${id} failed: ${base}`, { ...kept, cause: err });
   const lines = criuErrors(logPath);
   const quoted = lines.length > 0 ? `\n${lines.map((l) => `  ${l}`).join('\n')}` : '';
-  return new StasisError(`${what} ${id} failed: ${base}\nCRIU log: ${logPath}${quoted}`, { ...kept, cause: err });
+  // runc's "criu failed: type NOTIFY errno 0" says nothing: CRIU's own first error line says why.
+  const headline = lines.length > 0 ? base.replace(/criu failed: type \S+ errno -?\d+/, `CRIU: ${errorText(lines[0])}`) : base;
+  const rlimit = lines.find((line) => RLIMIT_DENIED.test(line));
+  if (rlimit !== undefined) {
+    return new StasisError(
+      `${what} ${id} failed: CRIU cannot read the resource limits of a process of another user: ${errorText(rlimit)} ` +
+        '(stasis runs without CAP_SYS_RESOURCE, which CRIU needs for that outside a user namespace)' +
+        `\nCRIU log: ${logPath}${quoted}`,
+      { ...kept, hint: 'create the container with --userns auto: in a user namespace that maps its users, CRIU can read them (`stasis doctor` says whether this host needs it)', cause: err, code: 'criu-rlimit-denied' },
+    );
+  }
+  return new StasisError(`${what} ${id} failed: ${headline}\nCRIU log: ${logPath}${quoted}`, { ...kept, cause: err });
 }
+
+/** CRIU's line as it says it: "Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted" without the timestamp. */
+function errorText(line: string): string {
+  return line.replace(/^\(\s*[\d.]+\)\s*/, '');
+}
+
+/** CRIU could not read another user's rlimits (prlimit without CAP_SYS_RESOURCE). */
+const RLIMIT_DENIED = /Can't get rlimit \d+: Operation not permitted/;
