@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { bundleBase } from '../runtime/create-plan.ts';
 import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
+import { AUTO_SIZE, mappedRoot, setUserns, USERNS_ANNOTATION, USERNS_LAYER_ANNOTATION } from '../runtime/userns.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
 import type { MountRecord } from '../state/store.ts';
 import type { EngineFile } from './format/engine-files.ts';
@@ -78,6 +79,22 @@ export function notRestorable(shown: string, info: EngineInfo, why: string, code
 }
 
 /**
+ * A checkpoint whose container had a user namespace of its own mapping its
+ * root onto a host range (stasis's --userns) is granted one of this host's:
+ * a range taken from the registry when the container is made (the same one
+ * when free), never the host IDs the checkpoint names. The range its layer
+ * was written in is noted, so that the layer's owners are moved into the new one.
+ */
+function grantUserns(untrusted: unknown, policySpec: OciSpec): void {
+  const asked = untrusted as Parameters<typeof mappedRoot>[0] | null;
+  if (typeof asked !== 'object' || asked === null || policySpec.linux?.namespaces?.some((ns) => ns.type === 'user')) return;
+  const root = mappedRoot(asked);
+  if (root === null || root.size > AUTO_SIZE || root.size < 1) return;
+  setUserns(policySpec as Parameters<typeof setUserns>[0], { containerID: 0, hostID: 0, size: root.size });
+  policySpec.annotations = { ...policySpec.annotations, [USERNS_ANNOTATION]: 'auto', [USERNS_LAYER_ANNOTATION]: `${root.uid}:${root.gid}` };
+}
+
+/**
  * The spec to restore with. A checkpoint this state directory wrote (and
  * signed) is restored as it was; any other gets the security-relevant parts
  * of its spec from stasis's policy, and is refused where it asks for more than
@@ -105,6 +122,7 @@ export function restoreSpec(
   } else {
     // The user's own statement of what the container may do: the bundle they name, else stasis's default.
     const policySpec = rootfs.kind === 'bundle' && rootfs.userBundle !== null ? bundleBase(rootfs.userBundle).spec : defaultSpec(id, []);
+    grantUserns(untrusted, policySpec);
     const result = applyRestorePolicy(untrusted, { policySpec, kind: rootfs.kind, userMounts: [...(opts.userMounts ?? []), ...engineMounts], trust: opts.trust });
     if (!result.ok) throw new RestorePolicyError(result.refused);
     ({ spec, warnings } = result);

@@ -6,6 +6,7 @@ import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../
 import type { ContainerRecord } from '../state/store.ts';
 import { validateId } from '../state/ids.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
+import { setUsernsImages } from './criu/userns-image.ts';
 import { SHM_TAR, engineFileMounts, engineFiles, makeEngineFiles, ownEngineMounts } from './format/engine-files.ts';
 import { rootDirMode } from './criu/inventory.ts';
 import { detectEngine, foreignMeta, type EngineInfo } from './format/engines.ts';
@@ -311,6 +312,9 @@ export async function restoreContainer(
           rmdirSync(upper);
           renameSync(layerDir, upper);
           layerDir = null;
+        },
+        setIdMaps: (uidMap, gidMap) => {
+          setUsernsImages(join(opened.dir, IMAGES_DIR), uidMap, gidMap);
         },
         onRootfs: parts.rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deletions); } : undefined,
         onFailure: (containerDir) => {

@@ -3,6 +3,7 @@ import { validateId } from '../state/ids.ts';
 import type { MountRecord, VolumeMount } from '../state/store.ts';
 import { defaultRootfs, planCreate, type CreateOptions } from '../runtime/create-plan.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
+import { parseUserns } from '../runtime/userns.ts';
 
 // Flag groups shared by several commands (as ctr keeps its shared flags in one place).
 
@@ -49,6 +50,7 @@ export const IDENTITY_FLAGS = {
   'cap-add': { type: 'string', requiresArg: true, coerce: toArray, describe: 'add a capability to the default set (NET_ADMIN, CAP_SYS_PTRACE, ALL; repeatable)', group: IDENTITY_GROUP },
   'cap-drop': { type: 'string', requiresArg: true, coerce: toArray, describe: 'drop a capability from the default set (ALL drops every one; repeatable)', group: IDENTITY_GROUP },
   hostname: { type: 'string', requiresArg: true, describe: "the container's host name (default: its ID)", group: IDENTITY_GROUP },
+  userns: { type: 'string', requiresArg: true, describe: "user namespace: host (default), auto (a free range of 65536 host IDs) or CONTAINER:HOST:SIZE", group: IDENTITY_GROUP },
 } as const;
 
 export interface IdentityFlags {
@@ -56,6 +58,7 @@ export interface IdentityFlags {
   capAdd?: string[];
   capDrop?: string[];
   hostname?: string;
+  userns?: string;
 }
 
 /** create's extra option: restore instead (as `stasis restore`). */
@@ -173,6 +176,7 @@ function identityFrom(argv: IdentityFlags & { 'cap-add'?: unknown; 'cap-drop'?: 
     capAdd: toArray(argv['cap-add'] ?? argv.capAdd),
     capDrop: toArray(argv['cap-drop'] ?? argv.capDrop),
     hostname: argv.hostname,
+    userns: parseUserns(argv.userns),
   };
 }
 

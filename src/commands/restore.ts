@@ -77,7 +77,7 @@ function checkpointSource(value: string | undefined): CheckpointSource | undefin
 
 /** Shared by `restore` and `create --checkpoint`: create's other options do not apply to a restore. */
 export async function restoreFromFlags(runtime: Runtime, id: string | undefined, argv: RestoreFlags): Promise<void> {
-  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr', 'user', 'hostname'] as const).filter((key) => argv[key] !== undefined);
+  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr', 'user', 'hostname', 'userns'] as const).filter((key) => argv[key] !== undefined);
   const command = commandWords(argv).length > 0;
   const capFlags = (['cap-add', 'cap-drop'] as const).filter((flag) => toArray((argv as Record<string, unknown>)[flag]).length > 0);
   if (ignored.length > 0 || capFlags.length > 0 || command) {

@@ -2,6 +2,7 @@ import { lstatSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
 import { CAPABILITY_NAMES, capabilityNumber } from '../host/capabilities.ts';
+import { AUTO_SIZE, setUserns, USERNS_ANNOTATION, type UsernsOption } from './userns.ts';
 
 // Who the container's process is: --user resolved in the rootfs's own
 // /etc/passwd and /etc/group, its capabilities (--cap-add, --cap-drop) and
@@ -242,6 +243,8 @@ export function checkHostname(value: string): string {
 }
 
 export interface IdentityOptions {
+  /** --userns: absent for the host's. */
+  userns?: UsernsOption;
   user?: string;
   capAdd?: string[];
   capDrop?: string[];
@@ -256,7 +259,7 @@ interface SpecProcess {
 }
 
 /** Applies --user, --cap-add/--cap-drop and --hostname to a spec (in place); `rootfs` is where /etc/passwd is read. */
-export function applyIdentity(spec: { process?: SpecProcess; hostname?: string; linux?: { namespaces?: { type: string }[] } & Record<string, unknown> }, rootfs: string, opts: IdentityOptions): void {
+export function applyIdentity(spec: { process?: SpecProcess; hostname?: string; linux?: { namespaces?: { type: string; path?: string }[] } & Record<string, unknown> }, rootfs: string, opts: IdentityOptions): void {
   const proc = (spec.process ??= {});
   if (opts.user !== undefined) {
     const user = resolveUser(rootfs, opts.user);
@@ -277,6 +280,17 @@ export function applyIdentity(spec: { process?: SpecProcess; hostname?: string; 
     const bounding = [...(proc.capabilities.bounding ?? [])];
     const held = added.includes('ALL') ? bounding : bounding.filter((name) => added.includes(name));
     proc.capabilities = { bounding, effective: [...held], permitted: [...held], inheritable: [...held], ambient: [...held] };
+  }
+  if (opts.userns !== undefined) {
+    // auto: the range is taken when the container is made (provision), recorded in the annotation.
+    const mapping = opts.userns.mode === 'map' ? opts.userns.mapping : { containerID: 0, hostID: 0, size: AUTO_SIZE };
+    setUserns(spec, mapping);
+    if (opts.userns.mode === 'auto') (spec as { annotations?: Record<string, string> }).annotations = { ...(spec as { annotations?: Record<string, string> }).annotations, [USERNS_ANNOTATION]: 'auto' };
+    const uid = proc.user?.uid ?? 0;
+    const gid = proc.user?.gid ?? 0;
+    if ([uid, gid, ...(proc.user?.additionalGids ?? [])].some((id) => id >= mapping.size)) {
+      throw usageError(`--user ${opts.user ?? '0'}: its IDs are beyond the user namespace's ${mapping.size}`, 'give a user whose uid and gids are within the mapping');
+    }
   }
   if (opts.hostname !== undefined) {
     const hasUts = (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'uts');

@@ -65,6 +65,8 @@ export interface RestorePlan {
    * overlay syncs its whole filesystem, which a dump has just filled).
    */
   keepLayer?: boolean;
+  /** With the ID maps of the user namespace the container gets (CRIU recreates it from the images' maps). */
+  setIdMaps?: (uidMap: { containerID: number; hostID: number; size: number }[], gidMap: { containerID: number; hostID: number; size: number }[]) => void;
   /** Runs on the mounted rootfs before runc restore (deletions). */
   onRootfs?: (rootfsDir: string) => Promise<void>;
   /** Called with the container folder when the restore failed, before it is cleaned up (to keep CRIU's log). */
