@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { StasisError, errorMessage } from '../errors.ts';
 import { checkpointHeld } from '../checkpoint/dump.ts';
 import { lazyPageBytes } from '../checkpoint/criu/pagemap.ts';
 import { keepLog } from '../checkpoint/criu/log.ts';
-import { IMAGES_DIR, LOG_FILE, STATS_FILE } from '../checkpoint/format/layout.ts';
+import { IMAGES_DIR, STATS_FILE } from '../checkpoint/format/layout.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
 import type { Trust } from '../checkpoint/policy/trust.ts';
@@ -35,6 +35,8 @@ export interface MigrateOptions {
   /** The base's path on the destination (default: the same as here). */
   rootfs?: string;
   userMounts?: UserMount[];
+  /** Send no volume contents: each volume's folder must be there already. */
+  ignoreVolumes?: boolean;
   trust?: Trust;
   tcpEstablished: boolean;
   extUnixSk: boolean;
@@ -179,13 +181,22 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     return await host.withContainer(id, async (record) => {
       const previousCheckpoint = record.lastCheckpoint;
       const frozenAt = Date.now();
-      const criuFlags = { tcpEstablished: opts.tcpEstablished, extUnixSk: opts.extUnixSk, shellJob: opts.shellJob, fileLocks: opts.fileLocks };
+      const criuFlags = { tcpEstablished: opts.tcpEstablished, extUnixSk: opts.extUnixSk, shellJob: opts.shellJob, fileLocks: opts.fileLocks, ignoreVolumes: opts.ignoreVolumes === true };
+      // The container's own volumes are granted there at the same paths (the user moving it vouches
+      // for them), unless the user maps one elsewhere with --mount.
+      const userMounts = [...(opts.userMounts ?? [])];
+      for (const volume of record.volumes ?? []) {
+        if (!userMounts.some((m) => m.destination.replace(/\/+$/, '') === volume.destination)) {
+          userMounts.push({ source: volume.source, destination: volume.destination, options: [volume.readonly ? 'ro' : 'rw'] });
+        }
+      }
       const request: RestoreRequest = {
         token: randomBytes(16).toString('hex'),
         id: name,
         rootfs: destBase,
         source: `${hostname()}:${id}`,
-        userMounts: opts.userMounts,
+        userMounts,
+        ignoreVolumes: opts.ignoreVolumes === true,
         trust: opts.trust,
         criuOptions: [],
         tcpClose: opts.tcpClose,
@@ -220,9 +231,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         }
         dumpMs = Date.now() - frozenAt;
         stopIfInterrupted();
-        if (existsSync(host.containerDir(id)) && existsSync(join(host.containerDir(id), 'ctr.log'))) {
-          copyFileSync(join(host.containerDir(id), 'ctr.log'), join(checkpointPath, LOG_FILE));
-        }
+        // The container's log is in the checkpoint (checkpointHeld puts it there).
         const transferStarted = Date.now();
         progress(`sending the checkpoint to ${shown}`);
         sending = true;
