@@ -215,6 +215,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         receiver.child.stdin!.destroy();
       };
       let sending = false;
+      // What the move was doing, for a failure's message.
+      let phase: string | null = `dumping it with CRIU (frozen) to send it to ${shown}`;
       try {
         stopIfInterrupted();
         if (lazy) {
@@ -230,6 +232,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           checkpointPath = cp.path;
         }
         dumpMs = Date.now() - frozenAt;
+        phase = null;
         stopIfInterrupted();
         // The container's log is in the checkpoint (checkpointHeld puts it there).
         const transferStarted = Date.now();
@@ -265,11 +268,16 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           host.saveRecord(record);
         }
         if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
-        const why = errorMessage(err);
+        let why = errorMessage(err);
+        // A failed dump reads as a failed move: what it was doing, then CRIU's words.
+        if (phase !== null && !(err instanceof StasisError && err.code === 'interrupted')) why = `migrate ${id}: ${phase}: ${why.replace(new RegExp(`^checkpoint ${id} failed: `), '')}`;
+        // "ID goes on here" ends the first line, before any quoted CRIU log lines.
+        const newline = why.indexOf('\n');
+        const [head, tail] = newline < 0 ? [why, ''] : [why.slice(0, newline), why.slice(newline)];
         if (thawed !== null) {
           throw new StasisError(`${why}; ${id} stays here, but could not be thawed: ${errorMessage(thawed)}`, { hint: `stasis resume ${id}` });
         }
-        throw new StasisError(`${why}; ${id} goes on here`, { hint: err instanceof StasisError ? err.hint : undefined, code: err instanceof StasisError ? err.code : undefined });
+        throw new StasisError(`${head}; ${id} goes on here${tail}`, { hint: err instanceof StasisError ? err.hint : undefined, code: err instanceof StasisError ? err.code : undefined });
       }
 
       // The switch: once the destination acknowledges, the container is there and not here.

@@ -2,7 +2,7 @@
 // what checkpoint, export, restore and migrate do with their contents. Real runc, CRIU, conmon.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { CLI, CONTAINERS, ROOTFS, TestEnv, eventually, requires } from '../helpers.ts';
@@ -127,5 +127,36 @@ describe('volumes across checkpoint, export, restore and migrate', { skip: requi
     await there.ok(['migrate', 'm', here.stateDir, '--ignore-volumes', '--mount', `type=bind,source=${data},destination=/data`, ...remote(here.checkpointDir)]);
     await advances(join(data, 'log'), lastN(join(data, 'log')));
     await here.ok(['delete', '-f', 'm']);
+  });
+});
+
+describe('a failed move reads like a failed move', { skip: requires(...CONTAINERS, 'criu') }, () => {
+  const here = new TestEnv('movetcp');
+  const there = new TestEnv('movetcp-there');
+  after(() => Promise.all([here.cleanup(), there.cleanup()]));
+
+  test('an established TCP connection: CRIU\'s words, the flag to add, and the container goes on', async (t) => {
+    const bin = join(here.root, 'bin');
+    mkdirSync(bin);
+    const gcc = spawnSync('gcc', ['-static', '-O2', '-o', join(bin, 'tcpstream'), join(import.meta.dirname, '..', 'fixtures', 'services', 'tcpstream.c')], { encoding: 'utf8' });
+    if (gcc.status !== 0) {
+      t.skip(`gcc -static could not build tcpstream.c: ${gcc.error?.message ?? gcc.stderr}`);
+      return;
+    }
+    const base = here.copyRootfs('tcp-base');
+    mkdirSync(join(base, 'srv'));
+    cpSync(join(bin, 'tcpstream'), join(base, 'srv', 'tcpstream'));
+    await here.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & /srv/tcpstream client 127.0.0.1 9000; exec sleep 1000']);
+    const seq = async () => Math.max(-1, ...[...(await here.ok(['logs', 'conn'])).matchAll(/stream (\d+)/g)].map((m) => Number(m[1])));
+    await eventually(async () => (await seq()) > 3, 'the stream to start');
+    const moved = await here.fails(1, ['migrate', 'conn', there.stateDir, '--remote-stasis', [...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')],
+      /^stasis: migrate conn: dumping it with CRIU \(frozen\) to send it to .*: CRIU: .*TCP.*; conn goes on here$/m);
+    assert.match(moved.stderr, /^hint: CRIU's log shows an established TCP connection: add --tcp-established$/m);
+    assert.doesNotMatch(moved.stderr.split('\n')[0], /NOTIFY/);
+    const before = await seq();
+    await eventually(async () => (await seq()) > before + 3, 'the stream to go on here');
+    const checkpoint = await here.fails(1, ['checkpoint', 'conn'], /^stasis: checkpoint conn failed: CRIU: .*TCP/);
+    assert.match(checkpoint.stderr, /^hint: CRIU's log shows an established TCP connection: add --tcp-established$/m);
+    await here.ok(['delete', '-f', 'conn']);
   });
 });
