@@ -7,7 +7,7 @@ import type { ProvisionPlan } from '../runtime/types.ts';
 import type { MountRecord } from '../state/store.ts';
 import type { EngineFile } from './format/engine-files.ts';
 import { describeEngine, type EngineInfo } from './format/engines.ts';
-import { IMAGES_DIR } from './format/layout.ts';
+import { IMAGES_DIR, type CheckpointVolume } from './format/layout.ts';
 import { applyRestorePolicy, type UserMount } from './policy/spec.ts';
 import { checkCriuImages } from './policy/processes.ts';
 import type { CheckpointSource } from './source.ts';
@@ -28,6 +28,8 @@ export interface RestoreOptions {
   labels?: Record<string, string>;
   /** Bind mounts the user grants a checkpoint from elsewhere (the sources are the user's). */
   userMounts?: UserMount[];
+  /** Use the volumes' folders as they are on this host, even where the checkpoint carries their contents. */
+  ignoreVolumes?: boolean;
   /** What the user vouches for in a checkpoint from elsewhere, beyond stasis's policy. */
   trust?: Trust;
   /** CRIU options to repeat beyond those the checkpoint records (other engines record none): tcp-established, ext-unix-sk, shell-job, file-locks. */
@@ -70,6 +72,8 @@ export interface RestoreParts {
   shmTar: string | null;
   importLog: string | null;
   hostname: string;
+  /** The checkpoint's volumes (stasis's own checkpoints). */
+  volumes: CheckpointVolume[];
 }
 
 /** "cannot restore from FILE: made by podman 4.3.1, container ix1 (image ...): WHY". */
@@ -118,6 +122,15 @@ export function restoreSpec(
     for (const mount of (spec.mounts ?? []) as { destination?: string; source?: string }[]) {
       const made = engineMounts.find((m) => m.destination === mount.destination);
       if (made) mount.source = made.source;
+    }
+    // The user's own binds (-v/--mount on restore: a volume mapped elsewhere) replace the checkpoint's.
+    const granted = opts.userMounts ?? [];
+    if (granted.length > 0) {
+      const own = new Set(granted.map((m) => m.destination.replace(/\/+$/, '')));
+      spec.mounts = [
+        ...(spec.mounts ?? []).filter((m) => !own.has(String((m as { destination?: unknown }).destination ?? '').replace(/\/+$/, ''))),
+        ...granted.map((m) => ({ destination: m.destination, type: 'bind', source: m.source, options: ['rbind', ...(m.options ?? ['rw']).filter((o) => o !== 'rbind' && o !== 'bind')] })),
+      ];
     }
   } else {
     // The user's own statement of what the container may do: the bundle they name, else stasis's default.

@@ -22,6 +22,7 @@ export const command = defineCommand({
     export: { alias: 'e', type: 'string', requiresArg: true, describe: 'also write the checkpoint as one archive: FILE (.tar, .tar.gz, .tar.zst; other names zstd), a folder (checkpoint-ID-TIME.tar.zst in it), or - (stdout)' },
     compress: { alias: 'c', type: 'string', requiresArg: true, choices: COMPRESSIONS as readonly string[], describe: "the archive's compression: zstd, gzip or none (default: as the name says; else zstd)" },
     'ignore-rootfs': { type: 'boolean', describe: 'leave the rootfs changes out of the archive and the image (the folder keeps them)' },
+    'ignore-volumes': { type: 'boolean', describe: "leave the volumes' contents out of the archive and the image (a restore then uses the host folders as they are)" },
     'create-image': { type: 'string', requiresArg: true, describe: 'also write an OCI checkpoint image: oci:DIR[:NAME] or oci-archive:FILE[:NAME]' },
     'podman-image': { type: 'string', requiresArg: true, describe: "with --create-image: the podman image NAME[@ID] of the container's base, so `podman container restore` takes the image" },
     'print-stats': { type: 'boolean', describe: "print CRIU's dump statistics on stderr (with --json: in the JSON only)" },
@@ -56,6 +57,7 @@ export const command = defineCommand({
       exportStream: toStdout ? process.stdout : undefined,
       compression: argv.compress as Compression | undefined,
       ignoreRootfs: argv.ignoreRootfs === true,
+      ignoreVolumes: argv.ignoreVolumes === true,
       createImage: argv.createImage,
       podmanImage: argv.podmanImage === undefined ? undefined : parsePodmanImage(argv.podmanImage),
       tcpEstablished: argv.tcpEstablished === true,
@@ -140,6 +142,9 @@ function checkFlags(opts: CheckpointOptions, exportFlag: string | undefined): vo
   }
   if (opts.ignoreRootfs && !exporting && opts.createImage === undefined) {
     throw usageError('--ignore-rootfs is for --export and --create-image: the checkpoint folder always keeps the rootfs changes');
+  }
+  if (opts.ignoreVolumes && !exporting && opts.createImage === undefined) {
+    throw usageError("--ignore-volumes is for --export and --create-image: a checkpoint folder names the volumes and never holds their contents");
   }
   if (opts.podmanImage !== undefined && opts.createImage === undefined) throw usageError('--podman-image is for --create-image');
   if (opts.createImage !== undefined && parseImageRef(opts.createImage) === null) {

@@ -28,6 +28,8 @@ export const command = defineCommand({
     'rootfs-mount': { type: 'string', requiresArg: true, coerce: toArray, describe: "mount type=T,source=S,options=O1:O2 on the bundle's rootfs first (repeatable; in place: the container's own)" },
     label: { type: 'string', requiresArg: true, coerce: toArray, describe: "labels K=V (default: the checkpointed container's)" },
     mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'grant a checkpoint from elsewhere a bind mount: type=bind,source=DIR,destination=PATH[,options=O1:O2] (repeatable; the source is yours)' },
+    volume: { alias: 'v', type: 'string', requiresArg: true, coerce: toArray, describe: "map the checkpoint's volume on CTR to the host folder HOST: HOST:CTR[:ro] (repeatable; carried contents go into HOST, which must be new or empty)" },
+    'ignore-volumes': { type: 'boolean', describe: "use the volumes' host folders as they are, even where the checkpoint carries their contents" },
     'trust-checkpoint': { type: 'string', requiresArg: true, coerce: toArray, describe: `grant a checkpoint from elsewhere what it asks beyond stasis's policy, by area: ${TRUST_AREAS.join(', ')}, or all (repeatable)` },
     'print-stats': { type: 'boolean', describe: "print CRIU's restore statistics on stderr (with --json: in the JSON only)" },
     keep: { type: 'boolean', describe: "keep CRIU's restore log and statistics (stasis always does; accepted for podman's sake)" },
@@ -57,6 +59,7 @@ export const command = defineCommand({
 
 type RestoreFlags = CreateFlags & {
   cmd?: string[];
+  ignoreVolumes?: boolean;
   '--'?: string[];
   mount?: string[];
   trustCheckpoint?: string[];
@@ -100,7 +103,7 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
     const result = await restoreContainer(
       runtime,
       id,
-      { checkpoint, base, rootfsMounts, userMounts, trust, criuOptions, tcpClose: argv.tcpClose === true, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
+      { checkpoint, base, rootfsMounts, userMounts, ignoreVolumes: argv.ignoreVolumes === true, trust, criuOptions, tcpClose: argv.tcpClose === true, labels: argv.label ? parseKeyValues('label', argv.label) : undefined },
       (step) => progress.step(`${shownId}: ${step}`),
     ).catch(reword({
       'no-checkpoint': () => ({ hint: 'name one with --checkpoint PATH' }),

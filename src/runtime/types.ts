@@ -128,6 +128,8 @@ export interface CheckpointOptions {
   compression?: 'none' | 'gzip' | 'zstd';
   /** Leave the rootfs changes out of the archive and the image (the folder keeps them). */
   ignoreRootfs?: boolean;
+  /** Leave the volumes' contents out of an export, an image or a move (they must be there when it is restored). */
+  ignoreVolumes?: boolean;
   /** Also write an OCI checkpoint image: oci:DIR[:NAME] or oci-archive:FILE[:NAME]. */
   createImage?: string;
   /** The podman image the container's base is, so that podman can restore the image. */
