@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import { criuVersion, softDirtyTracking } from '../runtime/criu.ts';
@@ -121,6 +121,9 @@ export async function checkpointHeld(
   const workDir = join(dirname(finalPath), `.${basename(finalPath)}.partial-${process.pid}`);
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
+  // CRIU opens some images as the task it restores, a non-root user of a user namespace (redis,
+  // postgres): "Unable to open timens-0.img: Permission denied" unless it may search this folder.
+  chmodSync(join(workDir, IMAGES_DIR), 0o711);
 
   const restoreArgs = RESTORE_FLAGS.filter(([key]) => opts[key] === true).map(([, flag]) => flag);
   const leaveRunning = opts.leaveRunning || opts.preDump;
