@@ -76,8 +76,8 @@ export function withCriuLog(err: unknown, logPath: string | null, what: string, 
   // CRIU's own error lines first ("Error (file.c:N): ..."), the one that says why before "Dumping FAILED".
   const ranked = [...lines.filter((line) => /\bError \(/.test(line)), ...lines.filter((line) => !/\bError \(/.test(line))];
   const telling = ranked.map(bare).filter((line) => line !== '' && !/(Dumping|Restoring) FAILED|cgroupd|failed with -1/i.test(line));
-  if (telling.length > 0 && /criu failed: type NOTIFY errno \d+/.test(base)) {
-    base = base.replace(/(runc (checkpoint|restore) failed: .*?)?criu failed: type NOTIFY errno \d+.*$/s, `CRIU: ${telling[0]}`);
+  if (telling.length > 0 && /criu failed: type \S+ errno -?\d+/.test(base)) {
+    base = base.replace(/(runc (checkpoint|restore) failed: .*?)?criu failed: type \S+ errno -?\d+.*$/s, `CRIU: ${telling[0]}`);
   }
   const option = criuOptionHint(logPath);
   const hint = kept.hint ?? (option ? `CRIU's log shows ${option.shows}: add ${option.flag}` : undefined);
