@@ -11,6 +11,13 @@ bash scripts/setup.sh --no-demo
 # docker-registry and the CNI loopback plugin unpacked into /opt/stasis
 # (test/integration/cri.test.ts); about 30 s the first time, instant after.
 bash scripts/setup/containerd.sh
+# The Debian 12 tree (postgresql, nginx, redis-server from Debian's packages)
+# that test/integration/debian-services.test.ts runs real services in; built
+# once (a few minutes) and cached by its package list, so later runs take a
+# second. STASIS_TEST_NO_DEBIAN=1 leaves it out (those tests then skip, saying so).
+if [[ ${STASIS_TEST_NO_DEBIAN:-0} != 1 ]]; then
+  bash scripts/setup/debian-rootfs.sh
+fi
 # The suite runs twice: against the compiled executable (dist/stasis, the
 # same bytes setup installed as /usr/local/bin/stasis: what users get), then
 # against bin/stasis under Node (what `npm i -g` gives). STASIS_TEST_BIN picks

@@ -31,6 +31,7 @@ export type ErrorCode =
   | 'base-outside-images'
   | 'bundle-not-named'
   | 'checkpoint-missing'
+  | 'criu-rlimit-denied'
   | 'damaged'
   | 'duplicate'
   | 'export-compression-conflict'
@@ -65,6 +66,13 @@ export type ErrorCode =
   | 'switch-unknown'
   | 'tty'
   | 'unsafe-checkpoint'
+  | 'volume-archive'
+  | 'volume-missing'
+  | 'volume-not-empty'
+  | 'volume-not-folder'
+  | 'volume-relative'
+  | 'volume-root'
+  | 'volume-twice'
   | 'wrong-engine';
 
 export class StasisError extends Error {

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import { criuOptionNames, criuVersion, runcCriuFlags, softDirtyTracking } from '../runtime/criu.ts';
@@ -8,7 +8,7 @@ import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } fr
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
 import { timestampName } from '../host/clock.ts';
-import { IMAGES_DIR, STATS_FILE, baseImageOf, engineImageName, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
+import { IMAGES_DIR, LOG_FILE, STATS_FILE, baseImageOf, engineImageName, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
 import { readCriuStats } from './criu/stats.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
 import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
@@ -16,6 +16,7 @@ import { ROOTFS_FILES, exportTarget, exportToFile, exportToStream, type ExportTa
 import { checkImageTarget, writeCheckpointImage } from './oci/image.ts';
 import { signCheckpoint } from './policy/signature.ts';
 import { createTar } from './archive/tar.ts';
+import { captureVolumes } from './volumes.ts';
 
 // A checkpoint, as containerd's first one did it: freeze the container, take
 // its writable layer and spec with the memory, dump with CRIU through runc,
@@ -113,10 +114,13 @@ export async function checkpointHeld(
   const workDir = join(dirname(finalPath), `.${basename(finalPath)}.partial-${process.pid}`);
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
+  // CRIU opens some images as the task it restores, a non-root user of a user namespace (redis,
+  // postgres): "Unable to open timens-0.img: Permission denied" unless it may search this folder.
+  chmodSync(join(workDir, IMAGES_DIR), 0o711);
 
   const restoreArgs = runcCriuFlags(criuOptionNames(opts));
   const leaveRunning = opts.leaveRunning || opts.preDump;
-  const metaOpts = {
+  const metaOpts: Parameters<typeof writeMetadata>[2] = {
     preDump: opts.preDump,
     parentPath: opts.parentPath,
     restoreArgs,
@@ -154,6 +158,12 @@ export async function checkpointHeld(
     // A /dev/shm that restore made for another engine's container is a bind
     // mount, which CRIU leaves out as external: its files are carried as podman carries them.
     if (!opts.preDump) await captureShm(record.bundle, workDir);
+    // A volume's files are not in CRIU's images: what leaves this host carries them, taken while frozen.
+    if (!opts.preDump && (record.volumes ?? []).length > 0) {
+      const leaves = exportTo !== null || opts.exportStream !== undefined || opts.createImage !== undefined || opts.stayFrozen === true;
+      progress(leaves && !opts.ignoreVolumes ? 'capturing the volumes' : 'recording the volumes');
+      metaOpts.volumes = await captureVolumes(record.volumes ?? [], workDir, leaves && !opts.ignoreVolumes);
+    }
     // The base's files the processes use: a restore elsewhere must find them unchanged.
     const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
       ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
@@ -189,6 +199,7 @@ export async function checkpointHeld(
       versions = await provenance;
       writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
       signCheckpoint(host.stateRoot, workDir);
+      copyLog(host, id, workDir);
       // Not renamed: CRIU still writes its log there.
       resultPath = workDir;
     } else {
@@ -199,6 +210,7 @@ export async function checkpointHeld(
       versions = await provenance;
       writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
       signCheckpoint(host.stateRoot, workDir);
+      if (!opts.preDump) copyLog(host, id, workDir);
       renameSync(workDir, finalPath);
     }
   } catch (err) {
@@ -306,6 +318,17 @@ export async function checkpointHeld(
     criu: readCriuStats(join(resultPath, STATS_FILE)),
     pagesServed: pagesServed ?? undefined,
   };
+}
+
+/**
+ * The container's captured output so far, beside CRIU's images: an export,
+ * a copy of the folder or a move carries it, and `stasis logs` after a
+ * restore under another ID or in another state directory shows what ran
+ * before (in place, the container's own log goes on).
+ */
+function copyLog(host: CheckpointHost, id: string, workDir: string): void {
+  const log = join(host.containerDir(id), 'ctr.log');
+  if (existsSync(log)) copyFileSync(log, join(workDir, LOG_FILE));
 }
 
 /**

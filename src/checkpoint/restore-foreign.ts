@@ -78,6 +78,7 @@ export function foreignParts(
     files,
     shmTar: meta.shmTar,
     importLog: meta.log,
+    volumes: [],
     hostname: typeof spec.hostname === 'string' ? spec.hostname : meta.hostname,
   };
 }

@@ -2,11 +2,12 @@ import { join } from 'node:path';
 import { StasisError, type ErrorCode } from '../errors.ts';
 import { bundleBase } from '../runtime/create-plan.ts';
 import { defaultSpec, type OciSpec } from '../runtime/spec.ts';
+import { AUTO_SIZE, mappedRoot, setUserns, USERNS_ANNOTATION, USERNS_LAYER_ANNOTATION } from '../runtime/userns.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
 import type { MountRecord } from '../state/store.ts';
 import type { EngineFile } from './format/engine-files.ts';
 import { describeEngine, type EngineInfo } from './format/engines.ts';
-import { IMAGES_DIR } from './format/layout.ts';
+import { IMAGES_DIR, type CheckpointVolume } from './format/layout.ts';
 import { applyRestorePolicy, type UserMount } from './policy/spec.ts';
 import { checkCriuImages } from './policy/processes.ts';
 import type { CheckpointSource } from './source.ts';
@@ -27,6 +28,8 @@ export interface RestoreOptions {
   labels?: Record<string, string>;
   /** Bind mounts the user grants a checkpoint from elsewhere (the sources are the user's). */
   userMounts?: UserMount[];
+  /** Use the volumes' folders as they are on this host, even where the checkpoint carries their contents. */
+  ignoreVolumes?: boolean;
   /** What the user vouches for in a checkpoint from elsewhere, beyond stasis's policy. */
   trust?: Trust;
   /** CRIU options to repeat beyond those the checkpoint records (other engines record none): tcp-established, ext-unix-sk, shell-job, file-locks. */
@@ -77,12 +80,30 @@ export interface RestoreParts {
   shmTar: string | null;
   importLog: string | null;
   hostname: string;
+  /** The checkpoint's volumes (stasis's own checkpoints). */
+  volumes: CheckpointVolume[];
 }
 
 /** "cannot restore from FILE: made by podman 4.3.1, container ix1 (image ...): WHY". */
 export function notRestorable(shown: string, info: EngineInfo, why: string, code: ErrorCode = 'not-restorable'): StasisError {
   const who = info.engine === 'unknown' && info.name === undefined ? '' : `${describeEngine(info)}: `;
   return new StasisError(`cannot restore from ${shown}: ${who}${why}`, { code });
+}
+
+/**
+ * A checkpoint whose container had a user namespace of its own mapping its
+ * root onto a host range (stasis's --userns) is granted one of this host's:
+ * a range taken from the registry when the container is made (the same one
+ * when free), never the host IDs the checkpoint names. The range its layer
+ * was written in is noted, so that the layer's owners are moved into the new one.
+ */
+function grantUserns(untrusted: unknown, policySpec: OciSpec): void {
+  const asked = untrusted as Parameters<typeof mappedRoot>[0] | null;
+  if (typeof asked !== 'object' || asked === null || policySpec.linux?.namespaces?.some((ns) => ns.type === 'user')) return;
+  const root = mappedRoot(asked);
+  if (root === null || root.size > AUTO_SIZE || root.size < 1) return;
+  setUserns(policySpec as Parameters<typeof setUserns>[0], { containerID: 0, hostID: 0, size: root.size });
+  policySpec.annotations = { ...policySpec.annotations, [USERNS_ANNOTATION]: 'auto', [USERNS_LAYER_ANNOTATION]: `${root.uid}:${root.gid}` };
 }
 
 /**
@@ -110,9 +131,19 @@ export function restoreSpec(
       const made = engineMounts.find((m) => m.destination === mount.destination);
       if (made) mount.source = made.source;
     }
+    // The user's own binds (-v/--mount on restore: a volume mapped elsewhere) replace the checkpoint's.
+    const granted = opts.userMounts ?? [];
+    if (granted.length > 0) {
+      const own = new Set(granted.map((m) => m.destination.replace(/\/+$/, '')));
+      spec.mounts = [
+        ...(spec.mounts ?? []).filter((m) => !own.has(String((m as { destination?: unknown }).destination ?? '').replace(/\/+$/, ''))),
+        ...granted.map((m) => ({ destination: m.destination, type: 'bind', source: m.source, options: ['rbind', ...(m.options ?? ['rw']).filter((o) => o !== 'rbind' && o !== 'bind')] })),
+      ];
+    }
   } else {
     // The user's own statement of what the container may do: the bundle they name, else stasis's default.
     const policySpec = rootfs.kind === 'bundle' && rootfs.userBundle !== null ? bundleBase(rootfs.userBundle).spec : defaultSpec(id, []);
+    grantUserns(untrusted, policySpec);
     const result = applyRestorePolicy(untrusted, { policySpec, kind: rootfs.kind, userMounts: [...(opts.userMounts ?? []), ...engineMounts], trust: opts.trust });
     if (!result.ok) throw new RestorePolicyError(result.refused);
     ({ spec, warnings } = result);

@@ -6,6 +6,7 @@ import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../
 import type { ContainerRecord } from '../state/store.ts';
 import { validateId } from '../state/ids.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
+import { setUsernsImages } from './criu/userns-image.ts';
 import { SHM_TAR, engineFileMounts, engineFiles, makeEngineFiles, ownEngineMounts } from './format/engine-files.ts';
 import { rootDirMode } from './criu/inventory.ts';
 import { detectEngine, foreignMeta, type EngineInfo } from './format/engines.ts';
@@ -20,6 +21,7 @@ import { UNPACK_LIMIT_BYTES, openCheckpoint, readCheckpointJson, type OpenedChec
 import { signedHere } from './policy/signature.ts';
 import { applyDeletions, changedBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
 import { extractTar, readTarEntries } from './archive/tar.ts';
+import { fillVolumes, planVolumeRestore } from './volumes.ts';
 
 // A restore, as containerd's first one did it: through create, with the
 // checkpoint's images handed to runc (`runc restore` run by conmon) and the
@@ -180,6 +182,7 @@ async function stasisParts(host: CheckpointHost, opened: OpenedCheckpoint, id: s
     // A moved container's output (a regular file only: the folder is untrusted input).
     importLog: lstatSync(join(dir, LOG_FILE), { throwIfNoEntry: false })?.isFile() ? join(dir, LOG_FILE) : null,
     hostname: spec.hostname ?? id,
+    volumes: Array.isArray(meta.volumes) ? meta.volumes : [],
   };
 }
 
@@ -303,12 +306,18 @@ export async function restoreContainer(
       parts.spec.annotations = { ...parts.spec.annotations, [CRIU_CONFIG_ANNOTATION]: criuConfigFile };
     }
 
+    // The volumes: checked (folders there, empty where contents are carried) before anything is made.
+    const volumePlans = planVolumeRestore(opened.dir, parts.volumes, parts.spec, {
+      inPlace: existing !== null && existing.checkpointedStop,
+      ignoreVolumes: opts.ignoreVolumes === true,
+    });
     const rootMode = parts.rootMode;
     let keptLog: string | null = null;
     const plan: ProvisionPlan = {
       spec: parts.spec,
       rootfs: parts.rootfs,
       rootfsMounts: opts.rootfsMounts ?? [],
+      volumes: volumePlans.map((v) => v.volume),
       stdio: { stdin: null, stdout: null, stderr: null, inherit: 'none' },
       labels: parts.labels,
       autoRemove: false,
@@ -334,6 +343,9 @@ export async function restoreContainer(
           renameSync(layerDir, upper);
           layerDir = null;
         },
+        setIdMaps: (uidMap, gidMap) => {
+          setUsernsImages(join(opened.dir, IMAGES_DIR), uidMap, gidMap);
+        },
         onRootfs: parts.rootfs.kind === 'overlay' ? async (rootfsDir) => { applyDeletions(rootfsDir, deletions); } : undefined,
         onFailure: (containerDir) => {
           keptLog = keepLog(host.logsDir, restoreId, join(containerDir, 'restore.log'));
@@ -344,6 +356,11 @@ export async function restoreContainer(
     const restoreStarted = Date.now();
     let inPlace = false;
     let container: ContainerInfo;
+    let undoVolumes = () => undefined as void;
+    if (volumePlans.some((v) => v.fill !== null)) {
+      progress('restoring the volumes');
+      undoVolumes = await fillVolumes(volumePlans);
+    }
     try {
       container = await host.provision(restoreId, plan, {
         inPlace: (record) => {
@@ -352,6 +369,7 @@ export async function restoreContainer(
         },
       });
     } catch (err) {
+      undoVolumes();
       throw withCriuLog(err, keptLog, 'restore', restoreId);
     }
     return {

@@ -32,6 +32,7 @@ export const command = defineCommand({
     export: { alias: 'e', type: 'string', requiresArg: true, describe: 'also write the checkpoint as one archive: FILE (.tar, .tar.gz, .tar.zst; other names zstd), a folder (checkpoint-ID-TIME.tar.zst in it), or - (stdout)' },
     compress: { alias: 'c', type: 'string', requiresArg: true, choices: COMPRESSIONS as readonly string[], describe: "the archive's compression: zstd, gzip or none (default: as the name says; else zstd)" },
     'ignore-rootfs': { type: 'boolean', describe: 'leave the rootfs changes out of the archive and the image (the folder keeps them)' },
+    'ignore-volumes': { type: 'boolean', describe: "leave the volumes' contents out of the archive and the image (a restore then uses the host folders as they are)" },
     'create-image': { type: 'string', requiresArg: true, describe: 'also write an OCI checkpoint image: oci:DIR[:NAME], oci-archive:FILE[:NAME], or docker://HOST[:PORT]/NAME[:TAG] (pushed to that registry with skopeo)' },
     'tls-verify': { type: 'boolean', describe: 'with --create-image docker://: push over TLS, checked (--tls-verify=false: plain HTTP; default: plain HTTP only for localhost and 127.0.0.0/8)' },
     'podman-image': { type: 'string', requiresArg: true, describe: "with --create-image: the podman image NAME[@ID] of the container's base, so `podman container restore` takes the image" },
@@ -68,6 +69,7 @@ export const command = defineCommand({
       exportStream: toStdout ? process.stdout : undefined,
       compression: argv.compress as Compression | undefined,
       ignoreRootfs: argv.ignoreRootfs === true,
+      ignoreVolumes: argv.ignoreVolumes === true,
       createImage: argv.createImage,
       podmanImage: argv.podmanImage === undefined ? undefined : parsePodmanImage(argv.podmanImage),
       ...criuOptionsFrom(argv),
@@ -182,6 +184,9 @@ function checkFlags(opts: CheckpointOptions, exportFlag: string | undefined): vo
   }
   if (opts.ignoreRootfs && !exporting && opts.createImage === undefined) {
     throw usageError('--ignore-rootfs is for --export and --create-image: the checkpoint folder always keeps the rootfs changes');
+  }
+  if (opts.ignoreVolumes && !exporting && opts.createImage === undefined) {
+    throw usageError("--ignore-volumes is for --export and --create-image: a checkpoint folder names the volumes and never holds their contents");
   }
   if (opts.podmanImage !== undefined && opts.createImage === undefined) throw usageError('--podman-image is for --create-image');
   if (opts.createImage !== undefined && parseImageRef(opts.createImage) === null) {

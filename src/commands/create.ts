@@ -1,17 +1,18 @@
 import { isJson, printJson, printLine } from '../output/print.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { CHECKPOINT_FLAG, IMAGE_FLAGS, addImageBase, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { CHECKPOINT_FLAG, IMAGE_FLAGS, addImageBase, CREATE_FLAGS, VOLUME_FLAGS, IDENTITY_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 
 export const command = defineCommand({
   command: 'create <id> [cmd..]',
   describe: 'create a container from a rootfs, a bundle or a checkpoint (then `stasis start`)',
   positionals: { ...ID_POSITIONAL, ...CMD_POSITIONAL },
-  options: { ...CREATE_FLAGS, ...IMAGE_FLAGS, ...CHECKPOINT_FLAG },
+  options: { ...CREATE_FLAGS, ...IMAGE_FLAGS, ...VOLUME_FLAGS, ...IDENTITY_FLAGS, ...CHECKPOINT_FLAG },
   examples: [
     ['$0 create web --rootfs /srv/web -- httpd -f', 'a container on a read-only rootfs image'],
     ['$0 create web --bundle ./bundle', 'an existing OCI bundle'],
     ['$0 create web2 --checkpoint web.tar.zst', 'restore from an exported checkpoint'],
+    ['$0 create db --rootfs /srv/debian -v /srv/db:/var/lib/postgresql -- postgres', 'a database whose data is a host folder'],
   ],
   handler: async (argv) => {
     const id = idArg(argv.id);

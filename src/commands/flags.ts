@@ -1,10 +1,11 @@
 import { EXIT_USAGE, StasisError, usageError, type ErrorCode } from '../errors.ts';
 import { validateId } from '../state/ids.ts';
-import type { MountRecord } from '../state/store.ts';
+import type { MountRecord, VolumeMount } from '../state/store.ts';
 import { defaultRootfs, planCreate, type CreateOptions } from '../runtime/create-plan.ts';
 import { CRIU_OPTIONS, CRIU_OPTION_NAMES, type CriuOptions } from '../runtime/criu.ts';
 import type { ProvisionPlan } from '../runtime/types.ts';
 import { imageStoreFrom, type GlobalArgs } from './context.ts';
+import { parseUserns } from '../runtime/userns.ts';
 
 // Flag groups shared by several commands (as ctr keeps its shared flags in one place).
 
@@ -70,7 +71,33 @@ export async function addImageBase(argv: ImageFlags & CreateFlags & GlobalArgs, 
   }
 }
 
-/** create's extra option: restore instead (as `stasis restore`). */
+const VOLUME_GROUP = 'Volume options:';
+
+/** Volumes: host folders bind-mounted in (podman's spellings). create, run, and restore (where they map a checkpoint's volume). */
+export const VOLUME_FLAGS = {
+  volume: { alias: 'v', type: 'string', requiresArg: true, coerce: toArray, describe: 'bind-mount the host folder HOST (absolute, existing) on CTR: HOST:CTR[:ro|rw] (repeatable)', group: VOLUME_GROUP },
+  mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'the same, as type=bind,source=HOST,destination=CTR[,ro] (repeatable)', group: VOLUME_GROUP },
+} as const;
+
+const IDENTITY_GROUP = 'User and privilege options:';
+
+/** Who the container's process is and what it may do (create and run). */
+export const IDENTITY_FLAGS = {
+  user: { alias: 'u', type: 'string', requiresArg: true, describe: "run as NAME|UID[:GROUP|GID], looked up in the rootfs's /etc/passwd and /etc/group", group: IDENTITY_GROUP },
+  'cap-add': { type: 'string', requiresArg: true, coerce: toArray, describe: 'add a capability to the default set (NET_ADMIN, CAP_SYS_PTRACE, ALL; repeatable)', group: IDENTITY_GROUP },
+  'cap-drop': { type: 'string', requiresArg: true, coerce: toArray, describe: 'drop a capability from the default set (ALL drops every one; repeatable)', group: IDENTITY_GROUP },
+  hostname: { type: 'string', requiresArg: true, describe: "the container's host name (default: its ID)", group: IDENTITY_GROUP },
+  userns: { type: 'string', requiresArg: true, describe: "user namespace: host (default), auto (a free range of 65536 host IDs) or CONTAINER:HOST:SIZE", group: IDENTITY_GROUP },
+} as const;
+
+export interface IdentityFlags {
+  user?: string;
+  capAdd?: string[];
+  capDrop?: string[];
+  hostname?: string;
+  userns?: string;
+}
+
 /**
  * The CRIU options checkpoint, restore and migrate share (ctr's shared flag
  * groups), under a group title that says what they mean for that verb.
@@ -91,11 +118,12 @@ export function criuOptionsFrom(argv: CriuOptions): CriuOptions {
   return opts;
 }
 
+/** create's extra option: restore instead (as `stasis restore`). */
 export const CHECKPOINT_FLAG = {
   checkpoint: { type: 'string', requiresArg: true, describe: 'restore from this checkpoint folder, archive, image (oci:DIR, oci-archive:FILE) or - for stdin (as `stasis restore`)', group: CREATE_GROUP },
 } as const;
 
-export interface CreateFlags {
+export interface CreateFlags extends IdentityFlags {
   bundle?: string;
   rootfs?: string;
   tty?: boolean;
@@ -108,6 +136,8 @@ export interface CreateFlags {
   stdout?: string;
   stderr?: string;
   rootfsMount?: string[];
+  volume?: string[];
+  mount?: string[];
   checkpoint?: string;
 }
 
@@ -189,9 +219,89 @@ export function createOptionsFrom(argv: CreateFlags, args: string[], extra: { au
     stderr: argv.stderr,
     // yargs applies coerce to a dashed option's own key, not to its camel-case copy.
     rootfsMounts: toArray(argv.rootfsMount).map(parseMountFlag),
+    volumes: volumesFrom(argv),
     autoRemove: extra.autoRemove ?? false,
     inheritStdio: extra.inheritStdio ?? 'none',
+    identity: identityFrom(argv),
   };
+}
+
+/** The identity flags as the runtime's options (yargs coerces a dashed option under its own key). */
+function identityFrom(argv: IdentityFlags & { 'cap-add'?: unknown; 'cap-drop'?: unknown }): CreateOptions['identity'] {
+  return {
+    user: argv.user,
+    capAdd: toArray(argv['cap-add'] ?? argv.capAdd),
+    capDrop: toArray(argv['cap-drop'] ?? argv.capDrop),
+    hostname: argv.hostname,
+    userns: parseUserns(argv.userns),
+  };
+}
+
+/** A bind mount as the user wrote it with -v or --mount. */
+export interface BindMountFlag {
+  source: string;
+  destination: string;
+  /** ro, rw, and (--mount's options=O1:O2) any other mount option. */
+  options: string[];
+}
+
+/** `-v HOST:CTR[:ro|rw]` (podman's spelling; HOST absolute: stasis has no named volumes). */
+export function parseVolumeFlag(value: string): BindMountFlag {
+  const parts = value.split(':');
+  const bad = (why: string) => usageError(`-v ${JSON.stringify(value)}: ${why}`, 'write -v HOST:CTR[:ro|rw], e.g. -v /srv/data:/data');
+  if (parts.length < 2 || parts.length > 3) throw bad('expected HOST:CTR or HOST:CTR:OPTIONS');
+  const [source, destination, options = ''] = parts;
+  if (!source.startsWith('/')) throw bad('HOST must be an absolute path (stasis has no named volumes)');
+  if (!destination.startsWith('/')) throw bad('CTR must be an absolute path inside the container');
+  const opts = options.split(',').filter(Boolean);
+  for (const option of opts) {
+    if (option !== 'ro' && option !== 'rw') throw bad(`unknown option ${JSON.stringify(option)} (stasis knows ro and rw)`);
+  }
+  if (opts.includes('ro') && opts.includes('rw')) throw bad('ro and rw together');
+  return { source, destination, options: opts };
+}
+
+/**
+ * `--mount type=bind,source=S,destination=D[,ro][,options=O1:O2]`, with
+ * podman's other spellings (src, dst, target, readonly[=true|false], rw).
+ */
+export function parseBindMount(value: string): BindMountFlag {
+  const bad = (why: string) => usageError(`--mount ${JSON.stringify(value)}: ${why}`, 'write --mount type=bind,source=HOST,destination=CTR[,ro]');
+  let type = 'bind';
+  let source: string | undefined;
+  let destination: string | undefined;
+  const options: string[] = [];
+  for (const part of value.split(',')) {
+    const eq = part.indexOf('=');
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const val = eq < 0 ? undefined : part.slice(eq + 1);
+    if (key === 'ro' || key === 'readonly') {
+      if (val === undefined || val === 'true' || val === '1') options.push('ro');
+      else if (val !== 'false' && val !== '0') throw bad(`${key}=${val}: expected true or false`);
+    } else if (key === 'rw' && val === undefined) options.push('rw');
+    else if (val === undefined || key === '') throw bad(`expected key=value pairs, got ${JSON.stringify(part)}`);
+    else if (key === 'type') type = val;
+    else if (key === 'source' || key === 'src') source = val;
+    else if (key === 'destination' || key === 'dst' || key === 'target') destination = val;
+    else if (key === 'options') options.push(...val.split(':').filter(Boolean));
+    else throw bad(`unknown key ${JSON.stringify(key)} (use type, source, destination, ro, options)`);
+  }
+  if (type !== 'bind') throw bad(`type=${type}: only type=bind (a host folder) is supported`);
+  if (!source || !destination) throw bad('source= and destination= are required');
+  if (!destination.startsWith('/')) throw bad('the destination must be an absolute path inside the container');
+  return { source, destination, options };
+}
+
+/** create and run's volumes: -v and --mount, with HOST absolute and only ro/rw. */
+export function volumesFrom(argv: { volume?: unknown; mount?: unknown }): VolumeMount[] {
+  const mounts = toArray(argv.mount).map((value) => {
+    const parsed = parseBindMount(value);
+    if (!parsed.source.startsWith('/')) throw usageError(`--mount ${JSON.stringify(value)}: the source must be an absolute path (stasis has no named volumes)`);
+    const other = parsed.options.find((o) => o !== 'ro' && o !== 'rw');
+    if (other !== undefined) throw usageError(`--mount ${JSON.stringify(value)}: option ${JSON.stringify(other)}: a volume takes ro or rw`);
+    return parsed;
+  });
+  return [...toArray(argv.volume).map(parseVolumeFlag), ...mounts].map((m) => ({ source: m.source, destination: m.destination, readonly: m.options.includes('ro') }));
 }
 
 /** Parses `type=T,source=S,options=O1:O2` (the --rootfs-mount flag). */

@@ -14,7 +14,7 @@ import { defaultCheckpointDir, imageStoreFrom, runtimeFrom, type GlobalArgs } fr
 import { defineCommand } from './define.ts';
 import { criuOptionNames, type CriuOptions } from '../runtime/criu.ts';
 import { allContainers, checkSelection, eachContainer, latestContainer } from './select.ts';
-import { commandWords, criuFlags, criuOptionsFrom, idArg, parseKeyValues, parseMountFlag, reword, toArray, type CreateFlags, type ImageFlags } from './flags.ts';
+import { commandWords, criuFlags, criuOptionsFrom, idArg, parseBindMount, parseKeyValues, parseMountFlag, parseVolumeFlag, reword, toArray, type CreateFlags, type ImageFlags } from './flags.ts';
 
 const CRIU_GROUP = "CRIU options (stasis checkpoints record them; give them for other engines' checkpoints):";
 
@@ -36,6 +36,8 @@ export const command = defineCommand({
     'rootfs-mount': { type: 'string', requiresArg: true, coerce: toArray, describe: "mount type=T,source=S,options=O1:O2 on the bundle's rootfs first (repeatable; in place: the container's own)" },
     label: { type: 'string', requiresArg: true, coerce: toArray, describe: "labels K=V (default: the checkpointed container's)" },
     mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'grant a checkpoint from elsewhere a bind mount: type=bind,source=DIR,destination=PATH[,options=O1:O2] (repeatable; the source is yours)' },
+    volume: { alias: 'v', type: 'string', requiresArg: true, coerce: toArray, describe: "map the checkpoint's volume on CTR to the host folder HOST: HOST:CTR[:ro] (repeatable; carried contents go into HOST, which must be new or empty)" },
+    'ignore-volumes': { type: 'boolean', describe: "use the volumes' host folders as they are, even where the checkpoint carries their contents" },
     'trust-checkpoint': { type: 'string', requiresArg: true, coerce: toArray, describe: `grant a checkpoint from elsewhere what it asks beyond stasis's policy, by area: ${TRUST_AREAS.join(', ')}, or all (repeatable)` },
     'print-stats': { type: 'boolean', describe: "print CRIU's restore statistics on stderr (with --json: in the JSON only)" },
     keep: { type: 'boolean', describe: "keep CRIU's restore log and statistics (stasis always does; accepted for podman's sake)" },
@@ -82,6 +84,7 @@ export const command = defineCommand({
 
 type RestoreFlags = CreateFlags & ImageFlags & GlobalArgs & {
   cmd?: string[];
+  ignoreVolumes?: boolean;
   '--'?: string[];
   mount?: string[];
   trustCheckpoint?: string[];
@@ -105,17 +108,18 @@ export async function restoreFromFlags(runtime: Runtime, id: string | undefined,
 
 /** One restore; create's other options do not apply to a restore. Returns what --json shows. */
 async function restoreOne(runtime: Runtime, id: string | undefined, argv: RestoreFlags) {
-  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr'] as const).filter((key) => argv[key] !== undefined);
+  const ignored = (['tty', 'env', 'cwd', 'memory', 'pidsLimit', 'stdin', 'stdout', 'stderr', 'user', 'hostname', 'userns'] as const).filter((key) => argv[key] !== undefined);
   const command = commandWords(argv).length > 0;
-  if (ignored.length > 0 || command) {
-    const names = ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  const capFlags = (['cap-add', 'cap-drop'] as const).filter((flag) => toArray((argv as Record<string, unknown>)[flag]).length > 0);
+  if (ignored.length > 0 || capFlags.length > 0 || command) {
+    const names = [...ignored.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`), ...capFlags.map((flag) => `--${flag}`)];
     throw usageError(`${[...names, ...(command ? ['a command'] : [])].join(', ')} cannot be used with a restore: the checkpoint's own spec is restored`);
   }
   if (argv.rootfs !== undefined && argv.bundle !== undefined) throw usageError('--bundle and --rootfs cannot be used together');
   const base = argv.rootfs !== undefined ? { kind: 'overlay' as const, dir: argv.rootfs } : argv.bundle !== undefined ? { kind: 'bundle' as const, dir: argv.bundle } : undefined;
   // yargs applies coerce to a dashed option's own key, not to its camel-case copy.
   const rootfsMounts = toArray(argv.rootfsMount).map(parseMountFlag);
-  const userMounts = toArray(argv.mount).map(parseBindMountFlag);
+  const userMounts = [...toArray(argv.volume).map(parseVolumeGrant), ...toArray(argv.mount).map(parseBindMountFlag)];
   const trust = parseTrust(toArray(argv.trustCheckpoint));
   const criuOptions = criuOptionNames(criuOptionsFrom(argv));
   if (argv.image !== undefined && base !== undefined) throw usageError(`--image and ${argv.rootfs !== undefined ? '--rootfs' : '--bundle'} cannot be used together`);
@@ -157,7 +161,7 @@ async function restoreOne(runtime: Runtime, id: string | undefined, argv: Restor
     const result = await restoreContainer(
       runtime,
       id,
-      { checkpoint, base, rootfsMounts, userMounts, trust, criuOptions, tcpClose: argv.tcpClose === true, labels: argv.label ? parseKeyValues('label', argv.label) : undefined, baseImage, from: registryCheckpoint ? argv.checkpoint : undefined },
+      { checkpoint, base, rootfsMounts, userMounts, ignoreVolumes: argv.ignoreVolumes === true, trust, criuOptions, tcpClose: argv.tcpClose === true, labels: argv.label ? parseKeyValues('label', argv.label) : undefined, baseImage, from: registryCheckpoint ? argv.checkpoint : undefined },
       (step) => progress.step(`${shownId}: ${step}`),
     ).catch(reword({
       'no-checkpoint': () => ({ hint: 'name one with --checkpoint PATH' }),
@@ -228,22 +232,14 @@ export function parseTrust(values: string[]): Trust | undefined {
   return values as TrustArea[];
 }
 
-/** `--mount type=bind,source=DIR,destination=PATH[,options=O1:O2]`. */
+/** A bind mount granted on restore or migrate (--mount or -v): the source is the user's, made absolute. */
 export function parseBindMountFlag(flag: string): UserMount {
-  const fields = new Map<string, string>();
-  for (const part of flag.split(',')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) throw usageError(`--mount ${JSON.stringify(flag)}: expected key=value pairs, got ${JSON.stringify(part)}`);
-    fields.set(part.slice(0, eq), part.slice(eq + 1));
-  }
-  for (const key of fields.keys()) {
-    if (!['type', 'source', 'destination', 'options'].includes(key)) throw usageError(`--mount ${JSON.stringify(flag)}: unknown key ${JSON.stringify(key)} (use type, source, destination, options)`);
-  }
-  if ((fields.get('type') ?? 'bind') !== 'bind') throw usageError(`--mount ${JSON.stringify(flag)}: only type=bind can be granted`);
-  const source = fields.get('source');
-  const destination = fields.get('destination');
-  if (!source || !destination) throw usageError(`--mount ${JSON.stringify(flag)}: source= and destination= are required`);
-  if (!destination.startsWith('/')) throw usageError(`--mount ${JSON.stringify(flag)}: the destination must be an absolute path inside the container`);
-  const options = fields.get('options');
-  return { source: resolve(source), destination, options: options ? options.split(':').filter(Boolean) : undefined };
+  const parsed = parseBindMount(flag);
+  return { source: resolve(parsed.source), destination: parsed.destination, options: parsed.options.length > 0 ? parsed.options : undefined };
+}
+
+/** -v HOST:CTR[:ro] on restore or migrate: a grant, as --mount. */
+export function parseVolumeGrant(flag: string): UserMount {
+  const parsed = parseVolumeFlag(flag);
+  return { source: parsed.source, destination: parsed.destination, options: parsed.options.length > 0 ? parsed.options : undefined };
 }

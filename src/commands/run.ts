@@ -9,7 +9,7 @@ import { printLine } from '../output/print.ts';
 import { guardStreams, writeErr } from '../host/stdio.ts';
 import { runtimeFrom } from './context.ts';
 import { CMD_POSITIONAL, ID_POSITIONAL, defineCommand } from './define.ts';
-import { IMAGE_FLAGS, addImageBase, CREATE_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
+import { IMAGE_FLAGS, addImageBase, CREATE_FLAGS, VOLUME_FLAGS, IDENTITY_FLAGS, commandWords, createOptionsFrom, idArg, planFromFlags } from './flags.ts';
 import { bestEffort } from '../log.ts';
 
 export const command = defineCommand({
@@ -19,6 +19,8 @@ export const command = defineCommand({
   options: {
     ...CREATE_FLAGS,
     ...IMAGE_FLAGS,
+    ...VOLUME_FLAGS,
+    ...IDENTITY_FLAGS,
     detach: { alias: 'd', type: 'boolean', describe: 'start it and return at once' },
     rm: { type: 'boolean', describe: 'delete the container when it exits' },
     interactive: { alias: 'i', type: 'boolean', describe: "attached: connect stasis's own stdin (and terminal with -t) to the container" },

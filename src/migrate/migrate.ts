@@ -7,7 +7,7 @@ import { StasisError, errorMessage } from '../errors.ts';
 import { checkpointHeld } from '../checkpoint/dump.ts';
 import { lazyPageBytes } from '../checkpoint/criu/pagemap.ts';
 import { keepLog } from '../checkpoint/criu/log.ts';
-import { IMAGES_DIR, LOG_FILE, STATS_FILE } from '../checkpoint/format/layout.ts';
+import { IMAGES_DIR, STATS_FILE } from '../checkpoint/format/layout.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
 import type { Trust } from '../checkpoint/policy/trust.ts';
@@ -35,6 +35,8 @@ export interface MigrateOptions extends CriuOptions {
   /** The base's path on the destination (default: the same as here). */
   rootfs?: string;
   userMounts?: UserMount[];
+  /** Send no volume contents: each volume's folder must be there already. */
+  ignoreVolumes?: boolean;
   trust?: Trust;
   tcpClose: boolean;
 }
@@ -180,13 +182,22 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // directory's scratch folder, so that nothing is made under the checkpoint
       // directory (not even an empty CHECKPOINT-DIR/ID/); with --keep it stays there.
       const imagePath = opts.keep ? undefined : join(host.scratchDir, `.migrate-out-${id}-${randomBytes(6).toString('hex')}`);
-      const criuFlags = { ...Object.fromEntries(CRIU_OPTION_NAMES.map((name) => [CRIU_OPTIONS[name].key, opts[CRIU_OPTIONS[name].key] === true])) as CriuOptions, imagePath };
+      const criuFlags = { ...Object.fromEntries(CRIU_OPTION_NAMES.map((name) => [CRIU_OPTIONS[name].key, opts[CRIU_OPTIONS[name].key] === true])) as CriuOptions, imagePath, ignoreVolumes: opts.ignoreVolumes === true };
+      // The container's own volumes are granted there at the same paths (the user moving it vouches
+      // for them), unless the user maps one elsewhere with --mount.
+      const userMounts = [...(opts.userMounts ?? [])];
+      for (const volume of record.volumes ?? []) {
+        if (!userMounts.some((m) => m.destination.replace(/\/+$/, '') === volume.destination)) {
+          userMounts.push({ source: volume.source, destination: volume.destination, options: [volume.readonly ? 'ro' : 'rw'] });
+        }
+      }
       const request: RestoreRequest = {
         token: randomBytes(16).toString('hex'),
         id: name,
         rootfs: destBase,
         source: `${hostname()}:${id}`,
-        userMounts: opts.userMounts,
+        userMounts,
+        ignoreVolumes: opts.ignoreVolumes === true,
         trust: opts.trust,
         criuOptions: [],
         tcpClose: opts.tcpClose,
@@ -206,6 +217,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         receiver.child.stdin!.destroy();
       };
       let sending = false;
+      // What the move was doing, for a failure's message.
+      let phase: string | null = `dumping it with CRIU (frozen) to send it to ${shown}`;
       try {
         stopIfInterrupted();
         if (lazy) {
@@ -221,10 +234,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           checkpointPath = cp.path;
         }
         dumpMs = Date.now() - frozenAt;
+        phase = null;
         stopIfInterrupted();
-        if (existsSync(host.containerDir(id)) && existsSync(join(host.containerDir(id), 'ctr.log'))) {
-          copyFileSync(join(host.containerDir(id), 'ctr.log'), join(checkpointPath, LOG_FILE));
-        }
+        // The container's log is in the checkpoint (checkpointHeld puts it there).
         const transferStarted = Date.now();
         progress(`sending the checkpoint to ${shown}`);
         sending = true;
@@ -258,11 +270,16 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           host.saveRecord(record);
         }
         if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
-        const why = errorMessage(err);
+        let why = errorMessage(err);
+        // A failed dump reads as a failed move: what it was doing, then CRIU's words.
+        if (phase !== null && !(err instanceof StasisError && err.code === 'interrupted')) why = `migrate ${id}: ${phase}: ${why.replace(new RegExp(`^checkpoint ${id} failed: `), '')}`;
+        // "ID goes on here" ends the first line, before any quoted CRIU log lines.
+        const newline = why.indexOf('\n');
+        const [head, tail] = newline < 0 ? [why, ''] : [why.slice(0, newline), why.slice(newline)];
         if (thawed !== null) {
           throw new StasisError(`${why}; ${id} stays here, but could not be thawed: ${errorMessage(thawed)}`, { hint: `stasis resume ${id}` });
         }
-        throw new StasisError(`${why}; ${id} goes on here`, { hint: err instanceof StasisError ? err.hint : undefined, code: err instanceof StasisError ? err.code : undefined });
+        throw new StasisError(`${head}; ${id} goes on here${tail}`, { hint: err instanceof StasisError ? err.hint : undefined, code: err instanceof StasisError ? err.code : undefined });
       }
 
       // The switch: once the destination acknowledges, the container is there and not here.

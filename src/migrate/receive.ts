@@ -116,6 +116,7 @@ export interface RestoreRequest {
   rootfs: string;
   source: string;
   userMounts?: UserMount[];
+  ignoreVolumes?: boolean;
   trust?: Trust;
   criuOptions?: string[];
   tcpClose?: boolean;
@@ -164,6 +165,7 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
             checkpoint: stagingDir(host, request.token),
             base: { kind: 'overlay' as const, dir: request.rootfs },
             userMounts: request.userMounts,
+            ignoreVolumes: request.ignoreVolumes === true,
             trust: request.trust,
             criuOptions: request.criuOptions,
             tcpClose: request.tcpClose === true,

@@ -1,8 +1,10 @@
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
-import type { MountRecord } from '../state/store.ts';
+import type { MountRecord, VolumeMount } from '../state/store.ts';
+import { addVolumesToSpec, checkVolumes } from './volumes.ts';
 import type { ProvisionPlan } from './types.ts';
+import { applyIdentity, type IdentityOptions } from './identity.ts';
 import { applyOverrides, defaultSpec, loadBundleSpec, type OciSpec, type SpecOverrides } from './spec.ts';
 
 export const DEFAULT_ROOTFS = '/var/lib/stasis/rootfs/busybox';
@@ -29,9 +31,13 @@ export interface CreateOptions extends SpecOverrides {
   stdout?: string;
   stderr?: string;
   rootfsMounts: Omit<MountRecord, 'target'>[];
+  /** -v/--volume and --mount type=bind: host folders bind-mounted in. */
+  volumes?: VolumeMount[];
   autoRemove: boolean;
   /** Attached run: which of the caller's own stdio the container uses directly. */
   inheritStdio: 'none' | 'output' | 'all';
+  /** --user, --cap-add/--cap-drop, --hostname. */
+  identity?: IdentityOptions;
 }
 
 export function defaultRootfs(): string {
@@ -101,10 +107,15 @@ export function planCreate(id: string, opts: CreateOptions): ProvisionPlan {
 
 function finishPlan(spec: OciSpec, plan: ProvisionPlan['rootfs'], opts: CreateOptions): ProvisionPlan {
   const rootfsMounts = opts.rootfsMounts;
+  const volumes = checkVolumes(opts.volumes ?? []);
+  addVolumesToSpec(spec, volumes);
+  // --user names are looked up in the files the container will see (a bundle's rootfs mounts are not made yet).
+  if (opts.identity) applyIdentity(spec, plan.base, opts.identity);
   return {
     spec,
     rootfs: plan,
     rootfsMounts,
+    volumes,
     stdio: {
       stdin: opts.stdin ? resolve(opts.stdin) : null,
       stdout: opts.stdout ? resolve(opts.stdout) : null,

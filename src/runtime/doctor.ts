@@ -87,6 +87,7 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
       detail: timens ? 'CRIU restores clocks in a time namespace; stasis exec joins it' : 'not available: clocks jump on restore',
     });
   }
+  checks.push(nonRootCheckpointCheck(safeRead('/proc/self/status')));
   const nsenter = which('nsenter');
   const ip = which('ip');
   checks.push({
@@ -129,6 +130,30 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
   checks.push({ name: 'state directory', ok: stateOk, required: true, detail: `${runtime.store.paths.root}${stateOk ? ' (writable, 0700)' : ' is not writable'}`, hint: 'run as root or pass --state-dir' });
 
   return { ok: checks.every((c) => c.ok || !c.required), checks };
+}
+
+/** CAP_SYS_RESOURCE (bit 24): CRIU needs it to read the rlimits of a process of another uid (prlimit). */
+const CAP_SYS_RESOURCE_BIT = 24n;
+
+/**
+ * Whether this host can checkpoint a container whose processes run as a user
+ * other than root without a user namespace: CRIU reads every task's rlimits,
+ * which for another uid needs CAP_SYS_RESOURCE in stasis's own CapEff.
+ */
+export function nonRootCheckpointCheck(status: string): DoctorCheck {
+  const match = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+  const capEff = match ? match[1] : null;
+  const has = capEff !== null && ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE_BIT) & 1n) === 1n;
+  return {
+    name: 'non-root checkpoint',
+    ok: has,
+    required: false,
+    detail: has
+      ? 'stasis holds CAP_SYS_RESOURCE: CRIU can checkpoint processes of any user'
+      : `stasis runs without CAP_SYS_RESOURCE (CapEff ${capEff ?? 'unknown'}): CRIU cannot read the resource limits of a process of another user ` +
+        '("Can\'t get rlimit 0: Operation not permitted"), so a container whose processes run as non-root cannot be checkpointed outside a user namespace',
+    hint: has ? undefined : 'create such containers with --userns auto (a user namespace mapping their users)',
+  };
 }
 
 function kernelRelease(): string {

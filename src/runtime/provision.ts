@@ -1,4 +1,4 @@
-import { closeSync, copyFileSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, lchownSync, lstatSync, mkdirSync, readdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { fnv1a } from '../state/hash.ts';
@@ -10,6 +10,8 @@ import { ASIDE, putBack, setAside, teardown } from './cleanup.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
 import { viewOf } from './view.ts';
 import { bestEffort } from '../log.ts';
+import { type IdMapping, allocateRange, AUTO_SIZE, mappedRoot, openPathTo, setUserns, shiftedBase, shiftTree, USERNS_ANNOTATION, USERNS_LAYER_ANNOTATION } from './userns.ts';
+import type { OciSpec } from './spec.ts';
 
 // Bringing a container up (a new one, or one restored from a checkpoint) and
 // undoing that when a step fails: claim the ID, write the record, mount the
@@ -91,6 +93,7 @@ function newRecord(id: string, dir: string, plan: ProvisionPlan, previous: Conta
     exit: null,
     rootfs: plan.rootfs,
     mounts: [],
+    volumes: plan.volumes ?? [],
     stdio: { mode: stdio.inherit !== 'none' || stdio.stdin || stdio.stdout || stdio.stderr ? 'passthrough' : 'log', stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr },
     tty: spec.process?.terminal === true,
     autoRemove: plan.autoRemove,
@@ -109,16 +112,22 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
   // record saying what to undo (delete -f reads record.mounts).
   store.write(record);
   const stdioFds: number[] = [];
+  let userRoot: ReturnType<typeof mappedRoot> = null;
+  let lentImages: string | null = null;
   try {
     await plan.restore?.prepare?.(dir);
     // Another engine's log goes first; in place, the container's own log goes on.
     if (plan.restore?.importLog && previous === null && record.stdio.mode === 'log') copyFileSync(plan.restore.importLog, store.logPath(id));
     let rootPath = plan.rootfs.base;
+    const layerRoot = takeUsernsRange(ctx, id, spec);
+    userRoot = mappedRoot(spec);
     if (plan.rootfs.kind === 'overlay') {
       const upper = join(dir, 'upper');
       const work = join(dir, 'work');
       rootPath = join(dir, 'rootfs');
-      const overlay = overlayMount(plan.rootfs.base, upper, work, rootPath);
+      // In a user namespace, the base is seen through a copy owned by the range.
+      const lower = userRoot ? await shiftedBase(ctx.runner, plan.rootfs.base, userRoot) : plan.rootfs.base;
+      const overlay = overlayMount(lower, upper, work, rootPath);
       if (plan.restore?.keepLayer && previous !== null && (await isMounted(rootPath))) {
         record.mounts = previous.mounts;
         store.write(record);
@@ -127,11 +136,18 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
         // container folder above it is 0700 already.
         for (const sub of [upper, work, rootPath]) mkdirSync(sub, { recursive: true, mode: 0o755 });
         if (!plan.restore?.keepLayer) await plan.restore?.fillLayer?.(upper);
+        if (userRoot) {
+          // The layer's files follow the container's range: written in another one, they are moved to this one.
+          if (layerRoot && (layerRoot.uid !== userRoot.uid || layerRoot.gid !== userRoot.gid) && !plan.restore?.keepLayer) shiftTree(upper, layerRoot, userRoot, userRoot.size);
+          // The layer's top is the container's "/": its root's.
+          lchownSync(upper, userRoot.uid, userRoot.gid);
+        }
         await mountRecorded(ctx, record, overlay);
       }
     } else {
       for (const m of plan.rootfsMounts) await mountRecorded(ctx, record, { ...m, target: rootPath });
     }
+    if (userRoot) openPathTo(rootPath, [store.paths.root, store.paths.containers, dir]);
     if (!plan.restore?.keepLayer) await plan.restore?.onRootfs?.(rootPath);
     spec.root = { ...spec.root, path: rootPath };
     spec.linux ??= {};
@@ -142,6 +158,12 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     writeFileSync(join(dir, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
 
     const stdio = openStdio(dir, plan.stdio, stdioFds);
+    // CRIU's restored tasks read the images as the range's root: lent to it for the restore only.
+    if (userRoot && plan.restore?.imagesDir) {
+      plan.restore.setIdMaps?.((spec.linux?.uidMappings ?? []) as IdMapping[], (spec.linux?.gidMappings ?? []) as IdMapping[]);
+      lendImages(plan.restore.imagesDir, { uid: 0, gid: 0 }, userRoot);
+      lentImages = plan.restore.imagesDir;
+    }
     const pid = await ctx.startMonitor({
       conmon: ctx.config.conmon,
       runc: ctx.config.runc,
@@ -166,6 +188,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     throw err;
   } finally {
     for (const fd of stdioFds) closeSync(fd);
+    if (lentImages !== null && userRoot) lendImages(lentImages, userRoot, { uid: 0, gid: 0 });
   }
   if (previous === null) journal.append('/containers/create', id, { image: plan.rootfs.base, runtime: 'runc', labels: plan.labels });
   if (plan.restore) {
@@ -174,6 +197,38 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     journal.append('/tasks/create', id, { pid: record.pid, bundle: dir, rootfs: record.mounts.map((m) => m.target) });
   }
   return viewOf(store, record);
+}
+
+/**
+ * For a container whose user namespace takes its range from the registry
+ * (--userns auto): takes one (the one its spec names when that is free or
+ * already its own, else another) and writes it into the spec. Returns the
+ * root of the range its writable layer's files were written in (from a
+ * checkpoint), or null.
+ */
+function takeUsernsRange(ctx: RuntimeContext, id: string, spec: OciSpec): { uid: number; gid: number } | null {
+  const annotations = spec.annotations ?? {};
+  const before = mappedRoot(spec);
+  const layerNote = annotations[USERNS_LAYER_ANNOTATION];
+  let layerRoot = before && before.uid !== 0 ? { uid: before.uid, gid: before.gid } : null;
+  if (layerNote !== undefined) {
+    const [uid, gid] = layerNote.split(':').map(Number);
+    layerRoot = Number.isSafeInteger(uid) && Number.isSafeInteger(gid) ? { uid, gid } : null;
+    delete spec.annotations![USERNS_LAYER_ANNOTATION];
+  }
+  if (annotations[USERNS_ANNOTATION] !== 'auto' || before === null) return layerRoot;
+  const start = allocateRange(ctx.store.paths.root, ctx.store.paths.containers, id, before.uid === 0 ? undefined : before.uid);
+  setUserns(spec as Parameters<typeof setUserns>[0], { containerID: 0, hostID: start, size: AUTO_SIZE });
+  return layerRoot;
+}
+
+/** Gives the files directly in a checkpoint's images folder (and it) from one owner to another. */
+function lendImages(dir: string, from: { uid: number; gid: number }, to: { uid: number; gid: number }): void {
+  for (const path of [dir, ...readdirSync(dir).map((name) => join(dir, name))]) {
+    const stat = lstatSync(path);
+    if (stat.isSymbolicLink() || stat.uid !== from.uid) continue;
+    lchownSync(path, to.uid, to.gid);
+  }
 }
 
 async function mountRecorded(ctx: RuntimeContext, record: ContainerRecord, m: MountRecord): Promise<void> {

@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { DEFAULT_CAPABILITIES } from './identity.ts';
 
 // A minimal view of the OCI runtime spec: the parts stasis reads or sets.
 export interface OciSpec {
@@ -25,7 +26,6 @@ export interface OciSpec {
   [key: string]: unknown;
 }
 
-const DEFAULT_CAPABILITIES: readonly string[] = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
 
 /** The spec `runc spec` would write, for a container named `id` running `args`. */
 export function defaultSpec(id: string, args: string[]): OciSpec {

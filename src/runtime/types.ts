@@ -1,5 +1,5 @@
 import type { EventJournal } from '../state/events.ts';
-import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus } from '../state/store.ts';
+import type { ContainerRecord, ExitRecord, MountRecord, RecordStatus, VolumeMount } from '../state/store.ts';
 import type { RunResult, StartedProcess } from '../host/spawn.ts';
 import type { Writable } from 'node:stream';
 import type { CriuOptions } from './criu.ts';
@@ -68,6 +68,8 @@ export interface RestorePlan {
    * overlay syncs its whole filesystem, which a dump has just filled).
    */
   keepLayer?: boolean;
+  /** With the ID maps of the user namespace the container gets (CRIU recreates it from the images' maps). */
+  setIdMaps?: (uidMap: { containerID: number; hostID: number; size: number }[], gidMap: { containerID: number; hostID: number; size: number }[]) => void;
   /** Runs on the mounted rootfs before runc restore (deletions). */
   onRootfs?: (rootfsDir: string) => Promise<void>;
   /** Called with the container folder when the restore failed, before it is cleaned up (to keep CRIU's log). */
@@ -80,6 +82,8 @@ export interface ProvisionPlan {
   rootfs: ContainerRecord['rootfs'];
   /** Mounts that give access to a bundle's rootfs, made before create. */
   rootfsMounts: Omit<MountRecord, 'target'>[];
+  /** Host folders bind-mounted in (already in the spec's mounts), recorded on the container. */
+  volumes?: VolumeMount[];
   stdio: StdioPlan;
   labels: Record<string, string>;
   autoRemove: boolean;
@@ -98,6 +102,8 @@ export interface DeleteResult {
 export interface ContainerInfo
   extends Pick<ContainerRecord, 'id' | 'pid' | 'bundle' | 'createdAt' | 'command' | 'labels' | 'restoredFrom' | 'exit' | 'rootfs' | 'tty' | 'stdio' | 'lastCheckpoint'> {
   status: Status;
+  /** Host folders bind-mounted in. */
+  volumes: VolumeMount[];
   checkpointed: boolean;
   /** Set when the record does not tell the whole story (an interrupted create, a damaged record). */
   note?: string;
@@ -125,6 +131,8 @@ export interface CheckpointOptions extends CriuOptions {
   compression?: 'none' | 'gzip' | 'zstd';
   /** Leave the rootfs changes out of the archive and the image (the folder keeps them). */
   ignoreRootfs?: boolean;
+  /** Leave the volumes' contents out of an export, an image or a move (they must be there when it is restored). */
+  ignoreVolumes?: boolean;
   /** Also write an OCI checkpoint image: oci:DIR[:NAME] or oci-archive:FILE[:NAME]. */
   createImage?: string;
   /** The podman image the container's base is, so that podman can restore the image. */

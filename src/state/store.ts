@@ -15,6 +15,15 @@ export interface MountRecord {
   options: string[];
 }
 
+/** A host folder bind-mounted into the container (-v/--volume, --mount type=bind). */
+export interface VolumeMount {
+  /** The host folder, absolute. */
+  source: string;
+  /** The path inside the container, absolute. */
+  destination: string;
+  readonly: boolean;
+}
+
 export interface ExitRecord {
   /** null: the container is gone but its status could not be learnt. */
   status: number | null;
@@ -65,6 +74,8 @@ export interface ContainerRecord {
   };
   /** Mounts stasis made for this container, unmounted (in reverse) on delete. */
   mounts: MountRecord[];
+  /** Host folders bind-mounted in by runc (absent in records written before volumes existed). */
+  volumes?: VolumeMount[];
   stdio: {
     /** log: pipes held by conmon, captured to ctr.log; passthrough: files or the caller's own stdio. */
     mode: 'log' | 'passthrough';

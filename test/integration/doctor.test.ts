@@ -18,6 +18,11 @@ describe('doctor', () => {
     }
     const report = await env.json(['doctor']);
     assert.equal(report.ok, true);
+    // Whether this host can checkpoint a non-root process without a user namespace: CAP_SYS_RESOURCE in CapEff.
+    const capEff = BigInt(`0x${/^CapEff:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]}`);
+    const nonRoot = report.checks.find((c: { name: string }) => c.name === 'non-root checkpoint');
+    assert.equal(nonRoot.ok, ((capEff >> 24n) & 1n) === 1n, JSON.stringify(nonRoot));
+    if (!nonRoot.ok) assert.match(result.stdout, /^warn non-root checkpoint\s+stasis runs without CAP_SYS_RESOURCE \(CapEff [0-9a-f]+\).*\n.*--userns auto/m);
     assert.ok(report.checks.every((c: { name: string; ok: boolean; required: boolean }) => typeof c.name === 'string' && (c.ok || !c.required)));
   });
 

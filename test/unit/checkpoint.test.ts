@@ -115,11 +115,13 @@ describe('checkpoint (fake runc and CRIU)', () => {
     assert.match(kept, /\/logs\/c3-dump-\d{8}T\d{6}\.\d{3}Z\.log$/);
     assert.equal(readFileSync(kept, 'utf8'), CRIU_LOG);
     assert.equal(err.message, [
-      'checkpoint c3 failed: runc checkpoint failed: criu failed: type NOTIFY errno 0',
+      // runc's "criu failed: type NOTIFY errno 0" gives way to CRIU's own first error line.
+      'checkpoint c3 failed: CRIU: unix: Connected socket 0x1234 is external',
       `CRIU log: ${kept}`,
       '  (00.002000) Error (criu/sockets.c:530): unix: Connected socket 0x1234 is external',
       '  (00.002100) Error (criu/cr-dump.c:1794): Dumping FAILED.',
     ].join('\n'));
+    assert.equal(err.hint, "CRIU's log shows a unix socket connected outside the container: add --ext-unix-sk");
     assert.ok(!err.message.includes(workDir), 'the removed work folder is not named');
 
     const calls = host.runner.runcCalls();

@@ -192,10 +192,10 @@ describe('restore of another engine\'s checkpoint (fake runc, conmon and CRIU; r
 
   test("podman's capabilities go beyond the policy: refused, naming the grant; granted, restored", async () => {
     const dir = podmanFolder((spec) => {
-      spec.process.capabilities = { bounding: [...STASIS_CAPS, 'CAP_CHOWN'], effective: [...STASIS_CAPS, 'CAP_CHOWN'], permitted: [...STASIS_CAPS, 'CAP_CHOWN'] };
+      spec.process.capabilities = { bounding: [...STASIS_CAPS, 'CAP_NET_RAW'], effective: [...STASIS_CAPS, 'CAP_NET_RAW'], permitted: [...STASIS_CAPS, 'CAP_NET_RAW'] };
     });
     const err = await rejection(restoreContainer(host.runtime, 'caps', { checkpoint: dir, base: { kind: 'overlay', dir: base } }));
-    assert.match(err.message, /capability CAP_CHOWN: in its bounding, effective, permitted sets \(spec\.dump\)/);
+    assert.match(err.message, /capability CAP_NET_RAW: in its bounding, effective, permitted sets \(spec\.dump\)/);
     assert.equal(err.hint, 'to grant it: --trust-checkpoint capabilities');
     assert.equal(existsSync(host.containerDir('caps')), false);
     await restoreContainer(host.runtime, 'caps', { checkpoint: dir, base: { kind: 'overlay', dir: base }, trust: ['capabilities'] });

@@ -5,13 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateId } from '../../src/state/ids.ts';
 import { parseSignal } from '../../src/host/signals.ts';
-import { parseBytes, parseMountFlag, parseTimeBound } from '../../src/commands/flags.ts';
+import { parseBindMount, parseBytes, parseMountFlag, parseTimeBound, parseVolumeFlag, volumesFrom } from '../../src/commands/flags.ts';
 
 import { parseLogLine, tailRecords } from '../../src/runtime/logs.ts';
 import { runcMessage } from '../../src/runtime/runc.ts';
 import { classifyExecFailure } from '../../src/runtime/exec-errors.ts';
 import { applyDeletions } from '../../src/checkpoint/rootfs-diff.ts';
-import { criuErrors } from '../../src/checkpoint/criu/log.ts';
+import { criuErrors, withCriuLog } from '../../src/checkpoint/criu/log.ts';
+import { nonRootCheckpointCheck } from '../../src/runtime/doctor.ts';
 
 import { StasisError } from '../../src/errors.ts';
 
@@ -104,6 +105,44 @@ describe('reading what runc, conmon and CRIU write', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test("a failed dump is headed by CRIU's own error line, never runc's \"type NOTIFY errno 0\"", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stasis-unit-'));
+    try {
+      const log = join(dir, 'dump.log');
+      writeFileSync(log, '(00.03) Error (criu/sk-inet.c:1): Connected TCP socket, consider using --tcp-established option.\n(00.04) Error (criu/cr-dump.c:2): Dumping FAILED.\n');
+      const err = withCriuLog(new Error('runc checkpoint failed: criu failed: type NOTIFY errno 0\nlog file: /x/dump.log'), log, 'checkpoint', 'c1');
+      // (merged with the volumes branch's wording, which drops runc's words with the NOTIFY line)
+      assert.match(err.message, /^checkpoint c1 failed: CRIU: Connected TCP socket/);
+      assert.doesNotMatch(err.message, /NOTIFY/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("CRIU denied another user's rlimits: the error says why and names --userns auto", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stasis-unit-'));
+    try {
+      const log = join(dir, 'dump.log');
+      writeFileSync(log, "(00.02) Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted\n(00.03) Error (criu/cr-dump.c:2): Dumping FAILED.\n");
+      const err = withCriuLog(new Error('runc checkpoint failed: criu failed: type NOTIFY errno 0'), log, 'checkpoint', 'pg');
+      assert.match(err.message, /^checkpoint pg failed: CRIU cannot read the resource limits of a process of another user: Error \(criu\/cr-dump\.c:389\): Can't get rlimit 0: Operation not permitted \(stasis runs without CAP_SYS_RESOURCE/);
+      assert.doesNotMatch(err.message.split('\n')[0], /NOTIFY/);
+      assert.match(err.hint ?? '', /--userns auto/);
+      assert.equal(err.code, 'criu-rlimit-denied');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('doctor: without CAP_SYS_RESOURCE in CapEff, a non-root process cannot be checkpointed outside a user namespace', () => {
+    const without = nonRootCheckpointCheck('Name:\tstasis\nCapEff:\t000001fffeffffff\n');
+    assert.equal(without.ok, false);
+    assert.equal(without.required, false);
+    assert.match(without.detail, /without CAP_SYS_RESOURCE \(CapEff 000001fffeffffff\).*cannot be checkpointed outside a user namespace/);
+    assert.match(without.hint ?? '', /--userns auto/);
+    assert.equal(nonRootCheckpointCheck('CapEff:\t000001ffffffffff\n').ok, true);
+  });
 });
 
 describe('applying deletions from an untrusted checkpoint', () => {
@@ -126,5 +165,24 @@ describe('applying deletions from an untrusted checkpoint', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('volume flags', () => {
+  test('-v HOST:CTR[:ro|rw] and --mount in podman spellings', () => {
+    assert.deepEqual(parseVolumeFlag('/srv/a:/a'), { source: '/srv/a', destination: '/a', options: [] });
+    assert.deepEqual(parseVolumeFlag('/srv/a:/a:ro'), { source: '/srv/a', destination: '/a', options: ['ro'] });
+    assert.throws(() => parseVolumeFlag('/srv/a'), /HOST:CTR/);
+    assert.throws(() => parseVolumeFlag('/srv/a:/a:ro,rw'), /ro and rw together/);
+    assert.deepEqual(parseBindMount('type=bind,source=/s,destination=/d,ro'), { source: '/s', destination: '/d', options: ['ro'] });
+    assert.deepEqual(parseBindMount('type=bind,src=/s,target=/d,readonly=false'), { source: '/s', destination: '/d', options: [] });
+    assert.deepEqual(parseBindMount('type=bind,source=/s,destination=/d,options=rbind:ro'), { source: '/s', destination: '/d', options: ['rbind', 'ro'] });
+    assert.throws(() => parseBindMount('type=volume,source=x,destination=/d'), /only type=bind/);
+    assert.throws(() => parseBindMount('type=bind,source=/s'), /required/);
+    assert.deepEqual(volumesFrom({ volume: ['/a:/x:ro'], mount: ['type=bind,source=/b,destination=/y'] }), [
+      { source: '/a', destination: '/x', readonly: true },
+      { source: '/b', destination: '/y', readonly: false },
+    ]);
+    assert.throws(() => volumesFrom({ mount: ['type=bind,source=/b,destination=/y,options=nosuid'] }), /takes ro or rw/);
   });
 });

@@ -137,7 +137,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
       const keptPath = join(host.runtime.logsDir, kept[0]);
       assert.equal(readFileSync(keptPath, 'utf8'), RESTORE_LOG);
       assert.equal(err.message, [
-        'restore half failed: criu failed: type RESTORE errno 0',
+        'restore half failed: CRIU: File usr/bin/sleep has bad size 1234 (expect 4321)',
         `CRIU log: ${keptPath}`,
         '  (00.020000) Error (criu/files-reg.c:2200): File usr/bin/sleep has bad size 1234 (expect 4321)',
         '  (00.020100) Error (criu/cr-restore.c:2500): Restoring FAILED.',
@@ -199,7 +199,7 @@ describe('restore (fake runc, conmon and CRIU)', () => {
     const files = readdirSync(dir).sort();
     host.monitor.failNext('criu failed: type RESTORE errno 0', { 'restore.log': RESTORE_LOG });
     const err = await rejection(restoreContainer(host.runtime, 'inplace', {}));
-    assert.match(err.message, /^restore inplace failed: criu failed: type RESTORE errno 0\nCRIU log: /);
+    assert.match(err.message, /^restore inplace failed: CRIU: File usr\/bin\/sleep has bad size 1234 \(expect 4321\)\nCRIU log: /);
     assert.deepEqual(host.record('inplace'), stopped, 'the record is put back');
     // restore.log stays too (its copy is under logs/): reported, as a later failure that
     // comes before CRIU writes a new one would quote this stale log.

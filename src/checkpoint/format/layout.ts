@@ -14,6 +14,8 @@ import type { ContainerRecord } from '../../state/store.ts';
 //   deleted.files    JSON array of paths deleted from the base
 //   stats-dump       CRIU's dump statistics
 //   dump.log         CRIU's log of the dump
+//   container.log    the container's captured output at the dump
+//   volumes/<n>.tar  each volume's contents (exports and moves), indexed by stasis.json
 
 // Every engine's names, in one table (checkpointctl's lib/metadata.go, which
 // podman, CRI-O and containerd use, plus stasis's own).
@@ -35,6 +37,8 @@ export const FILES = {
   criStatus: 'status.dump',
   /** The container's captured output, carried by an export or a move so that `stasis logs` there shows what ran here. */
   log: 'container.log',
+  /** A volume's contents, volumes/<n>.tar, indexed by stasis.json's volumes (an export or a move; not with --ignore-volumes). */
+  volumes: 'volumes',
 } as const;
 
 export const IMAGES_DIR = FILES.images;
@@ -57,6 +61,22 @@ export interface BaseFile {
   path: string;
   size: number;
   sha256: string;
+}
+
+/** A volume (host folder bind-mounted in) of the checkpointed container. */
+export interface CheckpointVolume {
+  destination: string;
+  /** The host folder it was, on the host that checkpointed it. */
+  source: string;
+  readonly: boolean;
+  /** Whether the checkpoint carries its contents (an export or a move without --ignore-volumes). */
+  carried: boolean;
+  /** volumes/<n>.tar, or null (not carried, or an empty folder). */
+  archive: string | null;
+  /** The top folder's mode and owner (carried volumes). */
+  mode?: number;
+  uid?: number;
+  gid?: number;
 }
 
 export interface CheckpointMeta {
@@ -83,6 +103,8 @@ export interface CheckpointMeta {
   parentPath: string | null;
   command: string[];
   labels: Record<string, string>;
+  /** The container's volumes (absent before volumes existed). */
+  volumes?: CheckpointVolume[];
 }
 
 /** A base that is an image of the image store (src/image/store.ts). */
@@ -132,7 +154,7 @@ export interface Provenance {
 export function writeMetadata(
   record: ContainerRecord,
   dir: string,
-  opts: { preDump: boolean; parentPath?: string; criuOptions: string[]; restoreArgs: string[]; checkpointedAt: Date },
+  opts: { preDump: boolean; parentPath?: string; criuOptions: string[]; restoreArgs: string[]; checkpointedAt: Date; volumes?: CheckpointVolume[] },
   provenance: Provenance,
 ): void {
   // stasis adds its loopback hook to every container it brings up: the checkpoint does not carry it.
@@ -162,6 +184,7 @@ export function writeMetadata(
     parentPath: opts.parentPath === undefined ? null : resolve(opts.parentPath),
     command: record.command,
     labels: record.labels,
+    ...(opts.volumes && opts.volumes.length > 0 ? { volumes: opts.volumes } : {}),
   };
   writeFileSync(join(dir, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
   // podman's container config, reduced to what checkpointctl shows.

@@ -4,7 +4,7 @@ import { validateId } from '../../state/ids.ts';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { CRIU_OPTION_NAMES, runcCriuFlags } from '../../runtime/criu.ts';
-import { FILES, IMAGES_DIR, META_FILE, hasCriuImages, type CheckpointMeta } from './layout.ts';
+import { FILES, IMAGES_DIR, META_FILE, hasCriuImages, type CheckpointMeta, type CheckpointVolume } from './layout.ts';
 
 // stasis.json, read as untrusted input: every field is checked, and what reaches a
 // command line or a path is rebuilt rather than copied. runc restore's own options
@@ -199,6 +199,35 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
     }
   }
 
+  const volumes: CheckpointVolume[] = [];
+  if (raw.volumes !== undefined) {
+    if (!Array.isArray(raw.volumes) || raw.volumes.length > 256) problem('volumes', 'is not a list of at most 256 volumes');
+    else {
+      raw.volumes.forEach((entry: unknown, index: number) => {
+        const field = `volumes[${index}]`;
+        if (!isObject(entry)) return problem(field, 'is not an object');
+        const destination = path(`${field}.destination`, entry.destination);
+        const source = path(`${field}.source`, entry.source);
+        if (destination !== '' && !destination.startsWith('/')) problem(`${field}.destination`, 'is not an absolute path');
+        if (typeof entry.readonly !== 'boolean' || typeof entry.carried !== 'boolean') problem(field, 'readonly or carried is not true or false');
+        const archive = entry.archive === null || entry.archive === undefined ? null : typeof entry.archive === 'string' && /^volumes\/\d{1,3}\.tar$/.test(entry.archive) ? entry.archive : '';
+        if (archive === '') problem(`${field}.archive`, 'is not volumes/<n>.tar');
+        const id = (name: string, value: unknown, max: number): number | undefined => {
+          if (value === undefined) return undefined;
+          if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+            problem(`${field}.${name}`, 'is out of range');
+            return undefined;
+          }
+          return value;
+        };
+        const mode = id('mode', entry.mode, 0o7777);
+        const uid = id('uid', entry.uid, 0xffffffff);
+        const gid = id('gid', entry.gid, 0xffffffff);
+        volumes.push({ destination, source, readonly: entry.readonly === true, carried: entry.carried === true, archive: archive || null, ...(mode === undefined ? {} : { mode }), ...(uid === undefined ? {} : { uid }), ...(gid === undefined ? {} : { gid }) });
+      });
+    }
+  }
+
   if (problems.length > 0) throw new CheckpointMetaError(problems);
   return {
     format: 1,
@@ -213,6 +242,7 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
     parentPath,
     command,
     labels,
+    ...(volumes.length > 0 ? { volumes } : {}),
   };
 }
 

@@ -117,7 +117,7 @@ export function applyRestorePolicy(untrusted: unknown, opts: RestorePolicyOption
       }
       // The smaller of the two: what exec'd processes get should not exceed what the restored ones hold.
       if (askedSet !== undefined) kept[set] = askedSet.filter((name) => policySet.has(name));
-      else if (allowed[set] !== undefined) kept[set] = [...policySet];
+      else if (allowed[set] !== undefined) kept[set] = [...policySet].filter((name) => asked.sets!.bounding === undefined || asked.sets!.bounding.includes(name));
     }
     for (const [name, sets] of excess) refuse('capabilities', `capability ${name}`, `in its ${sets.join(', ')} set${sets.length > 1 ? 's' : ''}`);
     result.capabilities = kept;

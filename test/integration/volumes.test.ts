@@ -1,0 +1,162 @@
+// Volumes (-v/--volume, --mount type=bind): host folders in a container, and
+// what checkpoint, export, restore and migrate do with their contents. Real runc, CRIU, conmon.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { CLI, CONTAINERS, ROOTFS, TestEnv, eventually, requires } from '../helpers.ts';
+
+describe('volumes', { skip: requires(...CONTAINERS) }, () => {
+  const env = new TestEnv('volumes');
+  after(() => env.cleanup());
+
+  test('-v and --mount bind host folders, ro refuses writes, the record and spec say so', async () => {
+    const data = join(env.root, 'data');
+    const conf = join(env.root, 'conf');
+    mkdirSync(data);
+    mkdirSync(conf);
+    writeFileSync(join(conf, 'app.conf'), 'setting=1\n');
+    const out = await env.ok(['run', '--rm', 'v1', '--rootfs', ROOTFS, '-v', `${data}:/data`, '--mount', `type=bind,src=${conf},dst=/etc/app,ro`, '--',
+      'sh', '-c', 'echo written > /data/file; cat /etc/app/app.conf; echo x > /etc/app/new 2>/dev/null || echo ro-refused']);
+    assert.match(out, /setting=1/);
+    assert.match(out, /ro-refused/);
+    assert.equal(readFileSync(join(data, 'file'), 'utf8'), 'written\n');
+    assert.ok(!existsSync(join(conf, 'new')));
+
+    await env.ok(['create', 'v2', '--rootfs', ROOTFS, '--volume', `${data}:/srv/d:rw`, '--', 'true']);
+    const info = await env.json(['info', 'v2']);
+    assert.deepEqual(info.volumes, [{ source: data, destination: '/srv/d', readonly: false }]);
+    const spec = JSON.parse(readFileSync(join(env.stateDir, 'containers', 'v2', 'config.json'), 'utf8'));
+    assert.ok(spec.mounts.some((m: any) => m.destination === '/srv/d' && m.source === data && m.type === 'bind'));
+    await env.ok(['delete', '-f', 'v2']);
+  });
+
+  test('bad volumes are refused before anything is made', async () => {
+    await env.fails(125, ['run', '--rm', 'bad', '--rootfs', ROOTFS, '-v', `${join(env.root, 'missing')}:/data`, '--', 'true'], /^stasis: volume .*missing: no such folder/);
+    await env.fails(2, ['create', 'bad', '--rootfs', ROOTFS, '-v', 'relative:/data'], /HOST must be an absolute path/);
+    await env.fails(2, ['create', 'bad', '--rootfs', ROOTFS, '-v', `${env.root}:data`], /CTR must be an absolute path/);
+    await env.fails(2, ['create', 'bad', '--rootfs', ROOTFS, '-v', `${env.root}:/data:z`], /unknown option "z"/);
+    await env.fails(2, ['create', 'bad', '--rootfs', ROOTFS, '--mount', `type=tmpfs,destination=/data`], /only type=bind/);
+    await env.fails(1, ['create', 'bad', '--rootfs', ROOTFS, '-v', `${env.root}:/data`, '-v', `${env.root}:/data/`], /two volumes on \/data/);
+    assert.ok(!existsSync(join(env.stateDir, 'containers', 'bad')));
+  });
+});
+
+/** A writer that appends "n I" to /data/log through a descriptor it holds open (CRIU restores it by path). */
+const WRITER = ['sh', '-c', 'i=0; exec 3>>/data/log; while true; do echo "n $i" >&3; echo "out $i"; i=$((i+1)); sleep 0.2; done'];
+
+function lastN(file: string): number {
+  const found = [...readFileSync(file, 'utf8').matchAll(/^n (\d+)$/gm)];
+  return found.length === 0 ? -1 : Number(found[found.length - 1][1]);
+}
+
+async function advances(file: string, beyond: number): Promise<void> {
+  await eventually(() => existsSync(file) && lastN(file) > beyond + 2, `${file} to grow beyond n ${beyond + 2}`, 30_000);
+}
+
+describe('volumes across checkpoint, export, restore and migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
+  const here = new TestEnv('vol-here');
+  const there = new TestEnv('vol-there');
+  after(() => Promise.all([here.cleanup(), there.cleanup()]));
+
+  test('in place the volume is kept; an export carries its contents and the log to another state directory', async () => {
+    const data = join(here.root, 'data');
+    mkdirSync(data, { mode: 0o750 });
+    await here.ok(['run', '-d', 'w', '--rootfs', ROOTFS, '-v', `${data}:/data`, '--', ...WRITER]);
+    await advances(join(data, 'log'), 0);
+    await here.ok(['checkpoint', 'w']);
+    const stopped = lastN(join(data, 'log'));
+    await here.ok(['restore', 'w']);
+    await advances(join(data, 'log'), stopped);
+    assert.deepEqual((await here.json(['info', 'w'])).volumes, [{ source: data, destination: '/data', readonly: false }]);
+
+    const archive = join(here.root, 'w.tar.zst');
+    await here.ok(['checkpoint', 'w', '--export', archive]);
+    const atDump = readFileSync(join(data, 'log'), 'utf8');
+    // The folder it ran on is not empty: refused, naming both ways out, and nothing is made.
+    await there.fails(1, ['restore', 'w', '--checkpoint', archive, '--mount', `type=bind,source=${data},destination=/data`],
+      /^stasis: volume \/data: .*data is not empty, and the checkpoint carries this volume's contents\nhint: .*-v DIR:\/data.*--ignore-volumes/);
+    assert.ok(!existsSync(join(there.stateDir, 'containers', 'w')));
+    // An untrusted checkpoint's volume is not mounted unless granted.
+    await there.fails(1, ['restore', 'w', '--checkpoint', archive], /mount \/data: a read-write bind mount/);
+    // Into a new folder: the contents as at the dump, the top folder's mode, the log of what ran before.
+    const copy = join(there.root, 'copy');
+    assert.equal(await there.ok(['restore', 'w', '--checkpoint', archive, '-v', `${copy}:/data`]), 'w\n');
+    assert.equal(statSync(copy).mode & 0o7777, 0o750);
+    assert.ok(readFileSync(join(copy, 'log'), 'utf8').startsWith(atDump));
+    await advances(join(copy, 'log'), lastN(join(copy, 'log')));
+    assert.match(await there.ok(['logs', 'w']), /^out 0\nout 1\n/);
+    assert.deepEqual((await there.json(['info', 'w'])).volumes, [{ source: copy, destination: '/data', readonly: false }]);
+    await there.ok(['delete', '-f', 'w']);
+    // --ignore-volumes: the folder as it is on the host (the original here, which the dump left as it was).
+    await there.ok(['restore', 'w2', '--checkpoint', archive, '--mount', `type=bind,source=${data},destination=/data`, '--ignore-volumes']);
+    await advances(join(data, 'log'), lastN(join(data, 'log')));
+    await there.ok(['delete', '-f', 'w2']);
+    // Exported without the contents, the volume's folder must be there.
+    await here.ok(['restore', 'w']);
+    const bare = join(here.root, 'bare.tar.zst');
+    await here.ok(['checkpoint', 'w', '--export', bare, '--ignore-volumes']);
+    assert.doesNotMatch(spawnSync('tar', ['-tf', bare], { encoding: 'utf8' }).stdout, /^volumes\//m);
+    await there.fails(1, ['restore', 'w3', '--checkpoint', bare, '-v', `${join(there.root, 'nowhere')}:/data`],
+      /^stasis: volume \/data: its host folder .*nowhere is not here \(the checkpoint does not carry the volume's contents\)/);
+    await there.ok(['restore', 'w3', '--checkpoint', bare, '-v', `${data}:/data`]);
+    await advances(join(data, 'log'), lastN(join(data, 'log')));
+    await there.ok(['delete', '-f', 'w3']);
+    await here.ok(['restore', 'w']);
+    await here.fails(2, ['checkpoint', 'w', '--ignore-volumes'], /--ignore-volumes is for --export/);
+    await here.ok(['delete', '-f', 'w']);
+  });
+
+  test('migrate sends a volume\'s contents while frozen, or with --ignore-volumes uses the folder there', async () => {
+    const data = join(here.root, 'mdata');
+    mkdirSync(data);
+    const remote = (checkpointDir: string) => ['--remote-stasis', [...CLI, '--checkpoint-dir', checkpointDir].join(' ')];
+    await here.ok(['run', '-d', 'm', '--rootfs', ROOTFS, '-v', `${data}:/data`, '--', ...WRITER]);
+    await advances(join(data, 'log'), 0);
+    // The same folder there is not empty (it is this one): refused, and m goes on here.
+    const refused = await here.run(['migrate', 'm', there.stateDir, ...remote(there.checkpointDir)]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /volume \/data: .*is not empty.*m goes on here/s);
+    assert.equal((await here.json(['info', 'm'])).status, 'running');
+    const moved = join(there.root, 'moved');
+    await here.ok(['migrate', 'm', there.stateDir, '--mount', `type=bind,source=${moved},destination=/data`, ...remote(there.checkpointDir)]);
+    await advances(join(moved, 'log'), lastN(join(moved, 'log')));
+    assert.match(await there.ok(['logs', 'm']), /^out 0\n/);
+    // Back, with --ignore-volumes: the folder here is used as it is.
+    await there.ok(['migrate', 'm', here.stateDir, '--ignore-volumes', '--mount', `type=bind,source=${data},destination=/data`, ...remote(here.checkpointDir)]);
+    await advances(join(data, 'log'), lastN(join(data, 'log')));
+    await here.ok(['delete', '-f', 'm']);
+  });
+});
+
+describe('a failed move reads like a failed move', { skip: requires(...CONTAINERS, 'criu') }, () => {
+  const here = new TestEnv('movetcp');
+  const there = new TestEnv('movetcp-there');
+  after(() => Promise.all([here.cleanup(), there.cleanup()]));
+
+  test('an established TCP connection: CRIU\'s words, the flag to add, and the container goes on', async (t) => {
+    const bin = join(here.root, 'bin');
+    mkdirSync(bin);
+    const gcc = spawnSync('gcc', ['-static', '-O2', '-o', join(bin, 'tcpstream'), join(import.meta.dirname, '..', 'fixtures', 'services', 'tcpstream.c')], { encoding: 'utf8' });
+    if (gcc.status !== 0) {
+      t.skip(`gcc -static could not build tcpstream.c: ${gcc.error?.message ?? gcc.stderr}`);
+      return;
+    }
+    const base = here.copyRootfs('tcp-base');
+    mkdirSync(join(base, 'srv'));
+    cpSync(join(bin, 'tcpstream'), join(base, 'srv', 'tcpstream'));
+    await here.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & /srv/tcpstream client 127.0.0.1 9000; exec sleep 1000']);
+    const seq = async () => Math.max(-1, ...[...(await here.ok(['logs', 'conn'])).matchAll(/stream (\d+)/g)].map((m) => Number(m[1])));
+    await eventually(async () => (await seq()) > 3, 'the stream to start');
+    const moved = await here.fails(1, ['migrate', 'conn', there.stateDir, '--remote-stasis', [...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')],
+      /^stasis: migrate conn: dumping it with CRIU \(frozen\) to send it to .*: CRIU: .*TCP.*; conn goes on here$/m);
+    assert.match(moved.stderr, /^hint: CRIU's log shows an established TCP connection: add --tcp-established$/m);
+    assert.doesNotMatch(moved.stderr.split('\n')[0], /NOTIFY/);
+    const before = await seq();
+    await eventually(async () => (await seq()) > before + 3, 'the stream to go on here');
+    const checkpoint = await here.fails(1, ['checkpoint', 'conn'], /^stasis: checkpoint conn failed: CRIU: .*TCP/);
+    assert.match(checkpoint.stderr, /^hint: CRIU's log shows an established TCP connection: add --tcp-established$/m);
+    await here.ok(['delete', '-f', 'conn']);
+  });
+});
