@@ -18,7 +18,7 @@ import { POD, containerdSpec, crioSpec, kubeletArchiveName, writeContainerdDiff,
 // checked with checkpointctl where it is installed.
 //
 // Another engine's checkpoint is untrusted: podman gives its containers more
-// capabilities than stasis's policy (CAP_CHOWN, CAP_SETUID, ...), so restoring
+// capabilities than stasis's policy (CAP_MKNOD, CAP_NET_RAW), so restoring
 // one takes --trust-checkpoint capabilities (PODMAN_CAPS).
 
 const PODMAN_CAPS = ['--trust-checkpoint', 'capabilities'];
@@ -93,7 +93,7 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
   test('a real --export archive: detected, and the facts a restore needs', async () => {
     const dir = await unpack(exported, join(env.root, 'ix1-unpacked'));
     const info = detectEngine(dir);
-    assert.deepEqual(info, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis' });
+    assert.deepEqual(info, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis', evidence: ['io.container.manager=libpod'] });
     const result = foreignMeta(dir, 'podman');
     assert.ok(result.ok, JSON.stringify(result));
     const { meta } = result;
@@ -157,7 +157,7 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     assert.match(missing.stderr, /--rootfs/);
     const policy = await env.run(['restore', '--checkpoint', exported, '--rootfs', ROOTFS]);
     assert.equal(policy.code, 1);
-    assert.match(policy.stderr, /capability CAP_CHOWN.*\n[^]*hint: to grant it: --trust-checkpoint capabilities/);
+    assert.match(policy.stderr, /capability CAP_(MKNOD|NET_RAW).*\n[^]*hint: to grant it: --trust-checkpoint capabilities/);
     assert.ok(!env.containerIds().includes('ix1'), 'a refused restore leaves nothing');
     const restored = await env.run(['restore', '--checkpoint', exported, '--rootfs', ROOTFS, ...PODMAN_CAPS]);
     assert.equal(restored.stdout, 'ix1\n', restored.stderr);
@@ -210,7 +210,7 @@ describe('podman 4.3: export archives and checkpoint images', { skip: NO_PODMAN 
     const restored = await env.json(['restore', '--import', exported, '-n', 'ix1n', '--rootfs', ROOTFS, ...PODMAN_CAPS]);
     assert.equal(restored.id, 'ix1n');
     assert.equal(restored.trusted, false);
-    assert.deepEqual(restored.engine, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis' });
+    assert.deepEqual(restored.engine, { engine: 'podman', name: 'ix1', image: 'localhost/busybox:stasis', evidence: ['io.container.manager=libpod'] });
     assert.ok(restored.warnings.some((w: string) => /seccomp/.test(w)), restored.warnings.join('\n'));
     await env.fails(2, ['restore', 'a', '-n', 'b', '--checkpoint', exported], /two IDs given: a and --name b/);
     await env.fails(2, ['restore'], /restore needs the ID of a container a checkpoint stopped, or --checkpoint PATH/);
@@ -303,7 +303,9 @@ describe('kubelet archives from CRI-O and containerd (built around real CRIU ima
   test('detectEngine and foreignMeta on them', async () => {
     for (const engine of ['cri-o', 'containerd'] as const) {
       const dir = await unpack(archives[engine], join(env.root, `${engine}-unpacked`));
-      assert.deepEqual(detectEngine(dir), { engine, name: 'counter', image: POD.image });
+      const { evidence, ...detected } = detectEngine(dir);
+      assert.deepEqual(detected, { engine, name: 'counter', image: POD.image });
+      assert.ok(evidence.length > 0, `${engine}: the detector says why`);
       const result = foreignMeta(dir, engine);
       assert.ok(result.ok, JSON.stringify(result));
       assert.equal(result.meta.id, 'counter');

@@ -33,6 +33,11 @@ function lazyUnavailable(): string | null {
 }
 const LAZY = lazyUnavailable();
 
+/** The folders a move out of this state directory dumps into without --keep (`.migrate-out-ID-*`, and its `.partial` work folder while it is made). */
+function migrateOut(stateDir: string, id: string): string[] {
+  return readdirSync(stateDir).filter((name) => name.includes(`.migrate-out-${id}-`));
+}
+
 describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
   const here = new TestEnv('migrate-a');
   const there = new TestEnv('migrate-b');
@@ -135,7 +140,8 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.ok(!there.containerIds().includes('c3'), 'c3 is not there');
     assert.deepEqual(staging(there.stateDir), []);
     // Nothing of the attempt is kept here but the log; a later move goes through.
-    assert.deepEqual(readdirSync(join(here.checkpointDir, 'c3')), []);
+    assert.ok(!existsSync(join(here.checkpointDir, 'c3')), 'nothing under the checkpoint directory');
+    assert.deepEqual(migrateOut(here.stateDir, 'c3'), [], "the attempt's checkpoint is gone");
     await here.ok(toThere(['c3']));
     await there.ok(['delete', '-f', 'c3']);
   });
@@ -242,7 +248,8 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.doesNotMatch(failed.stderr, /could not be thawed/);
     assert.equal((await here.json(['info', 'c5'])).status, 'running');
     await counterAdvances(here, 'c5', count);
-    assert.deepEqual(readdirSync(join(here.checkpointDir, 'c5')), [], "the attempt's checkpoint is gone");
+    assert.ok(!existsSync(join(here.checkpointDir, 'c5')), 'nothing under the checkpoint directory');
+    assert.deepEqual(migrateOut(here.stateDir, 'c5'), [], "the attempt's checkpoint is gone");
     await here.ok(['delete', '-f', 'c5']);
   });
 
@@ -265,8 +272,8 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    // The dump has begun once its folder is there.
-    await eventually(() => existsSync(join(here.checkpointDir, 'ci')) && readdirSync(join(here.checkpointDir, 'ci')).length > 0, 'the dump under way');
+    // The dump has begun once its folder (in the state directory's scratch space, without --keep) is there.
+    await eventually(() => migrateOut(here.stateDir, 'ci').some((dir) => readdirSync(join(here.stateDir, dir)).length > 0), 'the dump under way');
     child.kill('SIGINT');
     assert.equal(await exited, 1, stderr);
     assert.match(stderr, /^stasis: SIGINT: undoing the move; ci goes on here$/m);
