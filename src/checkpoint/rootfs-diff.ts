@@ -82,11 +82,30 @@ export function fingerprintOf(manifest: readonly string[]): string {
   return `sha256:${createHash('sha256').update(manifest.join('\n')).digest('hex')}`;
 }
 
+/**
+ * Entries a base is sent without: device nodes and sockets. No receiving side
+ * makes a device node from what it is sent (an archive's devices are refused),
+ * a container never sees the base's /dev (runc mounts a tmpfs there), and a
+ * socket is bound by a process, not copied. The manifest leaves them out too,
+ * so a base and the copy sent of it agree.
+ */
+const NOT_SENT: ReadonlySet<string> = new Set(['char', 'block', 'socket']);
+
+/** The paths in a base (relative, '/'-separated) that sending it leaves out. */
+export function baseEntriesNotSent(rootfsDir: string): string[] {
+  const paths: string[] = [];
+  for (const entry of walkTree(rootfsDir, { onUnreadable: 'skip' })) {
+    if (NOT_SENT.has(entry.kind)) paths.push(entry.path);
+  }
+  return paths;
+}
+
 /** What the fingerprint is made of: `path TAB type TAB size` of the top two levels, sorted (empty when the folder cannot be read). */
 export function rootfsManifest(rootfsDir: string): string[] {
   const lines: string[] = [];
   try {
     for (const entry of walkTree(rootfsDir, { maxDepth: 2, onUnreadable: 'skip' })) {
+      if (NOT_SENT.has(entry.kind)) continue;
       const type = entry.kind === 'dir' ? 'd' : entry.kind === 'symlink' ? 'l' : entry.kind === 'file' ? 'f' : 'o';
       lines.push(`${entry.path}\t${type}\t${type === 'd' ? 0 : entry.stat.size}`);
     }

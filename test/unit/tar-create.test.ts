@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { compressionFromMagic } from '../../src/checkpoint/archive/format.ts';
 import { createListedToFile } from '../../src/checkpoint/archive/gnu-tar.ts';
-import { COMPRESSIONS, createTar, extractTar, readTarEntries } from '../../src/checkpoint/archive/tar.ts';
+import { COMPRESSIONS, createTar, extractTar, pipeTar, readTarEntries } from '../../src/checkpoint/archive/tar.ts';
+import { baseEntriesNotSent, rootfsManifest } from '../../src/checkpoint/rootfs-diff.ts';
 import { COMPRESSED_FORMATS, freshDir, gnuArchive, listTree, makeTestRoot, makeTree, rawTar, removeTestRoot, treeNames } from './tar-fixtures.ts';
 
 before(() => makeTestRoot('tar-create-test'));
@@ -128,6 +129,41 @@ describe('createListedToFile (the rootfs diff)', () => {
     const file = path.join(freshDir('diff-empty'), 'rootfs-diff.tar');
     assert.equal(await createListedToFile(freshDir('upper-empty'), [], file), null);
     assert.deepEqual(await readTarEntries(file), []);
+  });
+});
+
+// Issue 17: a Debian tree from mmdebstrap holds device nodes in dev/ (console, null, ...);
+// a receiving side refuses devices in what it is sent, so migrate --with-rootfs failed.
+describe('sending a base: device nodes and sockets stay behind', () => {
+  test('pipeTar leaves out the paths given, matched whole, and nothing else', async () => {
+    const base = freshDir('base-leave');
+    mkdirSync(path.join(base, 'dev'));
+    writeFileSync(path.join(base, 'dev', 'console'), 'x');
+    writeFileSync(path.join(base, 'dev', 'console2'), 'x');
+    mkdirSync(path.join(base, 'etc'));
+    writeFileSync(path.join(base, 'etc', 'dev'), 'x');
+    writeFileSync(path.join(base, 'etc', 'a*'), 'x');
+    writeFileSync(path.join(base, 'etc', 'ab'), 'x');
+    // tar writes into a pipe (a receiver's stdin), as when a move sends a base.
+    const file = path.join(freshDir('base-leave-out'), 'base.tar');
+    const receiver = spawn('sh', ['-c', 'cat > "$1"', 'sh', file], { stdio: ['pipe', 'ignore', 'inherit'] });
+    const closed = new Promise((resolve) => receiver.on('close', resolve));
+    await pipeTar(base, receiver.stdin!, () => undefined, [], ['dev/console', 'etc/a*']);
+    receiver.stdin!.destroy();
+    assert.equal(await closed, 0);
+    assert.deepEqual((await readTarEntries(file)).map((entry) => entry.name), ['dev/', 'dev/console2', 'etc/', 'etc/ab', 'etc/dev']);
+  });
+
+  test('baseEntriesNotSent finds device nodes and sockets at any depth; the manifest leaves them out', { skip: process.getuid?.() !== 0 && 'needs root (mknod)' }, () => {
+    const base = freshDir('base-devices');
+    mkdirSync(path.join(base, 'dev', 'sub'), { recursive: true });
+    assert.equal(spawnSync('mknod', [path.join(base, 'dev', 'null'), 'c', '1', '3']).status, 0);
+    assert.equal(spawnSync('mknod', [path.join(base, 'dev', 'sub', 'loop9'), 'b', '7', '9']).status, 0);
+    writeFileSync(path.join(base, 'dev', 'plain'), 'x');
+    symlinkSync('/proc/self/fd', path.join(base, 'dev', 'fd'));
+    assert.deepEqual(baseEntriesNotSent(base).sort(), ['dev/null', 'dev/sub/loop9']);
+    const manifest = rootfsManifest(base).map((line) => line.split('\t')[0]);
+    assert.deepEqual(manifest.sort(), ['dev', 'dev/fd', 'dev/plain', 'dev/sub']);
   });
 });
 

@@ -168,8 +168,10 @@ export async function createToStream(srcDir: string, names: readonly string[], o
  * process. `pid` lets the caller read tar's progress (/proc/PID/io); `done`
  * settles with what went wrong, or null, once tar has exited.
  */
-export function createIntoPipe(srcDir: string, names: readonly string[], out: Writable): { pid: number | undefined; done: Promise<string | null> } {
-  const args = [...createArgs(srcDir, '-', 'none'), '--sort=name', ...nameArgs(names)];
+export function createIntoPipe(srcDir: string, names: readonly string[], out: Writable, leaveOut: readonly string[] = []): { pid: number | undefined; done: Promise<string | null> } {
+  // Each path left out is matched whole, from the start of the member's name, as written.
+  const leave = leaveOut.length > 0 ? ['--anchored', '--no-wildcards', ...leaveOut.map((path) => `--exclude=${path}`)] : [];
+  const args = [...createArgs(srcDir, '-', 'none'), '--sort=name', ...leave, ...nameArgs(names)];
   debugLog(showCommand('tar', args));
   const child = spawn('tar', args, { stdio: ['ignore', out as never, 'pipe'], env: TAR_ENV });
   const stderr: Buffer[] = [];

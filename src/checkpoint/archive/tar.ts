@@ -110,10 +110,12 @@ export async function createTar(srcDir: string, target: string | Writable, compr
  * Streams the contents of srcDir as a plain tar straight into a pipe (a
  * child's stdin), calling onBytes with what tar has written so far (from
  * /proc/PID/io) while it runs. Resolves with the bytes written; throws when tar fails.
+ * `exclude` names top-level entries left out; `leaveOut` paths (relative,
+ * '/'-separated) anywhere in the tree.
  */
-export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined, exclude: readonly string[] = []): Promise<number> {
+export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined, exclude: readonly string[] = [], leaveOut: readonly string[] = []): Promise<number> {
   const names = (await readdir(srcDir)).filter((name) => !exclude.includes(name)).sort();
-  const { pid, done } = createIntoPipe(srcDir, names, out);
+  const { pid, done } = createIntoPipe(srcDir, names, out, leaveOut);
   let written = 0;
   const sample = () => {
     try {
