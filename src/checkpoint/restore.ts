@@ -327,6 +327,7 @@ export async function restoreContainer(
         from: opts.from ?? opened.shown,
         createdAt: opts.createdAt,
         keepLayer,
+        followRange: volumePlans.filter((v) => v.fill !== null || v.volume.chown === true).map((v) => v.volume.source),
         importLog: parts.importLog ?? undefined,
         prepare: async (containerDir) => {
           makeEngineFiles(containerDir, parts.files, { hostname: parts.hostname }, shmDir);

@@ -26,7 +26,7 @@ import { UNPACK_LIMIT_BYTES } from './source.ts';
 export async function captureVolumes(volumes: readonly VolumeMount[], workDir: string, carry: boolean): Promise<CheckpointVolume[]> {
   const out: CheckpointVolume[] = [];
   for (const [index, volume] of volumes.entries()) {
-    const entry: CheckpointVolume = { destination: volume.destination, source: volume.source, readonly: volume.readonly, carried: carry, archive: null };
+    const entry: CheckpointVolume = { destination: volume.destination, source: volume.source, readonly: volume.readonly, ...(volume.chown ? { chown: true } : {}), carried: carry, archive: null };
     if (carry) {
       const stat = statSync(volume.source, { throwIfNoEntry: false });
       if (!stat?.isDirectory()) throw new StasisError(`volume ${volume.destination}: its host folder ${volume.source} is gone`);
@@ -74,7 +74,7 @@ export function planVolumeRestore(dir: string, volumes: readonly CheckpointVolum
     if (mount === undefined || typeof mount.source !== 'string') continue;
     const target = mount.source;
     const readonly = Array.isArray(mount.options) && mount.options.includes('ro');
-    const asVolume = { source: target, destination, readonly };
+    const asVolume: VolumeMount = { source: target, destination, readonly, ...(volume.chown === true ? { chown: true } : {}) };
     const stat = lstatSync(target, { throwIfNoEntry: false });
     const carried = volume.carried === true && !opts.inPlace && !opts.ignoreVolumes;
     if (!carried) {

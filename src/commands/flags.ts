@@ -75,8 +75,8 @@ const VOLUME_GROUP = 'Volume options:';
 
 /** Volumes: host folders bind-mounted in (podman's spellings). create, run, and restore (where they map a checkpoint's volume). */
 export const VOLUME_FLAGS = {
-  volume: { alias: 'v', type: 'string', requiresArg: true, coerce: toArray, describe: 'bind-mount the host folder HOST (absolute, existing) on CTR: HOST:CTR[:ro|rw] (repeatable)', group: VOLUME_GROUP },
-  mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'the same, as type=bind,source=HOST,destination=CTR[,ro] (repeatable)', group: VOLUME_GROUP },
+  volume: { alias: 'v', type: 'string', requiresArg: true, coerce: toArray, describe: "bind-mount the host folder HOST (absolute, existing) on CTR: HOST:CTR[:OPTS], OPTS ro or rw and U, comma-separated (U: the files are the container's user's, through its user namespace; repeatable)", group: VOLUME_GROUP },
+  mount: { type: 'string', requiresArg: true, coerce: toArray, describe: 'the same, as type=bind,source=HOST,destination=CTR[,ro][,U] (repeatable)', group: VOLUME_GROUP },
 } as const;
 
 const IDENTITY_GROUP = 'User and privilege options:';
@@ -248,14 +248,14 @@ export interface BindMountFlag {
 /** `-v HOST:CTR[:ro|rw]` (podman's spelling; HOST absolute: stasis has no named volumes). */
 export function parseVolumeFlag(value: string): BindMountFlag {
   const parts = value.split(':');
-  const bad = (why: string) => usageError(`-v ${JSON.stringify(value)}: ${why}`, 'write -v HOST:CTR[:ro|rw], e.g. -v /srv/data:/data');
+  const bad = (why: string) => usageError(`-v ${JSON.stringify(value)}: ${why}`, 'write -v HOST:CTR[:OPTS] (OPTS: ro or rw, and U, comma-separated), e.g. -v /srv/data:/data or -v /srv/pg:/var/lib/postgresql:U');
   if (parts.length < 2 || parts.length > 3) throw bad('expected HOST:CTR or HOST:CTR:OPTIONS');
   const [source, destination, options = ''] = parts;
   if (!source.startsWith('/')) throw bad('HOST must be an absolute path (stasis has no named volumes)');
   if (!destination.startsWith('/')) throw bad('CTR must be an absolute path inside the container');
   const opts = options.split(',').filter(Boolean);
   for (const option of opts) {
-    if (option !== 'ro' && option !== 'rw') throw bad(`unknown option ${JSON.stringify(option)} (stasis knows ro and rw)`);
+    if (option !== 'ro' && option !== 'rw' && option !== 'U') throw bad(`unknown option ${JSON.stringify(option)} (stasis knows ro, rw and U)`);
   }
   if (opts.includes('ro') && opts.includes('rw')) throw bad('ro and rw together');
   return { source, destination, options: opts };
@@ -279,6 +279,10 @@ export function parseBindMount(value: string): BindMountFlag {
       if (val === undefined || val === 'true' || val === '1') options.push('ro');
       else if (val !== 'false' && val !== '0') throw bad(`${key}=${val}: expected true or false`);
     } else if (key === 'rw' && val === undefined) options.push('rw');
+    else if (key === 'U' || key === 'chown') {
+      if (val === undefined || val === 'true' || val === '1') options.push('U');
+      else if (val !== 'false' && val !== '0') throw bad(`${key}=${val}: expected true or false`);
+    }
     else if (val === undefined || key === '') throw bad(`expected key=value pairs, got ${JSON.stringify(part)}`);
     else if (key === 'type') type = val;
     else if (key === 'source' || key === 'src') source = val;
@@ -297,11 +301,16 @@ export function volumesFrom(argv: { volume?: unknown; mount?: unknown }): Volume
   const mounts = toArray(argv.mount).map((value) => {
     const parsed = parseBindMount(value);
     if (!parsed.source.startsWith('/')) throw usageError(`--mount ${JSON.stringify(value)}: the source must be an absolute path (stasis has no named volumes)`);
-    const other = parsed.options.find((o) => o !== 'ro' && o !== 'rw');
-    if (other !== undefined) throw usageError(`--mount ${JSON.stringify(value)}: option ${JSON.stringify(other)}: a volume takes ro or rw`);
+    const other = parsed.options.find((o) => o !== 'ro' && o !== 'rw' && o !== 'U');
+    if (other !== undefined) throw usageError(`--mount ${JSON.stringify(value)}: option ${JSON.stringify(other)}: a volume takes ro, rw or U`);
     return parsed;
   });
-  return [...toArray(argv.volume).map(parseVolumeFlag), ...mounts].map((m) => ({ source: m.source, destination: m.destination, readonly: m.options.includes('ro') }));
+  return [...toArray(argv.volume).map(parseVolumeFlag), ...mounts].map((m) => ({
+    source: m.source,
+    destination: m.destination,
+    readonly: m.options.includes('ro'),
+    ...(m.options.includes('U') ? { chown: true } : {}),
+  }));
 }
 
 /** Parses `type=T,source=S,options=O1:O2` (the --rootfs-mount flag). */

@@ -13,7 +13,8 @@ export const command = defineCommand({
     const runtime = runtimeFrom(argv);
     // With what stasis mounted for it (the overlay of a --rootfs container,
     // --rootfs-mount ones), so an admin can see what delete will unmount.
-    const { info, mounts } = await runtime.inspect(id);
-    printJson({ ...info, mounts, stateDir: runtime.store.containerDir(id) });
+    // And its user namespace's ID maps (null: the host's), as its spec gives them to runc.
+    const { info, mounts, userns } = await runtime.inspect(id);
+    printJson({ ...info, mounts, userns: userns ?? null, stateDir: runtime.store.containerDir(id) });
   },
 });

@@ -234,12 +234,20 @@ export function parseTrust(values: string[]): Trust | undefined {
 
 /** A bind mount granted on restore or migrate (--mount or -v): the source is the user's, made absolute. */
 export function parseBindMountFlag(flag: string): UserMount {
-  const parsed = parseBindMount(flag);
+  const parsed = noChownOnRestore(parseBindMount(flag), `--mount ${flag}`);
   return { source: resolve(parsed.source), destination: parsed.destination, options: parsed.options.length > 0 ? parsed.options : undefined };
+}
+
+/** U belongs to the container (given on create, kept in its checkpoints), not to one restore. */
+function noChownOnRestore<T extends { options: string[] }>(parsed: T, spelled: string): T {
+  if (parsed.options.includes('U')) {
+    throw usageError(`${spelled}: U is given when the container is created, and its checkpoints keep it`, 'a volume created with :U follows the container\'s user namespace range on every restore; leave U out here');
+  }
+  return parsed;
 }
 
 /** -v HOST:CTR[:ro] on restore or migrate: a grant, as --mount. */
 export function parseVolumeGrant(flag: string): UserMount {
-  const parsed = parseVolumeFlag(flag);
+  const parsed = noChownOnRestore(parseVolumeFlag(flag), `-v ${flag}`);
   return { source: parsed.source, destination: parsed.destination, options: parsed.options.length > 0 ? parsed.options : undefined };
 }

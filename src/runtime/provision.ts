@@ -10,7 +10,7 @@ import { ASIDE, putBack, setAside, teardown } from './cleanup.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
 import { viewOf } from './view.ts';
 import { bestEffort } from '../log.ts';
-import { type IdMapping, allocateRange, AUTO_SIZE, mappedRoot, openPathTo, setUserns, shiftedBase, shiftTree, USERNS_ANNOTATION, USERNS_LAYER_ANNOTATION } from './userns.ts';
+import { type IdMapping, allocateRange, AUTO_SIZE, mappedRoot, openPathTo, setUserns, ownTree, shiftedBase, shiftTree, USERNS_ANNOTATION, USERNS_LAYER_ANNOTATION } from './userns.ts';
 import type { OciSpec } from './spec.ts';
 
 // Bringing a container up (a new one, or one restored from a checkpoint) and
@@ -114,6 +114,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
   const stdioFds: number[] = [];
   let userRoot: ReturnType<typeof mappedRoot> = null;
   let lentImages: string | null = null;
+  let undoOwners = () => undefined as void;
   try {
     await plan.restore?.prepare?.(dir);
     // Another engine's log goes first; in place, the container's own log goes on.
@@ -121,6 +122,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     let rootPath = plan.rootfs.base;
     const layerRoot = takeUsernsRange(ctx, id, spec);
     userRoot = mappedRoot(spec);
+    undoOwners = ownVolumes(spec, plan, layerRoot, userRoot);
     if (plan.rootfs.kind === 'overlay') {
       const upper = join(dir, 'upper');
       const work = join(dir, 'work');
@@ -184,6 +186,7 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     store.write(record);
   } catch (err) {
     plan.restore?.onFailure?.(dir);
+    await bestEffort(`giving ${record.id}'s volumes back to their owners`, async () => undoOwners());
     await bestEffort(`teardown of the half-made ${record.id}`, teardown(ctx, record));
     throw err;
   } finally {
@@ -220,6 +223,46 @@ function takeUsernsRange(ctx: RuntimeContext, id: string, spec: OciSpec): { uid:
   const start = allocateRange(ctx.store.paths.root, ctx.store.paths.containers, id, before.uid === 0 ? undefined : before.uid);
   setUserns(spec as Parameters<typeof setUserns>[0], { containerID: 0, hostID: start, size: AUTO_SIZE });
   return layerRoot;
+}
+
+/**
+ * The volumes' owners. On create, a `:U` volume's files are given to the
+ * container's user (as the host sees it through the user namespace): what
+ * podman's :U does. On a restore that gives the container another range than
+ * the one its files were written in, the folders that follow the range are
+ * moved to the new one. Returns what puts the owners back.
+ */
+function ownVolumes(spec: OciSpec, plan: ProvisionPlan, layerRoot: { uid: number; gid: number } | null, userRoot: ReturnType<typeof mappedRoot>): () => void {
+  if (plan.restore === undefined) {
+    const owned = (plan.volumes ?? []).filter((v) => v.chown);
+    if (owned.length === 0) return () => undefined;
+    const user = hostUser(spec);
+    for (const volume of owned) ownTree(volume.source, user.uid, user.gid);
+    return () => undefined;
+  }
+  const follow = plan.restore.followRange ?? [];
+  if (follow.length === 0 || !userRoot || !layerRoot || (layerRoot.uid === userRoot.uid && layerRoot.gid === userRoot.gid)) return () => undefined;
+  const moved: string[] = [];
+  for (const source of follow) {
+    shiftTree(source, layerRoot, userRoot, userRoot.size);
+    moved.push(source);
+  }
+  return () => {
+    for (const source of moved) shiftTree(source, userRoot, layerRoot, userRoot.size);
+  };
+}
+
+/** The container's process user as the host sees it (through the spec's ID maps, if it has its own user namespace). */
+function hostUser(spec: OciSpec): { uid: number; gid: number } {
+  const user = (spec.process as { user?: { uid?: number; gid?: number } } | undefined)?.user ?? {};
+  const linux = spec.linux as { uidMappings?: IdMapping[]; gidMappings?: IdMapping[] } | undefined;
+  const map = (id: number, maps: IdMapping[] | undefined) => {
+    if (mappedRoot(spec as Parameters<typeof mappedRoot>[0]) === null) return id;
+    const m = (maps ?? []).find((x) => id >= x.containerID && id < x.containerID + x.size);
+    if (!m) throw new StasisError(`the container's user ${id} is not mapped by its user namespace: a :U volume cannot be given to it`);
+    return m.hostID + id - m.containerID;
+  };
+  return { uid: map(user.uid ?? 0, linux?.uidMappings), gid: map(user.gid ?? 0, linux?.gidMappings) };
 }
 
 /** Gives the files directly in a checkpoint's images folder (and it) from one owner to another. */

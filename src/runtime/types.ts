@@ -72,6 +72,12 @@ export interface RestorePlan {
   setIdMaps?: (uidMap: { containerID: number; hostID: number; size: number }[], gidMap: { containerID: number; hostID: number; size: number }[]) => void;
   /** Runs on the mounted rootfs before runc restore (deletions). */
   onRootfs?: (rootfsDir: string) => Promise<void>;
+  /**
+   * Volume folders whose files follow the container's user namespace range
+   * when this restore gives it another one (`:U` volumes, and the folders
+   * this restore filled from the checkpoint); shifted back if it fails.
+   */
+  followRange?: string[];
   /** Called with the container folder when the restore failed, before it is cleaned up (to keep CRIU's log). */
   onFailure?: (containerDir: string) => void;
 }

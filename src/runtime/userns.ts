@@ -1,4 +1,5 @@
-import { chmodSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
+import { walkTree } from '../host/walk.ts';
 import { dirname, join } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
 import { fnv1a } from '../state/hash.ts';
@@ -59,6 +60,18 @@ export function mappedRoot(spec: UsernsSpec): { uid: number; gid: number; size: 
   const gid = linux.gidMappings?.find((m) => m.containerID === 0);
   if (!uid || !gid) return null;
   return { uid: uid.hostID, gid: gid.hostID, size: Math.min(uid.size, gid.size) };
+}
+
+/** A container's own user namespace as its spec (config.json) maps it, or null (the host's, or no spec). */
+export function specUserns(configPath: string): { uidMappings: IdMapping[]; gidMappings: IdMapping[] } | null {
+  let spec: UsernsSpec;
+  try {
+    spec = JSON.parse(readFileSync(configPath, 'utf8')) as UsernsSpec;
+  } catch {
+    return null;
+  }
+  if (mappedRoot(spec) === null) return null;
+  return { uidMappings: spec.linux?.uidMappings ?? [], gidMappings: spec.linux?.gidMappings ?? [] };
 }
 
 /** Gives the spec a user namespace mapping the container's 0..size-1 onto hostID.. (uids and gids alike). */
@@ -127,19 +140,28 @@ function shiftOwner(path: string, uid: number, gid: number, from: { uid: number;
 }
 
 /**
- * Moves the owners of every file under `dir` from one range to another
- * (0-based `from` for a base copy). Symbolic links are changed themselves,
- * never followed; the walk reads folders itself (no recursive readdir, which
- * follows links to folders under Bun).
+ * Moves the owners of every file under `dir` (and of `dir`) from one range
+ * to another (0-based `from` for a base copy). Symbolic links are changed
+ * themselves, never followed (walkTree).
  */
 export function shiftTree(dir: string, from: { uid: number; gid: number }, to: { uid: number; gid: number }, size: number): void {
-  const visit = (path: string) => {
-    const stat = lstatSync(path);
-    shiftOwner(path, stat.uid, stat.gid, from, to, size, stat.mode, stat.isSymbolicLink());
-    if (!stat.isDirectory()) return;
-    for (const name of readdirSync(path)) visit(join(path, name));
+  const top = lstatSync(dir);
+  shiftOwner(dir, top.uid, top.gid, from, to, size, top.mode, top.isSymbolicLink());
+  if (!top.isDirectory()) return;
+  for (const entry of walkTree(dir)) shiftOwner(entry.full, entry.stat.uid, entry.stat.gid, from, to, size, entry.stat.mode, entry.kind === 'symlink');
+}
+
+/** Gives every file under `dir` (and `dir`) to uid:gid (links themselves, never followed; set-ID bits kept). */
+export function ownTree(dir: string, uid: number, gid: number): void {
+  const give = (path: string, stat: Stats, isLink: boolean) => {
+    if (stat.uid === uid && stat.gid === gid) return;
+    lchownSync(path, uid, gid);
+    if (!isLink && (stat.mode & 0o6000) !== 0) chmodSync(path, stat.mode & 0o7777);
   };
-  visit(dir);
+  const top = lstatSync(dir);
+  give(dir, top, top.isSymbolicLink());
+  if (!top.isDirectory()) return;
+  for (const entry of walkTree(dir)) give(entry.full, entry.stat, entry.kind === 'symlink');
 }
 
 /**

@@ -37,7 +37,7 @@ export function checkVolumes(volumes: readonly VolumeMount[]): VolumeMount[] {
     const stat = statSync(volume.source, { throwIfNoEntry: false });
     if (stat === undefined) throw new StasisError(`volume ${volume.source}: no such folder on this host`, { hint: `make it first (mkdir -p ${volume.source})`, code: 'volume-missing' });
     if (!stat.isDirectory()) throw new StasisError(`volume ${volume.source}: not a folder (a volume is a host folder)`, { code: 'volume-not-folder' });
-    return { source: posix.normalize(volume.source), destination, readonly: volume.readonly };
+    return { source: posix.normalize(volume.source), destination, readonly: volume.readonly, ...(volume.chown ? { chown: true } : {}) };
   });
 }
 

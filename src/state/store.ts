@@ -22,6 +22,12 @@ export interface VolumeMount {
   /** The path inside the container, absolute. */
   destination: string;
   readonly: boolean;
+  /**
+   * `:U` (podman's): the folder's files are the container's. Given to the
+   * container's user when it is created; moved with its user namespace range
+   * when a restore gives it another one.
+   */
+  chown?: boolean;
 }
 
 export interface ExitRecord {

@@ -27,6 +27,11 @@ describe("podman's spellings with no meaning here", () => {
     await env.fails(2, ['checkpoint', 'c1', '--with-previous'], /^stasis: checkpoint --with-previous: stasis's spelling is --parent-path DIR/);
   });
 
+  test(':U is the container\'s, given when it is created: a restore refuses it', async () => {
+    await env.fails(2, ['restore', 'c1', '-i', 'x.tar', '-v', '/srv/pg:/var/lib/postgresql:U'], /^stasis: -v \/srv\/pg:\/var\/lib\/postgresql:U: U is given when the container is created, and its checkpoints keep it\nhint: [^\n]+\n$/);
+    await env.fails(2, ['restore', 'c1', '-i', 'x.tar', '--mount', 'type=bind,src=/s,dst=/d,U=true'], /^stasis: --mount type=bind,src=\/s,dst=\/d,U=true: U is given when the container is created/);
+  });
+
   test("the container's own command may use those words", async () => {
     // After `--` the words are the container's: refused only for a missing container, not for -p.
     await env.fails(125, ['exec', 'nothere', 'nc', '-p', '80'], /^stasis: no such container: nothere\n/);

@@ -1,8 +1,8 @@
 // Volumes (-v/--volume, --mount type=bind): host folders in a container, and
 // what checkpoint, export, restore and migrate do with their contents. Real runc, CRIU, conmon.
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { CLI, CONTAINERS, ROOTFS, TestEnv, eventually, requires } from '../helpers.ts';
@@ -127,6 +127,56 @@ describe('volumes across checkpoint, export, restore and migrate', { skip: requi
     await there.ok(['migrate', 'm', here.stateDir, '--ignore-volumes', '--mount', `type=bind,source=${data},destination=/data`, ...remote(here.checkpointDir)]);
     await advances(join(data, 'log'), lastN(join(data, 'log')));
     await here.ok(['delete', '-f', 'm']);
+  });
+});
+
+describe(':U volumes in a user namespace', { skip: requires(...CONTAINERS, 'criu') }, () => {
+  const here = new TestEnv('volu-here');
+  const there = new TestEnv('volu-there');
+  before(() => {
+    // The container's root in its user namespace must reach its rootfs under the test's folders.
+    for (const env of [here, there]) chmodSync(env.root, 0o711);
+  });
+  after(() => Promise.all([here.cleanup(), there.cleanup()]));
+
+  test(':U gives the folder to the container\'s user through its range; a move that gets another range takes the files along, a failed one gives them back', async () => {
+    const data = join(here.root, 'udata');
+    mkdirSync(join(data, 'sub'), { recursive: true });
+    writeFileSync(join(data, 'sub', 'seed'), 'x');
+    await here.ok(['run', '-d', 'u', '--rootfs', ROOTFS, '--userns', 'auto', '--user', '1234:1235', '-v', `${data}:/data:U`, '--', ...WRITER]);
+    await advances(join(data, 'log'), 0);
+    const first = await here.json(['info', 'u']);
+    assert.deepEqual(first.volumes, [{ source: data, destination: '/data', readonly: false, chown: true }]);
+    const start: number = first.userns.uidMappings[0].hostID;
+    assert.deepEqual(first.userns.gidMappings, [{ containerID: 0, hostID: start, size: 65536 }]);
+    const owners = () => ['', 'sub', 'sub/seed', 'log'].map((name) => {
+      const stat = lstatSync(join(data, name));
+      return `${stat.uid}:${stat.gid}`;
+    });
+    const ownedBy = (base: number) => Array(4).fill(`${base + 1234}:${base + 1235}`);
+    assert.deepEqual(owners(), ownedBy(start), 'the folder is the container user\'s, as the host sees it');
+
+    // The destination's runc fails the restore after the files were moved to the new range: they come back.
+    const failing = join(here.root, 'runc-fails-restore');
+    const runc = spawnSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(failing, `#!/bin/sh\nfor a; do [ "$a" = restore ] && { echo 'level=error msg="made to fail by the test"' >&2; exit 1; }; done\nexec ${runc} "$@"\n`, { mode: 0o755 });
+    const remote = (env: TestEnv, withRunc?: string) => ['--remote-stasis', [...(withRunc ? ['env', `STASIS_RUNC=${withRunc}`] : []), ...CLI, '--checkpoint-dir', env.checkpointDir].join(' ')];
+    const refused = await here.run(['migrate', 'u', there.stateDir, '--ignore-volumes', ...remote(there, failing)]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /made to fail by the test[^]*u goes on here/);
+    assert.deepEqual(owners(), ownedBy(start), 'a failed restore gives the files back to the range here');
+    assert.equal((await here.json(['info', 'u'])).status, 'running');
+    await advances(join(data, 'log'), lastN(join(data, 'log')));
+
+    // Moved for real: the range is still held here at the switch, so there it gets another, and the files follow.
+    await here.ok(['migrate', 'u', there.stateDir, '--ignore-volumes', ...remote(there)]);
+    const moved = await there.json(['info', 'u']);
+    const next: number = moved.userns.uidMappings[0].hostID;
+    assert.notEqual(next, start);
+    assert.deepEqual(moved.volumes, first.volumes);
+    assert.deepEqual(owners(), ownedBy(next));
+    await advances(join(data, 'log'), lastN(join(data, 'log')));
+    await there.ok(['delete', '-f', 'u']);
   });
 });
 

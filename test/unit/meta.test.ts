@@ -115,6 +115,17 @@ describe('validateCheckpointMeta', () => {
     assert.match(problems.get('id') ?? '', /invalid container ID/);
   });
 
+  test('volumes: a :U volume keeps its chown through the file; a chown that is not true or false is refused', () => {
+    const raw = stasisJson();
+    raw.volumes = [
+      { destination: '/var/lib/postgresql', source: '/srv/pg', readonly: false, chown: true, carried: true, archive: 'volumes/0.tar', mode: 0o755, uid: 101, gid: 104 },
+      { destination: '/data', source: '/srv/data', readonly: true, carried: false, archive: null },
+    ];
+    assert.deepEqual(validateCheckpointMeta(raw).volumes, raw.volumes);
+    raw.volumes[1].chown = 'yes';
+    assert.match(problemsOf(raw).get('volumes[1].chown') ?? '', /not true or false/);
+  });
+
   test('the error names the file and each field', () => {
     const err = (() => {
       try {

@@ -183,6 +183,15 @@ describe('volume flags', () => {
       { source: '/a', destination: '/x', readonly: true },
       { source: '/b', destination: '/y', readonly: false },
     ]);
-    assert.throws(() => volumesFrom({ mount: ['type=bind,source=/b,destination=/y,options=nosuid'] }), /takes ro or rw/);
+    assert.throws(() => volumesFrom({ mount: ['type=bind,source=/b,destination=/y,options=nosuid'] }), /takes ro, rw or U/);
+    // :U (podman's): the volume's files are the container's user's, wherever it is restored.
+    assert.deepEqual(volumesFrom({ volume: ['/a:/x:U', '/c:/z:ro,U'], mount: ['type=bind,source=/b,destination=/y,U=true', 'type=bind,source=/d,destination=/w,chown=false'] }), [
+      { source: '/a', destination: '/x', readonly: false, chown: true },
+      { source: '/c', destination: '/z', readonly: true, chown: true },
+      { source: '/b', destination: '/y', readonly: false, chown: true },
+      { source: '/d', destination: '/w', readonly: false },
+    ]);
+    assert.throws(() => parseVolumeFlag('/a:/x:u'), /stasis knows ro, rw and U/);
+    assert.throws(() => parseBindMount('type=bind,source=/s,destination=/d,U=maybe'), /expected true or false/);
   });
 });

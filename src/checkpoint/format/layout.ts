@@ -69,6 +69,8 @@ export interface CheckpointVolume {
   /** The host folder it was, on the host that checkpointed it. */
   source: string;
   readonly: boolean;
+  /** `:U`: its files follow the container's user namespace range on a restore. */
+  chown?: boolean;
   /** Whether the checkpoint carries its contents (an export or a move without --ignore-volumes). */
   carried: boolean;
   /** volumes/<n>.tar, or null (not carried, or an empty folder). */

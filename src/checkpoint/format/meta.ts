@@ -210,6 +210,7 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
         const source = path(`${field}.source`, entry.source);
         if (destination !== '' && !destination.startsWith('/')) problem(`${field}.destination`, 'is not an absolute path');
         if (typeof entry.readonly !== 'boolean' || typeof entry.carried !== 'boolean') problem(field, 'readonly or carried is not true or false');
+        if (entry.chown !== undefined && typeof entry.chown !== 'boolean') problem(`${field}.chown`, 'is not true or false');
         const archive = entry.archive === null || entry.archive === undefined ? null : typeof entry.archive === 'string' && /^volumes\/\d{1,3}\.tar$/.test(entry.archive) ? entry.archive : '';
         if (archive === '') problem(`${field}.archive`, 'is not volumes/<n>.tar');
         const id = (name: string, value: unknown, max: number): number | undefined => {
@@ -223,7 +224,7 @@ export function validateCheckpointMeta(raw: unknown): CheckpointMeta {
         const mode = id('mode', entry.mode, 0o7777);
         const uid = id('uid', entry.uid, 0xffffffff);
         const gid = id('gid', entry.gid, 0xffffffff);
-        volumes.push({ destination, source, readonly: entry.readonly === true, carried: entry.carried === true, archive: archive || null, ...(mode === undefined ? {} : { mode }), ...(uid === undefined ? {} : { uid }), ...(gid === undefined ? {} : { gid }) });
+        volumes.push({ destination, source, readonly: entry.readonly === true, ...(entry.chown === true ? { chown: true } : {}), carried: entry.carried === true, archive: archive || null, ...(mode === undefined ? {} : { mode }), ...(uid === undefined ? {} : { uid }), ...(gid === undefined ? {} : { gid }) });
       });
     }
   }
