@@ -15,6 +15,7 @@ import type { Trust } from '../checkpoint/policy/trust.ts';
 import type { RunResult } from '../host/spawn.ts';
 import { CRIU_OPTIONS, CRIU_OPTION_NAMES, lazyPageServerProblem, type CriuOptions } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
+import { specUserns } from '../runtime/userns.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
 import { Control } from './control.ts';
@@ -171,6 +172,10 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     const pageServer = lazy ? lazyPageServerProblem() : null;
     if (lazy && !check.uffd) {
       warnings.push(`${shown} cannot pull memory on demand (no userfaultfd there): moving all of it first`);
+      lazy = false;
+    } else if (lazy && check.uffdUnprivileged === false && specUserns(join(first.bundle, 'config.json')) !== null) {
+      // CRIU opens a userfaultfd in each restored task, which there is in the container's user namespace.
+      warnings.push(`${shown} has vm.unprivileged_userfaultfd = 0: the tasks of ${id}'s user namespace cannot take their memory on demand there (sysctl -w vm.unprivileged_userfaultfd=1 there allows it): moving all of it first`);
       lazy = false;
     } else if (pageServer !== null) {
       warnings.push(`this host cannot serve the memory on demand (${pageServer}): moving all of it first`);

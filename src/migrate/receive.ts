@@ -2,6 +2,7 @@ import { chmodSync, existsSync, readdirSync, renameSync, rmSync, statSync, write
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
+import { unprivilegedUffd } from '../runtime/userns.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { UNPACK_LIMIT_BYTES } from '../checkpoint/source.ts';
@@ -66,6 +67,13 @@ export interface CheckReply {
   idFree: boolean;
   base: { exists: boolean; matches: boolean; differences: string[] };
   uffd: boolean;
+  /**
+   * Whether a task without CAP_SYS_PTRACE on this host (any task of a
+   * container's own user namespace) may open a userfaultfd: the kernel's
+   * vm.unprivileged_userfaultfd (CRIU opens one in each restored task).
+   * Absent from older stasis: taken as true.
+   */
+  uffdUnprivileged?: boolean;
 }
 
 /** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
@@ -107,6 +115,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     idFree: !host.exists(id),
     base: { exists, matches, differences: differences.slice(0, 8) },
     uffd: request.lazy ? await criuFeature(host.criu, 'uffd-noncoop') : false,
+    uffdUnprivileged: unprivilegedUffd(),
   };
 }
 

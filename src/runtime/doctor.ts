@@ -3,6 +3,7 @@ import { criuFeature, criuVersion as criuVersionOf, lazyPageServerProblem, softD
 import { run, versionOf } from '../host/spawn.ts';
 import type { Runtime } from './runtime.ts';
 import { which } from '../host/which.ts';
+import { unprivilegedUffd } from './userns.ts';
 
 export interface DoctorCheck {
   name: string;
@@ -72,6 +73,18 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
       required: false,
       detail: uffd ? 'userfaultfd is usable: lazy memory transfer is possible' : 'userfaultfd (non-cooperative) is not available: memory is always copied before the restore',
     });
+    if (uffd) {
+      const inUserns = unprivilegedUffd();
+      checks.push({
+        name: 'post-copy in a userns',
+        ok: inUserns,
+        required: false,
+        detail: inUserns
+          ? 'a --userns container can take its memory on demand here (migrate --lazy to this host)'
+          : 'vm.unprivileged_userfaultfd is 0: a --userns container moved here with --lazy has all its memory moved first',
+        hint: inUserns ? undefined : 'sysctl -w vm.unprivileged_userfaultfd=1 allows it (it lets any process use userfaultfd)',
+      });
+    }
     const pageServer = lazyPageServerProblem();
     checks.push({
       name: 'post-copy page server',

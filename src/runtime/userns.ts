@@ -62,6 +62,19 @@ export function mappedRoot(spec: UsernsSpec): { uid: number; gid: number; size: 
   return { uid: uid.hostID, gid: gid.hostID, size: Math.min(uid.size, gid.size) };
 }
 
+/**
+ * Whether a task of a container's own user namespace (no CAP_SYS_PTRACE on
+ * the host) may open a userfaultfd, as CRIU's lazy restore has each restored
+ * task do: vm.unprivileged_userfaultfd is not 0 (a kernel without the knob allows it).
+ */
+export function unprivilegedUffd(): boolean {
+  try {
+    return readFileSync('/proc/sys/vm/unprivileged_userfaultfd', 'utf8').trim() !== '0';
+  } catch {
+    return true;
+  }
+}
+
 /** A container's own user namespace as its spec (config.json) maps it, or null (the host's, or no spec). */
 export function specUserns(configPath: string): { uidMappings: IdMapping[]; gidMappings: IdMapping[] } | null {
   let spec: UsernsSpec;

@@ -24,6 +24,14 @@ describe('doctor', () => {
     assert.equal(nonRoot.ok, ((capEff >> 24n) & 1n) === 1n, JSON.stringify(nonRoot));
     if (!nonRoot.ok) assert.match(result.stdout, /^warn non-root checkpoint\s+stasis runs without CAP_SYS_RESOURCE \(CapEff [0-9a-f]+\).*\n.*--userns auto/m);
     assert.ok(report.checks.every((c: { name: string; ok: boolean; required: boolean }) => typeof c.name === 'string' && (c.ok || !c.required)));
+    // Post-copy into a user namespace: the kernel's vm.unprivileged_userfaultfd (0 on Debian).
+    const uffd = report.checks.find((c: { name: string }) => c.name === 'post-copy (uffd)');
+    const inUserns = report.checks.find((c: { name: string }) => c.name === 'post-copy in a userns');
+    if (uffd.ok) {
+      const knob = readFileSync('/proc/sys/vm/unprivileged_userfaultfd', 'utf8').trim();
+      assert.equal(inUserns.ok, knob !== '0', JSON.stringify(inUserns));
+      if (knob === '0') assert.match(result.stdout, /^warn post-copy in a userns\s+vm\.unprivileged_userfaultfd is 0: .*\n.*sysctl -w vm\.unprivileged_userfaultfd=1/m);
+    } else assert.equal(inUserns, undefined);
   });
 
   test('a CRIU older than 4.2 on Linux 6.16 or later: doctor warns that no socket can be dumped', { skip: requires('root', 'runc', 'conmon') }, async () => {
