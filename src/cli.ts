@@ -163,10 +163,14 @@ const GLOBAL_HINTS: Record<string, string> = {
   'runc-missing': 'install runc (see `stasis doctor`) or point --runc / STASIS_RUNC at it',
 };
 
+/** A write that found its filesystem full, in Node's words or tar's. */
+const FULL_DISK = /\bENOSPC\b|No space left on device/;
+const FULL_DISK_HINT = 'a filesystem is full (the state directory\'s, the checkpoint directory\'s or the target\'s): free some space (df -h) and run it again';
+
 /** The one place an error becomes output: `stasis: what: why` and a hint, or one JSON document. */
 function reportError(err: unknown, json: boolean): void {
   const message = errorMessage(err);
-  const hint = err instanceof StasisError ? err.hint ?? GLOBAL_HINTS[err.code ?? ''] : undefined;
+  const hint = (err instanceof StasisError ? err.hint ?? GLOBAL_HINTS[err.code ?? ''] : undefined) ?? (FULL_DISK.test(message) ? FULL_DISK_HINT : undefined);
   const details = err instanceof StasisError ? err.details : undefined;
   if (json) {
     writeErr(`${JSON.stringify({ error: message, ...(hint ? { hint } : {}), ...(details ? { errors: details } : {}) })}\n`);

@@ -169,6 +169,43 @@ describe('restore failures change nothing', { skip: CHECKPOINTS }, () => {
   });
 });
 
+// Issue 15: an in-place restore on a full state directory exited 0 while the container was no
+// longer "stopped (checkpointed)", and with space back the restore was refused ("already exists").
+describe('an in-place restore on a full state directory', { skip: CHECKPOINTS }, () => {
+  const env = new TestEnv('restore-full');
+  after(() => env.cleanup());
+
+  test('fails saying the disk is full, changes nothing, and works once there is space', async () => {
+    mkdirSync(env.stateDir, { recursive: true });
+    assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=32m', 'tmpfs', env.stateDir]).status, 0);
+    const fill = join(env.stateDir, 'fill');
+    try {
+      await env.ok(['run', '-d', 'full', '--rootfs', ROOTFS, '--', ...COUNTER]);
+      const counted = await counterAdvances(env, 'full', 0);
+      await env.ok(['checkpoint', 'full']);
+      const before = await env.json(['info', 'full']);
+      assert.equal(before.checkpointed, true);
+      spawnSync('dd', ['if=/dev/zero', `of=${fill}`, 'bs=1M'], { stdio: 'ignore' });
+      const refused = await env.run(['restore', 'full']);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /^stasis: restore full failed: .*(ENOSPC|no space left)/im);
+      assert.match(refused.stderr, /^hint: a filesystem is full .*df -h/m);
+      const after = await env.json(['info', 'full']);
+      assert.equal(after.status, 'stopped');
+      assert.equal(after.checkpointed, true, 'still stopped by its checkpoint');
+      assert.deepEqual(after.lastCheckpoint, before.lastCheckpoint);
+      rmSync(fill);
+      assert.equal(await env.ok(['restore', 'full']), 'full\n');
+      await counterAdvances(env, 'full', counted);
+      await env.ok(['delete', '-f', 'full']);
+    } finally {
+      rmSync(fill, { force: true });
+      await env.run(['delete', '-f', 'full']);
+      spawnSync('umount', [env.stateDir]);
+    }
+  });
+});
+
 describe('restore: the ID from the checkpoint, and --tcp-close', { skip: CHECKPOINTS }, () => {
   const env = new TestEnv('restore-id');
   after(() => env.cleanup());
