@@ -1,9 +1,30 @@
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statfsSync } from 'node:fs';
 import { criuFeature, criuVersion as criuVersionOf, lazyPageServerProblem, softDirtyTracking } from './criu.ts';
 import { run, versionOf } from '../host/spawn.ts';
 import type { Runtime } from './runtime.ts';
 import { which } from '../host/which.ts';
 import { unprivilegedUffd } from './userns.ts';
+
+/** statfs(2)'s f_type of a tmpfs. */
+const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * CRIU probes the kernel's features at every start (some 45 ms here) unless
+ * it finds its cache, /run/criu.kdat; it writes that cache only where /run is
+ * a tmpfs (so that a reboot into another kernel drops it).
+ */
+function kdatCache(): { ok: boolean; detail: string } {
+  if (existsSync('/run/criu.kdat')) return { ok: true, detail: '/run/criu.kdat is kept: CRIU starts without probing the kernel' };
+  let tmpfs = false;
+  try {
+    tmpfs = statfsSync('/run').type === TMPFS_MAGIC;
+  } catch {
+    // no /run
+  }
+  return tmpfs
+    ? { ok: true, detail: "/run is a tmpfs: CRIU keeps /run/criu.kdat after its first run" }
+    : { ok: false, detail: '/run is not a tmpfs: CRIU probes the kernel on every checkpoint and restore (tens of ms each), as it keeps its cache only on a tmpfs' };
+}
 
 export interface DoctorCheck {
   name: string;
@@ -50,6 +71,13 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
       criuFeature(criu, 'uffd-noncoop'),
       criuFeature(criu, 'timens'),
     ]);
+    const kdat = kdatCache();
+    checks.push({
+      name: "CRIU's kernel cache",
+      ok: kdat.ok,
+      required: false,
+      detail: kdat.detail,
+    });
     checks.push({
       name: 'soft-dirty tracking',
       ok: dirty,
