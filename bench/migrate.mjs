@@ -17,6 +17,7 @@
 //   manual-zstd  the same with F.tar.zst (not in the default list)
 //   migrate      stasis migrate ID DEST --rootfs B --json
 //   lazy         stasis migrate ID DEST --rootfs B --json --lazy
+//   precopy      stasis migrate ID DEST --rootfs B --json --precopy
 // migrate and lazy print "not available" rows when `stasis migrate --help`
 // does not describe a migrate command. The source runs on rootfs copy A, the
 // destination restores onto copy B (same content, another path). DEST defaults
@@ -48,7 +49,7 @@ const loadStart = os.loadavg();
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    modes: { type: 'string', default: 'manual,migrate,lazy' },
+    modes: { type: 'string', default: 'manual,migrate,lazy,precopy' },
     reps: { type: 'string', default: '1' },
     dest: { type: 'string', default: process.env.STASIS_MIGRATE_DEST ?? '' },
     stasis: { type: 'string' },
@@ -72,7 +73,7 @@ const SIZES = (positionals.length ? positionals : ['64', '256', '1024']).map((s)
   if (!Number.isInteger(n) || n < 1) die(`not a size in MiB: ${s}`);
   return n;
 });
-const ALL_MODES = ['manual', 'manual-zstd', 'migrate', 'lazy'];
+const ALL_MODES = ['manual', 'manual-zstd', 'migrate', 'lazy', 'precopy'];
 const MODES = opt.modes.split(',').map((m) => m.trim()).filter(Boolean);
 for (const m of MODES) if (!ALL_MODES.includes(m)) die(`unknown mode ${m} (${ALL_MODES.join(', ')})`);
 const REPS = Number(opt.reps);
@@ -265,7 +266,7 @@ async function startTicker(id, mib) {
 /** One move of `mib` MiB by `mode`; returns a row. */
 async function measure(mib, mode, rep, haveMigrate) {
   const row = { mib, mode, rep };
-  if ((mode === 'migrate' || mode === 'lazy') && !haveMigrate) return { ...row, unavailable: true };
+  if ((mode === 'migrate' || mode === 'lazy' || mode === 'precopy') && !haveMigrate) return { ...row, unavailable: true };
   const id = `${TAG}-${mib}-${mode}-${rep}`;
   await startTicker(id, mib);
   checkAbort();
@@ -284,7 +285,7 @@ async function measure(mib, mode, rep, haveMigrate) {
     fs.rmSync(file, { force: true });
     dst.rm(put.path);
   } else {
-    const argv = src.stasis('migrate', id, dst.migrateDest, '--rootfs', dst.base, '--json', ...(mode === 'lazy' ? ['--lazy'] : []));
+    const argv = src.stasis('migrate', id, dst.migrateDest, '--rootfs', dst.base, '--json', ...(mode === 'lazy' ? ['--lazy'] : mode === 'precopy' ? ['--precopy'] : []));
     row.command = show(argv);
     dst.ids.add(id);
     t0 = nowMs();
@@ -402,7 +403,7 @@ function cleanup() {
 
 // ------------------------------------------------------------------ report
 
-const MODE_LABEL = { manual: 'checkpoint --export / cp / restore', 'manual-zstd': 'the same, .tar.zst', migrate: 'migrate', lazy: 'migrate --lazy' };
+const MODE_LABEL = { manual: 'checkpoint --export / cp / restore', 'manual-zstd': 'the same, .tar.zst', migrate: 'migrate', lazy: 'migrate --lazy', precopy: 'migrate --precopy' };
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 const mbps = (bytes, ms) => (Number.isFinite(bytes) && ms > 0 ? bytes / 1e3 / ms : NaN); // MB/s
 /** The transfer part migrate reports, if it names one. */
@@ -489,7 +490,7 @@ out.push(`the largest gap in the 500 ms before each move (noise floor): ${agg.fi
 out.push('timed commands (ID, A/B = the two rootfs copies, DEST = the destination state dir):');
 out.push(`  source       ${show([STASIS, '--state-dir', 'SRC', '--checkpoint-dir', 'SRCCP'])} run -d ID --rootfs A -- /ticker MIB /ticks /ready`);
 out.push(`  manual       source checkpoint ID --export F.tar; cp F.tar DEST-INBOX/; ${show([STASIS, '--state-dir', 'DEST', '--checkpoint-dir', 'DESTCP'])} restore ID --checkpoint DEST-INBOX/F.tar --rootfs B`);
-out.push(`  migrate      source migrate ID DEST --rootfs B --json [--lazy]`);
+out.push(`  migrate      source migrate ID DEST --rootfs B --json [--lazy|--precopy]`);
 process.stdout.write(`${out.join('\n')}\n`);
 
 if (opt.json) fs.writeFileSync(opt.json, `${JSON.stringify({ date: new Date(started).toISOString(), stasis: STASIS, stasisVersion, haveMigrate, dest: opt.dest || 'local', rows, failure: failure ? String(failure.message ?? failure) : null }, null, 2)}\n`);

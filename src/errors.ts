@@ -62,6 +62,7 @@ export type ErrorCode =
   | 'restore-failed'
   | 'runc-missing'
   | 'send-failed'
+  | 'bad-delta'
   | 'stdio-passthrough'
   | 'switch-unknown'
   | 'tty'

@@ -19,6 +19,7 @@ export const command = defineCommand({
   },
   options: {
     lazy: { type: 'boolean', describe: 'post-copy: switch as soon as all but the memory is there; pages follow on demand (needs userfaultfd there; else a full move, said so)' },
+    precopy: { type: 'boolean', describe: 'pre-copy: send a checkpoint while it runs, then at the freeze only what changed since (no soft-dirty needed)' },
     name: { alias: 'n', type: 'string', requiresArg: true, describe: 'the ID there (default: the same)' },
     'with-rootfs': { type: 'boolean', describe: 'send the base rootfs too when the destination does not have it' },
     rootfs: { type: 'string', requiresArg: true, describe: "the base's path there (default: the same path as here)" },
@@ -34,6 +35,7 @@ export const command = defineCommand({
     ['$0 migrate web ssh://root@hostb', 'move web to hostb over ssh'],
     ['$0 migrate web ssh://hostb:2222 --lazy --rootfs /srv/web', 'post-copy, onto the base at /srv/web there'],
     ['$0 migrate web /run/stasis-b --name web2', 'into another state directory on this machine'],
+    ['$0 migrate db ssh://hostb --precopy', 'pre-copy: the memory goes while db runs, then only what changed'],
   ],
   handler: async (argv) => {
     const id = idArg(argv.id);
@@ -49,9 +51,11 @@ export const command = defineCommand({
     const remote = argv.remoteStasis?.split(/\s+/).filter(Boolean);
     if (remote !== undefined && remote.length === 0) throw usageError('--remote-stasis is empty');
     if (argv.rootfs !== undefined && !argv.rootfs.startsWith('/')) throw usageError('--rootfs: the path there must be absolute');
+    if (argv.lazy === true && argv.precopy === true) throw usageError('--lazy and --precopy cannot be used together', '--lazy sends the memory after the switch, --precopy before the freeze');
     const opts: MigrateOptions = {
       name: argv.name,
       lazy: argv.lazy === true,
+      precopy: argv.precopy === true,
       withRootfs: argv.withRootfs === true,
       keep: argv.keep === true,
       rootfs: argv.rootfs,

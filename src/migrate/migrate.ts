@@ -17,10 +17,12 @@ import { CRIU_OPTIONS, CRIU_OPTION_NAMES, lazyPageServerProblem, type CriuOption
 import { runcMessage } from '../runtime/runc.ts';
 import { specUserns } from '../runtime/userns.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
+import type { ContainerRecord } from '../state/store.ts';
 import { validateId } from '../state/ids.ts';
 import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
+import { writeDelta } from './delta.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
 
 // A move, from the source's side: check the destination (the ID is free,
@@ -32,6 +34,8 @@ import type { CheckReply, RestoreRequest } from './receive.ts';
 export interface MigrateOptions extends CriuOptions {
   name?: string;
   lazy: boolean;
+  /** Pre-copy: a first checkpoint sent while the container runs; at the freeze, only what changed since. */
+  precopy?: boolean;
   withRootfs: boolean;
   keep: boolean;
   /** The base's path on the destination (default: the same as here). */
@@ -54,6 +58,8 @@ export interface MigrateResult {
   bytes: number;
   /** Memory pages pulled after the switch (--lazy), in bytes. */
   lazyBytes: number | null;
+  /** --precopy: the first checkpoint, sent while the container ran (bytes, ms), and the size of the one the freeze took. */
+  precopy: { bytes: number; ms: number; checkpointBytes: number } | null;
   totalMs: number;
   timingsMs: { check: number; rootfs: number | null; dump: number; transfer: number; restore: number; pages: number | null };
   /** The checkpoint folder kept here (--keep), else null. */
@@ -65,6 +71,33 @@ export type MigrateProgress = (phase: string) => void;
 
 /** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages. */
 const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];
+
+/**
+ * migrate --precopy's first phase, the container running: a checkpoint left
+ * running (CRIU freezes it for its local dump only), sent to the destination
+ * as a staged transfer that the delta taken at the freeze is rebuilt from.
+ * A failure here leaves the container running, and nothing kept.
+ */
+async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: MigrateProgress): Promise<{ dir: string; token: string; bytes: number; ms: number }> {
+  const started = Date.now();
+  const token = randomBytes(16).toString('hex');
+  const staged = await control.request({ op: 'stage', token });
+  if (!staged.ok) throw new StasisError(`${peer.destination.shown}: ${String(staged.error)}`);
+  const dir = join(host.scratchDir, `.migrate-pre-${record.id}-${randomBytes(6).toString('hex')}`);
+  const receiver = startReceiver(peer, ['__migrate', 'receive', token]);
+  try {
+    progress('pre-copy: a checkpoint while it runs');
+    await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
+    progress(`pre-copy: sending it while it runs`);
+    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${mb(sent)}`));
+    return { dir, token, bytes, ms: Date.now() - started };
+  } catch (err) {
+    receiver.child.stdin!.destroy();
+    await cancelReceiver(receiver);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
 
 /** A free TCP port on 127.0.0.1 (for the page server). */
 function freePort(): Promise<number> {
@@ -185,7 +218,6 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
 
     return await host.withContainer(id, async (record) => {
       const previousCheckpoint = record.lastCheckpoint;
-      const frozenAt = Date.now();
       // Without --keep the checkpoint only passes through: it is written in the state
       // directory's scratch folder, so that nothing is made under the checkpoint
       // directory (not even an empty CHECKPOINT-DIR/ID/); with --keep it stays there.
@@ -218,8 +250,24 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let bytes = 0;
       let pagesServed: Promise<RunResult> | null = null;
       let workDir: string | null = null;
+      let deltaDir: string | null = null;
+      let checkpointBytes = 0;
       let restoredAt = 0;
-      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token]);
+      // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress).catch((err: unknown) => {
+        record.lastCheckpoint = previousCheckpoint;
+        host.saveRecord(record);
+        const why = errorMessage(err).replace(new RegExp(`^checkpoint ${id} failed: `), '');
+        const newline = why.indexOf('\n');
+        const [head, tail] = newline < 0 ? [why, ''] : [why.slice(0, newline), why.slice(newline)];
+        throw new StasisError(`migrate ${id}: the pre-copy to ${shown}: ${head}; ${id} goes on here${tail}`, { hint: err instanceof StasisError ? err.hint : undefined, code: err instanceof StasisError ? err.code : undefined });
+      });
+      if (pre !== null) {
+        record.lastCheckpoint = previousCheckpoint;
+        host.saveRecord(record);
+      }
+      const frozenAt = Date.now();
+      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token, ...(pre !== null ? ['--base', pre.token] : [])]);
       cutNow = () => {
         control?.cut();
         receiver.child.stdin!.destroy();
@@ -249,7 +297,16 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         progress(`sending the checkpoint to ${shown}`);
         sending = true;
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
-        bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`), lazy ? LAZY_LOCAL_FILES : []);
+        if (pre !== null) {
+          // Only what changed since the pre-copy: a delta folder beside the checkpoint, sent, then removed.
+          deltaDir = join(host.scratchDir, `.migrate-delta-${id}-${randomBytes(6).toString('hex')}`);
+          const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
+          checkpointBytes = delta.total;
+          progress(`sending what changed: ${mb(delta.sent)} of ${mb(delta.total)}`);
+          bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${mb(sent)}`));
+        } else {
+          bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`), lazy ? LAZY_LOCAL_FILES : []);
+        }
         transferMs = Date.now() - transferStarted;
         stopIfInterrupted();
         progress(`restoring ${name} on ${shown}`);
@@ -266,6 +323,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         stopIfInterrupted();
       } catch (err) {
         // Not switched: the container goes on here, and the other side removes what it restored.
+        for (const dir of [pre?.dir, deltaDir]) if (dir) rmSync(dir, { recursive: true, force: true });
         if (!sending) await cancelReceiver(receiver);
         await control!.end();
         // The page server goes (its CRIU with it); the frozen processes are then the container's again.
@@ -335,6 +393,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // The checkpoint goes first, and the destination drops its copy: unmounting the overlay
       // below syncs the filesystem, which would otherwise write out those pages first.
       if (!opts.keep && checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
+      for (const dir of [pre?.dir, deltaDir]) if (dir) rmSync(dir, { recursive: true, force: true });
       await control!.end();
       progress(`removing ${id} here`);
       await host.discard(id).catch((err: unknown) => warnings.push(`${id} is on ${shown}, but removing it here failed: ${errorMessage(err)}`));
@@ -346,6 +405,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         downtimeMs: restoredAt - frozenAt,
         bytes,
         lazyBytes,
+        precopy: pre === null ? null : { bytes: pre.bytes, ms: pre.ms, checkpointBytes },
         totalMs: Date.now() - started,
         timingsMs: { check: checkMs, rootfs: rootfsMs, dump: dumpMs, transfer: transferMs, restore: restoreMs, pages: pagesMs },
         checkpoint: opts.keep ? checkpointPath : null,

@@ -3,6 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import { unprivilegedUffd } from '../runtime/userns.ts';
+import { applyDeltas } from './delta.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { UNPACK_LIMIT_BYTES } from '../checkpoint/source.ts';
@@ -32,11 +33,26 @@ export function stagingDir(host: CheckpointHost, token: string): string {
   return join(host.scratchDir, `.migrate-${token}`);
 }
 
-/** `__migrate receive TOKEN`: the checkpoint's tar on stdin, unpacked (checked) for the restore. */
-export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable): Promise<number> {
+/**
+ * `__migrate receive TOKEN [--base TOKEN]`: the checkpoint's tar on stdin,
+ * unpacked (checked) for the restore; with a base (migrate --precopy), as a
+ * delta against the checkpoint that transfer brought, rebuilt and checked.
+ */
+export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable, baseToken?: string): Promise<number> {
   const dir = stagingDir(host, token);
+  const base = baseToken === undefined ? null : stagingDir(host, baseToken);
   if (existsSync(dir)) throw new StasisError(`a transfer ${token} is already here`);
-  return extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
+  if (base !== null && !existsSync(base)) throw new StasisError(`the pre-copy ${baseToken} is not here`);
+  const bytes = await extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
+  if (base !== null) {
+    try {
+      applyDeltas(base, dir);
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+  return bytes;
 }
 
 /** `__migrate rootfs PATH`: a base rootfs on stdin, unpacked beside PATH and renamed into place (PATH must be missing or empty). */
@@ -191,6 +207,11 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
             restored = id;
             reply({ ok: true, id, restoreMs: Date.now() - started, warnings: result.warnings });
           }
+        } else if (op === 'stage') {
+          // migrate --precopy: the checkpoint sent while the container ran; removed with the rest at the end.
+          stagingDir(host, String(message.token));
+          tokens.add(String(message.token));
+          reply({ ok: true });
         } else if (op === 'commit') {
           committed = restored !== null;
           // Post-copy: the move is over once every page is here (see the end).

@@ -238,6 +238,53 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await there.ok(['delete', '-f', 'nu']);
   });
 
+  test('--precopy: 64 MiB go while it runs, and at the freeze only what changed; every page arrives (the checksum holds)', async (t) => {
+    if (!skipUnless(t, missing === null, missing!)) return;
+    await here.ok(['run', '-d', 'pc', '--rootfs', base, '--', '/srv/bigmem', '64']);
+    await eventually(async () => (await here.ok(['logs', 'pc'])).includes('filled 64 MiB'), 'the memory filled');
+    const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'pc']))![1];
+    const moved = await here.json(toThere(['pc', '--precopy']));
+    assert.equal(moved.lazy, false);
+    assert.ok(moved.precopy.bytes >= 64 << 20, `${moved.precopy.bytes} bytes sent while it ran: the memory`);
+    assert.ok(moved.precopy.checkpointBytes >= 64 << 20, `the checkpoint at the freeze is ${moved.precopy.checkpointBytes} bytes`);
+    assert.ok(moved.bytes < moved.precopy.checkpointBytes / 10, `${moved.bytes} bytes sent at the freeze, of ${moved.precopy.checkpointBytes}`);
+    assert.ok(!here.containerIds().includes('pc'), 'pc is not here');
+    await there.ok(['kill', 'pc', '-s', 'USR1']);
+    await eventually(async () => (await there.ok(['logs', 'pc'])).includes(`check sum ${sum}`), 'the same sum there');
+    assert.deepEqual(staging(there.stateDir), []);
+    assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate-')), [], 'no pre-copy or delta folder is left here');
+    await there.ok(['delete', '-f', 'pc']);
+  });
+
+  test('--precopy: a transfer that fails in either phase leaves the container running here, and nothing there', async () => {
+    // Phase one: the destination refuses the checkpoint sent while the container runs.
+    const dir = join(here.root, 'refusing-peer');
+    mkdirSync(dir, { recursive: true });
+    const wrapper = join(dir, 'stasis');
+    writeFileSync(wrapper, `#!/bin/sh\nfor a; do [ "$a" = receive ] && r=1; [ "$a" = --base ] && b=1; done\nif [ -n "$r" ] && [ -z "$b" ]; then cat >/dev/null; echo "stasis: refused by the test" >&2; exit 1; fi\nexec ${CLI.join(' ')} "$@"\n`, { mode: 0o755 });
+    await here.ok(['run', '-d', 'pf', '--', ...COUNTER]);
+    let count = await counterAdvances(here, 'pf', 0);
+    await here.fails(1, ['migrate', 'pf', there.stateDir, '--precopy', '--remote-stasis', `${wrapper} --checkpoint-dir ${there.checkpointDir}`],
+      /^stasis: migrate pf: the pre-copy to .*refused by the test.*; pf goes on here/m);
+    assert.equal((await here.json(['info', 'pf'])).status, 'running');
+    count = await counterAdvances(here, 'pf', count);
+    assert.ok(!there.containerIds().includes('pf'));
+    assert.deepEqual(staging(there.stateDir), []);
+    assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate-')), []);
+    assert.equal((await here.json(['info', 'pf'])).lastCheckpoint, null, 'the pre-copy is not recorded as its checkpoint');
+    // Phase two: the restore there fails after the delta was rebuilt.
+    const failing = fakeCriu('failing-criu-precopy', '[ "$1" = swrk ] && { echo "criu made to fail by the test" >&2; exit 1; }');
+    await here.fails(1, ['migrate', 'pf', there.stateDir, '--precopy', '--remote-stasis', ['env', `STASIS_CRIU=${failing}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')],
+      new RegExp(`^stasis: ${there.stateDir} could not restore pf: .*pf goes on here`, 'm'));
+    assert.equal((await here.json(['info', 'pf'])).status, 'running');
+    await counterAdvances(here, 'pf', count);
+    assert.ok(!there.containerIds().includes('pf'));
+    assert.deepEqual(staging(there.stateDir), []);
+    assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate-')), []);
+    await here.fails(2, ['migrate', 'pf', there.stateDir, '--precopy', '--lazy'], /--lazy and --precopy cannot be used together/);
+    await here.ok(['delete', '-f', 'pf']);
+  });
+
   // A stand-in destination (test/fixtures/migrate/fake-peer.mjs) for what a real one cannot be made to do on cue.
   const fakePeer = (mode: string) => ['--remote-stasis', `${process.execPath} ${join(REPO, 'test', 'fixtures', 'migrate', 'fake-peer.mjs')} ${mode}`];
 
@@ -340,6 +387,20 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
       assert.equal(returned, `${back!.destination} web\n`);
       assert.equal(await hits(here, 'web', '/back'), ++count, 'and here again');
       await here.ok(['delete', '-f', 'web']);
+    });
+
+    test('--precopy: a TCP server moves there over ssh, its connections and counter intact', async (t) => {
+      if (!skipUnless(t, skip() === null, skip()!)) return;
+      await here.ok(['run', '-d', 'webp', '--rootfs', base, '--', '/srv/httpcount', '127.0.0.1', '8080']);
+      await eventually(async () => (await here.ok(['logs', 'webp'])).includes('listening on'), 'the server listening');
+      let count = await hits(here, 'webp', '/here');
+      const moved = JSON.parse(await here.ok(['--json', 'migrate', 'webp', sshd!.destination, '--precopy', '--remote-stasis', remote(other!)], { env: { STASIS_SSH: sshd!.sshCommand } }));
+      assert.ok(moved.precopy !== null && moved.precopy.bytes > 0, JSON.stringify(moved));
+      // A small server's images are below the size a delta is made for: at most the same again.
+      assert.ok(moved.bytes <= moved.precopy.bytes, `${moved.bytes} bytes at the freeze, ${moved.precopy.bytes} before`);
+      assert.ok(!here.containerIds().includes('webp'), 'webp is not here');
+      assert.equal(await hits(other!, 'webp', '/there'), ++count, 'the same server answers there');
+      await other!.ok(['delete', '-f', 'webp']);
     });
 
     test('--lazy: a TCP server moves there and back, its pages pulled through the ssh connection', async (t) => {

@@ -1,0 +1,196 @@
+import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { StasisError } from '../errors.ts';
+import { walkTree } from '../host/walk.ts';
+
+// migrate --precopy: the checkpoint taken at the freeze is sent as what
+// differs from the one sent while the container ran. A file of the second
+// that the first holds too (CRIU's page images, the layer's diff, a volume's
+// tar) travels as FILE.stasis-delta: a header line (JSON: the file's size,
+// the chunk size, the indices of the chunks that differ, the SHA-256 of the
+// whole file) and those chunks' bytes. The receiving side rebuilds the file
+// from its copy of the first checkpoint and checks size and hash; anything
+// else is refused. Every other file travels whole.
+
+export const DELTA_SUFFIX = '.stasis-delta';
+/** Sixteen pages: a changed page costs 64 KiB at most, and the header stays small for large memory. */
+export const DELTA_CHUNK = 64 * 1024;
+/** Smaller files travel whole: a delta would save next to nothing. */
+const DELTA_MIN = 4 * DELTA_CHUNK;
+const MAX_HEADER = 16 * 1024 * 1024;
+
+interface DeltaHeader {
+  size: number;
+  chunk: number;
+  sha256: string;
+  chunks: number[];
+}
+
+export interface DeltaStats {
+  /** Bytes of the second checkpoint. */
+  total: number;
+  /** Bytes written into the delta folder (what is sent). */
+  sent: number;
+}
+
+function readAt(fd: number, buffer: Buffer, position: number): number {
+  let done = 0;
+  while (done < buffer.length) {
+    const n = readSync(fd, buffer, done, buffer.length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+function writeAll(fd: number, data: Buffer, position: number | null = null): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position === null ? null : position + done);
+}
+
+/**
+ * Writes into `out` (made; must not exist) the folder `next` as a delta
+ * against `base`: links (or copies) of the files that travel whole, and a
+ * FILE.stasis-delta for each large file `base` holds too.
+ */
+export function writeDelta(base: string, next: string, out: string): DeltaStats {
+  mkdirSync(out, { mode: 0o700 });
+  const stats: DeltaStats = { total: 0, sent: 0 };
+  for (const entry of walkTree(next)) {
+    const target = join(out, entry.path);
+    if (entry.kind === 'dir') {
+      mkdirSync(target, { mode: entry.stat.mode & 0o777 });
+      continue;
+    }
+    if (entry.kind !== 'file') throw new StasisError(`${entry.full}: a ${entry.kind} in a checkpoint`);
+    stats.total += entry.stat.size;
+    const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
+    if (entry.stat.size < DELTA_MIN || !old?.isFile()) {
+      try {
+        linkSync(entry.full, target);
+      } catch {
+        copyFileSync(entry.full, target);
+      }
+      stats.sent += entry.stat.size;
+      continue;
+    }
+    stats.sent += writeFileDelta(join(base, entry.path), entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size);
+  }
+  return stats;
+}
+
+/** One file's delta; returns its size. */
+function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, size: number): number {
+  const oldFd = openSync(oldPath, 'r');
+  const newFd = openSync(newPath, 'r');
+  const a = Buffer.alloc(DELTA_CHUNK);
+  const b = Buffer.alloc(DELTA_CHUNK);
+  const hash = createHash('sha256');
+  const changed: number[] = [];
+  try {
+    for (let index = 0, at = 0; at < size; index++, at += DELTA_CHUNK) {
+      const n = readAt(newFd, b, at);
+      const m = readAt(oldFd, a, at);
+      hash.update(b.subarray(0, n));
+      if (n !== m || a.compare(b, 0, n, 0, n) !== 0) changed.push(index);
+    }
+    const header: DeltaHeader = { size, chunk: DELTA_CHUNK, sha256: hash.digest('hex'), chunks: changed };
+    const out = openSync(deltaPath, 'wx', 0o600);
+    try {
+      const line = Buffer.from(`${JSON.stringify(header)}\n`);
+      writeAll(out, line);
+      let written = line.length;
+      for (const index of changed) {
+        const n = readAt(newFd, b, index * DELTA_CHUNK);
+        writeAll(out, b.subarray(0, n));
+        written += n;
+      }
+      return written;
+    } finally {
+      closeSync(out);
+    }
+  } finally {
+    closeSync(oldFd);
+    closeSync(newFd);
+  }
+}
+
+function badDelta(name: string, why: string): StasisError {
+  return new StasisError(`the delta ${name} is not usable: ${why}`, { code: 'bad-delta' });
+}
+
+/** The header line of a delta file, checked. */
+function readHeader(fd: number, name: string, fileSize: number): { header: DeltaHeader; bodyAt: number } {
+  const probe = Buffer.alloc(Math.min(MAX_HEADER, fileSize));
+  const n = readAt(fd, probe, 0);
+  const end = probe.subarray(0, n).indexOf(0x0a);
+  if (end < 0) throw badDelta(name, 'no header line');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(probe.subarray(0, end).toString('utf8'));
+  } catch {
+    throw badDelta(name, 'its header is not JSON');
+  }
+  const h = raw as Partial<DeltaHeader>;
+  if (h.chunk !== DELTA_CHUNK) throw badDelta(name, `chunk size ${String(h.chunk)} (expected ${DELTA_CHUNK})`);
+  if (typeof h.size !== 'number' || !Number.isSafeInteger(h.size) || h.size < 0) throw badDelta(name, 'a bad size');
+  if (typeof h.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(h.sha256)) throw badDelta(name, 'a bad hash');
+  const count = Math.ceil(h.size / DELTA_CHUNK);
+  if (!Array.isArray(h.chunks) || h.chunks.some((c, i) => !Number.isSafeInteger(c) || c < 0 || c >= count || (i > 0 && c <= h.chunks![i - 1]))) {
+    throw badDelta(name, 'its chunk list is not increasing chunk numbers of the file');
+  }
+  return { header: h as DeltaHeader, bodyAt: end + 1 };
+}
+
+/**
+ * Rebuilds, in `dir` (an unpacked delta folder), every FILE.stasis-delta
+ * into FILE from the same file in `base`, checking its size and SHA-256.
+ * Throws on any mismatch; `dir` is then the caller's to remove.
+ */
+export function applyDeltas(base: string, dir: string): number {
+  let rebuilt = 0;
+  const deltas = [...walkTree(dir)].filter((e) => e.kind === 'file' && e.path.endsWith(DELTA_SUFFIX));
+  for (const entry of deltas) {
+    const rel = entry.path.slice(0, -DELTA_SUFFIX.length);
+    const target = join(dir, rel);
+    if (lstatSync(target, { throwIfNoEntry: false }) !== undefined) throw badDelta(entry.path, `${rel} is there whole too`);
+    const old = lstatSync(join(base, rel), { throwIfNoEntry: false });
+    if (!old?.isFile()) throw badDelta(entry.path, `the first checkpoint has no file ${rel}`);
+    const fd = openSync(entry.full, 'r');
+    const temp = join(dirname(target), `.${rel.split('/').pop()}.rebuild`);
+    try {
+      const { header, bodyAt } = readHeader(fd, entry.path, fstatSync(fd).size);
+      const chunkBytes = (index: number) => Math.min(DELTA_CHUNK, header.size - index * DELTA_CHUNK);
+      const body = header.chunks.reduce((sum, index) => sum + chunkBytes(index), 0);
+      if (fstatSync(fd).size !== bodyAt + body) throw badDelta(entry.path, `it holds ${fstatSync(fd).size - bodyAt} bytes of chunks, not ${body}`);
+      copyFileSync(join(base, rel), temp);
+      const out = openSync(temp, 'r+');
+      try {
+        ftruncateSync(out, header.size);
+        const buffer = Buffer.alloc(DELTA_CHUNK);
+        let at = bodyAt;
+        for (const index of header.chunks) {
+          const n = chunkBytes(index);
+          if (readAt(fd, buffer.subarray(0, n), at) !== n) throw badDelta(entry.path, 'it ends early');
+          writeAll(out, buffer.subarray(0, n), index * DELTA_CHUNK);
+          at += n;
+        }
+        const hash = createHash('sha256');
+        for (let pos = 0; pos < header.size; pos += DELTA_CHUNK) hash.update(buffer.subarray(0, readAt(out, buffer, pos)));
+        if (hash.digest('hex') !== header.sha256) throw badDelta(entry.path, `${rel} rebuilt does not have the hash the sender computed`);
+      } finally {
+        closeSync(out);
+      }
+      renameSync(temp, target);
+      rmSync(entry.full);
+      rebuilt++;
+    } catch (err) {
+      rmSync(temp, { force: true });
+      throw err;
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return rebuilt;
+}

@@ -1,0 +1,110 @@
+// migrate --precopy's delta (src/migrate/delta.ts): what changed since the pre-copy, rebuilt and
+// checked on the receiving side. A delta is input from elsewhere: a wrong one is refused whole.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { DELTA_CHUNK, DELTA_SUFFIX, applyDeltas, writeDelta } from '../../src/migrate/delta.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'stasis-delta-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+
+/** A first checkpoint, a second one with `change` applied, and the delta between them. */
+function setUp(change: (second: string) => void): { first: string; second: string; delta: string; stats: ReturnType<typeof writeDelta> } {
+  const dir = join(root, String(++n));
+  const first = join(dir, 'first');
+  const second = join(dir, 'second');
+  mkdirSync(join(first, 'checkpoint'), { recursive: true });
+  writeFileSync(join(first, 'checkpoint', 'pages-1.img'), randomBytes(40 * DELTA_CHUNK + 123));
+  writeFileSync(join(first, 'checkpoint', 'core-1.img'), 'small');
+  writeFileSync(join(first, 'config.dump'), '{}');
+  cpSync(first, second, { recursive: true });
+  change(second);
+  const delta = join(dir, 'delta');
+  return { first, second, delta, stats: writeDelta(first, second, delta) };
+}
+
+/** The receiving side: the delta as unpacked, rebuilt against its copy of the first. */
+function received(parts: { first: string; delta: string }): string {
+  const copy = `${parts.delta}-received`;
+  cpSync(parts.delta, copy, { recursive: true });
+  applyDeltas(parts.first, copy);
+  return copy;
+}
+
+describe('migrate --precopy deltas', () => {
+  test('a few changed pages travel as their chunks; the rebuilt folder is the second checkpoint, byte for byte', () => {
+    const parts = setUp((second) => {
+      const pages = join(second, 'checkpoint', 'pages-1.img');
+      const bytes = readFileSync(pages);
+      bytes[5 * DELTA_CHUNK + 7] ^= 0xff;
+      bytes[bytes.length - 1] ^= 0xff;
+      writeFileSync(pages, Buffer.concat([bytes, randomBytes(3 * DELTA_CHUNK)]));
+      writeFileSync(join(second, 'checkpoint', 'core-1.img'), 'changed');
+      writeFileSync(join(second, 'checkpoint', 'new.img'), 'new');
+    });
+    assert.ok(existsSync(join(parts.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`)));
+    assert.ok(!existsSync(join(parts.delta, 'checkpoint', 'pages-1.img')));
+    // Chunk 5, the old last chunk and the three new ones (plus the header and the small files).
+    assert.ok(parts.stats.sent < 6 * DELTA_CHUNK, `${parts.stats.sent} bytes sent of ${parts.stats.total}`);
+    const copy = received(parts);
+    for (const name of ['pages-1.img', 'core-1.img', 'new.img']) {
+      assert.deepEqual(readFileSync(join(copy, 'checkpoint', name)), readFileSync(join(parts.second, 'checkpoint', name)), name);
+    }
+    assert.deepEqual(readdirSync(join(copy, 'checkpoint')).sort(), ['core-1.img', 'new.img', 'pages-1.img']);
+  });
+
+  test('a shorter file, and an unchanged one (a header and no chunks)', () => {
+    const shorter = setUp((second) => {
+      const pages = join(second, 'checkpoint', 'pages-1.img');
+      writeFileSync(pages, readFileSync(pages).subarray(0, 10 * DELTA_CHUNK + 5));
+    });
+    assert.deepEqual(readFileSync(join(received(shorter), 'checkpoint', 'pages-1.img')), readFileSync(join(shorter.second, 'checkpoint', 'pages-1.img')));
+    const same = setUp(() => undefined);
+    assert.ok(statSync(join(same.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`)).size < 200);
+    assert.deepEqual(readFileSync(join(received(same), 'checkpoint', 'pages-1.img')), readFileSync(join(same.first, 'checkpoint', 'pages-1.img')));
+  });
+
+  const refused = (name: string, damage: (deltaFile: string, parts: { first: string; delta: string }) => void, why: RegExp) => {
+    test(`refused: ${name}`, () => {
+      const parts = setUp((second) => {
+        const pages = join(second, 'checkpoint', 'pages-1.img');
+        const bytes = readFileSync(pages);
+        bytes[3 * DELTA_CHUNK] ^= 1;
+        writeFileSync(pages, bytes);
+      });
+      const copy = `${parts.delta}-received`;
+      cpSync(parts.delta, copy, { recursive: true });
+      damage(join(copy, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`), parts);
+      const real = join(copy, 'checkpoint', 'pages-1.img');
+      const before = existsSync(real) ? readFileSync(real) : null;
+      assert.throws(() => applyDeltas(parts.first, copy), why);
+      assert.deepEqual(existsSync(real) ? readFileSync(real) : null, before, 'nothing rebuilt under the real name');
+      assert.deepEqual(readdirSync(join(copy, 'checkpoint')).filter((f) => f.includes('rebuild')), []);
+    });
+  };
+  const header = (file: string) => {
+    const text = readFileSync(file);
+    const end = text.indexOf(0x0a);
+    return { json: JSON.parse(text.subarray(0, end).toString()), body: text.subarray(end + 1) };
+  };
+  const rewrite = (file: string, change: (h: any) => void, body?: Buffer) => {
+    const { json, body: old } = header(file);
+    change(json);
+    writeFileSync(file, Buffer.concat([Buffer.from(`${JSON.stringify(json)}\n`), body ?? old]));
+  };
+  refused('a changed chunk byte (the hash)', (file) => {
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 1;
+    writeFileSync(file, bytes);
+  }, /does not have the hash the sender computed/);
+  refused('chunks out of order or out of the file', (file) => rewrite(file, (h) => (h.chunks = [h.size])), /chunk list/);
+  refused('a body shorter than its chunks', (file) => rewrite(file, () => undefined, Buffer.alloc(10)), /holds 10 bytes of chunks/);
+  refused('another chunk size', (file) => rewrite(file, (h) => (h.chunk = 4096)), /chunk size 4096/);
+  refused('no header', (file) => writeFileSync(file, Buffer.alloc(100)), /no header line/);
+  refused('the first checkpoint lacks the file', (_file, parts) => rmSync(join(parts.first, 'checkpoint', 'pages-1.img')), /has no file checkpoint\/pages-1\.img/);
+  refused('the file is there whole too', (file) => writeFileSync(file.slice(0, -DELTA_SUFFIX.length), 'x'), /is there whole too/);
+});
