@@ -3,6 +3,7 @@
 // each message encoded by hand from the field numbers of k8s.io/cri-api's
 // pkg/apis/runtime/v1/api.proto (no generated code).
 import * as grpc from '@grpc/grpc-js';
+import { encodeVarint } from '../src/checkpoint/criu/images.ts';
 
 // --- protobuf wire format (only what these messages use) -------------------
 
@@ -11,29 +12,16 @@ type Field =
   | { n: number; m: Buffer } // embedded message (wire type 2)
   | { n: number; v: number | bigint }; // varint (wire type 0)
 
-function varint(value: number | bigint): Buffer {
-  let v = BigInt(value);
-  if (v < 0n) v += 1n << 64n; // two's complement, as int64 negatives are sent
-  const out: number[] = [];
-  do {
-    let byte = Number(v & 0x7fn);
-    v >>= 7n;
-    if (v !== 0n) byte |= 0x80;
-    out.push(byte);
-  } while (v !== 0n);
-  return Buffer.from(out);
-}
-
 export function encode(fields: Array<Field | undefined | false>): Buffer {
   const parts: Buffer[] = [];
   for (const f of fields) {
     if (!f) continue;
     if ('v' in f) {
-      parts.push(varint((f.n << 3) | 0), varint(f.v));
+      parts.push(encodeVarint((f.n << 3) | 0), encodeVarint(f.v));
       continue;
     }
     const body = 's' in f ? Buffer.from(f.s, 'utf8') : f.m;
-    parts.push(varint((f.n << 3) | 2), varint(body.length), body);
+    parts.push(encodeVarint((f.n << 3) | 2), encodeVarint(body.length), body);
   }
   return Buffer.concat(parts);
 }

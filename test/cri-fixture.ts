@@ -9,6 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statS
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CriClient } from './cri-client.ts';
+import { eventually } from './helpers.ts';
 
 export const CONTAINERD_PREFIX = process.env.STASIS_CONTAINERD_PREFIX ?? '/opt/stasis/containerd';
 const BIN = {
@@ -43,14 +44,12 @@ export function freePort(): Promise<number> {
 }
 
 async function waitFor(what: string, check: () => boolean | Promise<boolean>, child: ChildProcess, log: string, timeoutMs = 120_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${readTail(log)}`);
-    }
-    if (Date.now() > end) throw new Error(`${what} was not ready within ${timeoutMs / 1000} s:\n${readTail(log)}`);
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    await eventually(check, `${what} to be ready`, timeoutMs, {
+      giveUp: () => (child.exitCode !== null || child.signalCode !== null ? `${what} exited (${child.exitCode ?? child.signalCode})` : null),
+    });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${readTail(log)}`);
   }
 }
 

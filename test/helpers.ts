@@ -131,10 +131,13 @@ export class TestEnv {
 }
 
 /** Polls `check` until it returns a truthy value or the time runs out. */
-export async function eventually<T>(check: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<T> {
+export async function eventually<T>(check: () => T | Promise<T>, what: string, timeoutMs = 15_000, opts: { giveUp?: () => string | null } = {}): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
+    // What is waited for can no longer come (a server that exited): no need to wait the rest.
+    const hopeless = opts.giveUp?.() ?? null;
+    if (hopeless !== null) throw new Error(`gave up waiting for ${what}: ${hopeless}`);
     try {
       const value = await check();
       if (value) return value;

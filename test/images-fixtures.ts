@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { freePort } from './sshd.ts';
+import { eventually } from './helpers.ts';
 
 export interface ImageConfig {
   Env?: string[];
@@ -148,20 +149,14 @@ export async function startRegistry(dir: string): Promise<Registry> {
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`docker-registry exited at once: ${stderr}`);
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/v2/`);
-      if (response.ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`docker-registry did not answer on 127.0.0.1:${port} within 60 s: ${stderr}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  try {
+    // A fetch that throws is a registry not listening yet.
+    await eventually(async () => (await fetch(`http://127.0.0.1:${port}/v2/`)).ok, `docker-registry to answer on 127.0.0.1:${port}`, 60_000, {
+      giveUp: () => (child.exitCode !== null ? 'it exited' : null),
+    });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}: ${stderr}`);
   }
   return {
     address: `127.0.0.1:${port}`,

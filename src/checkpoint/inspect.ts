@@ -13,6 +13,7 @@ import { validateCheckpointMeta } from './format/meta.ts';
 import { applyRestorePolicy, type RestorePolicyOptions } from './policy/spec.ts';
 import { checkRestoredImages, type ImagePolicyOptions } from './policy/processes.ts';
 import type { PolicyRefusal, TrustArea } from './policy/trust.ts';
+import { formatBytes } from '../host/units.ts';
 
 // What a checkpoint folder holds and what restoring it would ask for, without
 // restoring it: for `stasis checkpoint-inspect`. Everything in the folder is
@@ -290,18 +291,6 @@ export function inspectCheckpoint(dir: string, opts: InspectOptions = {}): Check
   };
 }
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
 /** The report as plain text (no colour): what `stasis checkpoint-inspect` prints. */
 export function formatInspectReport(report: CheckpointReport): string {
   const lines: string[] = [];
@@ -318,7 +307,7 @@ export function formatInspectReport(report: CheckpointReport): string {
   if (report.versions.runc || report.versions.criu) row('Versions', `runc ${report.versions.runc ?? '?'}, CRIU ${report.versions.criu ?? '?'}`);
   row('CRIU options', list(report.criuOptions));
   const size = report.sizes;
-  row('Size', `${bytes(size.totalBytes)} (memory ${bytes(size.memoryBytes)}${size.rootfsDiffBytes !== null ? `, rootfs changes ${bytes(size.rootfsDiffBytes)}` : ''})`);
+  row('Size', `${formatBytes(size.totalBytes)} (memory ${formatBytes(size.memoryBytes)}${size.rootfsDiffBytes !== null ? `, rootfs changes ${formatBytes(size.rootfsDiffBytes)}` : ''})`);
   row('Namespaces', list(report.namespaces.map((ns) => `${ns.type}${ns.path ? ` ${ns.path}` : ''}${ns.restoredAs === 'host' ? ' (the host\'s!)' : ''}`)));
   row('Hooks', list(report.hooks.map((h) => `${h.kind} ${h.path}`)));
   if (report.capabilities.spec) {
@@ -337,7 +326,7 @@ export function formatInspectReport(report: CheckpointReport): string {
     for (const p of children.get(parent) ?? []) {
       if (seen.has(p.pid)) continue;
       seen.add(p.pid);
-      const memory = p.memoryBytes === null ? '?' : `${bytes(p.memoryBytes)} / ${p.mappedBytes === null ? '?' : bytes(p.mappedBytes)}`;
+      const memory = p.memoryBytes === null ? '?' : `${formatBytes(p.memoryBytes)} / ${p.mappedBytes === null ? '?' : formatBytes(p.mappedBytes)}`;
       const command = p.command ? p.command.map(quote).join(' ') : `[${p.comm ?? '?'}]`;
       lines.push(`  ${'  '.repeat(depth)}${String(p.pid).padEnd(8)}${memory.padEnd(22)}${command}${p.threads > 1 ? ` (${p.threads} threads)` : ''}`);
       tree(p.pid, depth + 1, seen);

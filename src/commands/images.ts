@@ -1,6 +1,7 @@
 import { isJson, isQuiet, printJson, printLine, printTable } from '../output/print.ts';
 import { imageStoreFrom } from './context.ts';
 import { defineCommand } from './define.ts';
+import { formatBytes } from '../host/units.ts';
 
 export const command = defineCommand({
   command: 'images',
@@ -29,19 +30,9 @@ export const command = defineCommand({
     await printTable(['REF', 'DIGEST', 'SIZE', 'CREATED'], images.map((image) => [
       image.names[image.names.length - 1] ?? '<none>',
       image.digest.slice(7, 19),
-      humanSize(image.size),
+      formatBytes(image.size, { si: true }),
       image.created ?? '-',
     ]));
   },
 });
 
-function humanSize(bytes: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
-}

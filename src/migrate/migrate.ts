@@ -24,6 +24,7 @@ import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { writeDelta } from './delta.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
+import { formatBytes } from '../host/units.ts';
 
 // A move, from the source's side: check the destination (the ID is free,
 // the base is there and the same) while the container runs; freeze it and
@@ -89,7 +90,7 @@ async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer
     progress('pre-copy: a checkpoint while it runs');
     await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
     progress(`pre-copy: sending it while it runs`);
-    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${mb(sent)}`));
+    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`));
     return { dir, token, bytes, ms: Date.now() - started };
   } catch (err) {
     receiver.child.stdin!.destroy();
@@ -118,10 +119,6 @@ function freePort(): Promise<number> {
  */
 async function thawBack(host: CheckpointHost, id: string): Promise<unknown> {
   return host.thaw(id).then(() => null, (err: unknown) => (/not paused/.test(errorMessage(err)) ? null : err));
-}
-
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 export async function migrateContainer(host: CheckpointHost, id: string, peer: Peer, opts: MigrateOptions, progress: MigrateProgress = () => undefined): Promise<MigrateResult> {
@@ -184,7 +181,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       const rootMode = (statSync(base).mode & 0o1777).toString(8);
       const notSent = baseEntriesNotSent(base);
       if (notSent.length > 0) debugLog(`the base is sent without its ${notSent.length} device node(s) and socket(s): ${notSent.slice(0, 8).join(', ')}${notSent.length > 8 ? ', ...' : ''}`);
-      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase, '--mode', rootMode]), base, `the base ${base}`, (sent) => progress(`sending the base: ${mb(sent)}`), [], notSent);
+      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase, '--mode', rootMode]), base, `the base ${base}`, (sent) => progress(`sending the base: ${formatBytes(sent, { si: true })}`), [], notSent);
       rootfsMs = Date.now() - rootfsStarted;
       check = await control.request(checkRequest) as unknown as CheckReply;
       if (!check.ok) throw new StasisError(`${shown}: ${(check as unknown as { error: string }).error}`);
@@ -302,10 +299,10 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           deltaDir = join(host.scratchDir, `.migrate-delta-${id}-${randomBytes(6).toString('hex')}`);
           const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
           checkpointBytes = delta.total;
-          progress(`sending what changed: ${mb(delta.sent)} of ${mb(delta.total)}`);
-          bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${mb(sent)}`));
+          progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
+          bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`));
         } else {
-          bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${mb(sent)}`), lazy ? LAZY_LOCAL_FILES : []);
+          bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : []);
         }
         transferMs = Date.now() - transferStarted;
         stopIfInterrupted();
@@ -350,12 +347,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
 
       // The switch: once the destination acknowledges, the container is there and not here.
       const toPull = lazy && checkpointPath !== null ? lazyPageBytes(join(checkpointPath, IMAGES_DIR)) : null;
-      progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : mb(toPull)} on demand and in the background` : 'switching');
+      progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : formatBytes(toPull, { si: true })} on demand and in the background` : 'switching');
       const pagesStarted = Date.now();
       const ack = await control!.request({ op: 'commit' }, (pulled) => {
         const pages = Number(pulled.pages);
         const of = Number(pulled.of);
-        if (Number.isFinite(pages) && Number.isFinite(of)) progress(`${shown} has ${mb(pages * 4096)} of ${mb(of * 4096)}; ${mb(Math.max(0, of - pages) * 4096)} (${Math.max(0, of - pages)} pages) left`);
+        if (Number.isFinite(pages) && Number.isFinite(of)) progress(`${shown} has ${formatBytes(pages * 4096, { si: true })} of ${formatBytes(of * 4096, { si: true })}; ${formatBytes(Math.max(0, of - pages) * 4096, { si: true })} (${Math.max(0, of - pages)} pages) left`);
       }).catch(() => null);
       // Post-copy: the destination answers once every page is there (ok) or its transfer broke (not ok).
       let pagesMs: number | null = null;

@@ -4,7 +4,8 @@ import { createReadStream, statSync, truncateSync, writeFileSync } from 'node:fs
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { compressionForPath, compressionFromMagic } from '../../src/checkpoint/archive/format.ts';
-import { formatBytes, SPARE_BYTES, UnpackRoom, spareBytes } from '../../src/checkpoint/archive/input.ts';
+import { SPARE_BYTES, UnpackRoom, spareBytes } from '../../src/checkpoint/archive/input.ts';
+import { formatBytes } from '../../src/host/units.ts';
 import { extractTar } from '../../src/checkpoint/archive/tar.ts';
 import { assertNothingLeft, freshDir, gnuTar, makeTestRoot, removeTestRoot } from './tar-fixtures.ts';
 
@@ -113,4 +114,11 @@ describe('decompression bombs', () => {
       assert.match(String(await room.guard(65 * MiB)), /ran out of room after 65\.0 MiB of it \([\d.]+ MiB free, 25\.0 MiB is kept spare\)/);
     });
   });
+});
+
+test('formatBytes: binary units for files and memory, decimal ones where the peer prints those', () => {
+  assert.equal(formatBytes(1023), '1023 bytes');
+  assert.equal(formatBytes(1536), '1.5 KiB');
+  assert.equal(formatBytes(5_200_000, { si: true }), '5.2 MB');
+  assert.equal(formatBytes(999, { si: true }), '999 B');
 });

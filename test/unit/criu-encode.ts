@@ -1,33 +1,21 @@
 // A minimal protobuf encoder and CRIU image writer for tests: enough to craft
 // images (or re-encode real ones with a field changed) for the image readers.
-import { decodeMessage, IMAGE_MAGIC, IMG_COMMON_MAGIC, type ImageKind } from '../../src/checkpoint/criu/images.ts';
+import { decodeMessage, encodeVarint, IMAGE_MAGIC, IMG_COMMON_MAGIC, type ImageKind } from '../../src/checkpoint/criu/images.ts';
 
 export type Value = number | bigint | boolean | string | Buffer | Field[] | { fixed: Buffer };
 export type Field = [number, Value];
-
-function varint(value: bigint): Buffer {
-  const bytes: number[] = [];
-  let rest = BigInt.asUintN(64, value);
-  do {
-    let byte = Number(rest & 0x7fn);
-    rest >>= 7n;
-    if (rest !== 0n) byte |= 0x80;
-    bytes.push(byte);
-  } while (rest !== 0n);
-  return Buffer.from(bytes);
-}
 
 /** Encodes fields in the order given (repeated fields: give the number again). */
 export function encode(fields: readonly Field[]): Buffer {
   const parts: Buffer[] = [];
   for (const [number, value] of fields) {
     if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') {
-      parts.push(varint(BigInt(number) << 3n), varint(BigInt(typeof value === 'boolean' ? Number(value) : value)));
+      parts.push(encodeVarint(BigInt(number) << 3n), encodeVarint(BigInt(typeof value === 'boolean' ? Number(value) : value)));
     } else if (typeof value === 'object' && 'fixed' in value && !Array.isArray(value)) {
-      parts.push(varint((BigInt(number) << 3n) | (value.fixed.length === 8 ? 1n : 5n)), value.fixed);
+      parts.push(encodeVarint((BigInt(number) << 3n) | (value.fixed.length === 8 ? 1n : 5n)), value.fixed);
     } else {
       const body = typeof value === 'string' ? Buffer.from(value) : Buffer.isBuffer(value) ? value : encode(value as Field[]);
-      parts.push(varint((BigInt(number) << 3n) | 2n), varint(BigInt(body.length)), body);
+      parts.push(encodeVarint((BigInt(number) << 3n) | 2n), encodeVarint(BigInt(body.length)), body);
     }
   }
   return Buffer.concat(parts);

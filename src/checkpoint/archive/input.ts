@@ -9,6 +9,7 @@ import { open, statfs } from 'node:fs/promises';
 import { PassThrough, Readable } from 'node:stream';
 import { compressionFromMagic, decompressor, describeDecompressError, MAGIC_LENGTH, type Compression } from './format.ts';
 import { TarHeaderCheck } from './headers.ts';
+import { formatBytes } from '../../host/units.ts';
 
 const CHUNK_SIZE = 1024 * 1024;
 
@@ -161,17 +162,6 @@ export function spareBytes(total: number): number {
 // spare room, as tiny files take more on disk than in the tar stream: a
 // 1-byte file is 1 KiB of tar and a 4 KiB block, so between two looks at
 // most the spare room lands.
-
-export function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${value} bytes` : `${value.toFixed(1)} ${units[unit]}`;
-}
 
 async function freeBytes(dir: string): Promise<number> {
   const fs = await statfs(dir);

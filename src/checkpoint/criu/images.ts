@@ -282,6 +282,24 @@ export class ProtoMessage {
   }
 }
 
+/**
+ * A protobuf varint (wire type 0): the one encoder, for the images stasis
+ * rewrites (userns maps, a root folder's mode). A negative number is sent as
+ * its 64-bit two's complement, as int64 fields are.
+ */
+export function encodeVarint(value: number | bigint): Buffer {
+  let rest = BigInt(value);
+  if (rest < 0n) rest = BigInt.asUintN(64, rest);
+  const bytes: number[] = [];
+  do {
+    let byte = Number(rest & 0x7fn);
+    rest >>= 7n;
+    if (rest !== 0n) byte |= 0x80;
+    bytes.push(byte);
+  } while (rest !== 0n);
+  return Buffer.from(bytes);
+}
+
 export function decodeMessage(bytes: Buffer, file: string, name: string): ProtoMessage {
   return new ProtoMessage(bytes, file, name);
 }

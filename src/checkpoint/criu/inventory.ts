@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeMessage, readImageEntries, splitImageEntries, type ProtoMessage } from './images.ts';
+import { decodeMessage, encodeVarint, readImageEntries, splitImageEntries, type ProtoMessage } from './images.ts';
 
 // What a restore must know from CRIU's images before CRIU runs: the mode the
 // container's "/" had, and which CRIU options the dump was evidently taken
@@ -55,18 +55,6 @@ export function rootDirMode(imagesDir: string): number | null {
   if (rootId === undefined) return null;
   const root = regFiles(readFileSync(join(imagesDir, 'files.img'))).find((file) => file.id === rootId);
   return root?.mode !== undefined && (root.mode & S_IFMT) === S_IFDIR ? root.mode : null;
-}
-
-function encodeVarint(value: number): Buffer {
-  const bytes: number[] = [];
-  let rest = value;
-  do {
-    let byte = rest % 128;
-    rest = Math.floor(rest / 128);
-    if (rest > 0) byte |= 0x80;
-    bytes.push(byte);
-  } while (rest > 0);
-  return Buffer.from(bytes);
 }
 
 /**

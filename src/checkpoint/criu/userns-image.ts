@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CriuImageError, IMG_COMMON_MAGIC } from './images.ts';
+import { CriuImageError, encodeVarint, IMG_COMMON_MAGIC } from './images.ts';
 
 // CRIU restores a user namespace with the ID maps of its userns-N.img
 // (UsernsEntry: repeated UidGidExtent uid_map = 1, gid_map = 2; an extent is
@@ -17,20 +17,9 @@ export interface IdExtent {
   size: number;
 }
 
-function varint(value: number): number[] {
-  const bytes: number[] = [];
-  let rest = value;
-  while (rest >= 0x80) {
-    bytes.push((rest % 0x80) | 0x80);
-    rest = Math.floor(rest / 0x80);
-  }
-  bytes.push(rest);
-  return bytes;
-}
-
 function extent(field: number, map: IdExtent): number[] {
-  const body = [0x08, ...varint(map.containerID), 0x10, ...varint(map.hostID), 0x18, ...varint(map.size)];
-  return [(field << 3) | 2, ...varint(body.length), ...body];
+  const body = [0x08, ...encodeVarint(map.containerID), 0x10, ...encodeVarint(map.hostID), 0x18, ...encodeVarint(map.size)];
+  return [(field << 3) | 2, ...encodeVarint(body.length), ...body];
 }
 
 /** The bytes of a userns image holding exactly these maps. */
