@@ -278,11 +278,13 @@ export async function restoreContainer(
       parts = foreignParts(host, opened.dir, opened.shown, finalId, info, read.meta, [...read.warnings], foreignOpts);
     }
     const restoreId = finalId;
+    // Decided once: in place when the container of that ID is one its checkpoint stopped.
+    const inPlace = existing !== null && existing.checkpointedStop;
 
     // In place from the checkpoint that stopped it, the container's own layer (still mounted) is
     // what the checkpoint carries: it is kept, not unpacked again.
-    const keepLayer = info.engine === 'stasis' && existing !== null && existing.checkpointedStop && parts.rootfs.kind === 'overlay'
-      && existing.lastCheckpoint?.path === opened.dir && existing.rootfs.base === parts.rootfs.base;
+    const keepLayer = info.engine === 'stasis' && inPlace && parts.rootfs.kind === 'overlay' && existing!.rootfs.kind === 'overlay'
+      && existing!.lastCheckpoint?.path === opened.dir && existing!.rootfs.base === parts.rootfs.base;
     let layerDir: string | null = null;
     let deletions = parts.deletions;
     if (parts.layer !== null && parts.rootfs.kind === 'overlay' && !keepLayer) {
@@ -308,7 +310,7 @@ export async function restoreContainer(
 
     // The volumes: checked (folders there, empty where contents are carried) before anything is made.
     const volumePlans = planVolumeRestore(opened.dir, parts.volumes, parts.spec, {
-      inPlace: existing !== null && existing.checkpointedStop,
+      inPlace,
       ignoreVolumes: opts.ignoreVolumes === true,
     });
     const rootMode = parts.rootMode;
@@ -355,7 +357,6 @@ export async function restoreContainer(
     };
     progress('restoring with CRIU');
     const restoreStarted = Date.now();
-    let inPlace = false;
     let container: ContainerInfo;
     let undoVolumes = () => undefined as void;
     if (volumePlans.some((v) => v.fill !== null)) {
@@ -363,12 +364,7 @@ export async function restoreContainer(
       undoVolumes = await fillVolumes(volumePlans);
     }
     try {
-      container = await host.provision(restoreId, plan, {
-        inPlace: (record) => {
-          inPlace = record.checkpointedStop;
-          return inPlace;
-        },
-      });
+      container = await host.provision(restoreId, plan, { replace: inPlace ? existing! : undefined });
     } catch (err) {
       undoVolumes();
       throw withCriuLog(err, keptLog, 'restore', restoreId);

@@ -1,4 +1,5 @@
 import { readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { debugLog } from '../log.ts';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -65,8 +66,9 @@ export async function killCgroup(dirs: string[], timeoutMs = 5_000): Promise<num
   for (const dir of dirs) {
     try {
       rmdirSync(dir);
-    } catch {
-      // not there, or (past the deadline) still busy
+    } catch (err) {
+      // Not there is the usual case; past the deadline, still busy is worth a trace.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') debugLog(`cannot remove the cgroup ${dir}: ${(err as Error).message}`);
     }
   }
   return [...killed];

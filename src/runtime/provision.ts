@@ -22,15 +22,16 @@ const EXIT_HOOK_SLOTS = 4;
 
 
 /**
- * Claims the ID and provisions the container, returning its state. `inPlace`
- * is set by restore: it says whether the existing container of that ID (one
- * that a checkpoint stopped) is restored in place.
+ * Claims the ID and provisions the container, returning its state. `replace`
+ * is restore's decision to restore in place: the record of the container a
+ * checkpoint stopped, which must still be that one (the same incarnation,
+ * stopped by its checkpoint) once the lock is held.
  */
 export async function provisionContainer(
   ctx: RuntimeContext,
   id: string,
   plan: ProvisionPlan,
-  opts: { inPlace?: (record: ContainerRecord) => boolean } = {},
+  opts: { replace?: ContainerRecord } = {},
 ): Promise<ContainerInfo> {
   const { store } = ctx;
   store.ensure();
@@ -38,12 +39,19 @@ export async function provisionContainer(
   try {
     if (!store.claim(id)) {
       const existing = store.read(id);
-      if (existing !== null && opts.inPlace?.(existing) && viewOf(store, existing).status === 'stopped') {
+      if (existing !== null && opts.replace !== undefined) {
+        if (existing.instance !== opts.replace.instance || !existing.checkpointedStop || viewOf(store, existing).status !== 'stopped') {
+          throw new StasisError(`container ${id} changed while it was being restored`, { hint: `look at it (stasis info ${id}), then restore again` });
+        }
         return await reprovision(ctx, existing, plan);
       }
       throw new StasisError(`container ${id} already exists`, {
         hint: `choose another ID, or remove it first with \`stasis delete -f ${id}\``,
       });
+    }
+    if (opts.replace !== undefined) {
+      store.remove(id);
+      throw new StasisError(`container ${id} was removed while it was being restored in place`, { hint: `restore it under an ID from its checkpoint: stasis restore ${id} --checkpoint DIR` });
     }
     try {
       return await provision(ctx, id, plan, null);
@@ -56,20 +64,23 @@ export async function provisionContainer(
   }
 }
 
-/** Restore in place: the old writable layer is kept aside until the new container runs. */
+/**
+ * Restore in place: the old writable layer is kept aside until the new
+ * container runs, or kept mounted as it is when restore decided so
+ * (plan.restore.keepLayer: the layer is the one the checkpoint carries).
+ */
 async function reprovision(ctx: RuntimeContext, previous: ContainerRecord, plan: ProvisionPlan): Promise<ContainerInfo> {
   const dir = ctx.store.containerDir(previous.id);
-  const keepLayer = plan.restore?.keepLayer === true && plan.rootfs.kind === 'overlay' && previous.rootfs.kind === 'overlay' && plan.rootfs.base === previous.rootfs.base;
+  const keepLayer = plan.restore?.keepLayer === true;
   await ctx.runc.forceDelete(previous.id);
   if (!keepLayer) await unmountAll(ctx.runner, previous.mounts);
   setAside(ctx, previous, { keepLayer });
-  if (plan.restore) plan.restore.keepLayer = keepLayer;
   // A bundle container restored in place gets its --rootfs-mount mounts back.
-  if (plan.rootfs.kind === 'bundle' && plan.rootfsMounts.length === 0) {
-    plan.rootfsMounts = previous.mounts.map(({ type, source, options }) => ({ type, source, options }));
-  }
+  const rootfsMounts = plan.rootfs.kind === 'bundle' && plan.rootfsMounts.length === 0
+    ? previous.mounts.map(({ type, source, options }) => ({ type, source, options }))
+    : plan.rootfsMounts;
   try {
-    const info = await provision(ctx, previous.id, plan, previous);
+    const info = await provision(ctx, previous.id, { ...plan, rootfsMounts }, previous);
     rmSync(join(dir, ASIDE), { recursive: true, force: true });
     return info;
   } catch (err) {

@@ -319,7 +319,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return this.ctx.runc.version();
   }
 
-  provision(id: string, plan: ProvisionPlan, opts: { inPlace: (record: ContainerRecord) => boolean }): Promise<ContainerInfo> {
+  provision(id: string, plan: ProvisionPlan, opts: { replace?: ContainerRecord } = {}): Promise<ContainerInfo> {
     return provisionContainer(this.ctx, id, plan, opts);
   }
 }

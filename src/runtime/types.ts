@@ -266,6 +266,6 @@ export interface CheckpointHost {
   runcVersion(): Promise<string>;
   /** Kills (when it runs) and removes a container whose lock the caller holds; a checkpoint's stop is not recorded as an exit. */
   discard(id: string): Promise<void>;
-  /** Creates (or, when inPlace says so, restores in place) a container from a plan with a restore part. */
-  provision(id: string, plan: ProvisionPlan, opts: { inPlace: (record: ContainerRecord) => boolean }): Promise<ContainerInfo>;
+  /** Creates a container from a plan with a restore part (in place, replacing the stopped container given as `replace`). */
+  provision(id: string, plan: ProvisionPlan, opts?: { replace?: ContainerRecord }): Promise<ContainerInfo>;
 }

@@ -1,4 +1,5 @@
 import { chmodSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync, type Stats } from 'node:fs';
+import { debugLog } from '../log.ts';
 import { walkTree } from '../host/walk.ts';
 import { dirname, join } from 'node:path';
 import { StasisError, usageError } from '../errors.ts';
@@ -136,8 +137,9 @@ export function releaseRange(stateRoot: string, id: string, start: number): void
   const file = join(usernsRoot(), 'ranges', String(start));
   try {
     if (readFileSync(file, 'utf8') === `${stateRoot}\n${id}\n`) rmSync(file, { force: true });
-  } catch {
-    // not held
+  } catch (err) {
+    // Not held is the usual case; anything else leaves a stale entry, reclaimed later.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') debugLog(`cannot release the user namespace range ${start} of ${id}: ${(err as Error).message}`);
   }
 }
 
