@@ -19,6 +19,7 @@ export const command = defineCommand({
   },
   options: {
     lazy: { type: 'boolean', describe: 'post-copy: switch as soon as all but the memory is there; pages follow on demand (needs userfaultfd there; else a full move, said so)' },
+    compress: { type: 'boolean', describe: 'compress what is sent (zstd, fastest level): for slow links and memory that compresses' },
     precopy: { type: 'boolean', describe: 'pre-copy: send a checkpoint while it runs, then at the freeze only what changed since (no soft-dirty needed)' },
     name: { alias: 'n', type: 'string', requiresArg: true, describe: 'the ID there (default: the same)' },
     'with-rootfs': { type: 'boolean', describe: 'send the base rootfs too when the destination does not have it' },
@@ -56,6 +57,7 @@ export const command = defineCommand({
       name: argv.name,
       lazy: argv.lazy === true,
       precopy: argv.precopy === true,
+      compress: argv.compress === true,
       withRootfs: argv.withRootfs === true,
       keep: argv.keep === true,
       rootfs: argv.rootfs,

@@ -37,6 +37,8 @@ export interface MigrateOptions extends CriuOptions {
   lazy: boolean;
   /** Pre-copy: a first checkpoint sent while the container runs; at the freeze, only what changed since. */
   precopy?: boolean;
+  /** Every tar sent is compressed on the way (zstd's fastest level); the other side reads either. */
+  compress?: boolean;
   withRootfs: boolean;
   keep: boolean;
   /** The base's path on the destination (default: the same as here). */
@@ -53,6 +55,8 @@ export interface MigrateResult {
   name: string;
   destination: string;
   lazy: boolean;
+  /** Whether what was sent was compressed (--compress); bytes are then the compressed ones. */
+  compressed: boolean;
   /** From the freeze until the container ran on the destination: the time the application was stopped. */
   downtimeMs: number;
   /** Bytes sent before the switch (the checkpoint; with --lazy, all but the memory pages). */
@@ -79,7 +83,7 @@ const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];
  * as a staged transfer that the delta taken at the freeze is rebuilt from.
  * A failure here leaves the container running, and nothing kept.
  */
-async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: MigrateProgress): Promise<{ dir: string; token: string; bytes: number; ms: number }> {
+async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: MigrateProgress, compress: boolean): Promise<{ dir: string; token: string; bytes: number; ms: number }> {
   const started = Date.now();
   const token = randomBytes(16).toString('hex');
   const staged = await control.request({ op: 'stage', token });
@@ -90,7 +94,7 @@ async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer
     progress('pre-copy: a checkpoint while it runs');
     await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
     progress(`pre-copy: sending it while it runs`);
-    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`));
+    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`), [], [], compress);
     return { dir, token, bytes, ms: Date.now() - started };
   } catch (err) {
     receiver.child.stdin!.destroy();
@@ -181,7 +185,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       const rootMode = (statSync(base).mode & 0o1777).toString(8);
       const notSent = baseEntriesNotSent(base);
       if (notSent.length > 0) debugLog(`the base is sent without its ${notSent.length} device node(s) and socket(s): ${notSent.slice(0, 8).join(', ')}${notSent.length > 8 ? ', ...' : ''}`);
-      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase, '--mode', rootMode]), base, `the base ${base}`, (sent) => progress(`sending the base: ${formatBytes(sent, { si: true })}`), [], notSent);
+      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase, '--mode', rootMode]), base, `the base ${base}`, (sent) => progress(`sending the base: ${formatBytes(sent, { si: true })}`), [], notSent, opts.compress === true);
       rootfsMs = Date.now() - rootfsStarted;
       check = await control.request(checkRequest) as unknown as CheckReply;
       if (!check.ok) throw new StasisError(`${shown}: ${(check as unknown as { error: string }).error}`);
@@ -251,7 +255,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let checkpointBytes = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
-      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress).catch((err: unknown) => {
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
         host.saveRecord(record);
         const why = errorMessage(err).replace(new RegExp(`^checkpoint ${id} failed: `), '');
@@ -300,9 +304,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
           checkpointBytes = delta.total;
           progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
-          bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`));
+          bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], opts.compress === true);
         } else {
-          bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : []);
+          bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : [], [], opts.compress === true);
         }
         transferMs = Date.now() - transferStarted;
         stopIfInterrupted();
@@ -399,6 +403,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         name,
         destination: shown,
         lazy,
+        compressed: opts.compress === true,
         downtimeMs: restoredAt - frozenAt,
         bytes,
         lazyBytes,

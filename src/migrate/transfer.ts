@@ -25,12 +25,12 @@ export async function cancelReceiver(receiver: Receiver): Promise<void> {
 }
 
 /** Streams a folder as a plain tar to a receiver, tar writing into its pipe directly; the bytes sent. */
-export async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void, exclude: readonly string[] = [], leaveOut: readonly string[] = []): Promise<number> {
+export async function sendFolder(peer: Peer, receiver: Receiver, dir: string, what: string, onBytes: (sent: number) => void, exclude: readonly string[] = [], leaveOut: readonly string[] = [], compress = false): Promise<number> {
   const stdin = receiver.child.stdin!;
   let sent = 0;
   let sendError: unknown = null;
   try {
-    sent = await pipeTar(dir, stdin, onBytes, exclude, leaveOut);
+    sent = await pipeTar(dir, stdin, onBytes, exclude, leaveOut, compress ? 'zstd' : undefined);
   } catch (err) {
     sendError = err;
   }

@@ -256,6 +256,18 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await there.ok(['delete', '-f', 'pc']);
   });
 
+  test('--compress: what is sent is zstd, smaller than the checkpoint; the counter counts on there', async () => {
+    await here.ok(['run', '-d', 'cz', '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'cz', 0);
+    const moved = await here.json(toThere(['cz', '--compress', '--keep']));
+    assert.equal(moved.compressed, true);
+    const kept = spawnSync('du', ['-sb', '--apparent-size', moved.checkpoint], { encoding: 'utf8' });
+    const size = Number(kept.stdout.split('\t')[0]);
+    assert.ok(moved.bytes > 0 && moved.bytes < size / 2, `${moved.bytes} bytes sent for a checkpoint of ${size}`);
+    await counterAdvances(there, 'cz', count);
+    await there.ok(['delete', '-f', 'cz']);
+  });
+
   test('--precopy: a transfer that fails in either phase leaves the container running here, and nothing there', async () => {
     // Phase one: the destination refuses the checkpoint sent while the container runs.
     const dir = join(here.root, 'refusing-peer');

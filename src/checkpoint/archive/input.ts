@@ -27,6 +27,11 @@ export class TarInput {
   readonly knownSize: number | null;
   readonly stream = new PassThrough({ highWaterMark: CHUNK_SIZE });
   bytes = 0;
+  private readonly read: { bytes: number };
+  /** The archive's own bytes read so far (compressed, if it is): what came over a pipe. */
+  get archiveBytes(): number {
+    return this.read.bytes;
+  }
   stoppedBy: Error | null = null;
   private readonly streams: Readable[];
   private readonly plain: Readable;
@@ -37,7 +42,8 @@ export class TarInput {
   private readonly gone = new Promise<void>((resolve) => (this.markGone = resolve));
   private readonly pumped: Promise<void>;
 
-  constructor(source: Readable, chunks: AsyncIterable<Buffer>, compression: Compression, knownSize: number | null, guard: ByteGuard, headers: TarHeaderCheck | null = null) {
+  constructor(source: Readable, chunks: AsyncIterable<Buffer>, compression: Compression, knownSize: number | null, guard: ByteGuard, headers: TarHeaderCheck | null = null, read: { bytes: number } = { bytes: 0 }) {
+    this.read = read;
     this.compression = compression;
     this.knownSize = knownSize;
     this.guard = guard;
@@ -104,6 +110,14 @@ async function* withHead(head: Buffer[], rest: AsyncIterator<unknown>): AsyncGen
   }
 }
 
+/** The chunks as they are, each one's size told first (the archive's own bytes, compressed or not). */
+async function* counted(chunks: AsyncIterable<Buffer>, add: (n: number) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of chunks) {
+    add(chunk.length);
+    yield chunk;
+  }
+}
+
 function asBuffer(chunk: unknown): Buffer {
   return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
 }
@@ -141,7 +155,8 @@ export async function openTarInput(source: string | Readable, guard: ByteGuard, 
       length += head[head.length - 1].length;
     }
     const compression = compressionFromMagic(Buffer.concat(head));
-    return new TarInput(input, withHead(head, iterator), compression, compression === 'none' ? fileSize : null, guard, headers);
+    const read = { bytes: 0 };
+    return new TarInput(input, counted(withHead(head, iterator), (n) => (read.bytes += n)), compression, compression === 'none' ? fileSize : null, guard, headers, read);
   } catch (err) {
     input.destroy();
     throw err;

@@ -37,7 +37,7 @@ export interface ExtractOptions extends SafetyOptions {
  * file or a stream into destDir, which must be missing (it is made 0700) or an
  * empty folder. Throws, naming the archive, when the archive is damaged,
  * unpacks to too much, or holds what SafetyOptions refuses; destDir is then
- * removed, whether or not it existed before. Resolves with the bytes of archive read.
+ * removed, whether or not it existed before. Resolves with the archive's own bytes read (compressed ones, for a compressed archive).
  */
 export async function extractTar(source: string | Readable, destDir: string, opts: ExtractOptions = {}): Promise<number> {
   const fail = (why: string) => new Error(`cannot extract ${typeof source === 'string' ? source : 'the archive stream'}: ${why}`);
@@ -65,7 +65,7 @@ export async function extractTar(source: string | Readable, destDir: string, opt
     await checkExtractedTree(destDir, opts).catch((err: Error) => {
       throw fail(err.message);
     });
-    return input.bytes;
+    return input.archiveBytes;
   } catch (err) {
     await rm(destDir, { recursive: true, force: true });
     throw err;
@@ -111,11 +111,12 @@ export async function createTar(srcDir: string, target: string | Writable, compr
  * child's stdin), calling onBytes with what tar has written so far (from
  * /proc/PID/io) while it runs. Resolves with the bytes written; throws when tar fails.
  * `exclude` names top-level entries left out; `leaveOut` paths (relative,
- * '/'-separated) anywhere in the tree.
+ * '/'-separated) anywhere in the tree; `fast` compresses the stream with
+ * zstd's fastest level (the written bytes are then the compressed ones).
  */
-export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined, exclude: readonly string[] = [], leaveOut: readonly string[] = []): Promise<number> {
+export async function pipeTar(srcDir: string, out: Writable, onBytes: (written: number) => void = () => undefined, exclude: readonly string[] = [], leaveOut: readonly string[] = [], fast?: 'zstd'): Promise<number> {
   const names = (await readdir(srcDir)).filter((name) => !exclude.includes(name)).sort();
-  const { pid, done } = createIntoPipe(srcDir, names, out, leaveOut);
+  const { pid, done } = createIntoPipe(srcDir, names, out, leaveOut, fast);
   let written = 0;
   const sample = () => {
     try {
