@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, rmSync, statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -17,12 +17,11 @@ import { CRIU_OPTIONS, CRIU_OPTION_NAMES, lazyPageServerProblem, type CriuOption
 import { runcMessage } from '../runtime/runc.ts';
 import { specUserns } from '../runtime/userns.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
-import type { ContainerRecord } from '../state/store.ts';
 import { validateId } from '../state/ids.ts';
 import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
-import { writeDelta } from './delta.ts';
+import { preCopy, sendChanges } from './precopy.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
 import { formatBytes } from '../host/units.ts';
 
@@ -76,33 +75,6 @@ export type MigrateProgress = (phase: string) => void;
 
 /** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages. */
 const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];
-
-/**
- * migrate --precopy's first phase, the container running: a checkpoint left
- * running (CRIU freezes it for its local dump only), sent to the destination
- * as a staged transfer that the delta taken at the freeze is rebuilt from.
- * A failure here leaves the container running, and nothing kept.
- */
-async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: MigrateProgress, compress: boolean): Promise<{ dir: string; token: string; bytes: number; ms: number }> {
-  const started = Date.now();
-  const token = randomBytes(16).toString('hex');
-  const staged = await control.request({ op: 'stage', token });
-  if (!staged.ok) throw new StasisError(`${peer.destination.shown}: ${String(staged.error)}`);
-  const dir = join(host.scratchDir, `.migrate-pre-${record.id}-${randomBytes(6).toString('hex')}`);
-  const receiver = startReceiver(peer, ['__migrate', 'receive', token]);
-  try {
-    progress('pre-copy: a checkpoint while it runs');
-    await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
-    progress(`pre-copy: sending it while it runs`);
-    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`), [], [], compress);
-    return { dir, token, bytes, ms: Date.now() - started };
-  } catch (err) {
-    receiver.child.stdin!.destroy();
-    await cancelReceiver(receiver);
-    rmSync(dir, { recursive: true, force: true });
-    throw err;
-  }
-}
 
 /** A free TCP port on 127.0.0.1 (for the page server). */
 function freePort(): Promise<number> {
@@ -251,7 +223,6 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let bytes = 0;
       let pagesServed: Promise<RunResult> | null = null;
       let workDir: string | null = null;
-      let deltaDir: string | null = null;
       let checkpointBytes = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
@@ -299,12 +270,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         sending = true;
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
         if (pre !== null) {
-          // Only what changed since the pre-copy: a delta folder beside the checkpoint, sent, then removed.
-          deltaDir = join(host.scratchDir, `.migrate-delta-${id}-${randomBytes(6).toString('hex')}`);
-          const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
-          checkpointBytes = delta.total;
-          progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
-          bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], opts.compress === true);
+          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true));
         } else {
           bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : [], [], opts.compress === true);
         }
@@ -324,7 +290,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         stopIfInterrupted();
       } catch (err) {
         // Not switched: the container goes on here, and the other side removes what it restored.
-        for (const dir of [pre?.dir, deltaDir]) if (dir) rmSync(dir, { recursive: true, force: true });
+        if (pre !== null) rmSync(pre.dir, { recursive: true, force: true });
         if (!sending) await cancelReceiver(receiver);
         await control!.end();
         // The page server goes (its CRIU with it); the frozen processes are then the container's again.
@@ -394,7 +360,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // The checkpoint goes first, and the destination drops its copy: unmounting the overlay
       // below syncs the filesystem, which would otherwise write out those pages first.
       if (!opts.keep && checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
-      for (const dir of [pre?.dir, deltaDir]) if (dir) rmSync(dir, { recursive: true, force: true });
+      if (pre !== null) rmSync(pre.dir, { recursive: true, force: true });
       await control!.end();
       progress(`removing ${id} here`);
       await host.discard(id).catch((err: unknown) => warnings.push(`${id} is on ${shown}, but removing it here failed: ${errorMessage(err)}`));

@@ -1,7 +1,7 @@
 import { isAbsolute, posix } from 'node:path';
 import { EXIT_USAGE, StasisError, type ErrorCode } from '../../errors.ts';
 import { validateId } from '../../state/ids.ts';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { CRIU_OPTION_NAMES, runcCriuFlags } from '../../runtime/criu.ts';
 import { FILES, IMAGES_DIR, META_FILE, hasCriuImages, type CheckpointMeta, type CheckpointVolume } from './layout.ts';

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { StasisError } from '../errors.ts';
+import { checkpointHeld } from '../checkpoint/dump.ts';
+import { formatBytes } from '../host/units.ts';
+import type { CriuOptions } from '../runtime/criu.ts';
+import type { CheckpointHost } from '../runtime/types.ts';
+import type { ContainerRecord } from '../state/store.ts';
+import type { Control } from './control.ts';
+import { writeDelta } from './delta.ts';
+import type { Peer } from './peer.ts';
+import { cancelReceiver, sendFolder, startReceiver, type Receiver } from './transfer.ts';
+
+// migrate --precopy's two steps: the whole checkpoint sent while the
+// container runs, then, at the freeze, what changed since (delta.ts).
+
+type Progress = (phase: string) => void;
+
+/** The first checkpoint, here (its folder) and there (the staged transfer's token). */
+export interface PreCopy {
+  dir: string;
+  token: string;
+  bytes: number;
+  ms: number;
+}
+
+/**
+ * migrate --precopy's first phase, the container running: a checkpoint left
+ * running (CRIU freezes it for its local dump only), sent to the destination
+ * as a staged transfer that the delta taken at the freeze is rebuilt from.
+ * A failure here leaves the container running, and nothing kept.
+ */
+export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean): Promise<PreCopy> {
+  const started = Date.now();
+  const token = randomBytes(16).toString('hex');
+  const staged = await control.request({ op: 'stage', token });
+  if (!staged.ok) throw new StasisError(`${peer.destination.shown}: ${String(staged.error)}`);
+  const dir = join(host.scratchDir, `.migrate-pre-${record.id}-${randomBytes(6).toString('hex')}`);
+  const receiver = startReceiver(peer, ['__migrate', 'receive', token]);
+  try {
+    progress('pre-copy: a checkpoint while it runs');
+    await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
+    progress(`pre-copy: sending it while it runs`);
+    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`), [], [], compress);
+    return { dir, token, bytes, ms: Date.now() - started };
+  } catch (err) {
+    receiver.child.stdin!.destroy();
+    await cancelReceiver(receiver);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/**
+ * Sends the checkpoint taken at the freeze as what differs from the
+ * pre-copy (a delta folder beside it, removed once sent). Returns the bytes
+ * sent and the size of the checkpoint they stand for.
+ */
+export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean): Promise<{ bytes: number; checkpointBytes: number }> {
+  const deltaDir = join(host.scratchDir, `.migrate-delta-${id}-${randomBytes(6).toString('hex')}`);
+  try {
+    const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
+    progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
+    const bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], compress);
+    return { bytes, checkpointBytes: delta.total };
+  } finally {
+    rmSync(deltaDir, { recursive: true, force: true });
+  }
+}
