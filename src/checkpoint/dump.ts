@@ -8,12 +8,13 @@ import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } fr
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
 import { timestampName } from '../host/clock.ts';
-import { IMAGES_DIR, LOG_FILE, STATS_FILE, baseImageOf, engineImageName, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
+import { IMAGES_DIR, LOG_FILE, STATS_FILE, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
 import { readCriuStats } from './criu/stats.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
 import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
-import { ROOTFS_FILES, exportTarget, exportToFile, exportToStream, type ExportTarget } from './archive/export.ts';
-import { checkImageTarget, writeCheckpointImage } from './oci/image.ts';
+import { exportTarget, type ExportTarget } from './archive/export.ts';
+import { checkImageTarget } from './oci/image.ts';
+import { writeOutputs } from './outputs.ts';
 import { signCheckpoint } from './policy/signature.ts';
 import { createTar } from './archive/tar.ts';
 import { captureVolumes } from './volumes.ts';
@@ -93,7 +94,38 @@ export async function checkpointContainer(
   return host.withContainer(id, (record) => checkpointHeld(host, record, opts, progress));
 }
 
-/** What a checkpoint does once it holds the container's lock (migrate holds it longer, around the move). */
+/** A checkpoint under way: where it is written, and how far it got (what its one undo path reads). */
+interface Work {
+  id: string;
+  now: Date;
+  finalPath: string;
+  /** Written here and renamed to finalPath at the end: a failed or interrupted dump never looks like a checkpoint. */
+  workDir: string;
+  exportTo: ExportTarget | null;
+  restoreArgs: string[];
+  leaveRunning: boolean;
+  metaOpts: Parameters<typeof writeMetadata>[2];
+  /** The container is frozen by this checkpoint (thawed on failure). */
+  frozen: boolean;
+  /** CRIU finished and stopped the container: the dump is all there is of it. */
+  dumped: boolean;
+}
+
+/** What CRIU left: the checkpoint's folder, and for post-copy what serves its pages. */
+interface Dumped {
+  path: string;
+  versions: Provenance | null;
+  pagesServed: Promise<RunResult> | null;
+  rootfsChanges: CheckpointResult['rootfsChanges'];
+  rootfsMs: number;
+}
+
+/**
+ * What a checkpoint does once it holds the container's lock (migrate holds
+ * it longer, around the move), as steps: begin (folders, the record marked),
+ * capture while frozen, dump with CRIU, settle the record, write what leaves
+ * the host. A failure before the record is settled goes through one undo.
+ */
 export async function checkpointHeld(
   host: CheckpointHost,
   record: ContainerRecord,
@@ -101,26 +133,52 @@ export async function checkpointHeld(
   progress: Progress = () => undefined,
 ): Promise<CheckpointResult> {
   const started = Date.now();
-  const id = record.id;
   const refused = refusal(host, record);
   if (refused) throw refused;
+  const work = beginCheckpoint(host, record, opts);
+  const dumpStarted = Date.now();
+  let dumped: Dumped;
+  try {
+    dumped = await dumpFrozen(host, record, opts, work, progress);
+  } catch (err) {
+    throw await undoCheckpoint(host, record, work, err);
+  }
+  const dumpMs = Date.now() - dumpStarted - dumped.rootfsMs;
+  await settleRecord(host, record, opts, work, dumped.path);
+  const { exported, image, archiveMs } = await writeOutputs(record, opts, work, dumped.versions, progress);
+  // A move records its checkpoint when it is done, with the destination.
+  if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', work.id, { path: work.finalPath, exported, image, leftRunning: work.leaveRunning, preDump: opts.preDump });
+  return {
+    id: work.id,
+    path: dumped.path,
+    exported,
+    image,
+    leftRunning: work.leaveRunning,
+    preDump: opts.preDump,
+    imageBytes: folderSize(dumped.path),
+    rootfsChanges: dumped.rootfsChanges,
+    timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: dumped.rootfsMs, archive: archiveMs },
+    criu: readCriuStats(join(dumped.path, STATS_FILE)),
+    pagesServed: dumped.pagesServed ?? undefined,
+  };
+}
+
+/** Settles where the checkpoint goes (a bad name changes nothing), makes its work folder, and marks the record. */
+function beginCheckpoint(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions): Work {
+  const id = record.id;
   const now = new Date();
   const finalPath = imageFolder(host, id, opts, now);
-  // Where the archive goes is settled before anything is done, so a bad name changes nothing.
   const exportTo: ExportTarget | null = opts.exportPath === undefined ? null : exportTarget(opts.exportPath, id, opts.compression, now);
   mkdirSync(dirname(finalPath), { recursive: true, mode: 0o700 });
-  // Written beside the final folder and renamed at the end, so that a failed
-  // or interrupted dump never leaves something that looks like a checkpoint.
   const workDir = join(dirname(finalPath), `.${basename(finalPath)}.partial-${process.pid}`);
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
   // CRIU opens some images as the task it restores, a non-root user of a user namespace (redis,
   // postgres): "Unable to open timens-0.img: Permission denied" unless it may search this folder.
   chmodSync(join(workDir, IMAGES_DIR), 0o711);
-
   const restoreArgs = runcCriuFlags(criuOptionNames(opts));
   const leaveRunning = opts.leaveRunning || opts.preDump;
-  const metaOpts: Parameters<typeof writeMetadata>[2] = {
+  const metaOpts: Work['metaOpts'] = {
     preDump: opts.preDump,
     parentPath: opts.parentPath,
     restoreArgs,
@@ -130,115 +188,121 @@ export async function checkpointHeld(
   record.checkpointing = true;
   record.checkpointWork = { workDir, finalPath, leaveRunning, at: now.toISOString() };
   host.saveRecord(record);
-  let frozen = false;
-  let dumped = false;
-  let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
-  let rootfsMs = 0;
-  let versions: Provenance | null = null;
-  let pagesServed: Promise<RunResult> | null = null;
-  let resultPath = finalPath;
-  const dumpStarted = Date.now();
+  return { id, now, finalPath, workDir, exportTo, restoreArgs, leaveRunning, metaOpts, frozen: false, dumped: false };
+}
+
+/** Freezes the container, captures what CRIU does not (layer, /dev/shm, volumes, metadata), and dumps it. */
+async function dumpFrozen(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, work: Work, progress: Progress): Promise<Dumped> {
+  const { id, workDir, finalPath, metaOpts } = work;
   // Each runc this starts is noted in the record before it can act (see RunOptions.gate): a
   // recovery after a kill waits for that exact process, or knows that none ran.
   const noteStart = (step: 'pause' | 'dump') => (started: { pid: number; startTime: number }) => {
     record.checkpointWork = { ...record.checkpointWork!, started: { step, pid: started.pid, startTime: started.startTime } };
     host.saveRecord(record);
   };
-  try {
-    // Frozen while the files are captured, so that memory and files agree.
-    progress('pausing');
-    await host.freeze(id, noteStart('pause'));
-    frozen = true;
-    if (record.rootfs.kind === 'overlay' && !opts.preDump) {
-      progress('capturing rootfs changes');
-      const rootfsStarted = Date.now();
-      rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
-      rootfsMs = Date.now() - rootfsStarted;
-    }
-    // A /dev/shm that restore made for another engine's container is a bind
-    // mount, which CRIU leaves out as external: its files are carried as podman carries them.
-    if (!opts.preDump) await captureShm(record.bundle, workDir);
-    // A volume's files are not in CRIU's images: what leaves this host carries them, taken while frozen.
-    if (!opts.preDump && (record.volumes ?? []).length > 0) {
-      const leaves = exportTo !== null || opts.exportStream !== undefined || opts.createImage !== undefined || opts.stayFrozen === true;
-      progress(leaves && !opts.ignoreVolumes ? 'capturing the volumes' : 'recording the volumes');
-      metaOpts.volumes = await captureVolumes(record.volumes ?? [], workDir, leaves && !opts.ignoreVolumes);
-    }
-    // The base's files the processes use: a restore elsewhere must find them unchanged.
-    const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
-      ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
-      : [];
-    // The metadata is written before the dump, so that a dump which
-    // finishes is restorable even if stasis dies right after it.
-    const fingerprint = await rootfsFingerprint(record.rootfs.base);
-    writeMetadata(record, workDir, metaOpts, { runcVersion: 'unknown', criuVersion: 'unknown', fingerprint });
-    progress(opts.preDump ? 'pre-dumping memory with CRIU' : opts.lazyPort !== undefined ? 'dumping all but the memory with CRIU' : 'dumping with CRIU');
-    let onReady = () => undefined as void;
-    const ready = new Promise<null>((resolve) => (onReady = () => resolve(null)));
-    const dumping = host.dump(id, {
-      lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
-      imagesDir: join(workDir, IMAGES_DIR),
-      workDir,
-      leaveRunning: opts.leaveRunning,
-      preDump: opts.preDump,
-      // CRIU wants the parent relative to the images folder; workDir and
-      // finalPath are siblings, so the relative path holds after the rename.
-      parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
-      criuFlags: restoreArgs,
-      gate: noteStart('dump'),
-    });
-    // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
-    const provenance = provenanceOf(host, fingerprint);
-    provenance.catch(() => undefined);
-    const baseFiles = hashBaseFiles(record.rootfs.base, inUse);
-    if (opts.lazyPort !== undefined) {
-      // Post-copy: everything but the pages is written once runc says so; CRIU serves the pages until they are pulled.
-      const exited = await Promise.race([ready, dumping]);
-      if (exited !== null) throw new StasisError(`runc checkpoint failed: ${runcMessage(exited.stderr)}`);
-      pagesServed = dumping;
-      versions = await provenance;
-      writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
-      signCheckpoint(host.stateRoot, workDir);
-      copyLog(host, id, workDir);
-      // Not renamed: CRIU still writes its log there.
-      resultPath = workDir;
-    } else {
-      const result = await dumping;
-      if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
-      dumped = true;
-      if (!leaveRunning) frozen = false;
-      versions = await provenance;
-      writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
-      signCheckpoint(host.stateRoot, workDir);
-      if (!opts.preDump) copyLog(host, id, workDir);
-      renameSync(workDir, finalPath);
-    }
-  } catch (err) {
-    if (dumped && !leaveRunning) {
-      // CRIU has stopped the container: the dump is all there is of it. It
-      // stays where it is, marked, and the next command that takes the
-      // container (any of them) finishes the checkpoint.
-      throw new StasisError(`checkpoint ${id}: the dump is complete in ${workDir}, but finishing it failed: ${errorMessage(err)}`, {
-        hint: `free what was short (disk space?), then run any command on it, e.g. \`stasis info ${id}\`, to finish the checkpoint`,
-      });
-    }
-    const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
-    rmSync(workDir, { recursive: true, force: true });
-    let thawFailure = '';
-    if (frozen) {
-      thawFailure = await host.thaw(id).then(() => '', (thawErr: unknown) => `; the container is still frozen: ${errorMessage(thawErr)}`);
-    }
-    record.checkpointing = false;
-    record.checkpointWork = null;
-    if (thawFailure) record.status = 'paused';
-    host.saveRecord(record);
-    throw withCriuLog(thawFailure ? new StasisError(`${errorMessage(err)}${thawFailure}`) : err, kept, 'checkpoint', id);
+  // Frozen while the files are captured, so that memory and files agree.
+  progress('pausing');
+  await host.freeze(id, noteStart('pause'));
+  work.frozen = true;
+  let rootfsChanges: CheckpointResult['rootfsChanges'] = null;
+  let rootfsMs = 0;
+  if (record.rootfs.kind === 'overlay' && !opts.preDump) {
+    progress('capturing rootfs changes');
+    const rootfsStarted = Date.now();
+    rootfsChanges = await captureOverlayDiff(join(record.bundle, 'upper'), workDir);
+    rootfsMs = Date.now() - rootfsStarted;
   }
-  const dumpMs = Date.now() - dumpStarted - rootfsMs;
+  // A /dev/shm that restore made for another engine's container is a bind
+  // mount, which CRIU leaves out as external: its files are carried as podman carries them.
+  if (!opts.preDump) await captureShm(record.bundle, workDir);
+  // A volume's files are not in CRIU's images: what leaves this host carries them, taken while frozen.
+  if (!opts.preDump && (record.volumes ?? []).length > 0) {
+    const leaves = work.exportTo !== null || opts.exportStream !== undefined || opts.createImage !== undefined || opts.stayFrozen === true;
+    progress(leaves && !opts.ignoreVolumes ? 'capturing the volumes' : 'recording the volumes');
+    metaOpts.volumes = await captureVolumes(record.volumes ?? [], workDir, leaves && !opts.ignoreVolumes);
+  }
+  // The base's files the processes use: a restore elsewhere must find them unchanged.
+  const inUse = record.rootfs.kind === 'overlay' && !opts.preDump
+    ? baseFilesInUse(host.containerPids(id), join(record.bundle, 'rootfs'), join(record.bundle, 'upper'))
+    : [];
+  // The metadata is written before the dump, so that a dump which
+  // finishes is restorable even if stasis dies right after it.
+  const fingerprint = await rootfsFingerprint(record.rootfs.base);
+  writeMetadata(record, workDir, metaOpts, { runcVersion: 'unknown', criuVersion: 'unknown', fingerprint });
+  progress(opts.preDump ? 'pre-dumping memory with CRIU' : opts.lazyPort !== undefined ? 'dumping all but the memory with CRIU' : 'dumping with CRIU');
+  let onReady = () => undefined as void;
+  const ready = new Promise<null>((resolve) => (onReady = () => resolve(null)));
+  const dumping = host.dump(id, {
+    lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
+    imagesDir: join(workDir, IMAGES_DIR),
+    workDir,
+    leaveRunning: opts.leaveRunning,
+    preDump: opts.preDump,
+    // CRIU wants the parent relative to the images folder; workDir and
+    // finalPath are siblings, so the relative path holds after the rename.
+    parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
+    criuFlags: work.restoreArgs,
+    gate: noteStart('dump'),
+  });
+  // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
+  const provenance = provenanceOf(host, fingerprint);
+  provenance.catch(() => undefined);
+  const baseFiles = hashBaseFiles(record.rootfs.base, inUse);
+  if (opts.lazyPort !== undefined) {
+    // Post-copy: everything but the pages is written once runc says so; CRIU serves the pages until they are pulled.
+    const exited = await Promise.race([ready, dumping]);
+    if (exited !== null) throw new StasisError(`runc checkpoint failed: ${runcMessage(exited.stderr)}`);
+    const versions = await provenance;
+    writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
+    signCheckpoint(host.stateRoot, workDir);
+    copyLog(host, id, workDir);
+    // Not renamed: CRIU still writes its log there.
+    return { path: workDir, versions, pagesServed: dumping, rootfsChanges, rootfsMs };
+  }
+  const result = await dumping;
+  if (result.exitCode !== 0) throw new StasisError(`runc checkpoint failed: ${runcMessage(result.stderr)}`);
+  work.dumped = true;
+  if (!work.leaveRunning) work.frozen = false;
+  const versions = await provenance;
+  writeMetadata(record, workDir, metaOpts, { ...versions, baseFiles });
+  signCheckpoint(host.stateRoot, workDir);
+  if (!opts.preDump) copyLog(host, id, workDir);
+  renameSync(workDir, finalPath);
+  return { path: finalPath, versions, pagesServed: null, rootfsChanges, rootfsMs };
+}
+
+/**
+ * The one undo of a checkpoint that failed before it was settled: the work
+ * folder goes (CRIU's log kept), the container is thawed and the record is
+ * as before. Once CRIU has stopped the container the dump is all there is of
+ * it: it stays, marked, for the next command to finish. Returns the error to throw.
+ */
+async function undoCheckpoint(host: CheckpointHost, record: ContainerRecord, work: Work, err: unknown): Promise<StasisError> {
+  const { id, workDir } = work;
+  if (work.dumped && !work.leaveRunning) {
+    return new StasisError(`checkpoint ${id}: the dump is complete in ${workDir}, but finishing it failed: ${errorMessage(err)}`, {
+      hint: `free what was short (disk space?), then run any command on it, e.g. \`stasis info ${id}\`, to finish the checkpoint`,
+    });
+  }
+  const kept = keepLog(host.logsDir, id, join(workDir, 'dump.log'));
+  rmSync(workDir, { recursive: true, force: true });
+  let thawFailure = '';
+  if (work.frozen) {
+    thawFailure = await host.thaw(id).then(() => '', (thawErr: unknown) => `; the container is still frozen: ${errorMessage(thawErr)}`);
+  }
   record.checkpointing = false;
   record.checkpointWork = null;
-  record.lastCheckpoint = { path: resultPath, at: now.toISOString() };
-  if (!leaveRunning) {
+  if (thawFailure) record.status = 'paused';
+  host.saveRecord(record);
+  return withCriuLog(thawFailure ? new StasisError(`${errorMessage(err)}${thawFailure}`) : err, kept, 'checkpoint', id);
+}
+
+/** The record after the dump: stopped by its checkpoint, running again (thawed), or paused for a move. */
+async function settleRecord(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, work: Work, path: string): Promise<void> {
+  record.checkpointing = false;
+  record.checkpointWork = null;
+  record.lastCheckpoint = { path, at: work.now.toISOString() };
+  if (!work.leaveRunning) {
     record.status = 'stopped';
     record.checkpointedStop = true;
     record.pid = null;
@@ -247,77 +311,18 @@ export async function checkpointHeld(
   if (opts.stayFrozen) {
     // migrate: frozen until the destination has it (then killed) or has failed (then thawed).
     record.status = 'paused';
-  } else if (leaveRunning) {
-    await host.thaw(id).catch((err: unknown) => {
+  } else if (work.leaveRunning) {
+    await host.thaw(work.id).catch((err: unknown) => {
       thawError = err;
       record.status = 'paused';
     });
   }
   host.saveRecord(record);
   if (thawError !== null) {
-    throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but the container could not be thawed and is still frozen: ${errorMessage(thawError)}`, {
-      hint: `try \`stasis resume ${id}\``,
+    throw new StasisError(`checkpoint ${work.id}: the checkpoint is in ${work.finalPath}, but the container could not be thawed and is still frozen: ${errorMessage(thawError)}`, {
+      hint: `try \`stasis resume ${work.id}\``,
     });
   }
-
-  let exported: string | null = null;
-  let archiveMs: number | null = null;
-  const exclude = opts.ignoreRootfs ? ROOTFS_FILES : [];
-  if (exportTo !== null || opts.exportStream !== undefined) {
-    progress(`writing ${exportTo?.file ?? 'the archive'}`);
-    const archiveStarted = Date.now();
-    try {
-      if (exportTo !== null) {
-        await exportToFile(finalPath, exportTo, exclude);
-        exported = exportTo.file;
-      } else {
-        await exportToStream(finalPath, opts.exportStream!, opts.compression ?? 'zstd', exclude);
-        exported = '-';
-      }
-    } catch (err) {
-      throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${errorMessage(err)}`);
-    }
-    archiveMs = Date.now() - archiveStarted;
-  }
-  let image: string | null = null;
-  if (opts.createImage !== undefined) {
-    progress(`writing the image ${opts.createImage}`);
-    const baseImage = record.rootfs.kind === 'overlay' ? baseImageOf(record.rootfs.base) : null;
-    try {
-      const written = await writeCheckpointImage(finalPath, opts.createImage, {
-        facts: {
-          containerName: id,
-          rootfsImageName: opts.podmanImage?.name ?? opts.baseImage ?? (baseImage ? engineImageName(baseImage) : record.rootfs.base),
-          rootfsImageId: opts.podmanImage?.id ?? baseImage?.configDigest,
-          rootfsImageDigest: baseImage?.digest,
-          criuVersion: versions?.criuVersion,
-          runtimeVersion: versions?.runcVersion,
-        },
-        podman: opts.podmanImage ? { imageName: opts.podmanImage.name, imageId: opts.podmanImage.id } : undefined,
-        cri: opts.baseImage ? { image: opts.baseImage, containerName: id } : undefined,
-        exclude,
-        created: now,
-      });
-      image = written.ref;
-    } catch (err) {
-      throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but writing the image failed: ${errorMessage(err)}`);
-    }
-  }
-  // A move records its checkpoint when it is done, with the destination.
-  if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', id, { path: finalPath, exported, image, leftRunning: leaveRunning, preDump: opts.preDump });
-  return {
-    id,
-    path: resultPath,
-    exported,
-    image,
-    leftRunning: leaveRunning,
-    preDump: opts.preDump,
-    imageBytes: folderSize(resultPath),
-    rootfsChanges,
-    timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: rootfsMs, archive: archiveMs },
-    criu: readCriuStats(join(resultPath, STATS_FILE)),
-    pagesServed: pagesServed ?? undefined,
-  };
 }
 
 /**
