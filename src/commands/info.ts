@@ -1,7 +1,9 @@
+import { join } from 'node:path';
 import { printJson } from '../output/print.ts';
 import { runtimeFrom } from './context.ts';
 import { ID_POSITIONAL, defineCommand } from './define.ts';
 import { idArg } from './flags.ts';
+import { specUserns } from '../runtime/userns.ts';
 
 export const command = defineCommand({
   command: 'info <id>',
@@ -14,7 +16,8 @@ export const command = defineCommand({
     // With what stasis mounted for it (the overlay of a --rootfs container,
     // --rootfs-mount ones), so an admin can see what delete will unmount.
     // And its user namespace's ID maps (null: the host's), as its spec gives them to runc.
-    const { info, mounts, userns } = await runtime.inspect(id);
-    printJson({ ...info, mounts, userns: userns ?? null, stateDir: runtime.store.containerDir(id) });
+    const { info, mounts } = await runtime.inspect(id);
+    const userns = specUserns(join(runtime.store.containerDir(id), 'config.json'));
+    printJson({ ...info, mounts, userns, stateDir: runtime.store.containerDir(id) });
   },
 });

@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { readProcStat, sameProcessRuns } from './procfs.ts';
 
@@ -18,6 +19,11 @@ function ownerTag(): string {
 /** A fresh folder in `dir` whose name says this process made it. */
 export function ownedTempDir(dir: string, prefix: string): string {
   return mkdtempSync(join(dir, `${prefix}${ownerTag()}-`));
+}
+
+/** A fresh file name in `dir` that says this process made it: PREFIX-PID-START-XXXXXX.tmp (not created). */
+export function ownedTempPath(dir: string, prefix: string): string {
+  return join(dir, `${prefix}${ownerTag()}-${randomBytes(6).toString('hex')}.tmp`);
 }
 
 /** Mount points at or below `dir` (this process's mount table). */

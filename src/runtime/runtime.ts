@@ -30,8 +30,6 @@ import type {
 } from './types.ts';
 import { orphanView, viewOf } from './view.ts';
 import { bestEffort } from '../log.ts';
-import { specUserns } from './userns.ts';
-import { join } from 'node:path';
 
 /** What the runtime is built with besides its configuration: the ways out to real processes, and features above it. */
 export interface RuntimeDeps {
@@ -139,7 +137,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
   }
 
   /** info() and the mounts stasis made for the container, from one read of its record. */
-  async inspect(id: string): Promise<{ info: ContainerInfo; mounts: MountRecord[]; userns?: ReturnType<typeof specUserns> }> {
+  async inspect(id: string): Promise<{ info: ContainerInfo; mounts: MountRecord[] }> {
     let record: ContainerRecord | null;
     try {
       record = this.store.read(id);
@@ -156,7 +154,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       const orphan = orphanView(this.store, id, { creating: false });
       info = { ...info, status: orphan.status, pid: orphan.pid, note: orphan.note };
     }
-    return { info, mounts: record.mounts, userns: specUserns(join(this.store.containerDir(id), 'config.json')) };
+    return { info, mounts: record.mounts };
   }
 
   async settledRecord(id: string): Promise<ContainerRecord | null> {

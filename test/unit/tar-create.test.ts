@@ -8,6 +8,8 @@ import { compressionFromMagic } from '../../src/checkpoint/archive/format.ts';
 import { createListedToFile } from '../../src/checkpoint/archive/gnu-tar.ts';
 import { COMPRESSIONS, createTar, extractTar, pipeTar, readTarEntries } from '../../src/checkpoint/archive/tar.ts';
 import { baseEntriesNotSent, rootfsManifest } from '../../src/checkpoint/rootfs-diff.ts';
+import { exportToFile } from '../../src/checkpoint/archive/export.ts';
+import { readProcStat } from '../../src/host/procfs.ts';
 import { COMPRESSED_FORMATS, freshDir, gnuArchive, listTree, makeTestRoot, makeTree, rawTar, removeTestRoot, treeNames } from './tar-fixtures.ts';
 
 before(() => makeTestRoot('tar-create-test'));
@@ -134,6 +136,19 @@ describe('createListedToFile (the rootfs diff)', () => {
 
 // Issue 17: a Debian tree from mmdebstrap holds device nodes in dev/ (console, null, ...);
 // a receiving side refuses devices in what it is sent, so migrate --with-rootfs failed.
+// Issue 15: an export killed while its tar ran left .NAME.HEX.tmp beside the archive for good
+// (the tar, an orphan, even finished writing it).
+test('exportToFile: a temporary file left by a killed export is removed by the next one; a live maker\'s stays', async () => {
+  const out = freshDir('export-left');
+  const target = path.join(out, 'cp.tar.zst');
+  const me = `${process.pid}-${readProcStat(process.pid)!.startTime}`;
+  writeFileSync(path.join(out, `.cp.tar.zst.${me}1-abcdef.tmp`), 'a dead maker (a start time that is not this process\'s)');
+  writeFileSync(path.join(out, `.cp.tar.zst.${me}-abcdef.tmp`), 'this process: alive');
+  writeFileSync(path.join(out, '.cp.tar.zst.abcdef.tmp'), 'no maker named: never touched');
+  await exportToFile(makeTree(), { file: target, compression: 'zstd' });
+  assert.deepEqual(readdirSync(out).sort(), ['.cp.tar.zst.abcdef.tmp', `.cp.tar.zst.${me}-abcdef.tmp`, 'cp.tar.zst'].sort());
+});
+
 describe('sending a base: device nodes and sockets stay behind', () => {
   test('pipeTar leaves out the paths given, matched whole, and nothing else', async () => {
     const base = freshDir('base-leave');

@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { StasisError } from '../../errors.ts';
 import { compressionForPath, type Compression } from './format.ts';
 import { timestampName } from '../../host/clock.ts';
+import { ownedTempPath, sweepOwnedTempDirs } from '../../host/scratch.ts';
 import { createToFile, createToStream } from './gnu-tar.ts';
 import { DELETED_FILES, DIFF_TAR } from '../format/layout.ts';
 
@@ -79,9 +79,16 @@ function names(dir: string, exclude: readonly string[]): string[] {
   return readdirSync(dir).filter((name) => !exclude.includes(name)).sort();
 }
 
-/** Writes the checkpoint folder as an archive file, appearing under its name only once complete. */
+/**
+ * Writes the checkpoint folder as an archive file, appearing under its name
+ * only once complete. Its temporary file names its maker: one left by an
+ * export that was killed (whose tar may even have gone on writing it) is
+ * removed by the next export to that name.
+ */
 export async function exportToFile(dir: string, target: ExportTarget, exclude: readonly string[] = []): Promise<void> {
-  const temp = join(dirname(target.file), `.${basename(target.file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const prefix = `.${basename(target.file)}.`;
+  sweepOwnedTempDirs(dirname(target.file), [prefix]);
+  const temp = ownedTempPath(dirname(target.file), prefix);
   try {
     const problem = await createToFile(dir, names(dir, exclude), temp, target.compression);
     if (problem) throw new Error(`cannot create ${target.file}: ${problem}`);
