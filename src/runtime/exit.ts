@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processRunning } from '../host/procfs.ts';
+import { childrenOf, commandLineHas, processRunning } from '../host/procfs.ts';
 import type { ContainerRecord, ExitRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import type { WaitOutcome } from './types.ts';
@@ -48,7 +48,7 @@ export function hasExited(ctx: RuntimeContext, id: string): boolean {
  * a stale file may name a PID the kernel has since given to another process,
  * so the command line must name the container's folder as conmon's persist dir.
  */
-function monitorPid(ctx: RuntimeContext, id: string): number | null {
+export function monitorPid(ctx: RuntimeContext, id: string): number | null {
   const file = ctx.store.readContainerFile(id, 'conmon.pid');
   if (file === null) return null;
   const pid = Number.parseInt(file.text, 10);
@@ -64,6 +64,16 @@ function monitorPid(ctx: RuntimeContext, id: string): number | null {
 
 export function monitorAlive(ctx: RuntimeContext, id: string): boolean {
   return processRunning(monitorPid(ctx, id));
+}
+
+/**
+ * Whether the monitor has started the exit hook (`stasis __exit`, under flock): the runtime
+ * it ran is then done with the container, whatever the hook has yet to record. The hook
+ * waits for the container's lock, so a command holding that lock must not wait for the monitor.
+ */
+export function monitorInExitHook(ctx: RuntimeContext, id: string): boolean {
+  const pid = monitorPid(ctx, id);
+  return pid !== null && childrenOf(pid).some((child) => commandLineHas(child, '__exit'));
 }
 
 /** For a create that died half way: its monitor may still be there. */

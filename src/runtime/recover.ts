@@ -5,7 +5,7 @@ import { processRunning, processesWithArg } from '../host/procfs.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { ASIDE, hasSetAside, putBack, teardown } from './cleanup.ts';
 import type { RuntimeContext } from './context.ts';
-import { monitorAlive } from './exit.ts';
+import { monitorInExitHook, monitorPid } from './exit.ts';
 import { readExitFile } from './view.ts';
 import { bestEffort } from '../log.ts';
 
@@ -47,7 +47,13 @@ async function finishInterruptedCreate(ctx: RuntimeContext, record: ContainerRec
   const deadline = Date.now() + MONITOR_WAIT_MS;
   // Before conmon has written its pid file it is not known as the monitor, but it (or the runc
   // it started) names the container's folder in its arguments: still at work, waited for too.
-  const atWork = () => monitorAlive(ctx, id) || processesWithArg(store.containerDir(id)).length > 0;
+  // A monitor that has started its exit hook is done (its runtime failed or ended), though its own
+  // arguments still name the folder: the hook waits for the lock held here, so it is not waited for.
+  const atWork = () => {
+    const monitor = monitorPid(ctx, id);
+    const done = monitor !== null && monitorInExitHook(ctx, id);
+    return (processRunning(monitor) && !done) || processesWithArg(store.containerDir(id)).some((pid) => !(done && pid === monitor));
+  };
   while (runningInit(ctx, id) === null && readExitFile(store, id) === null && atWork() && Date.now() < deadline) await sleep(50);
   const pid = runningInit(ctx, id);
   if (pid !== null) {
