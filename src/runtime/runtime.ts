@@ -30,6 +30,7 @@ import type {
 } from './types.ts';
 import { orphanView, viewOf } from './view.ts';
 import { bestEffort } from '../log.ts';
+import { UNPACK_PREFIX, sweepOwnedTempDirs } from '../host/scratch.ts';
 
 /** What the runtime is built with besides its configuration: the ways out to real processes, and features above it. */
 export interface RuntimeDeps {
@@ -114,6 +115,9 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
 
   /** Every container in the state directory; one whose record is damaged is listed with a note, never left out. */
   async containers(): Promise<ContainerInfo[]> {
+    // What restores that were killed left (their unpack folders: see checkpoint/source.ts): the
+    // command an admin runs next is most often ps, and a restore killed while unpacking has no container to delete.
+    sweepOwnedTempDirs(this.store.paths.root, [UNPACK_PREFIX]);
     const infos: ContainerInfo[] = [];
     for (const id of this.store.ids()) {
       try {
