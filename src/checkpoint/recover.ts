@@ -2,7 +2,7 @@ import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage } from '../errors.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
-import type { ContainerRecord } from '../state/store.ts';
+import type { ContainerRecord, MigrationMark } from '../state/store.ts';
 import { META_FILE, STATS_FILE, hasCriuImages } from './format/layout.ts';
 
 /**
@@ -14,7 +14,12 @@ import { META_FILE, STATS_FILE, hasCriuImages } from './format/layout.ts';
  * container that still runs is thawed.
  */
 export async function recoverCheckpoint(host: CheckpointHost, record: ContainerRecord): Promise<void> {
+  const move = record.migrating ?? null;
+  // Asked to switch: only the destination knows whether it did, so nothing here is touched (ps says so).
+  if (move?.committing) return;
   const work = record.checkpointWork ?? null;
+  // A move's post-copy dump serves pages until stopped: its move is dead, so is its page server.
+  if (move !== null && work !== null) await host.stopDumpers(work.workDir);
   // runc and CRIU outlive a killed stasis: the dump they are doing decides what is kept. So does
   // a `runc pause` it had started, which would freeze the container again after the thaw below.
   // Each runc the checkpoint started was noted here before it could act (RunOptions.gate): that
@@ -47,14 +52,36 @@ export async function recoverCheckpoint(host: CheckpointHost, record: ContainerR
   const alive = kept ? work!.leaveRunning : host.statusOf(record) !== 'stopped';
   if (alive) {
     // It may be frozen (killed while paused or dumping), or already running: runc says "not paused" then.
-    await host.thaw(record.id).catch((err: unknown) => {
-      if (!/not paused/i.test(errorMessage(err))) record.status = 'paused';
-    });
+    const thawed = await host.thaw(record.id).then(
+      () => true,
+      (err: unknown) => /not paused/i.test(errorMessage(err)),
+    );
+    if (!thawed) record.status = 'paused';
+    // A move froze it and said so in the record (paused): thawed, it runs again.
+    else if (move !== null) record.status = 'running';
   } else if (kept) {
     record.status = 'stopped';
     record.checkpointedStop = true;
     record.pid = null;
   }
+  if (move !== null) {
+    undoMove(host, record, move);
+    return;
+  }
   host.saveRecord(record);
   if (kept) host.journal.append('/tasks/checkpointed', record.id, { path: work!.finalPath, exported: null, leftRunning: alive, recovered: true });
+}
+
+/**
+ * A move killed before it asked the destination to switch (which, its control channel closed,
+ * removes what it restored): the container goes on here, thawed above, and the move's dumps go.
+ */
+function undoMove(host: CheckpointHost, record: ContainerRecord, move: MigrationMark): void {
+  const dumps = [...move.scratch];
+  if (record.lastCheckpoint !== null && record.lastCheckpoint.path !== move.previous?.path) dumps.push(record.lastCheckpoint.path);
+  record.lastCheckpoint = move.previous;
+  record.migrating = null;
+  host.saveRecord(record);
+  for (const dir of dumps) rmSync(dir, { recursive: true, force: true });
+  host.journal.append('/tasks/resumed', record.id, { migrationUndone: move.to });
 }

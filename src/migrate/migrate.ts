@@ -21,7 +21,8 @@ import { validateId } from '../state/ids.ts';
 import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
-import { preCopy, sendChanges } from './precopy.ts';
+import { deltaDirOf, preCopy, sendChanges } from './precopy.ts';
+import type { MigrationMark } from '../state/store.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
 import { formatBytes } from '../host/units.ts';
 
@@ -216,6 +217,10 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         tcpClose: opts.tcpClose,
         createdAt: record.createdAt,
       };
+      // Marked before anything is frozen: a command finding this move killed undoes it (checkpoint/recover.ts).
+      const mark: MigrationMark = { to: shown, previous: previousCheckpoint, scratch: imagePath === undefined ? [] : [imagePath], committing: false };
+      record.migrating = mark;
+      host.saveRecord(record);
       let checkpointPath: string | null = null;
       let dumpMs = 0;
       let transferMs = 0;
@@ -228,6 +233,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
       const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
+        record.migrating = null;
         host.saveRecord(record);
         const why = errorMessage(err).replace(new RegExp(`^checkpoint ${id} failed: `), '');
         const newline = why.indexOf('\n');
@@ -236,6 +242,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       });
       if (pre !== null) {
         record.lastCheckpoint = previousCheckpoint;
+        mark.scratch.push(pre.dir, deltaDirOf(pre.dir));
         host.saveRecord(record);
       }
       const frozenAt = Date.now();
@@ -300,8 +307,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         if (checkpointPath !== null) {
           record.status = thawed === null ? 'running' : 'paused';
           record.lastCheckpoint = previousCheckpoint;
-          host.saveRecord(record);
         }
+        record.migrating = null;
+        host.saveRecord(record);
         if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
         let why = errorMessage(err);
         // A failed dump reads as a failed move: what it was doing, then CRIU's words.
@@ -319,6 +327,10 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       const toPull = lazy && checkpointPath !== null ? lazyPageBytes(join(checkpointPath, IMAGES_DIR)) : null;
       progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : formatBytes(toPull, { si: true })} on demand and in the background` : 'switching');
       const pagesStarted = Date.now();
+      // From here on only the destination knows whether it switched: a command finding this move
+      // killed leaves the container frozen here, and ps says what to do.
+      mark.committing = true;
+      host.saveRecord(record);
       const ack = await control!.request({ op: 'commit' }, (pulled) => {
         const pages = Number(pulled.pages);
         const of = Number(pulled.of);
@@ -339,6 +351,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           const thawed = await thawBack(host, id);
           record.status = thawed === null ? 'running' : 'paused';
           record.lastCheckpoint = previousCheckpoint;
+          record.migrating = null;
           host.saveRecord(record);
           if (checkpointPath !== null) keepLog(host.logsDir, id, join(checkpointPath, 'dump.log'));
           if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
@@ -356,6 +369,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       }
       host.journal.append('/tasks/checkpointed', id, { path: opts.keep ? checkpointPath : null, destination: shown, name, migrated: true, lazy });
       record.checkpointedStop = true;
+      mark.switched = true;
       host.saveRecord(record);
       // The checkpoint goes first, and the destination drops its copy: unmounting the overlay
       // below syncs the filesystem, which would otherwise write out those pages first.

@@ -52,13 +52,19 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
   }
 }
 
+/** Where sendChanges writes the delta of a pre-copy kept in `preDir`. */
+export function deltaDirOf(preDir: string): string {
+  return `${preDir}-delta`;
+}
+
 /**
  * Sends the checkpoint taken at the freeze as what differs from the
  * pre-copy (a delta folder beside it, removed once sent). Returns the bytes
  * sent and the size of the checkpoint they stand for.
  */
 export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean): Promise<{ bytes: number; checkpointBytes: number }> {
-  const deltaDir = join(host.scratchDir, `.migrate-delta-${id}-${randomBytes(6).toString('hex')}`);
+  // Named after the pre-copy's folder, so that undoing a killed move (its record names that folder) finds it too.
+  const deltaDir = deltaDirOf(pre.dir);
   try {
     const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
     progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);

@@ -29,12 +29,16 @@ async function transition(ctx: RuntimeContext, id: string, step: Transition): Pr
     // The new state is written first: when it cannot be (a full disk), runc
     // is not called and nothing changes; when runc fails, the old one is put back.
     const previous = record.status;
+    const move = record.migrating;
     record.status = step.to;
+    // Resuming a container whose move was cut off at the switch is the admin's answer: it stays here.
+    if (step.verb === 'resume') record.migrating = null;
     ctx.store.write(record);
     try {
       await step.call(id);
     } catch (err) {
       record.status = previous;
+      record.migrating = move;
       ctx.store.write(record);
       throw err;
     }

@@ -22,9 +22,14 @@ const MONITOR_WAIT_MS = 300_000;
  * command is finished or undone. The caller holds the container's lock.
  */
 export async function recovered(ctx: RuntimeContext, record: ContainerRecord): Promise<ContainerRecord> {
-  if (record.checkpointing) await ctx.recoverCheckpoint(record);
+  if (record.checkpointing || moveToUndo(record)) await ctx.recoverCheckpoint(record);
   if (record.status === 'creating') return finishInterruptedCreate(ctx, record);
   return record;
+}
+
+/** A move whose command died before it asked the destination to switch: it is undone here. */
+export function moveToUndo(record: ContainerRecord): boolean {
+  return record.migrating != null && !record.migrating.committing;
 }
 
 /** The container's init as conmon's pid file names it, if it runs. */

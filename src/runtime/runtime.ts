@@ -13,7 +13,7 @@ import { recordExit } from './exit-hook.ts';
 import { kill, pause, resume, start } from './lifecycle.ts';
 import { provisionContainer } from './provision.ts';
 import { completeRecord, withContainer } from './records.ts';
-import { recovered } from './recover.ts';
+import { moveToUndo, recovered } from './recover.ts';
 import { deleteContainer, deleteHeld } from './remove.ts';
 import { Runc } from './runc.ts';
 import type {
@@ -151,7 +151,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     }
     if (record === null) return { info: orphanView(this.store, id, { creating: await this.store.isLocked(id) }), mounts: [] };
     // A checkpoint whose command died is finished or undone first (under the lock), so nothing stays frozen.
-    if (record.checkpointing && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
+    if ((record.checkpointing || moveToUndo(record)) && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
     if (record.status === 'creating' && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
     let info = viewOf(this.store, record);
     if (record.status === 'creating' && !(await this.store.isLocked(id))) {
@@ -163,7 +163,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
 
   async settledRecord(id: string): Promise<ContainerRecord | null> {
     const record = this.store.read(id);
-    if (record === null || !(record.checkpointing || record.status === 'creating') || (await this.store.isLocked(id))) return record;
+    if (record === null || !(record.checkpointing || moveToUndo(record) || record.status === 'creating') || (await this.store.isLocked(id))) return record;
     return this.recoverNow(id);
   }
 

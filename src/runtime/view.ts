@@ -47,7 +47,14 @@ export function viewOf(store: StateStore, record: ContainerRecord): ContainerInf
     stdio: record.stdio,
     lastCheckpoint: record.lastCheckpoint,
     checkpointed: record.checkpointedStop,
+    ...(record.migrating?.committing ? { note: moveNote(record.id, record.migrating.to, record.migrating.switched === true) } : {}),
   };
+}
+
+/** What `ps` and `info` say of a container whose move was cut off at or after the switch. */
+function moveNote(id: string, to: string, switched: boolean): string {
+  if (switched) return `moved to ${to}; removing it here was cut off: stasis delete -f ${id}`;
+  return `a move to ${to} was cut off at the switch: if it runs there, stasis delete -f ${id} here; if not, stasis resume ${id}`;
 }
 
 /**

@@ -56,6 +56,23 @@ export interface CheckpointWork {
   started?: { step: 'pause' | 'dump'; pid: number; startTime: number } | null;
 }
 
+/**
+ * While `migrate` holds the container (from its dump to the switch): what a command finding the
+ * move killed needs to undo it, or to say that only the destination knows whether it switched.
+ */
+export interface MigrationMark {
+  /** The destination, as messages show it. */
+  to: string;
+  /** The checkpoint the record named before the move: put back when the move is undone. */
+  previous: CheckpointMark | null;
+  /** Folders the move writes here (its dumps, a pre-copy's first dump): removed when it is undone. */
+  scratch: string[];
+  /** Set just before the destination is asked to commit: from then on only the destination knows whether it switched. */
+  committing: boolean;
+  /** The destination said it switched: what is left here is only to be removed. */
+  switched?: boolean;
+}
+
 /** The persistent record of one container: state.json in its folder. */
 export interface ContainerRecord {
   id: string;
@@ -98,6 +115,8 @@ export interface ContainerRecord {
   checkpointedStop: boolean;
   /** While `checkpoint` runs: where it writes, so that a command finding it interrupted can finish or undo it. */
   checkpointWork?: CheckpointWork | null;
+  /** While `migrate` moves it (absent in records written before moves were recorded). */
+  migrating?: MigrationMark | null;
 }
 
 export interface StorePaths {

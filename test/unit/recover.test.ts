@@ -167,6 +167,50 @@ describe('recovery of a checkpoint whose command died (fake runc)', () => {
     assert.deepEqual(result, { id: 'gone', status: null, exitedAt: '2026-01-02T03:04:05.000Z', checkpoint: finalPath });
     assert.ok(existsSync(join(finalPath, 'checkpoint', 'inventory.img')), 'the checkpoint outlives the container');
   });
+
+  test('a move killed before it asked to switch: its dumps go, the record names the old checkpoint, the container is thawed', async () => {
+    await host.createRunning('mover');
+    const previous = { path: join(host.checkpointDir, 'mover', 'older'), at: '2026-01-01T00:00:00.000Z' };
+    const dump = join(host.runtime.scratchDir, '.migrate-out-mover-abc');
+    const pre = join(host.runtime.scratchDir, '.migrate-pre-mover-abc');
+    for (const dir of [dump, pre, `${pre}-delta`, previous.path]) mkdirSync(dir, { recursive: true });
+    host.runtime.store.write({
+      ...host.record('mover'),
+      status: 'paused',
+      lastCheckpoint: { path: dump, at: '2026-01-02T00:00:00.000Z' },
+      migrating: { to: 'hostb', previous, scratch: [dump, pre, `${pre}-delta`], committing: false },
+    });
+    host.runner.reset();
+    const info = await host.runtime.info('mover');
+    assert.equal(info.status, 'running');
+    assert.equal(info.note, undefined);
+    assert.deepEqual(info.lastCheckpoint, previous);
+    assert.equal(host.record('mover').migrating, null);
+    for (const dir of [dump, pre, `${pre}-delta`]) assert.equal(existsSync(dir), false, `${dir} removed`);
+    assert.ok(existsSync(previous.path), 'the older checkpoint stays');
+    assert.deepEqual(host.runner.runcCalls(), ['resume mover']);
+  });
+
+  test('a move killed once it asked to switch stays frozen here, and ps says what to do; resume clears it', async () => {
+    await host.createRunning('switching');
+    const dump = join(host.runtime.scratchDir, '.migrate-out-switching-abc');
+    mkdirSync(dump, { recursive: true });
+    host.runtime.store.write({
+      ...host.record('switching'),
+      status: 'paused',
+      lastCheckpoint: { path: dump, at: '2026-01-02T00:00:00.000Z' },
+      migrating: { to: 'hostb', previous: null, scratch: [dump], committing: true },
+    });
+    host.runner.reset();
+    const info = await host.runtime.info('switching');
+    assert.equal(info.status, 'paused');
+    assert.match(info.note ?? '', /a move to hostb was cut off at the switch: if it runs there, stasis delete -f switching here; if not, stasis resume switching/);
+    assert.deepEqual(host.runner.runcCalls(), [], 'nothing thawed: it may run there');
+    assert.ok(existsSync(dump));
+    await host.runtime.container('switching').resume();
+    assert.equal(host.record('switching').migrating, null);
+    assert.equal((await host.runtime.info('switching')).note, undefined);
+  });
 });
 
 describe('a create whose command died after conmon started the container (fake conmon)', () => {
