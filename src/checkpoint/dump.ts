@@ -171,11 +171,6 @@ function beginCheckpoint(host: CheckpointHost, record: ContainerRecord, opts: Ch
   const exportTo: ExportTarget | null = opts.exportPath === undefined ? null : exportTarget(opts.exportPath, id, opts.compression, now);
   mkdirSync(dirname(finalPath), { recursive: true, mode: 0o700 });
   const workDir = join(dirname(finalPath), `.${basename(finalPath)}.partial-${process.pid}`);
-  rmSync(workDir, { recursive: true, force: true });
-  mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
-  // CRIU opens some images as the task it restores, a non-root user of a user namespace (redis,
-  // postgres): "Unable to open timens-0.img: Permission denied" unless it may search this folder.
-  chmodSync(join(workDir, IMAGES_DIR), 0o711);
   const restoreArgs = runcCriuFlags(criuOptionNames(opts));
   const leaveRunning = opts.leaveRunning || opts.preDump;
   const metaOpts: Work['metaOpts'] = {
@@ -185,9 +180,23 @@ function beginCheckpoint(host: CheckpointHost, record: ContainerRecord, opts: Ch
     criuOptions: restoreArgs.map((flag) => flag.replace(/^--/, '')),
     checkpointedAt: now,
   };
+  // The record names the work folder before it exists: a kill between the two leaves nothing unnamed.
   record.checkpointing = true;
   record.checkpointWork = { workDir, finalPath, leaveRunning, at: now.toISOString() };
   host.saveRecord(record);
+  try {
+    rmSync(workDir, { recursive: true, force: true });
+    mkdirSync(join(workDir, IMAGES_DIR), { recursive: true, mode: 0o700 });
+    // CRIU opens some images as the task it restores, a non-root user of a user namespace (redis,
+    // postgres): "Unable to open timens-0.img: Permission denied" unless it may search this folder.
+    chmodSync(join(workDir, IMAGES_DIR), 0o711);
+  } catch (err) {
+    rmSync(workDir, { recursive: true, force: true });
+    record.checkpointing = false;
+    record.checkpointWork = null;
+    host.saveRecord(record);
+    throw err;
+  }
   return { id, now, finalPath, workDir, exportTo, restoreArgs, leaveRunning, metaOpts, frozen: false, dumped: false };
 }
 
