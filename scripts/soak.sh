@@ -25,7 +25,7 @@ for ((i = 1; i <= runs; i++)); do
     if [[ $pass == compiled ]]; then
       STASIS_TEST_BIN="$PWD/dist/stasis" npm test >"$log" 2>&1
     else
-      npm test >"$log" 2>&1
+      STASIS_CRASH_POINTS=${STASIS_CRASH_POINTS:-20} npm test >"$log" 2>&1
     fi
     code=$?
     echo "$code" >"${log%.log}.status"

@@ -1,22 +1,25 @@
 // Runs alone (test/serial/, after the rest): under the parallel suite, CRIU was seen to fail these
 // dumps ("Can't lookup mount") while other tests mounted and unmounted overlays.
-// kill -9 at random points of run -d, checkpoint, restore and delete -f: afterwards `ps` is
-// honest, nothing is frozen, every container is intact or restorable, and delete -f leaves
-// no process, mount, cgroup or runc state behind.
+// kill -9 at spread points of every command that changes a container (run -d, checkpoint with
+// and without --leave-running and --export, restore in place, from a folder and from an archive,
+// migrate, delete -f): afterwards `ps` is honest, nothing is frozen, every container is intact
+// or restorable, no input is changed, and delete -f leaves no process, mount, cgroup, runc
+// state or scratch folder behind.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLI, COUNTER, TestEnv, mountedUnder, requires } from '../helpers.ts';
+import { CLI, COUNTER, TestEnv, eventually, mountedUnder, requires } from '../helpers.ts';
 
 /**
- * Kill points per command: STASIS_CRASH_POINTS (default 20, what fits a CI pass; 100 is the bar
- * of issue 15, run by hand or nightly: about five times as long).
+ * Kill points per command: STASIS_CRASH_POINTS (default 100, issue 15's bar; scripts/test.sh gives
+ * the second pass, under Node, 20: both at 100 would not fit CI's time).
  */
 const ROUNDS = (() => {
-  const value = process.env.STASIS_CRASH_POINTS ?? '20';
+  const value = process.env.STASIS_CRASH_POINTS ?? '100';
   if (!/^[1-9]\d*$/.test(value)) throw new Error(`STASIS_CRASH_POINTS=${value}: a number of kill points (1 or more)`);
   return Number(value);
 })();
@@ -86,10 +89,28 @@ function evidence(env: TestEnv, id: string, pid: number | null): string {
 /** ps agrees with the processes: running ones run and are not frozen, stopped ones have no process. */
 async function assertHonest(env: TestEnv, when: string): Promise<Listed[]> {
   // "creating" means a command holds the container's lock: conmon's exit hook may, for a moment.
-  let listed: Listed[] = await env.json(['ps']);
+  const list = async (): Promise<Listed[]> => {
+    let stuck = '';
+    const probe = setTimeout(() => {
+      const all = spawnSync('sh', ['-c', `ps -eo pid,ppid,stat,wchan:24,args | awk '$3 ~ /D|T|t/ || /stasis/' | cut -c1-220; for p in $(pgrep -f -- '--json ps'); do echo "== $p"; cat /proc/$p/task/*/stack 2>/dev/null | head -40; ls -l /proc/$p/fd 2>/dev/null | head -30; done`], { encoding: 'utf8' });
+      stuck = all.stdout;
+    }, 15_000);
+    const result = await env.run(['--json', 'ps'], { timeoutMs: 60_000 });
+    clearTimeout(probe);
+    if (result.code === 0) return JSON.parse(result.stdout) as Listed[];
+    const records = env.containerIds().map((id) => {
+      const file = join(env.stateDir, 'containers', id, 'state.json');
+      return `${id}: ${existsSync(file) ? readFileSync(file, 'utf8').replace(/\s+/g, ' ').slice(0, 400) : '(no record)'}`;
+    });
+    const working = spawnSync('sh', ['-c', `ps -eo pid,ppid,stat,wchan:20,args | grep -F -- '${env.root}' | grep -v grep | cut -c1-300`], { encoding: 'utf8' }).stdout;
+    const debug = await env.run(['--debug', 'ps'], { timeoutMs: 20_000 });
+    const folders = env.containerIds().map((id) => `${id}: ${readdirSync(join(env.stateDir, 'containers', id)).join(' ')}`);
+    assert.fail(`${when}: ps exited ${result.code ?? result.signal}: ${result.stderr}\n${records.join('\n')}\n${folders.join('\n')}\nat work:\n${working}\nps --debug: ${debug.code ?? debug.signal}\n${debug.stderr.slice(-3000)}\nat 15 s:\n${stuck}`);
+  };
+  let listed = await list();
   for (let tries = 0; tries < 100 && listed.some((c) => c.status === 'creating'); tries++) {
     await sleep(100);
-    listed = await env.json(['ps']);
+    listed = await list();
   }
   for (const c of listed) {
     // (The evidence is gathered only for a failure: it runs runc and ps.)
@@ -102,14 +123,90 @@ async function assertHonest(env: TestEnv, when: string): Promise<Listed[]> {
   return listed;
 }
 
+
+/** The container as `info` gives it, once any command killed half way is finished or undone (info does that); null if there is none. */
+async function settled(env: TestEnv, id: string): Promise<Listed | null> {
+  for (let tries = 0; ; tries++) {
+    const result = await env.run(['--json', 'info', id]);
+    if (result.code !== 0) {
+      assert.match(result.stderr, /no such container|not found|does not exist/i, `info ${id}: ${result.stderr}`);
+      return null;
+    }
+    const c = JSON.parse(result.stdout) as Listed;
+    // "creating": a command holds the container's lock (conmon's exit hook recording a failed restore's end, for a moment).
+    if (c.status !== 'creating' || tries >= 100) return c;
+    await sleep(100);
+  }
+}
+
+/** A folder's files and their contents, for "the input was not changed". */
+function treeDigest(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (at: string) => {
+    for (const entry of readdirSync(at, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = join(at, entry.name);
+      hash.update(`${path.slice(dir.length)}\0${entry.isDirectory() ? 'd' : entry.isFile() ? 'f' : 'o'}\0`);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile()) hash.update(readFileSync(path));
+    }
+  };
+  walk(dir);
+  return hash.digest('hex');
+}
+
+function fileDigest(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+/** Every checkpoint folder kept for `id` is whole (a killed dump's work folder is gone once settled). */
+function assertCheckpointsWhole(env: TestEnv, id: string, when: string): string[] {
+  const dir = join(env.checkpointDir, id);
+  const names = existsSync(dir) ? readdirSync(dir) : [];
+  assert.deepEqual(names.filter((n) => n.startsWith('.')), [], `${when}: a killed dump's work folder is left in ${dir}`);
+  for (const name of names) {
+    for (const file of ['stats-dump', 'stasis.json', 'spec.dump', 'checkpoint/inventory.img']) {
+      assert.ok(existsSync(join(dir, name, file)), `${when}: the kept checkpoint ${name} has no ${file}`);
+    }
+  }
+  return names.sort().map((n) => join(dir, n));
+}
+
+/** Scratch folders a killed command left: none once a command that sweeps them has run. */
+function scratchLeft(env: TestEnv): string[] {
+  return existsSync(env.stateDir) ? readdirSync(env.stateDir).filter((n) => n.startsWith('.restore-')) : [];
+}
+
+/** Container cgroups (stasis-...-ID) of the given IDs that still hold a process. */
+function busyCgroups(ids: readonly string[]): string[] {
+  return readdirSync('/sys/fs/cgroup', { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .flatMap((d) => readdirSync(join('/sys/fs/cgroup', d.name)).filter((n) => /^stasis-/.test(n) && ids.some((id) => n.endsWith(`-${id}`))).map((n) => join(d.name, n)))
+    .filter((dir) => existsSync(join('/sys/fs/cgroup', dir, 'cgroup.procs')) && readFileSync(join('/sys/fs/cgroup', dir, 'cgroup.procs'), 'utf8').trim() !== '');
+}
+
+/** Nothing of any container is left in `env`: no record, mount or runc state. */
+function assertEmpty(env: TestEnv): void {
+  assert.deepEqual(env.containerIds(), []);
+  assert.deepEqual(mountedUnder(join(env.stateDir, 'containers')), []);
+  assert.deepEqual(existsSync(join(env.stateDir, 'runc')) ? readdirSync(join(env.stateDir, 'runc')) : [], []);
+  assert.deepEqual(scratchLeft(env), [], 'no unpack folder is left');
+}
+
 describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'criu') }, () => {
   const env = new TestEnv('crash');
-  after(() => env.cleanup());
-  const delay = (round: number) => 20 + ((round * 37) % 9) * 60; // 20..500 ms, spread over the rounds
+  const there = new TestEnv('crash-there');
+  after(async () => {
+    await env.cleanup();
+    await there.cleanup();
+  });
+  // 20..500 ms, spread over the rounds: the commands take 50..700 ms, so the points fall in every step.
+  const delay = (round: number) => 20 + ((round * 37) % 9) * 60;
+  const used: string[] = [];
 
   test(`run -d, checkpoint, restore and delete -f killed at ${ROUNDS} points each`, { timeout: ROUNDS * 45_000 }, async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const id = `k${round}`;
+      used.push(id);
       await killedAfter(env, ['run', '-d', id, '--', ...COUNTER], delay(round));
       let [c] = (await assertHonest(env, `run -d killed (round ${round})`)).filter((x) => x.id === id);
       if (c?.status !== 'running') {
@@ -163,14 +260,108 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
       if (env.containerIds().includes(id)) await env.ok(['delete', '-f', id]);
       assert.ok(!env.containerIds().includes(id));
     }
-    // Nothing of any of them is left.
-    assert.deepEqual(env.containerIds(), []);
-    assert.deepEqual(mountedUnder(join(env.stateDir, 'containers')), []);
-    assert.deepEqual(existsSync(join(env.stateDir, 'runc')) ? readdirSync(join(env.stateDir, 'runc')) : [], []);
-    const cgroups = readdirSync('/sys/fs/cgroup', { withFileTypes: true })
-      .filter((d) => d.isDirectory())
-      .flatMap((d) => readdirSync(join('/sys/fs/cgroup', d.name)).filter((n) => /^stasis-/.test(n) && /-k\d+$/.test(n)).map((n) => join(d.name, n)));
-    const ours = cgroups.filter((dir) => existsSync(join('/sys/fs/cgroup', dir, 'cgroup.procs')) && readFileSync(join('/sys/fs/cgroup', dir, 'cgroup.procs'), 'utf8').trim() !== '');
-    assert.deepEqual(ours, [], 'no process is left in a container cgroup');
+    assertEmpty(env);
+    assert.deepEqual(busyCgroups(used), [], 'no process is left in a container cgroup');
+  });
+
+  test(`checkpoint --leave-running, checkpoint --export, restore from an archive and from a folder killed at ${ROUNDS} points each`, { timeout: ROUNDS * 60_000 }, async () => {
+    const id = 'cx';
+    used.push(id);
+    const archive = join(env.root, 'cx.tar');
+    await env.ok(['run', '-d', id, '--', ...COUNTER]);
+    for (let round = 0; round < ROUNDS; round++) {
+      // A checkpoint that leaves the container running leaves it running, killed or not.
+      await killedAfter(env, ['checkpoint', id, '--leave-running'], delay(round));
+      await assertHonest(env, `checkpoint --leave-running killed (round ${round})`);
+      let c = await settled(env, id);
+      assert.equal(c?.status, 'running', `checkpoint --leave-running killed (round ${round}): ${id} is ${c?.status}\n${evidence(env, id, c?.pid ?? null)}`);
+      let kept = assertCheckpointsWhole(env, id, `checkpoint --leave-running killed (round ${round})`);
+
+      // An export is the archive, whole, or nothing at that name; the container runs or a checkpoint stopped it.
+      await killedAfter(env, ['checkpoint', id, '--export', archive], delay(round + 2));
+      await assertHonest(env, `checkpoint --export killed (round ${round})`);
+      c = await settled(env, id);
+      assert.ok(c !== null && (c.status === 'running' || (c.status === 'stopped' && c.checkpointed)), `checkpoint --export killed (round ${round}): ${id} is ${c?.status}\n${evidence(env, id, c?.pid ?? null)}`);
+      kept = assertCheckpointsWhole(env, id, `checkpoint --export killed (round ${round})`);
+      if (existsSync(archive)) await env.ok(['checkpoint', 'inspect', archive]);
+      if (c.status === 'stopped') await env.ok(['restore', id]);
+      // The next export to that name removes what a killed one left beside it.
+      await env.ok(['checkpoint', id, '--export', archive, '--leave-running']);
+      assert.deepEqual(readdirSync(env.root).filter((n) => n.startsWith('.cx.tar.')), [], 'a killed export left its temporary file');
+
+      // A restore under a new ID from an archive or a folder: afterwards that container runs, or
+      // delete -f removes it; the archive and the folder are as they were.
+      if (kept.length === 0) {
+        // Every --leave-running checkpoint so far was killed before it kept one (an export keeps none).
+        await env.ok(['checkpoint', id, '--leave-running']);
+        kept = assertCheckpointsWhole(env, id, `checkpoint --leave-running (round ${round})`);
+      }
+      const folder = kept[kept.length - 1];
+      for (const [newId, from, digest] of [
+        [`ra${round}`, archive, () => fileDigest(archive)],
+        [`rf${round}`, folder, () => treeDigest(folder)],
+      ] as const) {
+        used.push(newId);
+        const before = digest();
+        await killedAfter(env, ['restore', newId, '--checkpoint', from], delay(round + (newId.startsWith('ra') ? 4 : 6)));
+        await assertHonest(env, `restore ${newId} --checkpoint killed (round ${round})`);
+        const r = await settled(env, newId);
+        assert.ok(r === null || r.status === 'running' || r.status === 'stopped', `restore ${newId} killed (round ${round}): ${r?.status}\n${evidence(env, newId, r?.pid ?? null)}`);
+        // delete -f, or ps when there is no container (killed while unpacking), removes the unpack
+        // folder once the tar the killed restore started has seen its input close.
+        if (r !== null) await env.ok(['delete', '-f', newId]);
+        await eventually(async () => (await env.ok(['ps']), scratchLeft(env).length === 0), `restore ${newId} killed (round ${round}): its unpack folder removed by ps`);
+        assert.equal(digest(), before, `restore ${newId} killed (round ${round}) changed ${from}`);
+        assert.ok(!env.containerIds().includes(newId));
+      }
+      // Old checkpoints go, so that the folder taken stays the newest.
+      for (const old of kept.slice(0, -1)) rmSync(old, { recursive: true, force: true });
+    }
+    await env.ok(['delete', '-f', id]);
+    assertEmpty(env);
+    assert.deepEqual(busyCgroups(used), [], 'no process is left in a container cgroup');
+  });
+
+  test(`migrate to another state directory killed at ${ROUNDS} points`, { timeout: ROUNDS * 60_000 }, async () => {
+    const id = 'mv';
+    used.push(id);
+    const sides = [env, there];
+    const to = (side: TestEnv) => ['--remote-stasis', [...CLI, '--checkpoint-dir', side.checkpointDir].join(' ')];
+    await env.ok(['run', '-d', id, '--', ...COUNTER]);
+    let from = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const src = sides[from];
+      const dst = sides[1 - from];
+      await killedAfter(src, ['migrate', id, dst.stateDir, ...to(dst)], delay(round));
+      await assertHonest(src, `migrate killed (round ${round}), here`);
+      await assertHonest(dst, `migrate killed (round ${round}), there`);
+      let here = await settled(src, id);
+      const away = await settled(dst, id);
+      if (here?.status === 'paused') {
+        // Killed once it had asked the destination to switch: only the destination knows, and ps says
+        // what to do; done as it says.
+        const note = (here as Listed & { note?: string }).note ?? '';
+        assert.match(note, /cut off/, `migrate killed (round ${round}): ${id} is paused here without a word on the move\n${evidence(src, id, here.pid)}`);
+        if (away?.status === 'running') {
+          await src.ok(['delete', '-f', id]);
+          here = null;
+        } else {
+          await src.ok(['resume', id]);
+          here = await settled(src, id);
+        }
+      }
+      // Exactly one side runs it; the other has nothing, or (killed after the switch) a stopped copy that delete -f removes.
+      const running = [here, away].filter((c) => c?.status === 'running');
+      assert.equal(running.length, 1, `migrate killed (round ${round}): here ${here?.status ?? 'none'}, there ${away?.status ?? 'none'}\nhere:\n${evidence(src, id, here?.pid ?? null)}\nthere:\n${evidence(dst, id, away?.pid ?? null)}`);
+      const runsThere = away?.status === 'running';
+      const other = runsThere ? src : dst;
+      if ((runsThere ? here : away) !== null) await other.ok(['delete', '-f', id]);
+      assertEmpty(other);
+      if (runsThere) from = 1 - from;
+    }
+    await sides[from].ok(['delete', '-f', id]);
+    assertEmpty(env);
+    assertEmpty(there);
+    assert.deepEqual(busyCgroups(used), [], 'no process is left in a container cgroup');
   });
 });
