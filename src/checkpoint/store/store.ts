@@ -1,5 +1,5 @@
 import { lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError } from '../../errors.ts';
 import { copyTree } from '../../host/walk.ts';
 import { acquireLock } from '../../state/lock.ts';
@@ -184,12 +184,14 @@ export function isPacked(dir: string): boolean {
   }
 }
 
-/** Whether `path` is inside the checkpoint directory's kept checkpoints (its real path). */
+/** The kept checkpoint `path` is (a folder, not a link, directly in a container's folder of the checkpoint directory), or null. */
 export function keptPath(checkpointDir: string, path: string): Kept | null {
   let real: string;
   let root: string;
   try {
-    real = realpathSync(path);
+    // The folder itself, never what a link names: removing a link's target by the link's name would surprise.
+    if (!lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) return null;
+    real = join(realpathSync(dirname(resolve(path))), basename(resolve(path)));
     root = realpathSync(checkpointDir);
   } catch {
     return null;
