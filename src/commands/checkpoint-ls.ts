@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { formatBytes } from '../host/units.ts';
 import { isJson, isQuiet, printJson, printLine, printTable } from '../output/print.ts';
 import { checkpointDirFrom } from './context.ts';
@@ -16,7 +17,9 @@ export const command = defineCommand({
     const id = argv.id === undefined ? null : idArg(argv.id);
     const { withStore } = await import('../checkpoint/store/store.ts');
     const { storeReport } = await import('../checkpoint/store/report.ts');
-    const reports = await withStore(checkpointDirFrom(argv), (store) => storeReport(store, id));
+    const dir = checkpointDirFrom(argv);
+    // No checkpoint directory yet: nothing kept, and nothing to make.
+    const reports = existsSync(dir) ? await withStore(dir, (store) => storeReport(store, id)) : [];
     if (isJson()) return printJson(reports);
     if (isQuiet()) return reports.forEach((r) => printLine(r.path));
     await printTable(['CONTAINER', 'CHECKPOINT', 'CREATED', 'STATE', 'SIZE', 'ONLY IT', 'SHARED'], reports.map((r) => [

@@ -194,6 +194,11 @@ async function nothingLost(t: Two, expect: { first: boolean; second: boolean }):
     assert.equal(existsSync(join(k.path, PAGES)), manifest.state === 'materialised', `${k.path} is ${manifest.state} and its files say so`);
     assert.deepEqual(readdirSync(join(k.path, 'checkpoint')).filter((name) => name.endsWith('.rebuild')), []);
   }
+  const needed = new Set(keptCheckpoints(t.dir).flatMap((k) => {
+    const manifest = readManifest(k.path)!;
+    return manifest.state === 'packed' ? manifest.files.flatMap((f) => f.chunks) : [];
+  }));
+  assert.deepEqual([...chunkFiles(t.dir).keys()].filter((hash) => !needed.has(hash)), [], 'every chunk file is needed by a packed checkpoint');
   const paths = storePaths(t.dir);
   assert.deepEqual(readdirSync(paths.tmp), [], 'no temporary chunk is left');
   assert.deepEqual(readdirSync(paths.trash), [], 'the trash is empty');
@@ -217,6 +222,7 @@ describe('a store command killed at each step', () => {
       killedAt(step, 'rm', t.dir, target === 'first' ? t.first : t.second);
       const gone = !existsSync(target === 'first' ? t.first : t.second);
       await nothingLost(t, { first: target !== 'first' || !gone, second: target !== 'second' || !gone });
+
     });
   }
 });

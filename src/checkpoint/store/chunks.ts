@@ -82,14 +82,15 @@ export function removeChunk(paths: StorePaths, hash: string): void {
   rmSync(chunkPath(paths, hash), { force: true });
 }
 
-/** Temporary chunk files of killed writers, and whatever a removal left in the trash. */
-export function sweepLeftovers(paths: StorePaths): void {
+/** Temporary chunk files of killed writers, and whatever a removal left in the trash; returns how many folders the trash held. */
+export function sweepLeftovers(paths: StorePaths): number {
   sweepOwnedTempDirs(paths.tmp, [TEMP_PREFIX]);
   let names: string[] = [];
   try {
     names = [...walkTree(paths.trash, { maxDepth: 1 })].map((e) => e.full);
   } catch {
-    return;
+    return 0;
   }
   for (const full of names) rmSync(full, { recursive: true, force: true });
+  return names.length;
 }

@@ -55,7 +55,10 @@ export function indexFolder(dir: string): StoreManifest {
 }
 
 function damaged(dir: string, why: string): StasisError {
-  return new StasisError(`checkpoint ${dir}: its store manifest ${MANIFEST_FILE} is damaged: ${why}`, { code: 'damaged' });
+  return new StasisError(`checkpoint ${dir}: its store manifest ${MANIFEST_FILE} is damaged: ${why}`, {
+    code: 'damaged',
+    hint: `if ${dir} still holds its checkpoint/pages-*.img, remove ${MANIFEST_FILE} and the next command indexes it again; else remove the folder`,
+  });
 }
 
 /** The manifest of a checkpoint folder, checked; null when it has none. */

@@ -60,15 +60,21 @@ export async function withStore<T>(checkpointDir: string, work: (store: Store) =
 /** Finishes the packs and undoes the re-materialisations a kill interrupted; removes temporary chunks and the trash. */
 function recover(store: Store): void {
   sweepLeftovers(store.paths);
+  const known: Indexed[] = [];
+  let damaged = false;
   for (const kept of keptCheckpoints(store.checkpointDir)) {
     let manifest;
     try {
       manifest = readManifest(kept.path);
     } catch {
+      damaged = true;
       continue;
     }
     if (manifest?.state === 'packed') removeBigFiles(kept.path, manifest);
+    if (manifest) known.push({ path: kept.path, manifest });
   }
+  // What a killed pack wrote before recording it, or a killed removal did not collect: no packed checkpoint needs it.
+  if (!damaged) collectGarbage(store, known);
 }
 
 /** A checkpoint's manifest, indexing (hashing) it first if it has none. */
