@@ -22,6 +22,7 @@ import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { preCopy, sendChanges } from './precopy.ts';
+import { sendChunked } from './chunked.ts';
 import type { CheckReply, RestoreRequest } from './receive.ts';
 import { formatBytes } from '../host/units.ts';
 
@@ -64,6 +65,8 @@ export interface MigrateResult {
   lazyBytes: number | null;
   /** --precopy: the first checkpoint, sent while the container ran (bytes, ms), and the size of the one the freeze took. */
   precopy: { bytes: number; ms: number; checkpointBytes: number } | null;
+  /** Bytes of the checkpoint the destination's checkpoint store held already, so not sent (chunked.ts). */
+  fromStore: number;
   totalMs: number;
   timingsMs: { check: number; rootfs: number | null; dump: number; transfer: number; restore: number; pages: number | null };
   /** The checkpoint folder kept here (--keep), else null. */
@@ -187,6 +190,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       warnings.push(`this host cannot serve the memory on demand (${pageServer}): moving all of it first`);
       lazy = false;
     }
+    // A destination whose checkpoint store holds chunks (its check says how many) gets only the chunks it lacks.
+    const useStore = !lazy && !opts.precopy && (check.storeChunks ?? 0) > 0;
     const checkMs = Date.now() - checkStarted;
 
     return await host.withContainer(id, async (record) => {
@@ -224,6 +229,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let pagesServed: Promise<RunResult> | null = null;
       let workDir: string | null = null;
       let checkpointBytes = 0;
+      let fromStore = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
       const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true).catch((err: unknown) => {
@@ -271,6 +277,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
         if (pre !== null) {
           ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true));
+        } else if (useStore) {
+          ({ bytes, fromStore } = await sendChunked(control!, checkpointPath, join(host.scratchDir, `.migrate-chunks-${id}-${randomBytes(6).toString('hex')}`), (dir) => sendFolder(peer, receiver, dir, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], opts.compress === true), progress));
         } else {
           bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : [], [], opts.compress === true);
         }
@@ -374,6 +382,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         bytes,
         lazyBytes,
         precopy: pre === null ? null : { bytes: pre.bytes, ms: pre.ms, checkpointBytes },
+        fromStore,
         totalMs: Date.now() - started,
         timingsMs: { check: checkMs, rootfs: rootfsMs, dump: dumpMs, transfer: transferMs, restore: restoreMs, pages: pagesMs },
         checkpoint: opts.keep ? checkpointPath : null,

@@ -6,19 +6,23 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTAINERS, TestEnv, eventually, requires } from '../helpers.ts';
+import { CLI, CONTAINERS, TestEnv, eventually, requires } from '../helpers.ts';
 import { buildFixtures, makeBase, skipUnless } from '../services-fixtures.ts';
 import { treeBytes } from '../../src/host/walk.ts';
 
 describe('checkpoint store', { skip: requires(...CONTAINERS, 'criu') }, () => {
   const env = new TestEnv('store');
+  const there = new TestEnv('store-there');
   let missing: string | null = 'not built yet';
   let base = '';
   before(() => {
     missing = buildFixtures(join(env.root, 'bin'));
     if (missing === null) base = makeBase(join(env.root, 'base'), join(env.root, 'bin'));
   });
-  after(() => env.cleanup());
+  after(async () => {
+    await there.cleanup();
+    await env.cleanup();
+  });
 
   /** The bytes of the files under the checkpoint directory (the store included). */
   const stored = () => (existsSync(env.checkpointDir) ? treeBytes(env.checkpointDir) : 0);
@@ -93,5 +97,24 @@ describe('checkpoint store', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.equal(await memorySum('sb'), c.sum1);
     await env.ok(['delete', '-f', 'sb']);
     await env.ok(['checkpoint', 'rm', c.first]);
+  });
+
+  test('migrate back to a host that kept a checkpoint of it: only the chunks its store lacks are sent', async (t) => {
+    if (!skipUnless(t, missing === null, missing!)) return;
+    const to = (dest: TestEnv, extra: string[] = []) => ['migrate', 'mv', dest.stateDir, '--remote-stasis', [...CLI, '--checkpoint-dir', dest.checkpointDir].join(' '), ...extra];
+    await env.ok(['run', '-d', 'mv', '--rootfs', base, '--', '/srv/bigmem', '256', '2']);
+    await logged('mv', /filled 256 MiB sum (\w+)/);
+    const away = await env.json(to(there, ['--keep']));
+    assert.equal(away.fromStore, 0, 'the destination had no store');
+    await there.ok(['kill', 'mv', '-s', 'USR2']);
+    const sum2 = await eventually(async () => /changed 2 MiB sum (\w+)/.exec(await there.ok(['logs', 'mv']))?.[1], 'the memory changed there', 60_000);
+    const back = await there.json(to(env));
+    t.diagnostic(`away (whole): ${away.bytes} bytes sent, downtime ${away.downtimeMs} ms; back: ${back.bytes} bytes sent, ${back.fromStore} bytes from the store here, downtime ${back.downtimeMs} ms`);
+    assert.ok(back.fromStore > 250 << 20, `${back.fromStore} bytes came from the store here`);
+    assert.ok(back.bytes < (256 << 20) / 10, `${back.bytes} bytes sent`);
+    assert.equal(await memorySum('mv'), sum2, 'every page is the one it had there');
+    assert.deepEqual(readdirSync(env.stateDir).filter((name) => name.startsWith('.migrate-')), [], 'nothing left of the transfer');
+    await env.ok(['delete', '-f', 'mv']);
+    await env.ok(['checkpoint', 'rm', away.checkpoint]);
   });
 });

@@ -19,7 +19,7 @@ export interface Indexed {
 }
 
 /** Where a chunk's bytes are in a materialised checkpoint: file and offset. */
-interface HeldAt {
+export interface HeldAt {
   file: string;
   offset: number;
   length: number;
@@ -40,7 +40,7 @@ export function heldByMaterialised(checkpoints: Indexed[], except: string | null
 }
 
 /** One chunk read from a file and checked; why not, as a string. */
-function readHeld(at: HeldAt, hash: string, buffer: Buffer): Buffer | string {
+export function readHeld(at: HeldAt, hash: string, buffer: Buffer): Buffer | string {
   let fd: number;
   try {
     fd = openSync(at.file, 'r');

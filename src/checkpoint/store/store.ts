@@ -2,12 +2,13 @@ import { lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync }
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError } from '../../errors.ts';
 import { copyTree } from '../../host/walk.ts';
+import { CHUNK_BYTES } from '../../host/chunks.ts';
 import { acquireLock } from '../../state/lock.ts';
 import { FILES, META_FILE } from '../format/layout.ts';
-import { listChunks, makeStoreDirs, removeChunk, storePaths, sweepLeftovers, STORE_DIR, type StorePaths } from './chunks.ts';
+import { listChunks, makeStoreDirs, readChunk, removeChunk, storePaths, sweepLeftovers, STORE_DIR, type StorePaths } from './chunks.ts';
 import { storeStep } from './faults.ts';
 import { MANIFEST_FILE, indexFolder, readManifest, writeManifest } from './manifest.ts';
-import { heldByMaterialised, packCheckpoint, rebuildFiles, removeBigFiles, type Indexed } from './pack.ts';
+import { heldByMaterialised, packCheckpoint, readHeld, rebuildFiles, removeBigFiles, type Indexed } from './pack.ts';
 
 // The checkpoint store: the checkpoints kept under the checkpoint directory
 // (<dir>/<id>/<name>/), the newest of each container materialised, the older
@@ -205,4 +206,31 @@ export function keptPath(checkpointDir: string, path: string): Kept | null {
   const rel = relative(root, real).split('/');
   if (rel.length !== 2 || rel[0].startsWith('.') || rel[1].startsWith('.') || rel[0] === '..' || rel[0] === STORE_DIR) return null;
   return keptCheckpoints(root).find((k) => k.path === real) ?? null;
+}
+
+/** A chunk's bytes from the store, checked (length and SHA-256), or null when the store does not hold it. */
+export type ChunkReader = (hash: string, length: number) => Buffer | null;
+
+/**
+ * Runs `work` with what the store in `checkpointDir` holds (the hashes of its
+ * chunk files and of its materialised checkpoints' indexed files) and a
+ * reader of those chunks, under the store's lock. A checkpoint directory that
+ * does not exist holds nothing (and is not made).
+ */
+export async function withChunkReader<T>(checkpointDir: string, work: (held: Set<string>, read: ChunkReader) => T): Promise<T> {
+  if (!lstatSync(checkpointDir, { throwIfNoEntry: false })?.isDirectory()) return work(new Set(), () => null);
+  return withStore(checkpointDir, (store) => {
+    // Not indexed yet (a checkpoint kept by migrate --keep): indexed now, as any store command does.
+    const all = keptCheckpoints(store.checkpointDir).map(indexed);
+    const inFiles = heldByMaterialised(all, null);
+    const held = new Set([...listChunks(store.paths).keys(), ...inFiles.keys()]);
+    const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    return work(held, (hash, length) => {
+      const fromFile = readChunk(store.paths, hash, length);
+      if (typeof fromFile !== 'string') return fromFile;
+      const at = inFiles.get(hash);
+      const data = at === undefined || at.length !== length ? null : readHeld(at, hash, buffer);
+      return data === null || typeof data === 'string' ? null : Buffer.from(data);
+    });
+  });
 }
