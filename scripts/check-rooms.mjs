@@ -25,6 +25,8 @@ const RULES = {
   [`${CK}/policy/`]: [...BASE, `${CK}/criu/`, `${CK}/format/`, 'runtime/spec.ts', 'state/'],
   // Checkpoint images (OCI).
   [`${CK}/oci/`]: [...BASE, `${CK}/archive/`, `${CK}/criu/`, `${CK}/format/`],
+  // The checkpoint store: chunk files, manifests, pack and materialise. Knows the folder's file names, nothing of CRIU or policy.
+  [`${CK}/store/`]: [...BASE, `${CK}/format/layout.ts`, 'state/'],
   // The verbs (files directly in checkpoint/) may import every sub-room and runtime/state/host.
   [`${CK}/`]: [...BASE, `${CK}/`, 'runtime/', 'state/'],
   // A move uses the verbs and the archive, never the policy's or CRIU's insides.

@@ -35,6 +35,8 @@ const COMMANDS: CommandEntry[] = [
   { name: 'images', describe: 'list the images in the image store', load: () => import('./commands/images.ts') },
   { name: 'rmi', describe: 'remove images from the image store', load: () => import('./commands/rmi.ts') },
   { name: 'checkpoint', describe: 'dump a container to disk with CRIU', load: () => import('./commands/checkpoint.ts') },
+  { name: 'checkpoint-ls', describe: 'list the kept checkpoints: materialised or packed, sizes, what only each holds', load: () => import('./commands/checkpoint-ls.ts') },
+  { name: 'checkpoint-rm', describe: 'remove kept checkpoints; the others stay restorable', load: () => import('./commands/checkpoint-rm.ts') },
   { name: 'checkpoint-inspect', describe: 'show what a checkpoint holds and would ask for, without restoring it', load: () => import('./commands/checkpoint-inspect.ts') },
   { name: 'restore', describe: 'restore a container from a checkpoint', load: () => import('./commands/restore.ts') },
   { name: 'migrate', describe: 'move a running container to another host or state directory', load: () => import('./commands/migrate.ts') },
@@ -102,6 +104,18 @@ export function withoutNoun(args: string[]): string[] {
   const at = verbIndex(args);
   if (at < 0 || args[at] !== 'container') return args;
   return [...args.slice(0, at), ...args.slice(at + 1)];
+}
+
+/** `checkpoint ls|list [ID]` and `checkpoint rm|remove PATH...`: the checkpoint store's verbs, as checkpoint-ls and checkpoint-rm. */
+const CHECKPOINT_VERBS: Record<string, string> = { ls: 'checkpoint-ls', list: 'checkpoint-ls', rm: 'checkpoint-rm', remove: 'checkpoint-rm' };
+
+export function checkpointVerb(args: string[]): string[] {
+  const at = verbIndex(args);
+  if (at < 0 || args[at] !== 'checkpoint') return args;
+  const next = verbIndex(args, at + 1);
+  const verb = next < 0 ? undefined : own(CHECKPOINT_VERBS, args[next]);
+  if (verb === undefined) return args;
+  return [...args.slice(0, at), verb, ...args.slice(at + 1, next), ...args.slice(next + 1)];
 }
 
 /**
@@ -188,8 +202,8 @@ export async function main(args: string[]): Promise<void> {
   if (process.argv[1]) setCliEntry(process.argv[1]);
   // `stasis ps | head -1`: a closed pipe ends the output quietly (output/stdio.ts).
   guardStreamsUnlessDirect();
-  args = withoutNoun(args);
-  const verb = findVerb(withoutNoun(completionWords(args) ?? args));
+  args = checkpointVerb(withoutNoun(args));
+  const verb = findVerb(checkpointVerb(withoutNoun(completionWords(args) ?? args)));
   const entry = commandEntry(verb);
   const json = args.includes('--json');
   const fail = (err: unknown) => {

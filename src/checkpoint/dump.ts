@@ -146,6 +146,8 @@ export async function checkpointHeld(
   const dumpMs = Date.now() - dumpStarted - dumped.rootfsMs;
   await settleRecord(host, record, opts, work, dumped.path);
   const { exported, image, archiveMs } = await writeOutputs(record, opts, work, dumped.versions, progress);
+  // Not during a move: the container is frozen until the other side has it (the next store command indexes it).
+  const store = opts.stayFrozen ? null : await keepInStore(host, dumped.path, progress);
   // A move records its checkpoint when it is done, with the destination.
   if (!opts.stayFrozen) host.journal.append('/tasks/checkpointed', work.id, { path: work.finalPath, exported, image, leftRunning: work.leaveRunning, preDump: opts.preDump });
   return {
@@ -157,10 +159,29 @@ export async function checkpointHeld(
     preDump: opts.preDump,
     imageBytes: folderSize(dumped.path),
     rootfsChanges: dumped.rootfsChanges,
-    timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: dumped.rootfsMs, archive: archiveMs },
+    timingsMs: { total: Date.now() - started, dump: dumpMs, rootfs: dumped.rootfsMs, archive: archiveMs, store: store?.ms ?? null },
     criu: readCriuStats(join(dumped.path, STATS_FILE)),
     pagesServed: dumped.pagesServed ?? undefined,
+    store: store?.report ?? null,
   };
+}
+
+/**
+ * A checkpoint kept under the checkpoint directory goes into the store
+ * (store/store.ts): hashed, and the container's older checkpoints packed.
+ * The checkpoint is whole before this: a failure here is reported, not thrown.
+ */
+async function keepInStore(host: CheckpointHost, path: string, progress: Progress): Promise<{ ms: number; report: NonNullable<CheckpointResult['store']> } | null> {
+  if (dirname(dirname(path)) !== resolve(host.checkpointDir)) return null;
+  const started = Date.now();
+  progress('indexing the checkpoint in the store');
+  try {
+    const { keepCheckpoint } = await import('./store/store.ts');
+    const kept = await keepCheckpoint(host.checkpointDir, path);
+    return { ms: Date.now() - started, report: { hashMs: kept.hashMs, packed: kept.packed, chunkBytesWritten: kept.chunkBytes, error: null } };
+  } catch (err) {
+    return { ms: Date.now() - started, report: { hashMs: 0, packed: [], chunkBytesWritten: 0, error: errorMessage(err) } };
+  }
 }
 
 /** Settles where the checkpoint goes (a bad name changes nothing), makes its work folder, and marks the record. */

@@ -100,8 +100,8 @@ export async function openCheckpoint(host: CheckpointHost, source: CheckpointSou
   const stat = statSync(path, { throwIfNoEntry: false });
   if (!stat) throw new StasisError(`checkpoint ${path} does not exist`, { code: 'checkpoint-missing' });
   if (stat.isDirectory()) {
-    checkFolder(path, path);
-    return checkedPages(await layoutAsImage(host, { dir: path, shown: path, annotations: {}, temp: null, unpackMs: null }));
+    const folder = await openFolder(host, path, path);
+    return checkedPages(await layoutAsImage(host, { dir: folder.dir, shown: path, annotations: {}, temp: folder.temp, unpackMs: folder.temp === null ? null : Date.now() - started }));
   }
   if (stat.isFIFO()) {
     // Waited for before anything is made: a Ctrl-C meanwhile leaves nothing behind.
@@ -166,6 +166,32 @@ async function layoutAsImage(host: CheckpointHost, opened: OpenedCheckpoint): Pr
   } finally {
     if (opened.temp !== null) rmSync(opened.temp, { recursive: true, force: true });
   }
+}
+
+/**
+ * A checkpoint folder to read, checked in place: as it is, or for a packed
+ * checkpoint of the store (its big files only in chunks) a folder of ours
+ * materialised from the store, every chunk checked (to remove afterwards).
+ */
+export async function openFolder(host: CheckpointHost, path: string, shown: string, doing = 'restore from'): Promise<{ dir: string; temp: string | null }> {
+  checkFolder(path, shown, doing);
+  const { isPacked, keptPath, materialiseCopy } = await import('./store/store.ts');
+  if (!isPacked(path)) return { dir: path, temp: null };
+  if (keptPath(host.checkpointDir, path) === null) {
+    throw new StasisError(`cannot ${doing} ${shown}: it is a packed checkpoint (its memory is in a checkpoint store) outside the checkpoint directory ${host.checkpointDir}`, {
+      hint: 'name it in the checkpoint directory it was kept in (--checkpoint-dir)',
+      code: 'checkpoint-missing',
+    });
+  }
+  const temp = ownedTempDir(host.scratchDir, UNPACK_PREFIX);
+  const into = join(temp, 'checkpoint');
+  try {
+    await materialiseCopy(host.checkpointDir, path, into, shown);
+  } catch (err) {
+    rmSync(temp, { recursive: true, force: true });
+    throw err;
+  }
+  return { dir: into, temp };
 }
 
 /** A JSON file of a checkpoint (untrusted input): a clear error, naming the user's checkpoint, when it is missing or damaged. */

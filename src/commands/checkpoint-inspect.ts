@@ -2,7 +2,7 @@ import { rmSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { formatInspectReport, inspectCheckpoint } from '../checkpoint/inspect.ts';
-import { checkFolder, unpackArchive } from '../checkpoint/source.ts';
+import { openFolder, unpackArchive } from '../checkpoint/source.ts';
 import { isJson, printJson } from '../output/print.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { runtimeFrom } from './context.ts';
@@ -30,15 +30,16 @@ export async function inspectFromPath(runtime: Runtime, path: string): Promise<v
   } catch {
     throw new StasisError(`checkpoint ${source} does not exist`);
   }
-  // A folder is checked in place as an archive is once unpacked: nothing it links to is read.
-  if (!isFile) checkFolder(source, source, 'inspect');
-  const dir = isFile ? await unpackArchive(runtime, source) : source;
+  // A folder is checked in place as an archive is once unpacked: nothing it links to is read; a packed one is materialised.
+  const folder = isFile ? null : await openFolder(runtime, source, source, 'inspect');
+  const dir = folder === null ? await unpackArchive(runtime, source) : folder.dir;
+  const temp = folder === null ? dir : folder.temp;
   try {
     // The report names what the user gave, not the folder it was unpacked into.
     const report = { ...inspectCheckpoint(dir), path: source };
     if (isJson()) printJson(report);
     else process.stdout.write(formatInspectReport(report).replace(/\n?$/, '\n'));
   } finally {
-    if (isFile) rmSync(dir, { recursive: true, force: true });
+    if (temp !== null) rmSync(temp, { recursive: true, force: true });
   }
 }

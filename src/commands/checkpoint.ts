@@ -145,6 +145,7 @@ async function checkpointOne(runtime: Runtime, id: string, opts: CheckpointOptio
 
 /** One checkpoint's report: the image folder (or archive, or image), CRIU's statistics if asked. */
 function report(result: CheckpointResult, printStats: boolean, toStdout: boolean): void {
+  if (result.store?.error) process.stderr.write(`stasis: warning: checkpoint ${result.id}: the checkpoint is whole in ${result.path}, but the checkpoint store could not index it: ${result.store.error}\n`);
   if (printStats && !isJson()) process.stderr.write(criuStatsLines('dump', result.criu, result.timingsMs.total).map((line) => `${line}\n`).join(''));
   // With the archive on stdout, the report goes to stderr (as errors do under --json).
   if (isJson()) {

@@ -53,6 +53,12 @@ export function applyGlobals(argv: GlobalArgs): void {
   setOutputMode({ json: argv.json === true, quiet: argv.quiet === true, colorFlag: argv.color });
 }
 
+/** The checkpoint directory (--checkpoint-dir), absolute; the output options applied. */
+export function checkpointDirFrom(argv: GlobalArgs): string {
+  applyGlobals(argv);
+  return resolve(argv.checkpointDir ?? defaultCheckpointDir());
+}
+
 /**
  * The composition root: the runtime over runc and conmon, with the recovery of
  * killed checkpoints (a layer above it) handed in. Only the command layer knows both.

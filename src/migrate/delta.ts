@@ -1,8 +1,9 @@
-import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { walkTree } from '../host/walk.ts';
+import { CHUNK_BYTES, readAt, writeAll } from '../host/chunks.ts';
 
 // migrate --precopy: the checkpoint taken at the freeze is sent as what
 // differs from the one sent while the container ran. A file of the second
@@ -14,8 +15,8 @@ import { walkTree } from '../host/walk.ts';
 // else is refused. Every other file travels whole.
 
 export const DELTA_SUFFIX = '.stasis-delta';
-/** Sixteen pages: a changed page costs 64 KiB at most, and the header stays small for large memory. */
-export const DELTA_CHUNK = 64 * 1024;
+/** The store's chunk (src/host/chunks.ts): a changed page costs 64 KiB at most, and the header stays small for large memory. */
+export const DELTA_CHUNK = CHUNK_BYTES;
 /** Smaller files travel whole: a delta would save next to nothing. */
 const DELTA_MIN = 4 * DELTA_CHUNK;
 const MAX_HEADER = 16 * 1024 * 1024;
@@ -32,21 +33,6 @@ export interface DeltaStats {
   total: number;
   /** Bytes written into the delta folder (what is sent). */
   sent: number;
-}
-
-function readAt(fd: number, buffer: Buffer, position: number): number {
-  let done = 0;
-  while (done < buffer.length) {
-    const n = readSync(fd, buffer, done, buffer.length - done, position + done);
-    if (n === 0) break;
-    done += n;
-  }
-  return done;
-}
-
-function writeAll(fd: number, data: Buffer, position: number | null = null): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position === null ? null : position + done);
 }
 
 /**

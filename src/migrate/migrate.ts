@@ -1,21 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
-import { debugLog } from '../log.ts';
 import { checkpointHeld } from '../checkpoint/dump.ts';
 import { lazyPageBytes } from '../checkpoint/criu/pagemap.ts';
 import { keepLog } from '../checkpoint/criu/log.ts';
 import { IMAGES_DIR, STATS_FILE } from '../checkpoint/format/layout.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
-import { baseEntriesNotSent, baseFilesInUse, fingerprintOf, hashBaseFiles, rootfsManifest } from '../checkpoint/rootfs-diff.ts';
 import type { Trust } from '../checkpoint/policy/trust.ts';
 import type { RunResult } from '../host/spawn.ts';
-import { CRIU_OPTIONS, CRIU_OPTION_NAMES, lazyPageServerProblem, type CriuOptions } from '../runtime/criu.ts';
+import { CRIU_OPTIONS, CRIU_OPTION_NAMES, type CriuOptions } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
-import { specUserns } from '../runtime/userns.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
 import { Control } from './control.ts';
@@ -23,7 +20,9 @@ import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { deltaDirOf, preCopy, sendChanges } from './precopy.ts';
 import type { MigrationMark } from '../state/store.ts';
-import type { CheckReply, RestoreRequest } from './receive.ts';
+import { sendChunked } from './chunked.ts';
+import { checkDestination } from './check.ts';
+import type { RestoreRequest } from './receive.ts';
 import { formatBytes } from '../host/units.ts';
 
 // A move, from the source's side: check the destination (the ID is free,
@@ -65,6 +64,8 @@ export interface MigrateResult {
   lazyBytes: number | null;
   /** --precopy: the first checkpoint, sent while the container ran (bytes, ms), and the size of the one the freeze took. */
   precopy: { bytes: number; ms: number; checkpointBytes: number } | null;
+  /** Bytes of the checkpoint the destination's checkpoint store held already, so not sent (chunked.ts). */
+  fromStore: number;
   totalMs: number;
   timingsMs: { check: number; rootfs: number | null; dump: number; transfer: number; restore: number; pages: number | null };
   /** The checkpoint folder kept here (--keep), else null. */
@@ -143,51 +144,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     cutNow = () => control?.cut();
     progress(`checking ${shown}`);
     const checkStarted = Date.now();
-    const manifest = rootfsManifest(base);
-    const inUse = baseFilesInUse(host.containerPids(id), join(first.bundle, 'rootfs'), join(first.bundle, 'upper'));
-    const checkRequest = { op: 'check', id: name, base: { path: destBase, fingerprint: fingerprintOf(manifest), manifest, files: hashBaseFiles(base, inUse) }, lazy: opts.lazy };
-    let check = await control.request(checkRequest) as unknown as CheckReply | { ok: false; error: string };
-    if (!check.ok) throw new StasisError(`${shown}: ${check.error}`);
-    if (!check.idFree) {
-      throw new StasisError(`${shown} has a container ${name} already`, { hint: `move it under another ID with --name NEW, or remove that one there`, code: 'name-taken' });
-    }
-    let rootfsMs: number | null = null;
-    if (!check.base.exists && opts.withRootfs) {
-      progress(`sending the base ${base} to ${shown}`);
-      const rootfsStarted = Date.now();
-      const rootMode = (statSync(base).mode & 0o1777).toString(8);
-      const notSent = baseEntriesNotSent(base);
-      if (notSent.length > 0) debugLog(`the base is sent without its ${notSent.length} device node(s) and socket(s): ${notSent.slice(0, 8).join(', ')}${notSent.length > 8 ? ', ...' : ''}`);
-      await sendFolder(peer, startReceiver(peer, ['__migrate', 'rootfs', destBase, '--mode', rootMode]), base, `the base ${base}`, (sent) => progress(`sending the base: ${formatBytes(sent, { si: true })}`), [], notSent, opts.compress === true);
-      rootfsMs = Date.now() - rootfsStarted;
-      check = await control.request(checkRequest) as unknown as CheckReply;
-      if (!check.ok) throw new StasisError(`${shown}: ${(check as unknown as { error: string }).error}`);
-    }
-    if (!check.base.exists) {
-      throw new StasisError(`the base rootfs ${destBase} is not on ${shown}`, {
-        hint: `copy ${base} there, name the copy there with --rootfs PATH, or send it with --with-rootfs`,
-        code: 'base-missing',
-      });
-    }
-    if (!check.base.matches) {
-      throw new StasisError(`the base rootfs ${destBase} on ${shown} is not the one ${id} runs on (${base}): ${check.base.differences.join(', ')}`, {
-        hint: `make ${destBase} there an exact copy of ${base}, or name one with --rootfs PATH`,
-        code: 'base-differs',
-      });
-    }
-    let lazy = opts.lazy;
-    const pageServer = lazy ? lazyPageServerProblem() : null;
-    if (lazy && !check.uffd) {
-      warnings.push(`${shown} cannot pull memory on demand (no userfaultfd there): moving all of it first`);
-      lazy = false;
-    } else if (lazy && check.uffdUnprivileged === false && specUserns(join(first.bundle, 'config.json')) !== null) {
-      // CRIU opens a userfaultfd in each restored task, which there is in the container's user namespace.
-      warnings.push(`${shown} has vm.unprivileged_userfaultfd = 0: the tasks of ${id}'s user namespace cannot take their memory on demand there (sysctl -w vm.unprivileged_userfaultfd=1 there allows it): moving all of it first`);
-      lazy = false;
-    } else if (pageServer !== null) {
-      warnings.push(`this host cannot serve the memory on demand (${pageServer}): moving all of it first`);
-      lazy = false;
-    }
+    const { check, rootfsMs, lazy } = await checkDestination(host, first, base, peer, control, opts, warnings, progress);
+    // A destination whose checkpoint store holds chunks (its check says how many) gets only the chunks it lacks.
+    const useStore = !lazy && !opts.precopy && (check.storeChunks ?? 0) > 0;
     const checkMs = Date.now() - checkStarted;
 
     return await host.withContainer(id, async (record) => {
@@ -229,6 +188,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let pagesServed: Promise<RunResult> | null = null;
       let workDir: string | null = null;
       let checkpointBytes = 0;
+      let fromStore = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
       const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true).catch((err: unknown) => {
@@ -278,6 +238,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
         if (pre !== null) {
           ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true));
+        } else if (useStore) {
+          // Its scratch folder is one of the move's (a kill leaves it to the undo).
+          const scratch = join(host.scratchDir, `.migrate-chunks-${id}-${randomBytes(6).toString('hex')}`);
+          mark.scratch.push(`${scratch}.chunks`);
+          host.saveRecord(record);
+          ({ bytes, fromStore } = await sendChunked(control!, checkpointPath, scratch, (dir) => sendFolder(peer, receiver, dir, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], opts.compress === true), progress));
         } else {
           bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : [], [], opts.compress === true);
         }
@@ -388,6 +354,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         bytes,
         lazyBytes,
         precopy: pre === null ? null : { bytes: pre.bytes, ms: pre.ms, checkpointBytes },
+        fromStore,
         totalMs: Date.now() - started,
         timingsMs: { check: checkMs, rootfs: rootfsMs, dump: dumpMs, transfer: transferMs, restore: restoreMs, pages: pagesMs },
         checkpoint: opts.keep ? checkpointPath : null,

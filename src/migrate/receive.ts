@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import { unprivilegedUffd } from '../runtime/userns.ts';
 import { applyDeltas } from './delta.ts';
+import { applyChunked, storeHas } from './chunked.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { UNPACK_LIMIT_BYTES } from '../checkpoint/source.ts';
@@ -44,13 +45,13 @@ export async function receiveCheckpoint(host: CheckpointHost, token: string, inp
   if (existsSync(dir)) throw new StasisError(`a transfer ${token} is already here`);
   if (base !== null && !existsSync(base)) throw new StasisError(`the pre-copy ${baseToken} is not here`);
   const bytes = await extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
-  if (base !== null) {
-    try {
-      applyDeltas(base, dir);
-    } catch (err) {
-      rmSync(dir, { recursive: true, force: true });
-      throw err;
-    }
+  try {
+    if (base !== null) applyDeltas(base, dir);
+    // Big files sent as what this host's checkpoint store lacks (chunked.ts).
+    await applyChunked(host.checkpointDir, dir);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
   }
   return bytes;
 }
@@ -90,6 +91,8 @@ export interface CheckReply {
    * Absent from older stasis: taken as true.
    */
   uffdUnprivileged?: boolean;
+  /** How many chunks this host's checkpoint store holds (chunked.ts); absent from older stasis: none. */
+  storeChunks?: number;
 }
 
 /** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
@@ -132,6 +135,8 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     base: { exists, matches, differences: differences.slice(0, 8) },
     uffd: request.lazy ? await criuFeature(host.criu, 'uffd-noncoop') : false,
     uffdUnprivileged: unprivilegedUffd(),
+    // A store that cannot be read (a damaged manifest) only means the checkpoint comes whole.
+    storeChunks: request.lazy ? 0 : await storeHas(host.checkpointDir, []).then((has) => has.stored, () => 0),
   };
 }
 
@@ -181,6 +186,7 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
       const op = message.op;
       try {
         if (op === 'check') reply(await checkDestination(host, message as unknown as CheckRequest) as unknown as Message);
+        else if (op === 'have') reply(await storeHas(host.checkpointDir, message.hashes) as unknown as Message);
         else if (op === 'restore') {
           if (restored !== null) throw new StasisError('a restore was done already');
           const request = message as unknown as RestoreRequest;

@@ -163,8 +163,11 @@ export interface CheckpointResult {
   preDump: boolean;
   imageBytes: number;
   rootfsChanges: { files: number; deleted: number } | null;
-  timingsMs: { total: number; dump: number; rootfs: number; archive: number | null };
+  /** store: indexing it in the checkpoint store and packing the older ones (null: not kept under the checkpoint directory). */
+  timingsMs: { total: number; dump: number; rootfs: number; archive: number | null; store?: number | null };
   criu: Record<string, number> | null;
+  /** The checkpoint store's part (a checkpoint kept under the checkpoint directory), or null; error: why it was not stored (the checkpoint is whole). */
+  store?: { hashMs: number; packed: string[]; chunkBytesWritten: number; error: string | null } | null;
   /** With lazyPort: settles when runc checkpoint ends, every page pulled (or the transfer broken). */
   pagesServed?: Promise<RunResult>;
 }

@@ -32,7 +32,7 @@ function offered(words: string[]): string[] {
 describe('stasis --get-yargs-completions', () => {
   test('completes command names', () => {
     assert.deepEqual(offered(['ru']), ['run']);
-    assert.deepEqual(offered(['che']), ['checkpoint', 'checkpoint-inspect']);
+    assert.deepEqual(offered(['che']), ['checkpoint', 'checkpoint-ls', 'checkpoint-rm', 'checkpoint-inspect']);
     const all = completions(['']);
     for (const name of ['create', 'run', 'ps', 'checkpoint', 'restore', 'doctor']) assert.ok(all.includes(name), `${name} in ${all.join(' ')}`);
     assert.ok(!all.includes('__exit'), 'the hidden __exit command is not offered');

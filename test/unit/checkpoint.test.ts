@@ -61,7 +61,8 @@ describe('checkpoint (fake runc and CRIU)', () => {
     assert.deepEqual(checkpointEntries('c1'), [result.path.split('/').at(-1)], 'only the final folder, no partial one');
     assert.equal(result.leftRunning, false);
     assert.equal(result.rootfsChanges, null, 'a bundle rootfs is not carried');
-    assert.deepEqual(readdirSync(result.path).sort(), ['checkpoint', 'config.dump', 'dump.log', 'spec.dump', 'stasis.json', 'stasis.sig', 'stats-dump']);
+    // stasis-store.json: kept under the checkpoint directory, it is indexed in the checkpoint store.
+    assert.deepEqual(readdirSync(result.path).sort(), ['checkpoint', 'config.dump', 'dump.log', 'spec.dump', 'stasis-store.json', 'stasis.json', 'stasis.sig', 'stats-dump']);
     const meta = JSON.parse(readFileSync(join(result.path, 'stasis.json'), 'utf8'));
     assert.equal(meta.id, 'c1');
     assert.equal(meta.runcVersion, '1.1.5-fake');
