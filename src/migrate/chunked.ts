@@ -1,4 +1,4 @@
-import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { CHUNK_BYTES, chunkLength, readAt, sha256Hex, writeAll } from '../host/chunks.ts';
@@ -6,7 +6,7 @@ import { walkTree } from '../host/walk.ts';
 import { indexFolder } from '../checkpoint/store/manifest.ts';
 import { withChunkReader } from '../checkpoint/store/store.ts';
 import type { Control } from './control.ts';
-import type { DeltaStats } from './delta.ts';
+import { writeSendTree, type DeltaStats } from './delta.ts';
 
 // A move to a destination whose checkpoint store holds chunks of the
 // checkpoint (a container moved back to where a checkpoint of it is kept; its
@@ -45,50 +45,35 @@ export async function writeChunked(control: Control, dir: string, out: string): 
   const there = new Set(hashes.filter((_, i) => (answer.have as string)[i] === '1'));
   if (there.size === 0) return null;
   const byPath = new Map(manifest.files.map((f) => [f.path, f]));
-  const stats = { total: 0, sent: 0, reused: 0 };
-  mkdirSync(out, { mode: 0o700 });
-  for (const entry of walkTree(dir)) {
-    const target = join(out, entry.path);
-    if (entry.kind === 'dir') {
-      mkdirSync(target, { mode: entry.stat.mode & 0o777 });
-      continue;
-    }
-    if (entry.kind !== 'file') throw new StasisError(`${entry.full}: a ${entry.kind} in a checkpoint`);
-    stats.total += entry.stat.size;
+  let reused = 0;
+  const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  const stats = writeSendTree(dir, out, (entry, target) => {
     const file = byPath.get(entry.path);
-    if (file === undefined || !file.chunks.some((h) => there.has(h))) {
-      try {
-        linkSync(entry.full, target);
-      } catch {
-        copyFileSync(entry.full, target);
-      }
-      stats.sent += entry.stat.size;
-      continue;
-    }
+    if (file === undefined || !file.chunks.some((h) => there.has(h))) return null;
     const sent = file.chunks.flatMap((h, i) => (there.has(h) ? [] : [i]));
     const fd = openSync(entry.full, 'r');
     const outFd = openSync(`${target}${CHUNKS_SUFFIX}`, 'wx', 0o600);
     try {
-      const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
       const header: ChunksHeader = { size: file.size, chunk: CHUNK_BYTES, hashes: file.chunks, sent };
       const headerLine = Buffer.from(`${JSON.stringify(header)}\n`);
       writeAll(outFd, headerLine);
-      stats.sent += headerLine.length;
+      let written = headerLine.length;
       for (const index of sent) {
         const length = chunkLength(file.size, index);
         const n = readAt(fd, buffer.subarray(0, length), index * CHUNK_BYTES);
         // The file is the one just hashed (the container is frozen, the folder ours): a change means a fault here.
         if (n !== length || sha256Hex(buffer.subarray(0, n)) !== file.chunks[index]) throw new StasisError(`${entry.full} changed while it was sent`);
         writeAll(outFd, buffer.subarray(0, n));
-        stats.sent += n;
+        written += n;
       }
-      stats.reused += file.size - sent.reduce((sum, i) => sum + chunkLength(file.size, i), 0);
+      reused += file.size - sent.reduce((sum, i) => sum + chunkLength(file.size, i), 0);
+      return written;
     } finally {
       closeSync(fd);
       closeSync(outFd);
     }
-  }
-  return stats;
+  });
+  return { ...stats, reused };
 }
 
 function bad(name: string, why: string): StasisError {

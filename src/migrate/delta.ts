@@ -2,7 +2,7 @@ import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync,
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
-import { walkTree } from '../host/walk.ts';
+import { walkTree, type TreeEntry } from '../host/walk.ts';
 import { CHUNK_BYTES, readAt, writeAll } from '../host/chunks.ts';
 
 // migrate --precopy: the checkpoint taken at the freeze is sent as what
@@ -36,14 +36,14 @@ export interface DeltaStats {
 }
 
 /**
- * Writes into `out` (made; must not exist) the folder `next` as a delta
- * against `base`: links (or copies) of the files that travel whole, and a
- * FILE.stasis-delta for each large file `base` holds too.
+ * Writes into `out` (made; must not exist) the folder `dir` as it is sent: each
+ * file for which `special` writes something of its own (returning the bytes it
+ * wrote) travels so; every other file travels whole (linked, or copied).
  */
-export function writeDelta(base: string, next: string, out: string): DeltaStats {
+export function writeSendTree(dir: string, out: string, special: (entry: TreeEntry, target: string) => number | null): DeltaStats {
   mkdirSync(out, { mode: 0o700 });
   const stats: DeltaStats = { total: 0, sent: 0 };
-  for (const entry of walkTree(next)) {
+  for (const entry of walkTree(dir)) {
     const target = join(out, entry.path);
     if (entry.kind === 'dir') {
       mkdirSync(target, { mode: entry.stat.mode & 0o777 });
@@ -51,19 +51,32 @@ export function writeDelta(base: string, next: string, out: string): DeltaStats 
     }
     if (entry.kind !== 'file') throw new StasisError(`${entry.full}: a ${entry.kind} in a checkpoint`);
     stats.total += entry.stat.size;
-    const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
-    if (entry.stat.size < DELTA_MIN || !old?.isFile()) {
-      try {
-        linkSync(entry.full, target);
-      } catch {
-        copyFileSync(entry.full, target);
-      }
-      stats.sent += entry.stat.size;
+    const written = special(entry, target);
+    if (written !== null) {
+      stats.sent += written;
       continue;
     }
-    stats.sent += writeFileDelta(join(base, entry.path), entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size);
+    try {
+      linkSync(entry.full, target);
+    } catch {
+      copyFileSync(entry.full, target);
+    }
+    stats.sent += entry.stat.size;
   }
   return stats;
+}
+
+/**
+ * Writes into `out` (made; must not exist) the folder `next` as a delta
+ * against `base`: links (or copies) of the files that travel whole, and a
+ * FILE.stasis-delta for each large file `base` holds too.
+ */
+export function writeDelta(base: string, next: string, out: string): DeltaStats {
+  return writeSendTree(next, out, (entry, target) => {
+    const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
+    if (entry.stat.size < DELTA_MIN || !old?.isFile()) return null;
+    return writeFileDelta(join(base, entry.path), entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size);
+  });
 }
 
 /** One file's delta; returns its size. */
