@@ -24,13 +24,44 @@ const ROUNDS = (() => {
   return Number(value);
 })();
 
-/** The stasis process is killed with SIGKILL after `delayMs`; runc, CRIU and conmon go on as they would. */
-async function killedAfter(env: TestEnv, args: string[], delayMs: number): Promise<void> {
-  const child = spawn(CLI[0], env.args(args), { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1' } });
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  await sleep(delayMs);
-  child.kill('SIGKILL');
-  await closed;
+/**
+ * Where the kills fall. Each command's k-th kill comes at frac(k·φ) of its own length, as measured
+ * here (its slowest run that was not killed, × 1.25): 100 distinct points across every step of it,
+ * on a fast machine or a slow one. Only where a kill falls comes from the clock; what must hold
+ * after it does not.
+ */
+class KillPoints {
+  private readonly longest = new Map<string, number>();
+
+  /** Runs `args` to the end (it must succeed) and notes how long `kind` took. */
+  async measure(env: TestEnv, kind: string, args: string[]): Promise<string> {
+    const started = performance.now();
+    const out = await env.ok(args);
+    this.note(kind, performance.now() - started);
+    return out;
+  }
+
+  note(kind: string, ms: number): void {
+    this.longest.set(kind, Math.max(this.longest.get(kind) ?? 0, ms));
+  }
+
+  /** The `round`-th point of `kind`, in ms after its start. */
+  at(kind: string, round: number): number {
+    const span = (this.longest.get(kind) ?? 500) * 1.25;
+    return 5 + (((round + 1) * 0.6180339887498949) % 1) * span;
+  }
+
+  /** Runs `args` and kills stasis with SIGKILL at its `round`-th point; runc, CRIU and conmon go on as they would. */
+  async kill(env: TestEnv, kind: string, args: string[], round: number): Promise<void> {
+    const child = spawn(CLI[0], env.args(args), { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1' } });
+    const started = performance.now();
+    const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const done = await Promise.race([closed.then(() => true), sleep(this.at(kind, round)).then(() => false)]);
+    // Done before its point: how long it takes is known better now.
+    if (done && (await closed) === 0) this.note(kind, performance.now() - started);
+    else child.kill('SIGKILL');
+    await closed;
+  }
 }
 
 interface Listed {
@@ -171,6 +202,21 @@ function assertCheckpointsWhole(env: TestEnv, id: string, when: string): string[
   return names.sort().map((n) => join(dir, n));
 }
 
+/** Stasis processes still serving a move into `env` (`__migrate serve`/`receive` there, which undo it when its source dies). */
+function movesServed(env: TestEnv): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .filter((pid) => {
+      try {
+        const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return args.includes('__migrate') && args.includes(env.stateDir);
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+}
+
 /** Scratch folders a killed command left: none once a command that sweeps them has run. */
 function scratchLeft(env: TestEnv): string[] {
   return existsSync(env.stateDir) ? readdirSync(env.stateDir).filter((n) => n.startsWith('.restore-')) : [];
@@ -199,15 +245,20 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
     await env.cleanup();
     await there.cleanup();
   });
-  // 20..500 ms, spread over the rounds: the commands take 50..700 ms, so the points fall in every step.
-  const delay = (round: number) => 20 + ((round * 37) % 9) * 60;
+  const points = new KillPoints();
   const used: string[] = [];
 
   test(`run -d, checkpoint, restore and delete -f killed at ${ROUNDS} points each`, { timeout: ROUNDS * 45_000 }, async () => {
+    // Each command once, whole: how long each takes here.
+    used.push('k-seed');
+    await points.measure(env, 'run -d', ['run', '-d', 'k-seed', '--', ...COUNTER]);
+    await points.measure(env, 'checkpoint', ['checkpoint', 'k-seed']);
+    await points.measure(env, 'restore', ['restore', 'k-seed']);
+    await points.measure(env, 'delete -f', ['delete', '-f', 'k-seed']);
     for (let round = 0; round < ROUNDS; round++) {
       const id = `k${round}`;
       used.push(id);
-      await killedAfter(env, ['run', '-d', id, '--', ...COUNTER], delay(round));
+      await points.kill(env, 'run -d', ['run', '-d', id, '--', ...COUNTER], round);
       let [c] = (await assertHonest(env, `run -d killed (round ${round})`)).filter((x) => x.id === id);
       if (c?.status !== 'running') {
         // Interrupted before the container ran: delete -f clears it, and the ID is free again.
@@ -215,7 +266,7 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
         await env.ok(['run', '-d', id, '--', ...COUNTER]);
       }
 
-      await killedAfter(env, ['checkpoint', id], delay(round + 3));
+      await points.kill(env, 'checkpoint', ['checkpoint', id], round);
       [c] = (await assertHonest(env, `checkpoint killed (round ${round})`)).filter((x) => x.id === id);
       if (!(c.status === 'running' || (c.status === 'stopped' && c.checkpointed))) {
         // What was kept (the record, CRIU's logs) says whose failure it was.
@@ -238,7 +289,7 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
         }
       }
 
-      await killedAfter(env, ['restore', id], delay(round + 5));
+      await points.kill(env, 'restore', ['restore', id], round);
       [c] = (await assertHonest(env, `restore killed (round ${round})`)).filter((x) => x.id === id);
       if (c.status !== 'running') {
         // Not restored yet, or the create was cut short: the checkpoint is still there to restore.
@@ -255,7 +306,7 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
       }
       assert.equal((await env.json(['info', id])).status, 'running', `round ${round}: ${id} runs again`);
 
-      await killedAfter(env, ['delete', '-f', id], delay(round + 7));
+      await points.kill(env, 'delete -f', ['delete', '-f', id], round);
       await assertHonest(env, `delete -f killed (round ${round})`);
       if (env.containerIds().includes(id)) await env.ok(['delete', '-f', id]);
       assert.ok(!env.containerIds().includes(id));
@@ -269,16 +320,27 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
     used.push(id);
     const archive = join(env.root, 'cx.tar');
     await env.ok(['run', '-d', id, '--', ...COUNTER]);
+    // Each command once, whole: how long each takes here.
+    await points.measure(env, 'checkpoint --leave-running', ['checkpoint', id, '--leave-running']);
+    await points.measure(env, 'checkpoint --export', ['checkpoint', id, '--export', archive]);
+    await env.ok(['restore', id]);
+    used.push('ra-seed', 'rf-seed');
+    await points.measure(env, 'ra', ['restore', 'ra-seed', '--checkpoint', archive]);
+    await points.measure(env, 'rf', ['restore', 'rf-seed', '--checkpoint', assertCheckpointsWhole(env, id, 'the first checkpoint').at(-1)!]);
+    await env.ok(['delete', '-f', 'ra-seed']);
+    await env.ok(['delete', '-f', 'rf-seed']);
     for (let round = 0; round < ROUNDS; round++) {
       // A checkpoint that leaves the container running leaves it running, killed or not.
-      await killedAfter(env, ['checkpoint', id, '--leave-running'], delay(round));
+      await points.kill(env, 'checkpoint --leave-running', ['checkpoint', id, '--leave-running'], round);
       await assertHonest(env, `checkpoint --leave-running killed (round ${round})`);
       let c = await settled(env, id);
       assert.equal(c?.status, 'running', `checkpoint --leave-running killed (round ${round}): ${id} is ${c?.status}\n${evidence(env, id, c?.pid ?? null)}`);
       let kept = assertCheckpointsWhole(env, id, `checkpoint --leave-running killed (round ${round})`);
+      // The store (older checkpoints packed into chunks) finishes or undoes what the kill left, and lists them all.
+      assert.equal(JSON.parse(await env.ok(['--json', 'checkpoint', 'ls', id])).length, kept.length, `checkpoint ls after round ${round}`);
 
       // An export is the archive, whole, or nothing at that name; the container runs or a checkpoint stopped it.
-      await killedAfter(env, ['checkpoint', id, '--export', archive], delay(round + 2));
+      await points.kill(env, 'checkpoint --export', ['checkpoint', id, '--export', archive], round);
       await assertHonest(env, `checkpoint --export killed (round ${round})`);
       c = await settled(env, id);
       assert.ok(c !== null && (c.status === 'running' || (c.status === 'stopped' && c.checkpointed)), `checkpoint --export killed (round ${round}): ${id} is ${c?.status}\n${evidence(env, id, c?.pid ?? null)}`);
@@ -303,7 +365,7 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
       ] as const) {
         used.push(newId);
         const before = digest();
-        await killedAfter(env, ['restore', newId, '--checkpoint', from], delay(round + (newId.startsWith('ra') ? 4 : 6)));
+        await points.kill(env, newId.slice(0, 2), ['restore', newId, '--checkpoint', from], round);
         await assertHonest(env, `restore ${newId} --checkpoint killed (round ${round})`);
         const r = await settled(env, newId);
         assert.ok(r === null || r.status === 'running' || r.status === 'stopped', `restore ${newId} killed (round ${round}): ${r?.status}\n${evidence(env, newId, r?.pid ?? null)}`);
@@ -328,11 +390,16 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
     const sides = [env, there];
     const to = (side: TestEnv) => ['--remote-stasis', [...CLI, '--checkpoint-dir', side.checkpointDir].join(' ')];
     await env.ok(['run', '-d', id, '--', ...COUNTER]);
-    let from = 0;
+    // One move, whole: how long it takes here.
+    await points.measure(env, 'migrate', ['migrate', id, there.stateDir, ...to(there)]);
+    let from = 1;
     for (let round = 0; round < ROUNDS; round++) {
       const src = sides[from];
       const dst = sides[1 - from];
-      await killedAfter(src, ['migrate', id, dst.stateDir, ...to(dst)], delay(round));
+      await points.kill(src, 'migrate', ['migrate', id, dst.stateDir, ...to(dst)], round);
+      // The destination's side of the move sees its source gone and undoes what it did (or, after
+      // the switch, keeps it): what it lists is settled once it has ended.
+      await eventually(() => movesServed(dst).length === 0, `migrate killed (round ${round}): the destination's side ends`, 60_000);
       await assertHonest(src, `migrate killed (round ${round}), here`);
       await assertHonest(dst, `migrate killed (round ${round}), there`);
       let here = await settled(src, id);
