@@ -238,7 +238,8 @@ function assertEmpty(env: TestEnv): void {
   assert.deepEqual(scratchLeft(env), [], 'no unpack folder is left');
 }
 
-describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'criu') }, () => {
+// The suite's own time limit is the sum of its tests' (npm test's --test-timeout would cut 100 points short).
+describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'criu'), timeout: ROUNDS * (45_000 + 60_000 + 60_000) }, () => {
   const env = new TestEnv('crash');
   const there = new TestEnv('crash-there');
   after(async () => {
