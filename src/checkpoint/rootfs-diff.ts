@@ -1,5 +1,5 @@
 import { closeSync, constants, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { sha256 } from '../host/digest.ts';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { walkTree } from '../host/walk.ts';
@@ -79,7 +79,7 @@ export async function rootfsFingerprint(rootfsDir: string): Promise<string> {
 
 /** The fingerprint of a manifest (rootfsManifest's lines). */
 export function fingerprintOf(manifest: readonly string[]): string {
-  return `sha256:${createHash('sha256').update(manifest.join('\n')).digest('hex')}`;
+  return `sha256:${sha256().update(manifest.join('\n')).digest('hex')}`;
 }
 
 /**
@@ -198,7 +198,7 @@ function hashFile(path: string, flags: number): { size: number; sha256: string }
   hashBuffer ??= Buffer.allocUnsafe(256 * 1024);
   const fd = openSync(path, flags);
   try {
-    const hash = createHash('sha256');
+    const hash = sha256();
     let size = 0;
     for (let n = readSync(fd, hashBuffer, 0, hashBuffer.length, null); n > 0; n = readSync(fd, hashBuffer, 0, hashBuffer.length, null)) {
       hash.update(hashBuffer.subarray(0, n));
