@@ -1,4 +1,4 @@
-import { lstatSync, statfsSync } from 'node:fs';
+import { lstatSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { run } from '../host/spawn.ts';
 import { which } from '../host/which.ts';
 import { debugLog } from '../log.ts';
@@ -59,9 +59,33 @@ mount --bind "$dir/criu.kdat" "$kdat"
 export async function keepCriuCache(criu: string, kdat = CRIU_KDAT): Promise<void> {
   if (criuCacheState(kdat) !== 'missing' || process.getuid?.() !== 0) return;
   if (which('unshare') === null || which('mount') === null) return;
+  // Tried and failed since this boot (a CRIU built to keep its cache elsewhere, say): not every command again.
+  const failed = `${kdat.slice(0, kdat.lastIndexOf('/'))}/.stasis-kdat.failed`;
+  const boot = bootId();
+  if (boot !== null && readText(failed) === boot) return;
   const started = Date.now();
   const result = await run('sh', ['-c', PRIME_SCRIPT, 'sh', criu, kdat], { timeout: 20_000 }).catch((err: Error) => ({ exitCode: -1, stderr: err.message }));
-  debugLog(result.exitCode === 0
-    ? `CRIU's kernel cache mounted on ${kdat} (${Date.now() - started} ms)`
-    : `CRIU's kernel cache not kept (exit ${result.exitCode}): ${result.stderr.trim().slice(0, 200)}`);
+  if (result.exitCode === 0) {
+    debugLog(`CRIU's kernel cache mounted on ${kdat} (${Date.now() - started} ms)`);
+    return;
+  }
+  debugLog(`CRIU's kernel cache not kept (exit ${result.exitCode}): ${result.stderr.trim().slice(0, 200)}`);
+  try {
+    if (boot !== null) writeFileSync(failed, boot, { mode: 0o600 });
+  } catch {
+    // tried again next time
+  }
+}
+
+function readText(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+/** This boot's ID (random at each boot), or null. */
+function bootId(): string | null {
+  return readText('/proc/sys/kernel/random/boot_id');
 }
