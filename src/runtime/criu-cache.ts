@@ -5,7 +5,7 @@ import { debugLog } from '../log.ts';
 
 // CRIU probes the kernel at every dump and restore (ptrace, breakpoints,
 // iptables -L, netlink, a tmpfs mount...), unless it finds the answers in
-// its cache, /run/criu.kdat: measured here, 75-80 ms of every runc checkpoint
+// its cache, /run/criu.kdat: measured here, 80-100 ms of every runc checkpoint
 // and runc restore. That path is fixed when CRIU is built; root's CRIU has no
 // other. CRIU reads the file wherever /run is, but writes it only when /run
 // is a tmpfs, so that a reboot drops it. Where /run is on disk (this kind of
