@@ -60,9 +60,7 @@ export async function keepCriuCache(criu: string, kdat = CRIU_KDAT): Promise<voi
   if (criuCacheState(kdat) !== 'missing' || process.getuid?.() !== 0) return;
   if (which('unshare') === null || which('mount') === null) return;
   // Tried and failed since this boot (a CRIU built to keep its cache elsewhere, say): not every command again.
-  const failed = `${kdat.slice(0, kdat.lastIndexOf('/'))}/.stasis-kdat.failed`;
-  const boot = bootId();
-  if (boot !== null && readText(failed) === boot) return;
+  if (criuCacheFailedThisBoot(kdat)) return;
   const started = Date.now();
   const result = await run('sh', ['-c', PRIME_SCRIPT, 'sh', criu, kdat], { timeout: 20_000 }).catch((err: Error) => ({ exitCode: -1, stderr: err.message }));
   if (result.exitCode === 0) {
@@ -71,10 +69,22 @@ export async function keepCriuCache(criu: string, kdat = CRIU_KDAT): Promise<voi
   }
   debugLog(`CRIU's kernel cache not kept (exit ${result.exitCode}): ${result.stderr.trim().slice(0, 200)}`);
   try {
-    if (boot !== null) writeFileSync(failed, boot, { mode: 0o600 });
+    const boot = bootId();
+    if (boot !== null) writeFileSync(failMark(kdat), boot, { mode: 0o600 });
   } catch {
     // tried again next time
   }
+}
+
+/** Where a failed try leaves this boot's ID. */
+function failMark(kdat: string): string {
+  return `${kdat.slice(0, kdat.lastIndexOf('/'))}/.stasis-kdat.failed`;
+}
+
+/** Whether stasis tried to make the cache since this boot, and failed. */
+export function criuCacheFailedThisBoot(kdat = CRIU_KDAT): boolean {
+  const boot = bootId();
+  return boot !== null && readText(failMark(kdat)) === boot;
 }
 
 function readText(path: string): string | null {
