@@ -37,8 +37,15 @@ export function criuCacheState(kdat = CRIU_KDAT): 'kept' | 'criu-keeps-it' | 'mi
 // $1 the CRIU to run, $2 the cache's path. CRIU's `check` fills its kernel
 // facts (the --feature asked does not matter) and saves them on the tmpfs it
 // sees as /run. Every path comes in as an argument, never in the script.
+// A try killed half way (stasis's process group killed) can leave its folder,
+// with the tmpfs mounted on it: one over a minute old is undone first.
 const PRIME_SCRIPT = `set -e
 criu=$1 kdat=$2
+for old in "\${kdat%/*}"/.stasis-kdat.??????; do
+  [ -d "$old" ] && [ -n "$(find "$old" -maxdepth 0 -mmin +1)" ] || continue
+  umount "$old" 2>/dev/null || :
+  rmdir "$old" 2>/dev/null || :
+done
 dir=$(mktemp -d "\${kdat%/*}/.stasis-kdat.XXXXXX")
 trap 'umount "$dir" 2>/dev/null || :; rmdir "$dir" 2>/dev/null || :' EXIT
 mount -t tmpfs -o size=64k,mode=0700 stasis-criu-kdat "$dir"
