@@ -1,5 +1,5 @@
 import { chownSync, chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../host/digest.ts';
 import { basename, dirname, join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import type { OciSpec } from '../runtime/spec.ts';

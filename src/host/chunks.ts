@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { sha256 } from './digest.ts';
 
 // Fixed-size chunks of a large file and their SHA-256: what migrate
 // --precopy's deltas (src/migrate/delta.ts) and the checkpoint store
@@ -26,7 +26,7 @@ export function writeAll(fd: number, data: Buffer, position: number | null = nul
 }
 
 export function sha256Hex(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
+  return sha256().update(data).digest('hex');
 }
 
 /** A file cut into CHUNK_BYTES chunks: its size and each chunk's SHA-256 (hex), in order. */

@@ -1,5 +1,5 @@
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from './digest.ts';
 import { join } from 'node:path';
 import { processesWithArg, readProcStat, sameProcessRuns } from './procfs.ts';
 import { debugLog } from '../log.ts';

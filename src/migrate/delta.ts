@@ -1,5 +1,5 @@
 import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { sha256 } from '../host/digest.ts';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { walkTree, type TreeEntry } from '../host/walk.ts';
@@ -85,7 +85,7 @@ function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, siz
   const newFd = openSync(newPath, 'r');
   const a = Buffer.alloc(DELTA_CHUNK);
   const b = Buffer.alloc(DELTA_CHUNK);
-  const hash = createHash('sha256');
+  const hash = sha256();
   const changed: number[] = [];
   try {
     for (let index = 0, at = 0; at < size; index++, at += DELTA_CHUNK) {
@@ -175,7 +175,7 @@ export function applyDeltas(base: string, dir: string): number {
           writeAll(out, buffer.subarray(0, n), index * DELTA_CHUNK);
           at += n;
         }
-        const hash = createHash('sha256');
+        const hash = sha256();
         for (let pos = 0; pos < header.size; pos += DELTA_CHUNK) hash.update(buffer.subarray(0, readAt(out, buffer, pos)));
         if (hash.digest('hex') !== header.sha256) throw badDelta(entry.path, `${rel} rebuilt does not have the hash the sender computed`);
       } finally {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../host/digest.ts';
 import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';

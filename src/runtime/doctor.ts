@@ -1,29 +1,32 @@
-import { accessSync, constants, existsSync, readFileSync, statfsSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { CRIU_KDAT, criuCacheFailedThisBoot, criuCacheState } from './criu-cache.ts';
 import { criuFeature, criuVersion as criuVersionOf, lazyPageServerProblem, softDirtyTracking } from './criu.ts';
 import { run, versionOf } from '../host/spawn.ts';
 import type { Runtime } from './runtime.ts';
 import { which } from '../host/which.ts';
 import { unprivilegedUffd } from './userns.ts';
 
-/** statfs(2)'s f_type of a tmpfs. */
-const TMPFS_MAGIC = 0x01021994;
-
 /**
- * CRIU probes the kernel's features at every start (some 45 ms here) unless
- * it finds its cache, /run/criu.kdat; it writes that cache only where /run is
- * a tmpfs (so that a reboot into another kernel drops it).
+ * CRIU probes the kernel's features at every start (80-100 ms here) unless it
+ * finds its cache, /run/criu.kdat; it writes that cache only where /run is a
+ * tmpfs (so that a reboot into another kernel drops it). Elsewhere stasis
+ * makes it at the next checkpoint or restore (criu-cache.ts).
  */
-function kdatCache(): { ok: boolean; detail: string } {
-  if (existsSync('/run/criu.kdat')) return { ok: true, detail: '/run/criu.kdat is kept: CRIU starts without probing the kernel' };
-  let tmpfs = false;
-  try {
-    tmpfs = statfsSync('/run').type === TMPFS_MAGIC;
-  } catch {
-    // no /run
+function kdatCache(): { ok: boolean; detail: string; hint?: string } {
+  switch (criuCacheState()) {
+    case 'kept':
+      return { ok: true, detail: `${CRIU_KDAT} is kept: CRIU starts without probing the kernel` };
+    case 'criu-keeps-it':
+      return { ok: true, detail: `/run is a tmpfs: CRIU keeps ${CRIU_KDAT} after its first run` };
+    default:
+      return criuCacheFailedThisBoot()
+        ? {
+          ok: false,
+          detail: `/run is not a tmpfs, and making ${CRIU_KDAT} failed this boot: CRIU probes the kernel on every checkpoint and restore (80-100 ms each)`,
+          hint: 'stasis --debug checkpoint ID shows why (the try is made again after a reboot)',
+        }
+        : { ok: false, detail: `/run is not a tmpfs, where CRIU keeps no cache: the next checkpoint or restore has CRIU make it, mounted on ${CRIU_KDAT} until the next boot` };
   }
-  return tmpfs
-    ? { ok: true, detail: "/run is a tmpfs: CRIU keeps /run/criu.kdat after its first run" }
-    : { ok: false, detail: '/run is not a tmpfs: CRIU probes the kernel on every checkpoint and restore (tens of ms each), as it keeps its cache only on a tmpfs' };
 }
 
 export interface DoctorCheck {
@@ -77,6 +80,7 @@ export async function runDoctor(runtime: Runtime): Promise<DoctorReport> {
       ok: kdat.ok,
       required: false,
       detail: kdat.detail,
+      hint: kdat.hint,
     });
     checks.push({
       name: 'soft-dirty tracking',

@@ -31,6 +31,7 @@ import type {
 import { orphanView, viewOf } from './view.ts';
 import { bestEffort } from '../log.ts';
 import { UNPACK_PREFIX, sweepOwnedTempDirs } from '../host/scratch.ts';
+import { keepCriuCache } from './criu-cache.ts';
 
 /** What the runtime is built with besides its configuration: the ways out to real processes, and features above it. */
 export interface RuntimeDeps {
@@ -38,6 +39,8 @@ export interface RuntimeDeps {
   startMonitor?: (opts: MonitorOptions) => Promise<number>;
   /** Recovery of a checkpoint whose command died; without it such a record is left as it is. */
   checkpoint?: CheckpointFeature;
+  /** Sees that CRIU finds its kernel cache before a dump or restore (criu-cache.ts); none with a fake runner. */
+  keepCriuCache?: (criu: string) => Promise<void>;
 }
 
 /**
@@ -50,6 +53,7 @@ export interface RuntimeDeps {
 export class Runtime implements ContainerRuntime, CheckpointHost {
   private readonly ctx: RuntimeContext;
   private readonly checkpointFeature: CheckpointFeature | undefined;
+  private readonly keepCriuCache: (criu: string) => Promise<void>;
 
   constructor(config: RuntimeConfig, deps: RuntimeDeps = {}) {
     const runner = deps.runner ?? systemRunner;
@@ -66,6 +70,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
       },
     };
     this.checkpointFeature = deps.checkpoint;
+    this.keepCriuCache = deps.keepCriuCache ?? (deps.runner ? async () => undefined : keepCriuCache);
   }
 
   get config(): RuntimeConfig {
@@ -269,7 +274,9 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return cgroupPids(cgroupDirs(this.store.cgroupPath(id)));
   }
 
-  freeze(id: string, gate?: (started: StartedProcess) => void): Promise<void> {
+  async freeze(id: string, gate?: (started: StartedProcess) => void): Promise<void> {
+    // Before the freeze, so that making the cache (once a boot) does not lengthen it.
+    await this.keepCriuCache(this.ctx.config.criu);
     return this.ctx.runc.pause(id, gate);
   }
 
@@ -321,7 +328,8 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return this.ctx.runc.version();
   }
 
-  provision(id: string, plan: ProvisionPlan, opts: { replace?: ContainerRecord } = {}): Promise<ContainerInfo> {
+  async provision(id: string, plan: ProvisionPlan, opts: { replace?: ContainerRecord } = {}): Promise<ContainerInfo> {
+    if (plan.restore) await this.keepCriuCache(this.ctx.config.criu);
     return provisionContainer(this.ctx, id, plan, opts);
   }
 }

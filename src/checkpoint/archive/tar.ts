@@ -12,7 +12,7 @@
 // When any step fails the folder is removed, so a refused archive leaves
 // nothing behind. The archive is read once, and decompressed once.
 
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../../host/digest.ts';
 import { readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';

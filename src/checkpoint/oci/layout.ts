@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256 as startSha256 } from '../../host/digest.ts';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { arch, release } from 'node:os';
 import { join } from 'node:path';
@@ -71,12 +71,12 @@ export function blobPath(layoutDir: string, digest: unknown): string {
 }
 
 export function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  return `sha256:${startSha256().update(bytes).digest('hex')}`;
 }
 
 /** sha256 of a file's bytes, or of what they decompress to. */
 export async function fileDigest(path: string, compression: 'none' | 'gzip' | 'zstd' = 'none'): Promise<string> {
-  const hash = createHash('sha256');
+  const hash = startSha256();
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
       hash.update(chunk);

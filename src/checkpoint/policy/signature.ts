@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hmacSha256, randomBytes, sameBytes, sha256 } from '../../host/digest.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../state/atomic.ts';
@@ -30,10 +30,10 @@ function key(stateRoot: string, create: boolean): Buffer | null {
 }
 
 function digest(secret: Buffer, dir: string): Buffer {
-  const hmac = createHmac('sha256', secret);
+  const hmac = hmacSha256(secret);
   for (const name of [SPEC_FILE, META_FILE]) {
     hmac.update(`${name}\n`);
-    hmac.update(createHash('sha256').update(readFileSync(join(dir, name))).digest());
+    hmac.update(sha256().update(readFileSync(join(dir, name))).digest());
   }
   return hmac.digest();
 }
@@ -51,7 +51,7 @@ export function signedHere(stateRoot: string, dir: string): boolean {
   try {
     const given = Buffer.from(readFileSync(join(dir, SIGNATURE_FILE), 'utf8').trim(), 'hex');
     const expected = digest(secret, dir);
-    return given.length === expected.length && timingSafeEqual(given, expected);
+    return given.length === expected.length && sameBytes(given, expected);
   } catch {
     return false;
   }
