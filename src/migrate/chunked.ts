@@ -14,7 +14,7 @@ import { writeSendTree, type DeltaStats } from './delta.ts';
 // file from them and its store, each chunk checked against its hash (the same
 // proof the whole file's hash would give, read once); anything else is refused.
 // The format and its reader are the store's (src/checkpoint/store/transfer.ts),
-// so that other senders share it.
+// shared with `checkpoint --export --have`.
 
 export { CHUNKS_SUFFIX, applyChunked } from '../checkpoint/store/transfer.ts';
 

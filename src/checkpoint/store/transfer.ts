@@ -1,13 +1,13 @@
-import { closeSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../../errors.ts';
 import { CHUNK_BYTES, chunkLength, readAt, sha256Hex, writeAll } from '../../host/chunks.ts';
-import { walkTree, type TreeEntry } from '../../host/walk.ts';
-import type { ManifestFile } from './manifest.ts';
+import { walkTree, writeSendTree, type TreeEntry } from '../../host/walk.ts';
+import { indexFolder, isBigFile, type ManifestFile } from './manifest.ts';
 import { withChunkReader } from './store.ts';
 
 // A big file sent to a host whose checkpoint store holds some of its chunks
-// (a full migrate): FILE.stasis-chunks, a header line
+// (a full migrate, an export with --have): FILE.stasis-chunks, a header line
 // (JSON: size, chunk size, every chunk's hash, the indices of the chunks that
 // follow) and those chunks' bytes. The receiver rebuilds the file from them
 // and its store, each chunk checked against its hash (the same proof the
@@ -146,4 +146,110 @@ export async function applyChunked(checkpointDir: string, dir: string): Promise<
     }
     return files.length;
   });
+}
+
+// An export for a receiver whose have-list was given (checkpoint --export
+// --have): the folder as sent, each big file with chunks in the list as
+// FILE.stasis-chunks, and at the top CHUNKED_MARKER, which says so. Only
+// stasis reads such an archive; a restore rebuilds every file first.
+
+export const CHUNKED_MARKER = 'stasis-chunked.json';
+
+export interface ChunkedFileSummary {
+  path: string;
+  size: number;
+  /** Bytes, and chunks, the receiver's store must give. */
+  fromStore: number;
+  chunksFromStore: number;
+}
+
+export interface ChunkedSummary {
+  format: 1;
+  chunkBytes: number;
+  files: ChunkedFileSummary[];
+}
+
+/**
+ * Writes into `out` (made; must not exist) the checkpoint `dir` as an export
+ * for a store holding `there`, leaving out the top-level `leaveOut`. Returns
+ * the bytes of the checkpoint, those written, and those left to the store.
+ */
+export function writeChunkedTree(dir: string, out: string, there: ReadonlySet<string>, leaveOut: readonly string[] = []): { total: number; sent: number; reused: number; summary: ChunkedSummary } {
+  const byPath = new Map(indexFolder(dir).files.map((f) => [f.path, f]));
+  const summary: ChunkedSummary = { format: 1, chunkBytes: CHUNK_BYTES, files: [] };
+  let reused = 0;
+  const stats = writeSendTree(dir, out, (entry, target) => {
+    const file = byPath.get(entry.path);
+    const done = file === undefined ? null : writeChunksFile(entry, target, file, there);
+    if (done === null) return null;
+    reused += done.reused;
+    summary.files.push({ path: entry.path, size: file!.size, fromStore: done.reused, chunksFromStore: file!.chunks.filter((h) => there.has(h)).length });
+    return done.written;
+  }, [...leaveOut, CHUNKED_MARKER]);
+  const marker = `${JSON.stringify(summary)}\n`;
+  writeFileSync(join(out, CHUNKED_MARKER), marker, { mode: 0o600 });
+  return { total: stats.total, sent: stats.sent + marker.length, reused, summary };
+}
+
+function refused(why: string): StasisError {
+  return new StasisError(`a chunked archive (${CHUNKED_MARKER}) that is not usable: ${why}`, { code: 'bad-delta' });
+}
+
+/** The summary of an unpacked archive, checked; null when it is not a chunked one. */
+export function readChunkedSummary(dir: string): ChunkedSummary | null {
+  const path = join(dir, CHUNKED_MARKER);
+  const stat = lstatSync(path, { throwIfNoEntry: false });
+  if (stat === undefined) return null;
+  if (!stat.isFile() || stat.size > MAX_HEADER) throw refused(`${CHUNKED_MARKER} is not a small file`);
+  let s: Partial<ChunkedSummary>;
+  try {
+    s = JSON.parse(readFileSync(path, 'utf8')) as Partial<ChunkedSummary>;
+  } catch {
+    throw refused(`${CHUNKED_MARKER} is not JSON`);
+  }
+  if (s === null || typeof s !== 'object' || s.format !== 1) throw refused(`${CHUNKED_MARKER}: format ${String(s?.format)} (this stasis reads 1)`);
+  if (s.chunkBytes !== CHUNK_BYTES) throw refused(`chunks of ${String(s.chunkBytes)} bytes (this stasis cuts ${CHUNK_BYTES})`);
+  if (!Array.isArray(s.files) || s.files.length === 0) throw refused(`${CHUNKED_MARKER} lists no file`);
+  const seen = new Set<string>();
+  for (const f of s.files as Partial<ChunkedFileSummary>[]) {
+    if (f === null || typeof f !== 'object' || typeof f.path !== 'string' || !isBigFile(f.path) || seen.has(f.path)) throw refused(`${CHUNKED_MARKER} lists ${JSON.stringify(f?.path)}, not a memory image or tar of a checkpoint (or twice)`);
+    seen.add(f.path);
+    for (const key of ['size', 'fromStore', 'chunksFromStore'] as const) {
+      if (typeof f[key] !== 'number' || !Number.isSafeInteger(f[key]) || f[key] < 0) throw refused(`${f.path}: a bad ${key}`);
+    }
+  }
+  return s as ChunkedSummary;
+}
+
+/**
+ * Rebuilds an unpacked archive `dir` that says it is chunked: every big file
+ * from its chunks there and the store of `checkpointDir`, each chunk checked.
+ * The FILE.stasis-chunks entries must be exactly the marker's files, each
+ * header valid and agreeing with it, and their sizes within `room` (an error,
+ * or null). An archive that does not say it is chunked may hold none. Returns
+ * the summary (null: not chunked). Throws, with `dir` the caller's to remove.
+ */
+export async function rebuildChunkedArchive(checkpointDir: string, dir: string, room: (bytes: number) => Error | null): Promise<ChunkedSummary | null> {
+  const summary = readChunkedSummary(dir);
+  const entries = chunksFilesIn(dir);
+  if (summary === null) {
+    if (entries.length > 0) throw refused(`it holds ${entries[0].path} but no ${CHUNKED_MARKER} saying it is chunked`);
+    return null;
+  }
+  const listed = new Map(summary.files.map((f) => [`${f.path}${CHUNKS_SUFFIX}`, f]));
+  for (const entry of entries) {
+    const file = listed.get(entry.path);
+    if (file === undefined) throw refused(`${entry.path} is not one of the files ${CHUNKED_MARKER} lists`);
+    const header = readChunksHeader(entry.full, entry.path);
+    const sent = new Set(header.sent);
+    const fromStore = header.hashes.reduce((sum, _, i) => sum + (sent.has(i) ? 0 : chunkLength(header.size, i)), 0);
+    if (header.size !== file.size || fromStore !== file.fromStore) throw refused(`${entry.path}: its header and ${CHUNKED_MARKER} disagree`);
+    listed.delete(entry.path);
+  }
+  if (listed.size > 0) throw refused(`${[...listed.keys()][0]} is missing`);
+  const tooBig = room(summary.files.reduce((sum, f) => sum + f.size, 0));
+  if (tooBig !== null) throw refused(`its files, rebuilt: ${tooBig.message}`);
+  await applyChunked(checkpointDir, dir);
+  rmSync(join(dir, CHUNKED_MARKER));
+  return summary;
 }
