@@ -155,7 +155,8 @@ export async function checkpointHeld(
     path: dumped.path,
     exported,
     image,
-    exportChunks,
+    // Only with --have: the result of every other checkpoint is as it was.
+    ...(exportChunks === null ? {} : { exportChunks }),
     leftRunning: work.leaveRunning,
     preDump: opts.preDump,
     imageBytes: folderSize(dumped.path),
