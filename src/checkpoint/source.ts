@@ -83,6 +83,19 @@ async function unpackRebuilt(host: CheckpointHost, archive: string | Readable, s
   return dir;
 }
 
+/**
+ * A folder or an image is read as it is: one holding what an export with
+ * --have carries instead of its memory (an archive unpacked by hand) is
+ * refused, clearly, rather than failing later on its page maps.
+ */
+async function notChunked(opened: OpenedCheckpoint): Promise<OpenedCheckpoint> {
+  const { CHUNKED_MARKER, chunksFilesIn } = await import('./store/transfer.ts');
+  const found = existsSync(join(opened.dir, CHUNKED_MARKER)) ? CHUNKED_MARKER : chunksFilesIn(opened.dir)[0]?.path;
+  if (found === undefined) return opened;
+  if (opened.temp !== null) rmSync(opened.temp, { recursive: true, force: true });
+  throw new StasisError(`cannot restore from ${opened.shown}: it holds ${found}, what an export with --have carries: only its archive is restored (rebuilt from this host's checkpoint store)`, { code: 'bad-pages' });
+}
+
 /** An OCI layout at the top of a folder, and no checkpoint: an image given without oci: or oci-archive:. */
 function isImageLayout(dir: string): boolean {
   return existsSync(join(dir, 'oci-layout')) && existsSync(join(dir, 'index.json')) && !existsSync(join(dir, IMAGES_DIR));
@@ -117,14 +130,14 @@ export async function openCheckpoint(host: CheckpointHost, source: CheckpointSou
     progress(`reading the image ${shown}`);
     if (absolute.transport === 'oci' && statSync(absolute.path, { throwIfNoEntry: false })?.isDirectory()) checkFolder(absolute.path, shown);
     const { dir, annotations } = await readImage(host, absolute, shown);
-    return checkedPages({ dir, shown, annotations, temp: dir, unpackMs: Date.now() - started });
+    return checkedPages(await notChunked({ dir, shown, annotations, temp: dir, unpackMs: Date.now() - started }));
   }
   const path = resolve(source);
   const stat = statSync(path, { throwIfNoEntry: false });
   if (!stat) throw new StasisError(`checkpoint ${path} does not exist`, { code: 'checkpoint-missing' });
   if (stat.isDirectory()) {
     const folder = await openFolder(host, path, path);
-    return checkedPages(await layoutAsImage(host, { dir: folder.dir, shown: path, annotations: {}, temp: folder.temp, unpackMs: folder.temp === null ? null : Date.now() - started }));
+    return checkedPages(await notChunked(await layoutAsImage(host, { dir: folder.dir, shown: path, annotations: {}, temp: folder.temp, unpackMs: folder.temp === null ? null : Date.now() - started })));
   }
   if (stat.isFIFO()) {
     // Waited for before anything is made: a Ctrl-C meanwhile leaves nothing behind.

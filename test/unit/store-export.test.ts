@@ -5,7 +5,7 @@
 // marker does not list, chunks without the marker) refused whole, leaving nothing behind.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -169,5 +169,16 @@ describe('an export with --have, restored', () => {
       writeFileSync(join(s.tree, PAGES), 'x');
     }, /pages-1\.img\.stasis-chunks is missing/);
     await refused((s) => writeFileSync(join(s.tree, PAGES), 'whole'), /pages-1\.img is there whole too/);
+  });
+
+  test('the tree of such an archive given as a folder is refused, not read as a checkpoint', async () => {
+    const s = await setUp();
+    // As unpacked by hand: copies, not the links the sender's tree holds.
+    const copy = join(s.dir, 'by-hand');
+    cpSync(s.tree, copy, { recursive: true });
+    await assert.rejects(openCheckpoint(s.host, copy, () => undefined), /^StasisError: cannot restore from .*by-hand: it holds stasis-chunked\.json, what an export with --have carries/);
+    rmSync(join(copy, CHUNKED_MARKER));
+    await assert.rejects(openCheckpoint(s.host, copy, () => undefined), /it holds checkpoint\/pages-1\.img\.stasis-chunks/);
+    assert.ok(existsSync(chunks({ tree: copy })), "the user's folder is left as it was");
   });
 });
