@@ -161,8 +161,18 @@ function report(result: CheckpointResult, printStats: boolean, toStdout: boolean
 
 /** `--have FILE` (or - for stdin): the receiver's have-list, checked whole. */
 async function readHave(path: string): Promise<ReadonlySet<string>> {
-  const { readHaveList } = await import('../checkpoint/store/have.ts');
-  return readHaveList(path === '-' ? '/dev/stdin' : path);
+  const { readHaveList, parseHaveList, MAX_HAVE_BYTES } = await import('../checkpoint/store/have.ts');
+  if (path !== '-') return readHaveList(path);
+  // Read as a stream: /dev/stdin cannot be opened when it is a socket (a pipe from node or ssh can be).
+  const shown = 'the standard input (--have -)';
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of process.stdin) {
+    total += (chunk as Buffer).length;
+    if (total > MAX_HAVE_BYTES) throw new StasisError(`${shown} is not a have-list: it is larger than ${MAX_HAVE_BYTES} bytes`, { exitCode: 2 });
+    parts.push(Buffer.from(chunk as Buffer));
+  }
+  return parseHaveList(Buffer.concat(parts).toString('latin1'), shown);
 }
 
 /** `--podman-image NAME[@ID]`: an ID is hex (12 to 64 digits); a digest reference (NAME@sha256:...) is a name. */

@@ -63,6 +63,9 @@ describe('checkpoint ls and checkpoint rm', () => {
     await env.fails(2, ['checkpoint', 'web', '--have', file], /^stasis: --have is for --export/);
     writeFileSync(file, list.slice(0, -3));
     await env.fails(2, ['checkpoint', 'web', '--export', join(env.root, 'x.tar'), '--have', file], /is not a have-list of stasis checkpoint ls --chunks: its last line is cut short/);
+    await env.fails(2, ['checkpoint', 'web', '--export', join(env.root, 'x.tar'), '--have', '-'], /^stasis: the standard input \(--have -\) is not a have-list .*: line 2 is not a SHA-256/, { input: `stasis-have 1 ${CHUNK} 1\nzz\n` });
+    // A whole list on stdin is taken: what fails then is the container, which does not exist.
+    await env.fails(1, ['checkpoint', 'web', '--export', join(env.root, 'x.tar'), '--have', '-'], /^stasis: no such container: web/, { input: list });
     assert.ok(!existsSync(join(env.root, 'x.tar')));
     assert.equal(await empty.ok(['checkpoint', 'ls', '--chunks']), `stasis-have 1 ${CHUNK} 0\n`);
   });

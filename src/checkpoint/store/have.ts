@@ -14,7 +14,7 @@ import { withChunkReader } from './store.ts';
 export const HAVE_MAGIC = 'stasis-have';
 const HAVE_FORMAT = 1;
 /** 4 million chunks (256 GiB of checkpoints): more than a have-list is ever read. */
-const MAX_HAVE_BYTES = 300 * 1024 * 1024;
+export const MAX_HAVE_BYTES = 300 * 1024 * 1024;
 
 /** The have-list of `hashes` (any order; duplicates dropped). */
 export function formatHaveList(hashes: Iterable<string>): string {
@@ -50,17 +50,17 @@ export function parseHaveList(text: string, name: string): Set<string> {
   return hashes;
 }
 
-/** Reads and checks the have-list in the file (or FIFO, or /dev/stdin) `path`. */
-export function readHaveList(path: string): Set<string> {
+/** Reads and checks the have-list in the file (or FIFO) `path`; `shown` names it in errors. */
+export function readHaveList(path: string, shown = path): Set<string> {
   let text: string;
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (err) {
-    throw new StasisError(`--have ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { code: 'bad-have-list', exitCode: 2 });
+    throw new StasisError(`--have ${shown}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { code: 'bad-have-list', exitCode: 2 });
   }
   try {
-    if (fstatSync(fd).isDirectory()) throw badList(path, 'it is a folder');
+    if (fstatSync(fd).isDirectory()) throw badList(shown, 'it is a folder');
     const parts: Buffer[] = [];
     let total = 0;
     const buffer = Buffer.allocUnsafe(1024 * 1024);
@@ -68,12 +68,12 @@ export function readHaveList(path: string): Set<string> {
       const n = readSync(fd, buffer, 0, buffer.length, null);
       if (n === 0) break;
       total += n;
-      if (total > MAX_HAVE_BYTES) throw badList(path, `it is larger than ${MAX_HAVE_BYTES} bytes`);
+      if (total > MAX_HAVE_BYTES) throw badList(shown, `it is larger than ${MAX_HAVE_BYTES} bytes`);
       parts.push(Buffer.from(buffer.subarray(0, n)));
     }
     text = Buffer.concat(parts).toString('latin1');
   } finally {
     closeSync(fd);
   }
-  return parseHaveList(text, path);
+  return parseHaveList(text, shown);
 }
