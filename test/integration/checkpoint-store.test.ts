@@ -1,7 +1,9 @@
 // The checkpoint store (issue 20) on real runc, CRIU and conmon: a container holding 256 MiB, of
 // which 2 MiB change between two checkpoints. The second adds at most 10% of the first to the
 // checkpoint directory; both restore with every page (the memory's checksum); removing either one
-// leaves the other restorable. Done twice: once removing the first, once the second.
+// leaves the other restorable. Done twice: once removing the first, once the second. Then what
+// travels to a host whose store holds an earlier checkpoint: a migrate back, and an export with
+// that host's have-list (checkpoint ls --chunks, checkpoint --export --have).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, statSync } from 'node:fs';
