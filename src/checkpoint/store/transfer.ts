@@ -110,6 +110,8 @@ export async function applyChunked(checkpointDir: string, dir: string): Promise<
       const rel = entry.path.slice(0, -CHUNKS_SUFFIX.length);
       const target = join(dir, rel);
       const temp = join(dirname(target), `.${rel.split('/').pop()}.rebuild`);
+      // What the store cuts into chunks, nothing else: a received spec or metadata is never built from a store.
+      if (!isBigFile(rel)) throw bad(entry.path, `${rel} is not a memory image or tar of a checkpoint`);
       if (lstatSync(target, { throwIfNoEntry: false }) !== undefined) throw bad(entry.path, `${rel} is there whole too`);
       const fd = openSync(entry.full, 'r');
       const out = openSync(temp, 'wx', 0o600);
