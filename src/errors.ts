@@ -63,6 +63,7 @@ export type ErrorCode =
   | 'runc-missing'
   | 'send-failed'
   | 'bad-delta'
+  | 'bad-have-list'
   | 'stdio-passthrough'
   | 'switch-unknown'
   | 'tty'

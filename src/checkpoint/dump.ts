@@ -145,7 +145,7 @@ export async function checkpointHeld(
   }
   const dumpMs = Date.now() - dumpStarted - dumped.rootfsMs;
   await settleRecord(host, record, opts, work, dumped.path);
-  const { exported, image, archiveMs } = await writeOutputs(record, opts, work, dumped.versions, progress);
+  const { exported, image, archiveMs, exportChunks } = await writeOutputs(record, opts, work, dumped.versions, progress);
   // Not during a move: the container is frozen until the other side has it (the next store command indexes it).
   const store = opts.stayFrozen ? null : await keepInStore(host, dumped.path, progress);
   // A move records its checkpoint when it is done, with the destination.
@@ -155,6 +155,8 @@ export async function checkpointHeld(
     path: dumped.path,
     exported,
     image,
+    // Only with --have: the result of every other checkpoint is as it was.
+    ...(exportChunks === null ? {} : { exportChunks }),
     leftRunning: work.leaveRunning,
     preDump: opts.preDump,
     imageBytes: folderSize(dumped.path),

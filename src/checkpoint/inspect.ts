@@ -79,6 +79,8 @@ export interface CheckpointReport {
    */
   processes: { pid: number; ppid: number; comm: string | null; threads: number; command: string[] | null; memoryBytes: number | null; mappedBytes: number | null }[];
   sizes: { totalBytes: number; imagesBytes: number; memoryBytes: number; rootfsDiffBytes: number | null };
+  /** An export written with --have: its big files travel as chunks, the rest is to come from the restoring host's checkpoint store. */
+  chunked?: { files: string[]; fromStoreBytes: number; chunksFromStore: number } | null;
   /** Files that are missing or do not decode. */
   problems: string[];
   verdict: { restorable: boolean; refused: PolicyRefusal[]; warnings: string[] };
@@ -308,6 +310,7 @@ export function formatInspectReport(report: CheckpointReport): string {
   row('CRIU options', list(report.criuOptions));
   const size = report.sizes;
   row('Size', `${formatBytes(size.totalBytes)} (memory ${formatBytes(size.memoryBytes)}${size.rootfsDiffBytes !== null ? `, rootfs changes ${formatBytes(size.rootfsDiffBytes)}` : ''})`);
+  if (report.chunked) row('Chunked', `${report.chunked.files.join(', ')}: ${formatBytes(report.chunked.fromStoreBytes)} (${report.chunked.chunksFromStore} chunks) to come from a checkpoint store holding them (only stasis restores it)`);
   row('Namespaces', list(report.namespaces.map((ns) => `${ns.type}${ns.path ? ` ${ns.path}` : ''}${ns.restoredAs === 'host' ? ' (the host\'s!)' : ''}`)));
   row('Hooks', list(report.hooks.map((h) => `${h.kind} ${h.path}`)));
   if (report.capabilities.spec) {

@@ -1,4 +1,8 @@
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
+import { ownedTempDir, sweepOwnedTempDirs } from '../host/scratch.ts';
+import { writeChunkedTree } from './store/transfer.ts';
 import type { CheckpointOptions, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { ROOTFS_FILES, exportToFile, exportToStream, type ExportTarget } from './archive/export.ts';
@@ -8,25 +12,47 @@ import { writeCheckpointImage } from './oci/image.ts';
 // What a checkpoint writes for leaving the host, once its folder is whole:
 // an archive (checkpoint --export) and an OCI checkpoint image (--create-image).
 
+/** Scratch folders of an export with --have, beside the checkpoint folder (a killed one's is removed by the next). */
+const EXPORT_PREFIX = '.export-chunks-';
+
+/** An export with --have: the big files sent as chunks (0: none had a chunk in the list; the archive is a plain one), and the bytes left to the receiver's store. */
+export interface ExportChunks {
+  files: number;
+  fromStore: number;
+}
+
 /** The archive (--export) and the checkpoint image (--create-image), from the checkpoint's folder. */
-export async function writeOutputs(record: ContainerRecord, opts: CheckpointOptions, work: { id: string; finalPath: string; exportTo: ExportTarget | null; now: Date }, versions: Provenance | null, progress: Progress): Promise<{ exported: string | null; image: string | null; archiveMs: number | null }> {
+export async function writeOutputs(record: ContainerRecord, opts: CheckpointOptions, work: { id: string; finalPath: string; exportTo: ExportTarget | null; now: Date }, versions: Provenance | null, progress: Progress): Promise<{ exported: string | null; image: string | null; archiveMs: number | null; exportChunks: ExportChunks | null }> {
   const { id, finalPath, exportTo, now } = work;
   let exported: string | null = null;
   let archiveMs: number | null = null;
   const exclude = opts.ignoreRootfs ? ROOTFS_FILES : [];
+  let exportChunks: ExportChunks | null = null;
   if (exportTo !== null || opts.exportStream !== undefined) {
     progress(`writing ${exportTo?.file ?? 'the archive'}`);
     const archiveStarted = Date.now();
+    let scratch: string | null = null;
     try {
+      let from = finalPath;
+      if (opts.haveChunks !== undefined) {
+        // What the receiver's store holds stays out of the archive (store/transfer.ts); the folder is not changed.
+        sweepOwnedTempDirs(dirname(finalPath), [EXPORT_PREFIX]);
+        scratch = ownedTempDir(dirname(finalPath), EXPORT_PREFIX);
+        const written = writeChunkedTree(finalPath, join(scratch, 'tree'), opts.haveChunks, exclude);
+        exportChunks = { files: written.summary.files.length, fromStore: written.reused };
+        if (written.summary.files.length > 0) from = join(scratch, 'tree');
+      }
       if (exportTo !== null) {
-        await exportToFile(finalPath, exportTo, exclude);
+        await exportToFile(from, exportTo, exclude);
         exported = exportTo.file;
       } else {
-        await exportToStream(finalPath, opts.exportStream!, opts.compression ?? 'zstd', exclude);
+        await exportToStream(from, opts.exportStream!, opts.compression ?? 'zstd', exclude);
         exported = '-';
       }
     } catch (err) {
       throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but exporting it failed: ${errorMessage(err)}`);
+    } finally {
+      if (scratch !== null) rmSync(scratch, { recursive: true, force: true });
     }
     archiveMs = Date.now() - archiveStarted;
   }
@@ -54,6 +80,6 @@ export async function writeOutputs(record: ContainerRecord, opts: CheckpointOpti
       throw new StasisError(`checkpoint ${id}: the checkpoint is in ${finalPath}, but writing the image failed: ${errorMessage(err)}`);
     }
   }
-  return { exported, image, archiveMs };
+  return { exported, image, archiveMs, exportChunks };
 }
 

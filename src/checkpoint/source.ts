@@ -7,6 +7,7 @@ import { formatImageRef, parseImageRef, type ImageRef } from './oci/layout.ts';
 import { IMAGES_DIR } from './format/layout.ts';
 import { readCheckpointImage } from './oci/image.ts';
 import { extractTar } from './archive/tar.ts';
+import { UnpackRoom } from './archive/input.ts';
 import { openFifo } from '../host/fifo.ts';
 import { checkCheckpointFolder, PARENT_LINK } from './archive/safety.ts';
 import { pagesImageProblems } from './criu/pagemap.ts';
@@ -60,6 +61,41 @@ export async function unpackArchive(host: CheckpointHost, archive: string | Read
   return target;
 }
 
+/**
+ * Unpacks an archive for a restore: an export written for this host's store
+ * (checkpoint --export --have) has every big file rebuilt from its chunks and
+ * the store, each chunk checked, before anything reads it (store/transfer.ts).
+ */
+async function unpackRebuilt(host: CheckpointHost, archive: string | Readable, shown: string, progress: Progress): Promise<string> {
+  const dir = await unpackArchive(host, archive, shown);
+  try {
+    const room = await UnpackRoom.of(dir, UNPACK_LIMIT_BYTES);
+    const { rebuildChunkedArchive, readChunkedSummary } = await import('./store/transfer.ts');
+    if (readChunkedSummary(dir) !== null) progress(`rebuilding ${shown}'s memory from the checkpoint store`);
+    await rebuildChunkedArchive(host.checkpointDir, dir, (bytes) => room.tooBig(bytes));
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new StasisError(`cannot restore from ${shown}: ${errorMessage(err)}`, {
+      code: 'bad-pages',
+      hint: /is not in this host's checkpoint store/.test(errorMessage(err)) ? `it was exported with --have for a store holding that chunk: export it again with a have-list of this host (stasis checkpoint ls --chunks), or without --have` : undefined,
+    });
+  }
+  return dir;
+}
+
+/**
+ * A folder or an image is read as it is: one holding what an export with
+ * --have carries instead of its memory (an archive unpacked by hand) is
+ * refused, clearly, rather than failing later on its page maps.
+ */
+async function notChunked(opened: OpenedCheckpoint): Promise<OpenedCheckpoint> {
+  const { CHUNKED_MARKER, chunksFilesIn } = await import('./store/transfer.ts');
+  const found = existsSync(join(opened.dir, CHUNKED_MARKER)) ? CHUNKED_MARKER : chunksFilesIn(opened.dir)[0]?.path;
+  if (found === undefined) return opened;
+  if (opened.temp !== null) rmSync(opened.temp, { recursive: true, force: true });
+  throw new StasisError(`cannot restore from ${opened.shown}: it holds ${found}, what an export with --have carries: only its archive is restored (rebuilt from this host's checkpoint store)`, { code: 'bad-pages' });
+}
+
 /** An OCI layout at the top of a folder, and no checkpoint: an image given without oci: or oci-archive:. */
 function isImageLayout(dir: string): boolean {
   return existsSync(join(dir, 'oci-layout')) && existsSync(join(dir, 'index.json')) && !existsSync(join(dir, IMAGES_DIR));
@@ -84,7 +120,7 @@ export async function openCheckpoint(host: CheckpointHost, source: CheckpointSou
   sweepUnpackFolders(host.scratchDir);
   if (typeof source !== 'string') {
     progress(`unpacking ${source.name}`);
-    const dir = await unpackArchive(host, source.stream, source.name);
+    const dir = await unpackRebuilt(host, source.stream, source.name, progress);
     return checkedPages(await layoutAsImage(host, { dir, shown: source.name, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
   }
   const ref = parseImageRef(source);
@@ -94,24 +130,24 @@ export async function openCheckpoint(host: CheckpointHost, source: CheckpointSou
     progress(`reading the image ${shown}`);
     if (absolute.transport === 'oci' && statSync(absolute.path, { throwIfNoEntry: false })?.isDirectory()) checkFolder(absolute.path, shown);
     const { dir, annotations } = await readImage(host, absolute, shown);
-    return checkedPages({ dir, shown, annotations, temp: dir, unpackMs: Date.now() - started });
+    return checkedPages(await notChunked({ dir, shown, annotations, temp: dir, unpackMs: Date.now() - started }));
   }
   const path = resolve(source);
   const stat = statSync(path, { throwIfNoEntry: false });
   if (!stat) throw new StasisError(`checkpoint ${path} does not exist`, { code: 'checkpoint-missing' });
   if (stat.isDirectory()) {
     const folder = await openFolder(host, path, path);
-    return checkedPages(await layoutAsImage(host, { dir: folder.dir, shown: path, annotations: {}, temp: folder.temp, unpackMs: folder.temp === null ? null : Date.now() - started }));
+    return checkedPages(await notChunked(await layoutAsImage(host, { dir: folder.dir, shown: path, annotations: {}, temp: folder.temp, unpackMs: folder.temp === null ? null : Date.now() - started })));
   }
   if (stat.isFIFO()) {
     // Waited for before anything is made: a Ctrl-C meanwhile leaves nothing behind.
     const stream = await openFifo(path, () => progress(`waiting for a writer on the FIFO ${path} (Ctrl-C to stop)`));
     progress(`unpacking ${path}`);
-    const dir = await unpackArchive(host, stream, path);
+    const dir = await unpackRebuilt(host, stream, path, progress);
     return checkedPages(await layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
   }
   progress(`unpacking ${path}`);
-  const dir = await unpackArchive(host, path);
+  const dir = await unpackRebuilt(host, path, path, progress);
   return checkedPages(await layoutAsImage(host, { dir, shown: path, annotations: {}, temp: dir, unpackMs: Date.now() - started }));
 }
 

@@ -1,7 +1,8 @@
 import { rmSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { StasisError } from '../errors.ts';
-import { formatInspectReport, inspectCheckpoint } from '../checkpoint/inspect.ts';
+import { StasisError, errorMessage } from '../errors.ts';
+import type { ChunkedSummary } from '../checkpoint/store/transfer.ts';
+import { formatInspectReport, inspectCheckpoint, type CheckpointReport } from '../checkpoint/inspect.ts';
 import { openFolder, unpackArchive } from '../checkpoint/source.ts';
 import { isJson, printJson } from '../output/print.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -36,10 +37,25 @@ export async function inspectFromPath(runtime: Runtime, path: string): Promise<v
   const temp = folder === null ? dir : folder.temp;
   try {
     // The report names what the user gave, not the folder it was unpacked into.
-    const report = { ...inspectCheckpoint(dir), path: source };
+    const report = { ...inspectCheckpoint(dir), path: source, chunked: folder === null ? chunkedOf(await readChunked(dir, source)) : null };
     if (isJson()) printJson(report);
     else process.stdout.write(formatInspectReport(report).replace(/\n?$/, '\n'));
   } finally {
     if (temp !== null) rmSync(temp, { recursive: true, force: true });
   }
+}
+
+/** An archive exported with --have: its marker, checked (store/transfer.ts). */
+async function readChunked(dir: string, source: string): Promise<ChunkedSummary | null> {
+  const { readChunkedSummary } = await import('../checkpoint/store/transfer.ts');
+  try {
+    return readChunkedSummary(dir);
+  } catch (err) {
+    throw new StasisError(`cannot inspect ${source}: ${errorMessage(err)}`);
+  }
+}
+
+function chunkedOf(summary: ChunkedSummary | null): CheckpointReport['chunked'] {
+  if (summary === null) return null;
+  return { files: summary.files.map((f) => f.path), fromStoreBytes: summary.files.reduce((sum, f) => sum + f.fromStore, 0), chunksFromStore: summary.files.reduce((sum, f) => sum + f.chunksFromStore, 0) };
 }

@@ -30,6 +30,7 @@ export const command = defineCommand({
     'image-path': { type: 'string', requiresArg: true, describe: 'folder for the checkpoint (default: a new folder under --checkpoint-dir)' },
     'leave-running': { alias: 'R', type: 'boolean', describe: 'keep the container running after the dump' },
     export: { alias: 'e', type: 'string', requiresArg: true, describe: 'also write the checkpoint as one archive: FILE (.tar, .tar.gz, .tar.zst; other names zstd), a folder (checkpoint-ID-TIME.tar.zst in it), or - (stdout)' },
+    have: { type: 'string', requiresArg: true, describe: "with --export: the receiver's have-list (`stasis checkpoint ls --chunks` there; a file, or - for stdin): the chunks its checkpoint store holds stay out of the archive, which then only stasis restores" },
     compress: { alias: 'c', type: 'string', requiresArg: true, choices: COMPRESSIONS as readonly string[], describe: "the archive's compression: zstd, gzip or none (default: as the name says; else zstd)" },
     'ignore-rootfs': { type: 'boolean', describe: 'leave the rootfs changes out of the archive and the image (the folder keeps them)' },
     'ignore-volumes': { type: 'boolean', describe: "leave the volumes' contents out of the archive and the image (a restore then uses the host folders as they are)" },
@@ -51,6 +52,7 @@ export const command = defineCommand({
     ['$0 checkpoint web --create-image docker://127.0.0.1:5000/web-ckpt:1', 'push a checkpoint image to a registry (restore --checkpoint docker://… pulls it)'],
     ['$0 checkpoint web --create-image oci-archive:web.oci.tar --base-image 127.0.0.1:5000/web:1', 'an image containerd\'s CRI restores (push it to a registry first)'],
     ['$0 checkpoint --all --leave-running', 'a snapshot of every running container'],
+    ['ssh other stasis checkpoint ls --chunks > have.txt; $0 checkpoint web --export web.tar.zst --have have.txt', 'an archive without the chunks the other host already holds (only stasis restores it)'],
   ],
   handler: async (argv) => {
     // `checkpoint inspect PATH` (two words: a checkpoint of a container takes one), as
@@ -62,11 +64,14 @@ export const command = defineCommand({
     if (argv.path !== undefined) throw usageError(`unexpected argument ${JSON.stringify(argv.path)}: checkpoint takes one container ID`, 'to look into a checkpoint: stasis checkpoint-inspect PATH');
     checkSelection('checkpoint', argv, 'a container ID, --all or --latest');
     const toStdout = argv.export === '-';
+    if (argv.have !== undefined && argv.export === undefined) throw usageError('--have is for --export: it names what the archive\'s receiver already holds');
     const opts: CheckpointOptions = {
       imagePath: argv.imagePath,
       leaveRunning: argv.leaveRunning === true,
       exportPath: toStdout ? undefined : argv.export,
       exportStream: toStdout ? process.stdout : undefined,
+      // Read and checked before the container is touched.
+      haveChunks: argv.have === undefined ? undefined : await readHave(argv.have),
       compression: argv.compress as Compression | undefined,
       ignoreRootfs: argv.ignoreRootfs === true,
       ignoreVolumes: argv.ignoreVolumes === true,
@@ -152,6 +157,22 @@ function report(result: CheckpointResult, printStats: boolean, toStdout: boolean
     if (toStdout) process.stderr.write(`${JSON.stringify(result)}\n`);
     else printJson(result);
   } else if (!toStdout) printLine(result.image ?? result.exported ?? result.path);
+}
+
+/** `--have FILE` (or - for stdin): the receiver's have-list, checked whole. */
+async function readHave(path: string): Promise<ReadonlySet<string>> {
+  const { readHaveList, parseHaveList, MAX_HAVE_BYTES } = await import('../checkpoint/store/have.ts');
+  if (path !== '-') return readHaveList(path);
+  // Read as a stream: /dev/stdin cannot be opened when it is a socket (a pipe from node or ssh can be).
+  const shown = 'the standard input (--have -)';
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of process.stdin) {
+    total += (chunk as Buffer).length;
+    if (total > MAX_HAVE_BYTES) throw new StasisError(`${shown} is not a have-list: it is larger than ${MAX_HAVE_BYTES} bytes`, { exitCode: 2 });
+    parts.push(Buffer.from(chunk as Buffer));
+  }
+  return parseHaveList(Buffer.concat(parts).toString('latin1'), shown);
 }
 
 /** `--podman-image NAME[@ID]`: an ID is hex (12 to 64 digits); a digest reference (NAME@sha256:...) is a name. */

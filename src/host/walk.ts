@@ -6,8 +6,9 @@
 // layer holding `srv/root -> /` walked the host's own tree; `dev/fd ->
 // /proc/self/fd` looped until ELOOP), under Node it does not.
 
-import { chmodSync, copyFileSync, lstatSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
+import { StasisError } from '../errors.ts';
 
 export type EntryKind = 'dir' | 'file' | 'symlink' | 'fifo' | 'char' | 'block' | 'socket' | 'other';
 
@@ -144,4 +145,47 @@ export function copyTree(from: string, to: string, opts: WalkOptions = {}): void
     chmodSync(folder.path, folder.stat.mode & 0o7777);
     utimesSync(folder.path, folder.stat.atime, folder.stat.mtime);
   }
+}
+
+// The tree writer of moves and exports that send some files in a form of their own
+// (migrate --precopy's deltas, the chunks a receiver's checkpoint store lacks).
+
+export interface DeltaStats {
+  /** Bytes of the second checkpoint. */
+  total: number;
+  /** Bytes written into the delta folder (what is sent). */
+  sent: number;
+}
+
+/**
+ * Writes into `out` (made; must not exist) the folder `dir` as it is sent: each
+ * file for which `special` writes something of its own (returning the bytes it
+ * wrote) travels so; every other file travels whole (linked, or copied).
+ * The top-level entries named in `leaveOut` (and what they hold) are left out.
+ */
+export function writeSendTree(dir: string, out: string, special: (entry: TreeEntry, target: string) => number | null, leaveOut: readonly string[] = []): DeltaStats {
+  mkdirSync(out, { mode: 0o700 });
+  const stats: DeltaStats = { total: 0, sent: 0 };
+  for (const entry of walkTree(dir)) {
+    if (leaveOut.includes(entry.path.split('/')[0])) continue;
+    const target = join(out, entry.path);
+    if (entry.kind === 'dir') {
+      mkdirSync(target, { mode: entry.stat.mode & 0o777 });
+      continue;
+    }
+    if (entry.kind !== 'file') throw new StasisError(`${entry.full}: a ${entry.kind} in a checkpoint`);
+    stats.total += entry.stat.size;
+    const written = special(entry, target);
+    if (written !== null) {
+      stats.sent += written;
+      continue;
+    }
+    try {
+      linkSync(entry.full, target);
+    } catch {
+      copyFileSync(entry.full, target);
+    }
+    stats.sent += entry.stat.size;
+  }
+  return stats;
 }

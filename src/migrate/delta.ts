@@ -1,8 +1,10 @@
-import { closeSync, copyFileSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
 import { sha256 } from '../host/digest.ts';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
-import { walkTree, type TreeEntry } from '../host/walk.ts';
+import { walkTree, writeSendTree, type DeltaStats } from '../host/walk.ts';
+
+export { writeSendTree, type DeltaStats };
 import { CHUNK_BYTES, readAt, writeAll } from '../host/chunks.ts';
 
 // migrate --precopy: the checkpoint taken at the freeze is sent as what
@@ -26,44 +28,6 @@ interface DeltaHeader {
   chunk: number;
   sha256: string;
   chunks: number[];
-}
-
-export interface DeltaStats {
-  /** Bytes of the second checkpoint. */
-  total: number;
-  /** Bytes written into the delta folder (what is sent). */
-  sent: number;
-}
-
-/**
- * Writes into `out` (made; must not exist) the folder `dir` as it is sent: each
- * file for which `special` writes something of its own (returning the bytes it
- * wrote) travels so; every other file travels whole (linked, or copied).
- */
-export function writeSendTree(dir: string, out: string, special: (entry: TreeEntry, target: string) => number | null): DeltaStats {
-  mkdirSync(out, { mode: 0o700 });
-  const stats: DeltaStats = { total: 0, sent: 0 };
-  for (const entry of walkTree(dir)) {
-    const target = join(out, entry.path);
-    if (entry.kind === 'dir') {
-      mkdirSync(target, { mode: entry.stat.mode & 0o777 });
-      continue;
-    }
-    if (entry.kind !== 'file') throw new StasisError(`${entry.full}: a ${entry.kind} in a checkpoint`);
-    stats.total += entry.stat.size;
-    const written = special(entry, target);
-    if (written !== null) {
-      stats.sent += written;
-      continue;
-    }
-    try {
-      linkSync(entry.full, target);
-    } catch {
-      copyFileSync(entry.full, target);
-    }
-    stats.sent += entry.stat.size;
-  }
-  return stats;
 }
 
 /**

@@ -133,6 +133,8 @@ export interface CheckpointOptions extends CriuOptions {
   exportPath?: string;
   /** Write the archive here instead (stdout), compressed with `compression`. */
   exportStream?: Writable;
+  /** With an export: the chunks the receiver's store holds (its have-list); the big files holding some travel as FILE.stasis-chunks. */
+  haveChunks?: ReadonlySet<string>;
   /** The archive's compression; default: from exportPath's name, else zstd. */
   compression?: 'none' | 'gzip' | 'zstd';
   /** Leave the rootfs changes out of the archive and the image (the folder keeps them). */
@@ -159,6 +161,8 @@ export interface CheckpointResult {
   exported: string | null;
   /** The checkpoint image written (--create-image), as its reference. */
   image: string | null;
+  /** With --have: the big files the archive carries as chunks, and their bytes left to the receiver's store. */
+  exportChunks?: { files: number; fromStore: number } | null;
   leftRunning: boolean;
   preDump: boolean;
   imageBytes: number;

@@ -1,5 +1,6 @@
 // stasis checkpoint ls / rm on checkpoint folders the test writes (no container, no root): the
-// store's walks under the binary being tested (compiled with Bun, or Node), its output and refusals.
+// store's walks under the binary being tested (compiled with Bun, or Node), its output and refusals;
+// ls --chunks (the have-list) and the refusals of --have.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -20,7 +21,11 @@ function writeCheckpoint(dir: string, id: string, name: string, pages: Buffer): 
 
 describe('checkpoint ls and checkpoint rm', () => {
   const env = new TestEnv('cli-store');
-  after(() => env.cleanup());
+  const empty = new TestEnv('cli-store-empty');
+  after(async () => {
+    await empty.cleanup();
+    await env.cleanup();
+  });
   const pages = randomBytes(20 * CHUNK);
   const pages2 = Buffer.from(pages);
   randomBytes(CHUNK).copy(pages2, 5 * CHUNK);
@@ -43,6 +48,26 @@ describe('checkpoint ls and checkpoint rm', () => {
     const text = await env.ok(['checkpoint', 'ls']);
     assert.match(text, /^CONTAINER +CHECKPOINT +CREATED +STATE +SIZE +ONLY IT +SHARED\n/);
     assert.match(text, /\nweb +T2 +2026-01-01T00:00:02\.000Z +materialised +1\.3 MiB /);
+  });
+
+  test('ls --chunks: the have-list, on stdout or into -o FILE; --have is read whole before anything', async () => {
+    const list = await env.ok(['checkpoint', 'ls', '--chunks']);
+    const lines = list.split('\n');
+    assert.equal(lines[0], `stasis-have 1 ${CHUNK} 21`, 'the 20 chunks of the first and the one changed in the second');
+    assert.deepEqual(lines.slice(1, -1), [...lines.slice(1, -1)].sort());
+    const file = join(env.root, 'have.txt');
+    assert.equal(await env.ok(['checkpoint', 'list', '--chunks', '-o', file]), '');
+    assert.equal(readFileSync(file, 'utf8'), list);
+    await env.fails(2, ['checkpoint', 'ls', '-o', file], /^stasis: -o\/--output is for --chunks/);
+    await env.fails(2, ['checkpoint', 'ls', 'web', '--chunks'], /--chunks lists the whole store/);
+    await env.fails(2, ['checkpoint', 'web', '--have', file], /^stasis: --have is for --export/);
+    writeFileSync(file, list.slice(0, -3));
+    await env.fails(2, ['checkpoint', 'web', '--export', join(env.root, 'x.tar'), '--have', file], /is not a have-list of stasis checkpoint ls --chunks: its last line is cut short/);
+    await env.fails(2, ['checkpoint', 'web', '--export', join(env.root, 'x.tar'), '--have', '-'], /^stasis: the standard input \(--have -\) is not a have-list .*: line 2 is not a SHA-256/, { input: `stasis-have 1 ${CHUNK} 1\nzz\n` });
+    // A whole list on stdin is taken: what fails then is the container, which does not exist.
+    await env.fails(1, ['checkpoint', 'web', '--export', join(env.root, 'x.tar'), '--have', '-'], /^stasis: no such container: web/, { input: list });
+    assert.ok(!existsSync(join(env.root, 'x.tar')));
+    assert.equal(await empty.ok(['checkpoint', 'ls', '--chunks']), `stasis-have 1 ${CHUNK} 0\n`);
   });
 
   test('rm refuses what is not a kept checkpoint (exit 1), and a bad ID (exit 2); nothing changes', async () => {

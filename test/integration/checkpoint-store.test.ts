@@ -1,10 +1,12 @@
 // The checkpoint store (issue 20) on real runc, CRIU and conmon: a container holding 256 MiB, of
 // which 2 MiB change between two checkpoints. The second adds at most 10% of the first to the
 // checkpoint directory; both restore with every page (the memory's checksum); removing either one
-// leaves the other restorable. Done twice: once removing the first, once the second.
+// leaves the other restorable. Done twice: once removing the first, once the second. Then what
+// travels to a host whose store holds an earlier checkpoint: a migrate back, and an export with
+// that host's have-list (checkpoint ls --chunks, checkpoint --export --have).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, TestEnv, eventually, requires } from '../helpers.ts';
 import { buildFixtures, makeBase, skipUnless } from '../services-fixtures.ts';
@@ -116,5 +118,41 @@ describe('checkpoint store', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.deepEqual(readdirSync(env.stateDir).filter((name) => name.startsWith('.migrate-')), [], 'nothing left of the transfer');
     await env.ok(['delete', '-f', 'mv']);
     await env.ok(['checkpoint', 'rm', away.checkpoint]);
+  });
+
+  test('an export to a host that holds the first checkpoint, with its have-list: only what it lacks travels', async (t) => {
+    if (!skipUnless(t, missing === null, missing!)) return;
+    // The first checkpoint is taken there (kept in its store) and exported whole to here.
+    await there.ok(['run', '-d', 'ex', '--rootfs', base, '--', '/srv/bigmem', '256', '2']);
+    const sum1 = await eventually(async () => /filled 256 MiB sum (\w+)/.exec(await there.ok(['logs', 'ex']))?.[1], 'the memory filled there', 60_000);
+    const firstTar = join(env.root, 'first.tar');
+    const first = await there.json(['checkpoint', 'ex', '--export', firstTar]);
+    await env.ok(['restore', 'ex', '--checkpoint', firstTar, '--rootfs', base]);
+    assert.equal(await memorySum('ex'), sum1);
+    // Here 2 MiB change; the second checkpoint is exported for there, with what its store holds.
+    await env.ok(['kill', 'ex', '-s', 'USR2']);
+    const sum2 = await logged('ex', /changed 2 MiB sum (\w+)/);
+    const have = join(env.root, 'have.txt');
+    await there.ok(['checkpoint', 'ls', '--chunks', '-o', have]);
+    const secondTar = join(env.root, 'second.tar');
+    const second = await env.json(['checkpoint', 'ex', '--export', secondTar, '--have', have]);
+    const whole = statSync(firstTar).size;
+    const sent = statSync(secondTar).size;
+    t.diagnostic(`the first exported whole: ${whole} bytes; the second (${second.imageBytes} bytes) with --have: ${sent} bytes, ${second.exportChunks.fromStore} left to the store there; the have-list ${statSync(have).size} bytes`);
+    assert.ok(sent <= whole / 10, `${sent} bytes sent for a first of ${whole}`);
+    assert.match(await there.ok(['checkpoint', 'inspect', secondTar]), /Chunked +.*from a checkpoint store/);
+    // There, under a new ID: every page is the one it had here.
+    await env.ok(['delete', '-f', 'ex']);
+    await there.ok(['restore', 'ex2', '--checkpoint', secondTar, '--rootfs', base]);
+    const before = [...(await there.ok(['logs', 'ex2'])).matchAll(/check sum (\w+)/g)].length;
+    await there.ok(['kill', 'ex2', '-s', 'USR1']);
+    assert.equal(await eventually(async () => [...(await there.ok(['logs', 'ex2'])).matchAll(/check sum (\w+)/g)][before]?.[1], 'ex2 summed', 60_000), sum2);
+    assert.deepEqual(readdirSync(there.stateDir).filter((name) => name.startsWith('.restore-')), [], 'nothing left of the unpacked archive');
+    // A host whose store lacks the chunks refuses it whole, naming one.
+    await env.ok(['checkpoint', 'rm', second.path]);
+    await env.fails(1, ['restore', 'ex3', '--checkpoint', secondTar, '--rootfs', base], /stasis: cannot restore from .*second\.tar: .*pages-\d+\.img\.stasis-chunks .*chunk \d+ \([0-9a-f]{64}\) is not in this host's checkpoint store/);
+    await there.ok(['delete', '-f', 'ex2']);
+    await there.ok(['delete', '-f', 'ex']);
+    await there.ok(['checkpoint', 'rm', first.path]);
   });
 });

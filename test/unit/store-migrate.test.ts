@@ -68,7 +68,7 @@ describe('a move sending only the chunks the destination lacks', () => {
     assert.ok(!existsSync(empty), 'asking made no checkpoint directory');
   });
 
-  test('a chunk changed on the way, a chunk the store lacks, a file sent both ways: refused, nothing left', async () => {
+  test('a chunk changed on the way, a chunk the store lacks, a file sent both ways, a small file sent as chunks: refused, nothing left', async () => {
     const s = await setUp();
     const tampered = received(s.sent);
     const file = join(tampered, `${PAGES}${CHUNKS_SUFFIX}`);
@@ -80,6 +80,11 @@ describe('a move sending only the chunks the destination lacks', () => {
     const both = received(s.sent);
     writeFileSync(join(both, PAGES), 'whole');
     await assert.rejects(applyChunked(s.storeDir, both), /pages-1\.img is there whole too/);
+    const other = received(s.sent);
+    cpSync(join(other, `${PAGES}${CHUNKS_SUFFIX}`), join(other, `stasis.json${CHUNKS_SUFFIX}`));
+    rmSync(join(other, 'stasis.json'));
+    await assert.rejects(applyChunked(s.storeDir, other), /stasis\.json is not a memory image or tar of a checkpoint/);
+    assert.ok(!existsSync(join(other, 'stasis.json')));
     rmSync(s.kept, { recursive: true });
     await assert.rejects(applyChunked(s.storeDir, received(s.sent)), /chunk 0 \([0-9a-f]{64}\) is not in this host's checkpoint store/);
   });
