@@ -1,9 +1,9 @@
 import { rmSync } from 'node:fs';
 import { indexFolder } from '../checkpoint/store/manifest.ts';
 import { withChunkReader } from '../checkpoint/store/store.ts';
-import { writeChunksFile } from '../checkpoint/store/transfer.ts';
+import { writeChunksTree } from '../checkpoint/store/transfer.ts';
 import type { Control } from './control.ts';
-import { writeSendTree, type DeltaStats } from './delta.ts';
+import type { DeltaStats } from '../host/walk.ts';
 
 // A move to a destination whose checkpoint store holds chunks of the
 // checkpoint (a container moved back to where a checkpoint of it is kept; its
@@ -35,16 +35,8 @@ export async function writeChunked(control: Control, dir: string, out: string): 
   if (answer.ok !== true || typeof answer.have !== 'string' || answer.have.length !== hashes.length) return null;
   const there = new Set(hashes.filter((_, i) => (answer.have as string)[i] === '1'));
   if (there.size === 0) return null;
-  const byPath = new Map(manifest.files.map((f) => [f.path, f]));
-  let reused = 0;
-  const stats = writeSendTree(dir, out, (entry, target) => {
-    const file = byPath.get(entry.path);
-    const done = file === undefined ? null : writeChunksFile(entry, target, file, there);
-    if (done === null) return null;
-    reused += done.reused;
-    return done.written;
-  });
-  return { ...stats, reused };
+  const { total, sent, reused } = writeChunksTree(dir, out, there, [], manifest);
+  return { total, sent, reused };
 }
 
 /**

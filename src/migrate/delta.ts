@@ -3,8 +3,6 @@ import { sha256 } from '../host/digest.ts';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { walkTree, writeSendTree, type DeltaStats } from '../host/walk.ts';
-
-export { writeSendTree, type DeltaStats };
 import { CHUNK_BYTES, readAt, writeAll } from '../host/chunks.ts';
 
 // migrate --precopy: the checkpoint taken at the freeze is sent as what

@@ -172,25 +172,39 @@ export interface ChunkedSummary {
 }
 
 /**
- * Writes into `out` (made; must not exist) the checkpoint `dir` as an export
- * for a store holding `there`, leaving out the top-level `leaveOut`. Returns
- * the bytes of the checkpoint, those written, and those left to the store.
+ * Writes into `out` (made; must not exist) the checkpoint `dir` with each big
+ * file that `there` holds chunks of as FILE.stasis-chunks (`manifest`: the
+ * folder's, when the caller has it already), leaving out the top-level
+ * `leaveOut`. Returns the bytes of the checkpoint, those written, those left
+ * to the receiver's store, and the files sent as chunks.
  */
-export function writeChunkedTree(dir: string, out: string, there: ReadonlySet<string>, leaveOut: readonly string[] = []): { total: number; sent: number; reused: number; summary: ChunkedSummary } {
-  const byPath = new Map(indexFolder(dir).files.map((f) => [f.path, f]));
-  const summary: ChunkedSummary = { format: 1, chunkBytes: CHUNK_BYTES, files: [] };
+export function writeChunksTree(dir: string, out: string, there: ReadonlySet<string>, leaveOut: readonly string[] = [], manifest = indexFolder(dir)): { total: number; sent: number; reused: number; files: ChunkedFileSummary[] } {
+  const byPath = new Map(manifest.files.map((f) => [f.path, f]));
+  const files: ChunkedFileSummary[] = [];
   let reused = 0;
   const stats = writeSendTree(dir, out, (entry, target) => {
     const file = byPath.get(entry.path);
     const done = file === undefined ? null : writeChunksFile(entry, target, file, there);
     if (done === null) return null;
     reused += done.reused;
-    summary.files.push({ path: entry.path, size: file!.size, fromStore: done.reused, chunksFromStore: file!.chunks.filter((h) => there.has(h)).length });
+    files.push({ path: entry.path, size: file!.size, fromStore: done.reused, chunksFromStore: file!.chunks.filter((h) => there.has(h)).length });
     return done.written;
-  }, [...leaveOut, CHUNKED_MARKER]);
+  }, leaveOut);
+  return { ...stats, reused, files };
+}
+
+/**
+ * Writes into `out` (made; must not exist) the checkpoint `dir` as an export
+ * for a store holding `there`, leaving out the top-level `leaveOut`, with the
+ * marker that says so. Returns the bytes of the checkpoint, those written,
+ * and those left to the store.
+ */
+export function writeChunkedTree(dir: string, out: string, there: ReadonlySet<string>, leaveOut: readonly string[] = []): { total: number; sent: number; reused: number; summary: ChunkedSummary } {
+  const tree = writeChunksTree(dir, out, there, [...leaveOut, CHUNKED_MARKER]);
+  const summary: ChunkedSummary = { format: 1, chunkBytes: CHUNK_BYTES, files: tree.files };
   const marker = `${JSON.stringify(summary)}\n`;
   writeFileSync(join(out, CHUNKED_MARKER), marker, { mode: 0o600 });
-  return { total: stats.total, sent: stats.sent + marker.length, reused, summary };
+  return { total: tree.total, sent: tree.sent + marker.length, reused: tree.reused, summary };
 }
 
 function refused(why: string): StasisError {
