@@ -22,6 +22,7 @@ import { deltaDirOf, preCopy, sendChanges } from './precopy.ts';
 import type { MigrationMark } from '../state/store.ts';
 import { sendChunked } from './chunked.ts';
 import { checkDestination } from './check.ts';
+import { DELTA_CHUNK, DELTA_CHUNK_OLD } from './delta.ts';
 import type { RestoreRequest } from './receive.ts';
 import { formatBytes } from '../host/units.ts';
 
@@ -237,7 +238,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         sending = true;
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
         if (pre !== null) {
-          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true));
+          // In pages where the destination reads them; a stasis there from before, in its 64 KiB.
+          const unit = check.deltaUnits?.includes(DELTA_CHUNK) ? DELTA_CHUNK : DELTA_CHUNK_OLD;
+          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true, unit));
         } else if (useStore) {
           // Its scratch folder is one of the move's (a kill leaves it to the undo).
           const scratch = join(host.scratchDir, `.migrate-chunks-${id}-${randomBytes(6).toString('hex')}`);

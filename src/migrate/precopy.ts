@@ -62,11 +62,11 @@ export function deltaDirOf(preDir: string): string {
  * pre-copy (a delta folder beside it, removed once sent). Returns the bytes
  * sent and the size of the checkpoint they stand for.
  */
-export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean): Promise<{ bytes: number; checkpointBytes: number }> {
+export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean, unit: number): Promise<{ bytes: number; checkpointBytes: number }> {
   // Named after the pre-copy's folder, so that undoing a killed move (its record names that folder) finds it too.
   const deltaDir = deltaDirOf(pre.dir);
   try {
-    const delta = writeDelta(pre.dir, checkpointPath, deltaDir);
+    const delta = writeDelta(pre.dir, checkpointPath, deltaDir, unit);
     progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
     const bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], compress);
     return { bytes, checkpointBytes: delta.total };

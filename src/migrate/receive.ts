@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import { unprivilegedUffd } from '../runtime/userns.ts';
-import { applyDeltas } from './delta.ts';
+import { DELTA_UNITS, applyDeltas } from './delta.ts';
 import { applyChunked, storeHas } from './chunked.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
@@ -93,6 +93,8 @@ export interface CheckReply {
   uffdUnprivileged?: boolean;
   /** How many chunks this host's checkpoint store holds (chunked.ts); absent from older stasis: none. */
   storeChunks?: number;
+  /** The units of a --precopy delta this host reads (delta.ts); absent from older stasis: 64 KiB only. */
+  deltaUnits?: number[];
 }
 
 /** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
@@ -137,6 +139,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     uffdUnprivileged: unprivilegedUffd(),
     // A store that cannot be read (a damaged manifest) only means the checkpoint comes whole.
     storeChunks: request.lazy ? 0 : await storeHas(host.checkpointDir, []).then((has) => has.stored, () => 0),
+    deltaUnits: [...DELTA_UNITS],
   };
 }
 

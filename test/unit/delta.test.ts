@@ -6,14 +6,14 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { DELTA_CHUNK, DELTA_SUFFIX, applyDeltas, writeDelta } from '../../src/migrate/delta.ts';
+import { DELTA_CHUNK, DELTA_CHUNK_OLD, DELTA_SUFFIX, applyDeltas, writeDelta } from '../../src/migrate/delta.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-delta-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
 /** A first checkpoint, a second one with `change` applied, and the delta between them. */
-function setUp(change: (second: string) => void): { first: string; second: string; delta: string; stats: ReturnType<typeof writeDelta> } {
+function setUp(change: (second: string) => void, unit = DELTA_CHUNK): { first: string; second: string; delta: string; stats: ReturnType<typeof writeDelta> } {
   const dir = join(root, String(++n));
   const first = join(dir, 'first');
   const second = join(dir, 'second');
@@ -24,7 +24,7 @@ function setUp(change: (second: string) => void): { first: string; second: strin
   cpSync(first, second, { recursive: true });
   change(second);
   const delta = join(dir, 'delta');
-  return { first, second, delta, stats: writeDelta(first, second, delta) };
+  return { first, second, delta, stats: writeDelta(first, second, delta, unit) };
 }
 
 /** The receiving side: the delta as unpacked, rebuilt against its copy of the first. */
@@ -68,6 +68,30 @@ describe('migrate --precopy deltas', () => {
     assert.deepEqual(readFileSync(join(received(same), 'checkpoint', 'pages-1.img')), readFileSync(join(same.first, 'checkpoint', 'pages-1.img')));
   });
 
+  test("in an older stasis's 64 KiB units (what goes to one, which reads no other): one changed byte costs one unit, and is rebuilt", () => {
+    const old = setUp((second) => {
+      const pages = join(second, 'checkpoint', 'pages-1.img');
+      const bytes = readFileSync(pages);
+      bytes[DELTA_CHUNK_OLD + 9] ^= 0xff;
+      writeFileSync(pages, bytes);
+    }, DELTA_CHUNK_OLD);
+    const file = join(old.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`);
+    assert.equal(JSON.parse(readFileSync(file, 'utf8').split('\n')[0]).chunk, DELTA_CHUNK_OLD);
+    assert.ok(statSync(file).size > DELTA_CHUNK_OLD && statSync(file).size < DELTA_CHUNK_OLD + 500, `${statSync(file).size} bytes`);
+    assert.deepEqual(readFileSync(join(received(old), 'checkpoint', 'pages-1.img')), readFileSync(join(old.second, 'checkpoint', 'pages-1.img')));
+  });
+
+  test('a file most of whose pages changed travels whole, not as a delta', () => {
+    const most = setUp((second) => {
+      const pages = join(second, 'checkpoint', 'pages-1.img');
+      const bytes = readFileSync(pages);
+      for (let at = 0; at < bytes.length; at += DELTA_CHUNK * 4) for (let page = 0; page < 3; page++) if (at + page * DELTA_CHUNK < bytes.length) bytes[at + page * DELTA_CHUNK] ^= 0xff;
+      writeFileSync(pages, bytes);
+    });
+    assert.ok(!existsSync(join(most.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`)), 'no delta file');
+    assert.deepEqual(readFileSync(join(received(most), 'checkpoint', 'pages-1.img')), readFileSync(join(most.second, 'checkpoint', 'pages-1.img')));
+  });
+
   const refused = (name: string, damage: (deltaFile: string, parts: { first: string; delta: string }) => void, why: RegExp) => {
     test(`refused: ${name}`, () => {
       const parts = setUp((second) => {
@@ -103,7 +127,7 @@ describe('migrate --precopy deltas', () => {
   }, /does not have the hash the sender computed/);
   refused('chunks out of order or out of the file', (file) => rewrite(file, (h) => (h.chunks = [h.size])), /chunk list/);
   refused('a body shorter than its chunks', (file) => rewrite(file, () => undefined, Buffer.alloc(10)), /holds 10 bytes of chunks/);
-  refused('another chunk size', (file) => rewrite(file, (h) => (h.chunk = 4096)), /chunk size 4096/);
+  refused('another chunk size', (file) => rewrite(file, (h) => (h.chunk = 8192)), /chunk size 8192 \(expected 4096 or 65536\)/);
   refused('no header', (file) => writeFileSync(file, Buffer.alloc(100)), /no header line/);
   refused('the first checkpoint lacks the file', (_file, parts) => rmSync(join(parts.first, 'checkpoint', 'pages-1.img')), /has no file checkpoint\/pages-1\.img/);
   refused('the file is there whole too', (file) => writeFileSync(file.slice(0, -DELTA_SUFFIX.length), 'x'), /is there whole too/);
