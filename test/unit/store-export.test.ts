@@ -16,20 +16,13 @@ import { CHUNKED_MARKER, CHUNKS_SUFFIX, writeChunkedTree } from '../../src/check
 import { createTar } from '../../src/checkpoint/archive/tar.ts';
 import { openCheckpoint } from '../../src/checkpoint/source.ts';
 import type { CheckpointHost } from '../../src/runtime/types.ts';
+import { PAGES, checkpointFolder } from './store-fixtures.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-export-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
-const PAGES = 'checkpoint/pages-1.img';
 const hash = (c: string) => c.repeat(64);
 
-function folder(path: string, pages: Buffer): string {
-  mkdirSync(join(path, 'checkpoint'), { recursive: true });
-  writeFileSync(join(path, 'checkpoint', 'inventory.img'), 'inventory');
-  writeFileSync(join(path, PAGES), pages);
-  writeFileSync(join(path, 'stasis.json'), JSON.stringify({ preDump: false }));
-  return path;
-}
 
 describe('the have-list', () => {
   test('written sorted and once each; read back; a store lists its chunks', async () => {
@@ -40,7 +33,7 @@ describe('the have-list', () => {
     assert.equal(parseHaveList(formatHaveList([]), 'L').size, 0);
     assert.equal(await storeHaveList(join(root, 'no-such-dir')), `stasis-have 1 ${CHUNK_BYTES} 0\n`);
     const store = join(root, `s${++n}`);
-    await keepCheckpoint(store, folder(join(store, 'c1', 'T1'), randomBytes(3 * CHUNK_BYTES)));
+    await keepCheckpoint(store, checkpointFolder(join(store, 'c1', 'T1'), randomBytes(3 * CHUNK_BYTES)));
     assert.equal(parseHaveList(await storeHaveList(store), 'L').size, 3);
   });
 
@@ -76,10 +69,10 @@ async function setUp() {
   const pages2 = Buffer.from(pages1);
   randomBytes(CHUNK_BYTES).copy(pages2, 7 * CHUNK_BYTES);
   const storeDir = join(dir, 'store');
-  await keepCheckpoint(storeDir, folder(join(storeDir, 'c1', 'T1'), pages1));
+  await keepCheckpoint(storeDir, checkpointFolder(join(storeDir, 'c1', 'T1'), pages1));
   const have = parseHaveList(await storeHaveList(storeDir), 'have');
   const tree = join(dir, 'tree');
-  const written = writeChunkedTree(folder(join(dir, 'second'), pages2), tree, have);
+  const written = writeChunkedTree(checkpointFolder(join(dir, 'second'), pages2), tree, have);
   const scratch = join(dir, 'scratch');
   mkdirSync(scratch);
   const host = { scratchDir: scratch, checkpointDir: storeDir } as unknown as CheckpointHost;

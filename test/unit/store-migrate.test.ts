@@ -4,7 +4,7 @@
 // one the store does not hold is refused.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -12,19 +12,12 @@ import { CHUNK_BYTES } from '../../src/host/chunks.ts';
 import { keepCheckpoint } from '../../src/checkpoint/store/store.ts';
 import { CHUNKS_SUFFIX, applyChunked, storeHas, writeChunked } from '../../src/migrate/chunked.ts';
 import type { Control } from '../../src/migrate/control.ts';
+import { PAGES, checkpointFolder } from './store-fixtures.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-chunked-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
-const PAGES = 'checkpoint/pages-1.img';
 
-function folder(path: string, pages: Buffer): string {
-  mkdirSync(join(path, 'checkpoint'), { recursive: true });
-  writeFileSync(join(path, 'checkpoint', 'inventory.img'), 'inventory');
-  writeFileSync(join(path, PAGES), pages);
-  writeFileSync(join(path, 'stasis.json'), JSON.stringify({ preDump: false }));
-  return path;
-}
 
 /** The destination's control channel, answering `have` from its store as `__migrate serve` does. */
 const controlOf = (checkpointDir: string) => ({ request: async (m: { op: string; hashes?: unknown }) => (m.op === 'have' ? storeHas(checkpointDir, m.hashes) : { ok: false }) }) as unknown as Control;
@@ -34,9 +27,9 @@ async function setUp() {
   const pages1 = randomBytes(30 * CHUNK_BYTES + 77);
   const pages2 = Buffer.from(pages1);
   randomBytes(CHUNK_BYTES).copy(pages2, 7 * CHUNK_BYTES);
-  const kept = folder(join(dir, 'store', 'c1', 'T1'), pages1);
+  const kept = checkpointFolder(join(dir, 'store', 'c1', 'T1'), pages1);
   await keepCheckpoint(join(dir, 'store'), kept);
-  const second = folder(join(dir, 'second'), pages2);
+  const second = checkpointFolder(join(dir, 'second'), pages2);
   const sent = join(dir, 'sent');
   const stats = await writeChunked(controlOf(join(dir, 'store')), second, sent);
   return { dir, storeDir: join(dir, 'store'), kept, pages2, sent, stats };
@@ -64,7 +57,7 @@ describe('a move sending only the chunks the destination lacks', () => {
   test('a store that holds none of it: nothing to gain, the checkpoint goes whole', async () => {
     const empty = join(root, `empty-${++n}`);
     assert.deepEqual(await storeHas(empty, []), { ok: true, stored: 0, have: '' });
-    assert.equal(await writeChunked(controlOf(empty), folder(join(root, `f${n}`), randomBytes(CHUNK_BYTES)), join(root, `out${n}`)), null);
+    assert.equal(await writeChunked(controlOf(empty), checkpointFolder(join(root, `f${n}`), randomBytes(CHUNK_BYTES)), join(root, `out${n}`)), null);
     assert.ok(!existsSync(empty), 'asking made no checkpoint directory');
   });
 
