@@ -121,13 +121,7 @@ function evidence(env: TestEnv, id: string, pid: number | null): string {
 async function assertHonest(env: TestEnv, when: string): Promise<Listed[]> {
   // "creating" means a command holds the container's lock: conmon's exit hook may, for a moment.
   const list = async (): Promise<Listed[]> => {
-    let stuck = '';
-    const probe = setTimeout(() => {
-      const all = spawnSync('sh', ['-c', `ps -eo pid,ppid,stat,wchan:24,args | awk '$3 ~ /D|T|t/ || /stasis/' | cut -c1-220; for p in $(pgrep -f -- '--json ps'); do echo "== $p"; cat /proc/$p/task/*/stack 2>/dev/null | head -40; ls -l /proc/$p/fd 2>/dev/null | head -30; done`], { encoding: 'utf8' });
-      stuck = all.stdout;
-    }, 15_000);
     const result = await env.run(['--json', 'ps'], { timeoutMs: 60_000 });
-    clearTimeout(probe);
     if (result.code === 0) return JSON.parse(result.stdout) as Listed[];
     const records = env.containerIds().map((id) => {
       const file = join(env.stateDir, 'containers', id, 'state.json');
@@ -136,7 +130,7 @@ async function assertHonest(env: TestEnv, when: string): Promise<Listed[]> {
     const working = spawnSync('sh', ['-c', `ps -eo pid,ppid,stat,wchan:20,args | grep -F -- '${env.root}' | grep -v grep | cut -c1-300`], { encoding: 'utf8' }).stdout;
     const debug = await env.run(['--debug', 'ps'], { timeoutMs: 20_000 });
     const folders = env.containerIds().map((id) => `${id}: ${readdirSync(join(env.stateDir, 'containers', id)).join(' ')}`);
-    assert.fail(`${when}: ps exited ${result.code ?? result.signal}: ${result.stderr}\n${records.join('\n')}\n${folders.join('\n')}\nat work:\n${working}\nps --debug: ${debug.code ?? debug.signal}\n${debug.stderr.slice(-3000)}\nat 15 s:\n${stuck}`);
+    assert.fail(`${when}: ps exited ${result.code ?? result.signal}: ${result.stderr}\n${records.join('\n')}\n${folders.join('\n')}\nat work:\n${working}\nps --debug: ${debug.code ?? debug.signal}\n${debug.stderr.slice(-3000)}`);
   };
   let listed = await list();
   for (let tries = 0; tries < 100 && listed.some((c) => c.status === 'creating'); tries++) {
