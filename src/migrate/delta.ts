@@ -1,4 +1,5 @@
 import { closeSync, copyFileSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { sha256 } from '../host/digest.ts';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
@@ -9,10 +10,14 @@ import { readAt, writeAll } from '../host/chunks.ts';
 // differs from the one sent while the container ran. A file of the second
 // that the first holds too (CRIU's page images, the layer's diff, a volume's
 // tar) travels as FILE.stasis-delta: a header line (JSON: the file's size,
-// the chunk size, the indices of the chunks that differ, the SHA-256 of the
-// whole file) and those chunks' bytes. The receiving side rebuilds the file
-// from its copy of the first checkpoint and checks size and hash; anything
-// else is refused. Every other file travels whole.
+// the chunk size, the indices of the chunks that differ, and a SHA-256) and
+// those chunks' bytes. The receiving side rebuilds the file from its copy of
+// the first checkpoint; anything else is refused. Every other file travels whole.
+// The SHA-256 is either that of the first checkpoint's file ("base"), which
+// both sides hashed while the container ran (hashBase), so that the rebuild at
+// the freeze writes the changed pages into that copy in place and reads
+// nothing else; or, from and to a stasis before that, the whole second file's
+// ("sha256"), rebuilt into a copy and hashed again at the freeze.
 
 export const DELTA_SUFFIX = '.stasis-delta';
 /**
@@ -33,25 +38,65 @@ const MAX_HEADER = 16 * 1024 * 1024;
 interface DeltaHeader {
   size: number;
   chunk: number;
-  sha256: string;
+  /** The SHA-256 of the rebuilt file (a delta from an older stasis, or to one). */
+  sha256?: string;
+  /** The SHA-256 of the first checkpoint's file that the chunks are written into. */
+  base?: string;
   chunks: number[];
+}
+
+/** The SHA-256 of each file of a pre-copy that a delta may be taken against, by its path in the folder. */
+export type BaseSums = Record<string, string>;
+
+/**
+ * The pre-copy's sums, taken on both sides while the container runs; its
+ * files are flushed to disk on the way, so that the freeze's dump (a second
+ * copy of the memory) is not throttled behind the first's writeback where
+ * two copies pass the kernel's dirty limits.
+ */
+export async function hashBase(dir: string): Promise<BaseSums> {
+  const sums: BaseSums = {};
+  // Read through the thread pool: on the source, tar sends the same files meanwhile.
+  const block = Buffer.alloc(4 * COMPARE_BLOCK);
+  for (const entry of walkTree(dir)) {
+    if (entry.kind !== 'file' || entry.stat.size < DELTA_MIN) continue;
+    const file = await open(entry.full, 'r');
+    try {
+      const hash = sha256();
+      for (let at = 0; ; ) {
+        const { bytesRead } = await file.read(block, 0, block.length, at);
+        if (bytesRead === 0) break;
+        hash.update(block.subarray(0, bytesRead));
+        at += bytesRead;
+      }
+      sums[entry.path] = hash.digest('hex');
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
+  }
+  return sums;
 }
 
 /**
  * Writes into `out` (made; must not exist) the folder `next` as a delta
  * against `base`: links (or copies) of the files that travel whole, and a
- * FILE.stasis-delta for each large file `base` holds too.
+ * FILE.stasis-delta for each large file `base` holds too. With `sums` (the
+ * receiver hashed its copy of `base` too), deltas are against those sums, and
+ * a file without one travels whole.
  */
-export function writeDelta(base: string, next: string, out: string, unit: number = DELTA_CHUNK): DeltaStats {
+export function writeDelta(base: string, next: string, out: string, unit: number = DELTA_CHUNK, sums: BaseSums | null = null): DeltaStats {
   return writeSendTree(next, out, (entry, target) => {
     const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
     if (entry.stat.size < DELTA_MIN || !old?.isFile()) return null;
-    return writeFileDelta(join(base, entry.path), entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size, unit);
+    const baseSum = sums === null ? null : (sums[entry.path] ?? '');
+    if (baseSum === '') return null;
+    return writeFileDelta(join(base, entry.path), entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size, unit, baseSum);
   });
 }
 
 /** One file's delta; returns its size, or null when most of it changed (it then travels whole). */
-function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, size: number, unit: number): number | null {
+function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, size: number, unit: number, baseSum: string | null): number | null {
   const oldFd = openSync(oldPath, 'r');
   const newFd = openSync(newPath, 'r');
   const a = Buffer.alloc(COMPARE_BLOCK);
@@ -62,7 +107,8 @@ function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, siz
     for (let at = 0; at < size; at += COMPARE_BLOCK) {
       const n = readAt(newFd, b, at);
       const m = readAt(oldFd, a, at);
-      hash.update(b.subarray(0, n));
+      // Against the base's sum, the second file needs no hash of its own: only the comparison is done at the freeze.
+      if (baseSum === null) hash.update(b.subarray(0, n));
       for (let page = 0; page < n; page += unit) {
         const end = Math.min(n, page + unit);
         if (end > m || a.compare(b, page, end, page, end) !== 0) changed.push((at + page) / unit);
@@ -70,7 +116,7 @@ function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, siz
     }
     // Past half, a delta saves less than its header and the receiver's rebuild cost.
     if (changed.length * unit > size / 2) return null;
-    const header: DeltaHeader = { size, chunk: unit, sha256: hash.digest('hex'), chunks: changed };
+    const header: DeltaHeader = baseSum === null ? { size, chunk: unit, sha256: hash.digest('hex'), chunks: changed } : { size, chunk: unit, base: baseSum, chunks: changed };
     const out = openSync(deltaPath, 'wx', 0o600);
     try {
       const line = Buffer.from(`${JSON.stringify(header)}\n`);
@@ -110,7 +156,8 @@ function readHeader(fd: number, name: string, fileSize: number): { header: Delta
   const h = raw as Partial<DeltaHeader>;
   if (typeof h.chunk !== 'number' || !DELTA_UNITS.includes(h.chunk)) throw badDelta(name, `chunk size ${String(h.chunk)} (expected ${DELTA_UNITS.join(' or ')})`);
   if (typeof h.size !== 'number' || !Number.isSafeInteger(h.size) || h.size < 0) throw badDelta(name, 'a bad size');
-  if (typeof h.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(h.sha256)) throw badDelta(name, 'a bad hash');
+  const hex = (value: unknown) => typeof value === 'string' && /^[0-9a-f]{64}$/.test(value);
+  if (hex(h.sha256) === hex(h.base) || (h.sha256 !== undefined && h.base !== undefined)) throw badDelta(name, 'not one hash, of the file or of its base');
   const count = Math.ceil(h.size / h.chunk);
   if (!Array.isArray(h.chunks) || h.chunks.some((c, i) => !Number.isSafeInteger(c) || c < 0 || c >= count || (i > 0 && c <= h.chunks![i - 1]))) {
     throw badDelta(name, 'its chunk list is not increasing chunk numbers of the file');
@@ -120,10 +167,13 @@ function readHeader(fd: number, name: string, fileSize: number): { header: Delta
 
 /**
  * Rebuilds, in `dir` (an unpacked delta folder), every FILE.stasis-delta
- * into FILE from the same file in `base`, checking its size and SHA-256.
- * Throws on any mismatch; `dir` is then the caller's to remove.
+ * into FILE from the same file in `base`. A delta against the base's sum is
+ * checked against `sums` (this side's hashBase of `base`) and written into
+ * the base's file in place, which then moves into `dir`: `base` is used up.
+ * One with the whole file's sum is rebuilt into a copy and hashed. Throws on
+ * any mismatch; `dir` (and `base`) are then the caller's to remove.
  */
-export function applyDeltas(base: string, dir: string): number {
+export function applyDeltas(base: string, dir: string, sums: BaseSums | null = null): number {
   let rebuilt = 0;
   const deltas = [...walkTree(dir)].filter((e) => e.kind === 'file' && e.path.endsWith(DELTA_SUFFIX));
   for (const entry of deltas) {
@@ -133,17 +183,22 @@ export function applyDeltas(base: string, dir: string): number {
     const old = lstatSync(join(base, rel), { throwIfNoEntry: false });
     if (!old?.isFile()) throw badDelta(entry.path, `the first checkpoint has no file ${rel}`);
     const fd = openSync(entry.full, 'r');
-    const temp = join(dirname(target), `.${rel.split('/').pop()}.rebuild`);
+    let temp: string | null = null;
     try {
       const { header, bodyAt } = readHeader(fd, entry.path, fstatSync(fd).size);
       const unit = header.chunk;
       const chunkBytes = (index: number) => Math.min(unit, header.size - index * unit);
       const body = header.chunks.reduce((sum, index) => sum + chunkBytes(index), 0);
       if (fstatSync(fd).size !== bodyAt + body) throw badDelta(entry.path, `it holds ${fstatSync(fd).size - bodyAt} bytes of chunks, not ${body}`);
-      copyFileSync(join(base, rel), temp);
+      if (header.base !== undefined) {
+        if (sums?.[rel] !== header.base) throw badDelta(entry.path, `the first checkpoint's ${rel} here is not the one the sender compared against`);
+        temp = join(base, rel);
+      } else {
+        temp = join(dirname(target), `.${rel.split('/').pop()}.rebuild`);
+        copyFileSync(join(base, rel), temp);
+      }
       const out = openSync(temp, 'r+');
       try {
-        ftruncateSync(out, header.size);
         const buffer = Buffer.alloc(unit);
         let at = bodyAt;
         for (const index of header.chunks) {
@@ -152,18 +207,23 @@ export function applyDeltas(base: string, dir: string): number {
           writeAll(out, buffer.subarray(0, n), index * unit);
           at += n;
         }
-        const hash = sha256();
-        const block = Buffer.alloc(COMPARE_BLOCK);
-        for (let pos = 0; pos < header.size; pos += COMPARE_BLOCK) hash.update(block.subarray(0, readAt(out, block, pos)));
-        if (hash.digest('hex') !== header.sha256) throw badDelta(entry.path, `${rel} rebuilt does not have the hash the sender computed`);
+        ftruncateSync(out, header.size);
+        if (header.sha256 !== undefined) {
+          const hash = sha256();
+          const block = Buffer.alloc(COMPARE_BLOCK);
+          for (let pos = 0; pos < header.size; pos += COMPARE_BLOCK) hash.update(block.subarray(0, readAt(out, block, pos)));
+          if (hash.digest('hex') !== header.sha256) throw badDelta(entry.path, `${rel} rebuilt does not have the hash the sender computed`);
+        }
       } finally {
         closeSync(out);
       }
       renameSync(temp, target);
+      temp = null;
       rmSync(entry.full);
       rebuilt++;
     } catch (err) {
-      rmSync(temp, { force: true });
+      // A base file half written goes too: nothing may take it for the first checkpoint's.
+      if (temp !== null) rmSync(temp, { force: true });
       throw err;
     } finally {
       closeSync(fd);

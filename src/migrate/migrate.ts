@@ -192,7 +192,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let fromStore = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
-      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true).catch((err: unknown) => {
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true, check.deltaBase === true).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
         record.migrating = null;
         host.saveRecord(record);

@@ -8,7 +8,7 @@ import type { CriuOptions } from '../runtime/criu.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import type { Control } from './control.ts';
-import { writeDelta } from './delta.ts';
+import { hashBase, writeDelta, type BaseSums } from './delta.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver, type Receiver } from './transfer.ts';
 
@@ -23,27 +23,37 @@ export interface PreCopy {
   token: string;
   bytes: number;
   ms: number;
+  /** Its files' sums, when the destination hashed its copy too (CheckReply.deltaBase): the delta is then against them. */
+  sums: BaseSums | null;
 }
 
 /**
  * migrate --precopy's first phase, the container running: a checkpoint left
  * running (CRIU freezes it for its local dump only), sent to the destination
  * as a staged transfer that the delta taken at the freeze is rebuilt from.
- * A failure here leaves the container running, and nothing kept.
+ * With `stage` (the destination reads deltas against the pre-copy's sums),
+ * both sides hash it and flush it to disk before the freeze, so that the
+ * freeze's dump does not wait on its writeback and the rebuild there reads
+ * nothing but the changed pages. A failure here leaves the container
+ * running, and nothing kept.
  */
-export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean): Promise<PreCopy> {
+export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean): Promise<PreCopy> {
   const started = Date.now();
   const token = randomBytes(16).toString('hex');
   const staged = await control.request({ op: 'stage', token });
   if (!staged.ok) throw new StasisError(`${peer.destination.shown}: ${String(staged.error)}`);
   const dir = join(host.scratchDir, `.migrate-pre-${record.id}-${randomBytes(6).toString('hex')}`);
-  const receiver = startReceiver(peer, ['__migrate', 'receive', token]);
+  const receiver = startReceiver(peer, ['__migrate', 'receive', token, ...(stage ? ['--stage'] : [])]);
   try {
     progress('pre-copy: a checkpoint while it runs');
     await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
     progress(`pre-copy: sending it while it runs`);
-    const bytes = await sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`), [], [], compress);
-    return { dir, token, bytes, ms: Date.now() - started };
+    const sending = sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`), [], [], compress);
+    sending.catch(() => undefined);
+    // While tar sends it (tar writes into the pipe itself): hashed and flushed here too.
+    const sums = await hashBase(dir);
+    const bytes = await sending;
+    return { dir, token, bytes, ms: Date.now() - started, sums: stage ? sums : null };
   } catch (err) {
     receiver.child.stdin!.destroy();
     await cancelReceiver(receiver);
@@ -66,7 +76,7 @@ export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Re
   // Named after the pre-copy's folder, so that undoing a killed move (its record names that folder) finds it too.
   const deltaDir = deltaDirOf(pre.dir);
   try {
-    const delta = writeDelta(pre.dir, checkpointPath, deltaDir, unit);
+    const delta = writeDelta(pre.dir, checkpointPath, deltaDir, unit, pre.sums);
     progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
     const bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], compress);
     return { bytes, checkpointBytes: delta.total };

@@ -1,9 +1,9 @@
-import { chmodSync, existsSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import { unprivilegedUffd } from '../runtime/userns.ts';
-import { DELTA_UNITS, applyDeltas } from './delta.ts';
+import { DELTA_UNITS, applyDeltas, hashBase, type BaseSums } from './delta.ts';
 import { applyChunked, storeHas } from './chunked.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
@@ -34,23 +34,41 @@ export function stagingDir(host: CheckpointHost, token: string): string {
   return join(host.scratchDir, `.migrate-${token}`);
 }
 
+/** Where `__migrate receive --stage` keeps the sums of a pre-copy's files (beside it; removed with it). */
+export function sumsFileOf(staging: string): string {
+  return `${staging}.sums`;
+}
+
+function readSums(staging: string): BaseSums | null {
+  try {
+    const sums = JSON.parse(readFileSync(sumsFileOf(staging), 'utf8')) as unknown;
+    return typeof sums === 'object' && sums !== null && !Array.isArray(sums) ? (sums as BaseSums) : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
- * `__migrate receive TOKEN [--base TOKEN]`: the checkpoint's tar on stdin,
- * unpacked (checked) for the restore; with a base (migrate --precopy), as a
- * delta against the checkpoint that transfer brought, rebuilt and checked.
+ * `__migrate receive TOKEN [--base TOKEN] [--stage]`: the checkpoint's tar on
+ * stdin, unpacked (checked) for the restore; with a base (migrate --precopy),
+ * as a delta against the checkpoint that transfer brought, rebuilt and
+ * checked. `--stage` (a pre-copy) hashes and flushes its large files while
+ * the container still runs at the source, for the delta taken at the freeze.
  */
-export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable, baseToken?: string): Promise<number> {
+export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable, baseToken?: string, stage = false): Promise<number> {
   const dir = stagingDir(host, token);
   const base = baseToken === undefined ? null : stagingDir(host, baseToken);
   if (existsSync(dir)) throw new StasisError(`a transfer ${token} is already here`);
   if (base !== null && !existsSync(base)) throw new StasisError(`the pre-copy ${baseToken} is not here`);
   const bytes = await extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
   try {
-    if (base !== null) applyDeltas(base, dir);
+    if (stage) writeFileSync(sumsFileOf(dir), JSON.stringify(await hashBase(dir)), { mode: 0o600, flag: 'wx' });
+    if (base !== null) applyDeltas(base, dir, readSums(base));
     // Big files sent as what this host's checkpoint store lacks (chunked.ts).
     await applyChunked(host.checkpointDir, dir);
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
+    rmSync(sumsFileOf(dir), { force: true });
     throw err;
   }
   return bytes;
@@ -95,6 +113,8 @@ export interface CheckReply {
   storeChunks?: number;
   /** The units of a --precopy delta this host reads (delta.ts); absent from older stasis: 64 KiB only. */
   deltaUnits?: number[];
+  /** Whether this host hashes a pre-copy as it arrives (receive --stage) and reads deltas against it; absent from older stasis: no. */
+  deltaBase?: boolean;
 }
 
 /** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
@@ -140,6 +160,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     // A store that cannot be read (a damaged manifest) only means the checkpoint comes whole.
     storeChunks: request.lazy ? 0 : await storeHas(host.checkpointDir, []).then((has) => has.stored, () => 0),
     deltaUnits: [...DELTA_UNITS],
+    deltaBase: true,
   };
 }
 
@@ -253,7 +274,10 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
       await lazy?.stop();
       await bestEffort(`discarding the uncommitted ${id}`, host.withContainer(id, () => host.discard(id)));
     }
-    for (const token of tokens) rmSync(stagingDir(host, token), { recursive: true, force: true });
+    for (const token of tokens) {
+      rmSync(stagingDir(host, token), { recursive: true, force: true });
+      rmSync(sumsFileOf(stagingDir(host, token)), { force: true });
+    }
     if (restored !== null && !keep) return 1;
   }
   return 0;

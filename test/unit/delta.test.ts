@@ -6,7 +6,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { DELTA_CHUNK, DELTA_CHUNK_OLD, DELTA_SUFFIX, applyDeltas, writeDelta } from '../../src/migrate/delta.ts';
+import { createHash } from 'node:crypto';
+import { DELTA_CHUNK, DELTA_CHUNK_OLD, DELTA_SUFFIX, applyDeltas, hashBase, writeDelta } from '../../src/migrate/delta.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-delta-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -129,6 +130,77 @@ describe('migrate --precopy deltas', () => {
   refused('a body shorter than its chunks', (file) => rewrite(file, () => undefined, Buffer.alloc(10)), /holds 10 bytes of chunks/);
   refused('another chunk size', (file) => rewrite(file, (h) => (h.chunk = 8192)), /chunk size 8192 \(expected 4096 or 65536\)/);
   refused('no header', (file) => writeFileSync(file, Buffer.alloc(100)), /no header line/);
+  refused('both hashes, of the file and of its base', (file) => rewrite(file, (h) => (h.base = h.sha256)), /not one hash, of the file or of its base/);
+  refused('no hash at all', (file) => rewrite(file, (h) => delete h.sha256), /not one hash, of the file or of its base/);
   refused('the first checkpoint lacks the file', (_file, parts) => rmSync(join(parts.first, 'checkpoint', 'pages-1.img')), /has no file checkpoint\/pages-1\.img/);
   refused('the file is there whole too', (file) => writeFileSync(file.slice(0, -DELTA_SUFFIX.length), 'x'), /is there whole too/);
+
+  describe("against the pre-copy's sums, taken on both sides while the container ran", () => {
+    /** As the two sides do: both hash the first checkpoint; the delta names the base's sum; the receiver writes into its copy in place. */
+    async function inPlace(change: (second: string) => void): Promise<{ first: string; second: string; delta: string; here: string; sent: number }> {
+      const parts = setUp(change);
+      const here = `${parts.first}-here`;
+      cpSync(parts.first, here, { recursive: true });
+      const sums = await hashBase(parts.first);
+      rmSync(parts.delta, { recursive: true, force: true });
+      const stats = writeDelta(parts.first, parts.second, parts.delta, DELTA_CHUNK, sums);
+      return { ...parts, here, sent: stats.sent };
+    }
+
+    test('hashBase: the SHA-256 of each large file, by its path; small files have none', async () => {
+      const parts = setUp(() => undefined);
+      const sums = await hashBase(parts.first);
+      const pages = readFileSync(join(parts.first, 'checkpoint', 'pages-1.img'));
+      assert.deepEqual(sums, { 'checkpoint/pages-1.img': createHash('sha256').update(pages).digest('hex') });
+    });
+
+    test('the changed pages are written into the copy of the first in place (no whole hash is sent), and the folder is the second, byte for byte', async () => {
+      const parts = await inPlace((second) => {
+        const pages = join(second, 'checkpoint', 'pages-1.img');
+        const bytes = readFileSync(pages);
+        bytes[7 * DELTA_CHUNK + 1] ^= 0xff;
+        writeFileSync(pages, Buffer.concat([bytes.subarray(0, 30 * DELTA_CHUNK + 9)]));
+      });
+      const file = join(parts.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`);
+      const head = JSON.parse(readFileSync(file, 'utf8').split('\n')[0]);
+      assert.equal(head.sha256, undefined);
+      assert.match(head.base, /^[0-9a-f]{64}$/);
+      // Page 30, cut to 9 bytes, holds what it held: the shorter size alone says so.
+      assert.deepEqual(head.chunks, [7]);
+      const copy = `${parts.delta}-received`;
+      cpSync(parts.delta, copy, { recursive: true });
+      applyDeltas(parts.here, copy, await hashBase(parts.here));
+      assert.deepEqual(readFileSync(join(copy, 'checkpoint', 'pages-1.img')), readFileSync(join(parts.second, 'checkpoint', 'pages-1.img')));
+      assert.ok(!existsSync(join(parts.here, 'checkpoint', 'pages-1.img')), "the first's copy became the second's");
+      assert.deepEqual(readdirSync(join(copy, 'checkpoint')).sort(), ['core-1.img', 'pages-1.img']);
+    });
+
+    test("refused: a copy of the first that is not the sender's (or no sums here); nothing rebuilt, and the copy is left as it was", async () => {
+      const parts = await inPlace((second) => {
+        const pages = join(second, 'checkpoint', 'pages-1.img');
+        const bytes = readFileSync(pages);
+        bytes[2 * DELTA_CHUNK] ^= 1;
+        writeFileSync(pages, bytes);
+      });
+      const base = join(parts.here, 'checkpoint', 'pages-1.img');
+      const bytes = readFileSync(base);
+      bytes[20 * DELTA_CHUNK] ^= 1;
+      writeFileSync(base, bytes);
+      for (const sums of [await hashBase(parts.here), null]) {
+        const copy = `${parts.delta}-received-${sums === null ? 'nosums' : 'other'}`;
+        cpSync(parts.delta, copy, { recursive: true });
+        assert.throws(() => applyDeltas(parts.here, copy, sums), /the first checkpoint's checkpoint\/pages-1\.img here is not the one the sender compared against/);
+        assert.ok(!existsSync(join(copy, 'checkpoint', 'pages-1.img')));
+        assert.deepEqual(readFileSync(base), bytes);
+      }
+    });
+
+    test('a file the receiver has no sum for travels whole', async () => {
+      const parts = setUp(() => undefined);
+      rmSync(parts.delta, { recursive: true, force: true });
+      writeDelta(parts.first, parts.second, parts.delta, DELTA_CHUNK, {});
+      assert.ok(existsSync(join(parts.delta, 'checkpoint', 'pages-1.img')));
+      assert.ok(!existsSync(join(parts.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`)));
+    });
+  });
 });
