@@ -34,9 +34,13 @@ export function stagingDir(host: CheckpointHost, token: string): string {
   return join(host.scratchDir, `.migrate-${token}`);
 }
 
-/** Where `__migrate receive --stage` keeps the sums of a pre-copy's files (beside it; removed with it). */
-export function sumsFileOf(staging: string): string {
-  return `${staging}.sums`;
+/**
+ * Where `__migrate receive --stage` keeps the sums of a pre-copy's files: inside it, so that
+ * whatever removes the pre-copy removes them (a receive still hashing when its move is undone
+ * cannot write them after). A pre-copy that holds a file of that name is refused (written 'wx').
+ */
+function sumsFileOf(staging: string): string {
+  return join(staging, '.stasis-sums');
 }
 
 function readSums(staging: string): BaseSums | null {
@@ -68,7 +72,6 @@ export async function receiveCheckpoint(host: CheckpointHost, token: string, inp
     await applyChunked(host.checkpointDir, dir);
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
-    rmSync(sumsFileOf(dir), { force: true });
     throw err;
   }
   return bytes;
@@ -274,10 +277,7 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
       await lazy?.stop();
       await bestEffort(`discarding the uncommitted ${id}`, host.withContainer(id, () => host.discard(id)));
     }
-    for (const token of tokens) {
-      rmSync(stagingDir(host, token), { recursive: true, force: true });
-      rmSync(sumsFileOf(stagingDir(host, token)), { force: true });
-    }
+    for (const token of tokens) rmSync(stagingDir(host, token), { recursive: true, force: true });
     if (restored !== null && !keep) return 1;
   }
   return 0;
