@@ -31,11 +31,12 @@ export interface PreCopy {
  * migrate --precopy's first phase, the container running: a checkpoint left
  * running (CRIU freezes it for its local dump only), sent to the destination
  * as a staged transfer that the delta taken at the freeze is rebuilt from.
- * With `stage` (the destination reads deltas against the pre-copy's sums),
- * both sides hash it and flush it to disk before the freeze, so that the
- * freeze's dump does not wait on its writeback and the rebuild there reads
- * nothing but the changed pages. A failure here leaves the container
- * running, and nothing kept.
+ * This side hashes it and flushes it to disk (hashBase) while it is sent;
+ * with `stage` (the destination reads deltas against the pre-copy's sums)
+ * the destination does the same with its copy, and the delta at the freeze
+ * is against those sums, so that the rebuild there reads nothing but the
+ * changed pages. A failure here leaves the container running, and nothing
+ * kept.
  */
 export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean): Promise<PreCopy> {
   const started = Date.now();
