@@ -24,17 +24,17 @@ export async function checkDestination(
   base: string,
   peer: Peer,
   control: Control,
-  opts: { name?: string; rootfs?: string; lazy: boolean; withRootfs: boolean; compress?: boolean },
+  opts: { name?: string; rootfs?: string; lazy: boolean; precopy?: boolean; withRootfs: boolean; compress?: boolean },
   warnings: string[],
   progress: (phase: string) => void,
-): Promise<{ check: CheckReply; rootfsMs: number | null; lazy: boolean }> {
+): Promise<{ check: CheckReply; rootfsMs: number | null; lazy: boolean; onDemand: boolean }> {
   const id = first.id;
   const shown = peer.destination.shown;
   const name = opts.name ?? id;
   const destBase = opts.rootfs ?? base;
   const manifest = rootfsManifest(base);
   const inUse = baseFilesInUse(host.containerPids(id), join(first.bundle, 'rootfs'), join(first.bundle, 'upper'));
-  const checkRequest = { op: 'check', id: name, base: { path: destBase, fingerprint: fingerprintOf(manifest), manifest, files: hashBaseFiles(base, inUse) }, lazy: opts.lazy };
+  const checkRequest = { op: 'check', id: name, base: { path: destBase, fingerprint: fingerprintOf(manifest), manifest, files: hashBaseFiles(base, inUse) }, lazy: opts.lazy, precopy: opts.precopy === true };
   let check = await control.request(checkRequest) as unknown as CheckReply | { ok: false; error: string };
   if (!check.ok) throw new StasisError(`${shown}: ${check.error}`);
   if (!check.idFree) {
@@ -65,11 +65,14 @@ export async function checkDestination(
     });
   }
   let lazy = opts.lazy;
+  // A pre-copy's tasks take their memory on demand from the images there when they can (else it is restored whole, as before).
+  const userns = specUserns(join(first.bundle, 'config.json')) !== null;
+  const onDemand = opts.precopy === true && check.uffd && !(check.uffdUnprivileged === false && userns);
   const pageServer = lazy ? lazyPageServerProblem() : null;
   if (lazy && !check.uffd) {
     warnings.push(`${shown} cannot pull memory on demand (no userfaultfd there): moving all of it first`);
     lazy = false;
-  } else if (lazy && check.uffdUnprivileged === false && specUserns(join(first.bundle, 'config.json')) !== null) {
+  } else if (lazy && check.uffdUnprivileged === false && userns) {
     // CRIU opens a userfaultfd in each restored task, which there is in the container's user namespace.
     warnings.push(`${shown} has vm.unprivileged_userfaultfd = 0: the tasks of ${id}'s user namespace cannot take their memory on demand there (sysctl -w vm.unprivileged_userfaultfd=1 there allows it): moving all of it first`);
     lazy = false;
@@ -77,5 +80,5 @@ export async function checkDestination(
     warnings.push(`this host cannot serve the memory on demand (${pageServer}): moving all of it first`);
     lazy = false;
   }
-  return { check, rootfsMs, lazy };
+  return { check, rootfsMs, lazy, onDemand };
 }

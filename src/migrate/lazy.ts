@@ -16,7 +16,9 @@ import type { CheckpointHost } from '../runtime/types.ts';
 // itself, or ssh's forward to it); runc restore --lazy-pages then restores
 // the processes without their memory, and the daemon fills each page on the
 // first touch (userfaultfd), the rest in the background, and exits when every
-// page is here.
+// page is here. migrate --precopy restores so too, its daemon reading the
+// pages from the images here (rebuilt from the pre-copy and the delta): the
+// processes run before their memory is copied into them.
 
 /**
  * How long a lazy restore may take before it is ended: CRIU waits for ever on
@@ -56,10 +58,10 @@ interface Daemon {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts the lazy-pages daemon; resolves once its socket is there. */
-async function startDaemon(criu: string, containerDir: string, imagesDir: string, port: number, log: string): Promise<Daemon> {
+/** Starts the lazy-pages daemon (pulling from the page server at PORT, or, with null, reading the images here); resolves once its socket is there. */
+async function startDaemon(criu: string, containerDir: string, imagesDir: string, port: number | null, log: string): Promise<Daemon> {
   const args = [
-    'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(port),
+    'lazy-pages', ...(port === null ? [] : ['--page-server', '--address', '127.0.0.1', '--port', String(port)]),
     '--images-dir', imagesDir, '--work-dir', containerDir, '-o', log, '-v4',
   ];
   debugLog(showCommand(criu, args));
@@ -129,7 +131,8 @@ async function abortUntilDone(containerDir: string, restoring: () => boolean): P
   }
 }
 
-export async function restoreLazily(host: CheckpointHost, id: string, opts: RestoreOptions, port: number): Promise<LazyRestore> {
+/** A restore whose memory comes on demand: from the page server at 127.0.0.1:PORT, or (null) from the checkpoint's own images. */
+export async function restoreLazily(host: CheckpointHost, id: string, opts: RestoreOptions, port: number | null): Promise<LazyRestore> {
   // The daemon's log is kept where failed restores keep theirs (the container's folder goes when the restore fails); removed once every page is here.
   mkdirSync(host.logsDir, { recursive: true, mode: 0o700 });
   const log = join(host.logsDir, `${id}-lazy-pages-${new Date().toISOString().replace(/[-:]/g, '')}.log`);

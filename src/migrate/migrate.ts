@@ -63,8 +63,11 @@ export interface MigrateResult {
   bytes: number;
   /** Memory pages pulled after the switch (--lazy), in bytes. */
   lazyBytes: number | null;
-  /** --precopy: the first checkpoint, sent while the container ran (bytes, ms), and the size of the one the freeze took. */
-  precopy: { bytes: number; ms: number; checkpointBytes: number } | null;
+  /**
+   * --precopy: the first checkpoint, sent while the container ran (bytes, ms), the size of the one
+   * the freeze took, and whether the destination restored the memory on demand from its images.
+   */
+  precopy: { bytes: number; ms: number; checkpointBytes: number; onDemand: boolean } | null;
   /** Bytes of the checkpoint the destination's checkpoint store held already, so not sent (chunked.ts). */
   fromStore: number;
   totalMs: number;
@@ -145,7 +148,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
     cutNow = () => control?.cut();
     progress(`checking ${shown}`);
     const checkStarted = Date.now();
-    const { check, rootfsMs, lazy } = await checkDestination(host, first, base, peer, control, opts, warnings, progress);
+    const { check, rootfsMs, lazy, onDemand } = await checkDestination(host, first, base, peer, control, opts, warnings, progress);
     // A destination whose checkpoint store holds chunks (its check says how many) gets only the chunks it lacks.
     const useStore = !lazy && !opts.precopy && (check.storeChunks ?? 0) > 0;
     const checkMs = Date.now() - checkStarted;
@@ -176,6 +179,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         criuOptions: [],
         tcpClose: opts.tcpClose,
         createdAt: record.createdAt,
+        onDemand: opts.precopy === true && onDemand,
       };
       // Marked before anything is frozen: a command finding this move killed undoes it (checkpoint/recover.ts).
       const mark: MigrationMark = { to: shown, previous: previousCheckpoint, scratch: imagePath === undefined ? [] : [imagePath], committing: false };
@@ -294,7 +298,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
 
       // The switch: once the destination acknowledges, the container is there and not here.
       const toPull = lazy && checkpointPath !== null ? lazyPageBytes(join(checkpointPath, IMAGES_DIR)) : null;
-      progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : formatBytes(toPull, { si: true })} on demand and in the background` : 'switching');
+      progress(lazy ? `${shown} pulls ${toPull === null ? 'the memory' : formatBytes(toPull, { si: true })} on demand and in the background` : request.onDemand ? `${shown} loads the memory from its images, on demand and in the background` : 'switching');
       const pagesStarted = Date.now();
       // From here on only the destination knows whether it switched: a command finding this move
       // killed leaves the container frozen here, and ps says what to do.
@@ -308,27 +312,31 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // Post-copy: the destination answers once every page is there (ok) or its transfer broke (not ok).
       let pagesMs: number | null = null;
       let lazyBytes: number | null = null;
+      let served: RunResult | null = null;
       if (pagesServed !== null) {
         // The lazy dump left the processes here frozen (--leave-running on a frozen container), so
         // they are whole, as at the switch, until the destination says it has every page. CRIU's
         // own exit says less: it was seen to end well when the daemon there was killed mid-way.
-        const served = await pagesServed;
+        served = await pagesServed;
         pagesMs = Date.now() - pagesStarted;
         lazyBytes = toPull;
-        if (ack !== null && !ack.ok) {
-          await control!.end();
-          const thawed = await thawBack(host, id);
-          record.status = thawed === null ? 'running' : 'paused';
-          record.lastCheckpoint = previousCheckpoint;
-          record.migrating = null;
-          host.saveRecord(record);
-          if (checkpointPath !== null) keepLog(host.logsDir, id, join(checkpointPath, 'dump.log'));
-          if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
-          throw new StasisError(`the memory transfer to ${shown} broke after the switch (${String(ack.error)}${served.exitCode !== 0 ? `; here: ${runcMessage(served.stderr)}` : ''}); ${name} there is removed (its memory was incomplete) and ${id} goes on here as it was at the switch${thawed === null ? '' : `, once thawed: ${errorMessage(thawed)}`}`, {
-            hint: thawed === null ? undefined : `stasis resume ${id}`,
-            code: 'pages-lost',
-          });
-        }
+      } else if (request.onDemand) pagesMs = Date.now() - pagesStarted;
+      // Only a restore on demand answers "not ok" (its memory did not all come): the copy here, frozen whole, goes on.
+      if (ack !== null && !ack.ok) {
+        await control!.end();
+        const thawed = await thawBack(host, id);
+        record.status = thawed === null ? 'running' : 'paused';
+        record.lastCheckpoint = previousCheckpoint;
+        record.migrating = null;
+        host.saveRecord(record);
+        if (checkpointPath !== null) keepLog(host.logsDir, id, join(checkpointPath, 'dump.log'));
+        if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
+        if (pre !== null) rmSync(pre.dir, { recursive: true, force: true });
+        const what = lazy ? `the memory transfer to ${shown} broke` : `loading the memory from the images on ${shown} failed`;
+        throw new StasisError(`${what} after the switch (${String(ack.error)}${served !== null && served.exitCode !== 0 ? `; here: ${runcMessage(served.stderr)}` : ''}); ${name} there is removed (its memory was incomplete) and ${id} goes on here as it was at the switch${thawed === null ? '' : `, once thawed: ${errorMessage(thawed)}`}`, {
+          hint: thawed === null ? undefined : `stasis resume ${id}`,
+          code: 'pages-lost',
+        });
       }
       if (ack === null) {
         throw new StasisError(`the connection to ${shown} was lost at the switch: ${name} may be running there; ${id} is frozen here`, {
@@ -356,7 +364,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         downtimeMs: restoredAt - frozenAt,
         bytes,
         lazyBytes,
-        precopy: pre === null ? null : { bytes: pre.bytes, ms: pre.ms, checkpointBytes },
+        precopy: pre === null ? null : { bytes: pre.bytes, ms: pre.ms, checkpointBytes, onDemand: request.onDemand === true },
         fromStore,
         totalMs: Date.now() - started,
         timingsMs: { check: checkMs, rootfs: rootfsMs, dump: dumpMs, transfer: transferMs, restore: restoreMs, pages: pagesMs },

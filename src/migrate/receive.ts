@@ -97,6 +97,8 @@ export interface CheckRequest {
   id: string;
   base: { path: string; fingerprint: string; manifest: string[]; files: BaseFile[] };
   lazy: boolean;
+  /** migrate --precopy: whether this host could restore the memory on demand is asked too. */
+  precopy?: boolean;
 }
 
 export interface CheckReply {
@@ -158,7 +160,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     version: typeof __STASIS_VERSION__ === 'string' ? __STASIS_VERSION__ : 'dev',
     idFree: !host.exists(id),
     base: { exists, matches, differences: differences.slice(0, 8) },
-    uffd: request.lazy ? await criuFeature(host.criu, 'uffd-noncoop') : false,
+    uffd: request.lazy || request.precopy === true ? await criuFeature(host.criu, 'uffd-noncoop') : false,
     uffdUnprivileged: unprivilegedUffd(),
     // A store that cannot be read (a damaged manifest) only means the checkpoint comes whole.
     storeChunks: request.lazy ? 0 : await storeHas(host.checkpointDir, []).then((has) => has.stored, () => 0),
@@ -181,6 +183,8 @@ export interface RestoreRequest {
   createdAt?: string;
   /** Post-copy: the port on this side's 127.0.0.1 that reaches the source's page server. */
   pageServerPort?: number;
+  /** migrate --precopy: the memory comes on demand from the images here (an older stasis ignores it and restores it whole). */
+  onDemand?: boolean;
 }
 
 /** Writes one reply; a channel that is gone is not an error here (the end of input says what to do). */
@@ -231,8 +235,8 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
             createdAt: creationTime(request.createdAt),
           };
           const started = Date.now();
-          if (request.pageServerPort !== undefined) {
-            lazy = await restoreLazily(host, id, options, request.pageServerPort);
+          if (request.pageServerPort !== undefined || request.onDemand === true) {
+            lazy = await restoreLazily(host, id, options, request.pageServerPort ?? null);
             restored = id;
             reply({ ok: true, id, restoreMs: Date.now() - started, warnings: lazy.warnings });
           } else {

@@ -245,6 +245,8 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'pc']))![1];
     const moved = await here.json(toThere(['pc', '--precopy']));
     assert.equal(moved.lazy, false);
+    // Where userfaultfd works, the memory is loaded there on demand from the rebuilt images.
+    assert.equal(moved.precopy.onDemand, LAZY === null, JSON.stringify(moved.precopy));
     assert.ok(moved.precopy.bytes >= 64 << 20, `${moved.precopy.bytes} bytes sent while it ran: the memory`);
     assert.ok(moved.precopy.checkpointBytes >= 64 << 20, `the checkpoint at the freeze is ${moved.precopy.checkpointBytes} bytes`);
     assert.ok(moved.bytes < moved.precopy.checkpointBytes / 10, `${moved.bytes} bytes sent at the freeze, of ${moved.precopy.checkpointBytes}`);
@@ -310,6 +312,20 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.ok(!existsSync(join(here.checkpointDir, 'c5')), 'nothing under the checkpoint directory');
     assert.deepEqual(migrateOut(here.stateDir, 'c5'), [], "the attempt's checkpoint is gone");
     await here.ok(['delete', '-f', 'c5']);
+  });
+
+  test('--precopy: a destination whose load of the memory from its images fails after the switch: the container goes on here, as it was', async () => {
+    await here.ok(['run', '-d', 'c7', '--', ...COUNTER]);
+    const count = await counterAdvances(here, 'c7', 0);
+    const failed = await here.fails(1, ['migrate', 'c7', there.stateDir, '--precopy', ...fakePeer('fail-pages-at-commit')],
+      /^stasis: loading the memory from the images on .* failed after the switch \(the pages could not be loaded, made so by the test\); c7 there is removed \(its memory was incomplete\) and c7 goes on here as it was at the switch/m);
+    assert.doesNotMatch(failed.stderr, /once thawed/);
+    const info = await here.json(['info', 'c7']);
+    assert.equal(info.status, 'running');
+    assert.equal(info.lastCheckpoint, null, 'neither checkpoint is recorded as its checkpoint');
+    await counterAdvances(here, 'c7', count);
+    assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate-')), [], 'no pre-copy, delta or dump folder is left here');
+    await here.ok(['delete', '-f', 'c7']);
   });
 
   test('the connection lost at the switch: the container stays frozen here, and the error says how to decide', async () => {
