@@ -11,7 +11,29 @@ import { libc } from './libc.ts';
 
 const direct = process.versions.bun !== undefined;
 
+/**
+ * Set by a process whose work must outlive its reader (a move's destination
+ * side, which undoes what it restored when its source dies): a closed pipe
+ * then silences its output instead of ending it.
+ */
+let outliveReader = false;
+let outputGone = false;
+
+/** From now on a closed stdout or stderr drops what is written to it; the process goes on. */
+export function outliveClosedOutput(): void {
+  outliveReader = true;
+}
+
+function closedPipe(): void {
+  if (outliveReader) {
+    outputGone = true;
+    return;
+  }
+  process.exit(process.exitCode ?? 0);
+}
+
 function writeFd(fd: 1 | 2, text: string): void {
+  if (outputGone) return;
   const bytes = Buffer.from(text);
   let offset = 0;
   while (offset < bytes.length) {
@@ -20,7 +42,7 @@ function writeFd(fd: 1 | 2, text: string): void {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EAGAIN') continue; // a non-blocking pipe that is full: try again
-      if (code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      if (code === 'EPIPE') return closedPipe();
       if (fd === 2) process.exit(1);
       writeFd(2, `stasis: cannot write the output: ${(err as Error).message}\n`);
       process.exit(1);
@@ -30,12 +52,12 @@ function writeFd(fd: 1 | 2, text: string): void {
 
 export function writeOut(text: string): void {
   if (direct) writeFd(1, text);
-  else process.stdout.write(text);
+  else if (!outputGone) process.stdout.write(text);
 }
 
 export function writeErr(text: string): void {
   if (direct) writeFd(2, text);
-  else process.stderr.write(text);
+  else if (!outputGone) process.stderr.write(text);
 }
 
 /** Whether fd 0, 1 or 2 is a terminal, without making the process's stream for it. */
@@ -59,7 +81,7 @@ export function guardStreams(): void {
   guarded = true;
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      if (err.code === 'EPIPE' || outliveReader) return closedPipe();
       writeErr(`stasis: cannot write ${stream === process.stdout ? 'the output' : 'to stderr'}: ${err.message}\n`);
       process.exit(1);
     });

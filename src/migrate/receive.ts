@@ -18,6 +18,7 @@ import { validateId } from '../state/ids.ts';
 import { LineReader, line, type Message } from './channel.ts';
 import { restoreLazily, type LazyRestore } from './lazy.ts';
 import { bestEffort } from '../log.ts';
+import { outliveClosedOutput } from '../host/stdio.ts';
 
 // The destination's side of a move (`stasis __migrate ...`, which migrate
 // starts there): `serve` answers the control channel (check, restore,
@@ -202,12 +203,16 @@ function reply(message: Message): void {
  * abort) is undone: the container is removed here, so it runs in one place.
  */
 export async function serve(host: CheckpointHost, input: Readable): Promise<number> {
-  // Replies go to the descriptor directly; a broken channel must not end this process before it cleans up.
+  // Replies go to the descriptor directly; a broken channel must not end this process before it
+  // cleans up, nor must a line it writes to its stderr (a pipe to the source too) once that is gone.
+  outliveClosedOutput();
   process.on('SIGPIPE', () => undefined);
   process.on('SIGHUP', () => undefined);
   const reader = new LineReader(input);
   let restored: string | null = null;
   let lazy: LazyRestore | null = null;
+  // migrate --precopy's restore on demand: its pages are here, so they come whether or not the source is still there.
+  let pagesHere = false;
   let committed = false;
   const tokens = new Set<string>();
   try {
@@ -236,6 +241,7 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
           };
           const started = Date.now();
           if (request.pageServerPort !== undefined || request.onDemand === true) {
+            pagesHere = request.pageServerPort === undefined;
             lazy = await restoreLazily(host, id, options, request.pageServerPort ?? null);
             restored = id;
             reply({ ok: true, id, restoreMs: Date.now() - started, warnings: lazy.warnings });
@@ -274,8 +280,11 @@ export async function serve(host: CheckpointHost, input: Readable): Promise<numb
     // the source, whose processes wait frozen for this answer, thaws its own;
     // with every page here this copy is whole and stays (a source that heard
     // nothing keeps its own frozen and says so: one of them is removed by hand).
+    // A restore on demand from the images here (--precopy) needs both: the
+    // commit, as any restore (a source gone before it undoes the move and runs
+    // its own), and every page.
     let keep = committed;
-    if (restored !== null && lazy !== null) keep = (await lazy.done).ok;
+    if (restored !== null && lazy !== null) keep = (!pagesHere || committed) && (await lazy.done).ok;
     if (restored !== null && !keep) {
       const id = restored;
       await lazy?.stop();
