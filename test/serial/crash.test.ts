@@ -233,7 +233,7 @@ function assertEmpty(env: TestEnv): void {
 }
 
 // The suite's own time limit is the sum of its tests' (npm test's --test-timeout would cut 100 points short).
-describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'criu'), timeout: ROUNDS * (45_000 + 60_000 + 60_000) }, () => {
+describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'criu'), timeout: ROUNDS * (45_000 + 60_000 + 2 * 60_000) }, () => {
   const env = new TestEnv('crash');
   const there = new TestEnv('crash-there');
   after(async () => {
@@ -379,51 +379,54 @@ describe('kill -9 at any point', { skip: requires('root', 'runc', 'conmon', 'cri
     assert.deepEqual(busyCgroups(used), [], 'no process is left in a container cgroup');
   });
 
-  test(`migrate to another state directory killed at ${ROUNDS} points`, { timeout: ROUNDS * 60_000 }, async () => {
-    const id = 'mv';
-    used.push(id);
-    const sides = [env, there];
-    const to = (side: TestEnv) => ['--remote-stasis', [...CLI, '--checkpoint-dir', side.checkpointDir].join(' ')];
-    await env.ok(['run', '-d', id, '--', ...COUNTER]);
-    // One move, whole: how long it takes here.
-    await points.measure(env, 'migrate', ['migrate', id, there.stateDir, ...to(there)]);
-    let from = 1;
-    for (let round = 0; round < ROUNDS; round++) {
-      const src = sides[from];
-      const dst = sides[1 - from];
-      await points.kill(src, 'migrate', ['migrate', id, dst.stateDir, ...to(dst)], round);
-      // The destination's side of the move sees its source gone and undoes what it did (or, after
-      // the switch, keeps it): what it lists is settled once it has ended.
-      await eventually(() => movesServed(dst).length === 0, `migrate killed (round ${round}): the destination's side ends`, 60_000);
-      await assertHonest(src, `migrate killed (round ${round}), here`);
-      await assertHonest(dst, `migrate killed (round ${round}), there`);
-      let here = await settled(src, id);
-      const away = await settled(dst, id);
-      if (here?.status === 'paused') {
-        // Killed once it had asked the destination to switch: only the destination knows, and ps says
-        // what to do; done as it says.
-        const note = (here as Listed & { note?: string }).note ?? '';
-        assert.match(note, /cut off/, `migrate killed (round ${round}): ${id} is paused here without a word on the move\n${evidence(src, id, here.pid)}`);
-        if (away?.status === 'running') {
-          await src.ok(['delete', '-f', id]);
-          here = null;
-        } else {
-          await src.ok(['resume', id]);
-          here = await settled(src, id);
+  // A move, and a pre-copy move (a first transfer while it runs, the delta at the freeze, the memory
+  // loaded there on demand from its images until the commit's answer).
+  for (const [id, extra] of [['mv', []], ['mp', ['--precopy']]] as const) {
+    test(`migrate${extra.length > 0 ? ` ${extra.join(' ')}` : ''} to another state directory killed at ${ROUNDS} points`, { timeout: ROUNDS * 60_000 }, async () => {
+      used.push(id);
+      const sides = [env, there];
+      const to = (side: TestEnv) => ['--remote-stasis', [...CLI, '--checkpoint-dir', side.checkpointDir].join(' ')];
+      await env.ok(['run', '-d', id, '--', ...COUNTER]);
+      // One move, whole: how long it takes here.
+      await points.measure(env, `migrate${extra.join('')}`, ['migrate', id, there.stateDir, ...extra, ...to(there)]);
+      let from = 1;
+      for (let round = 0; round < ROUNDS; round++) {
+        const src = sides[from];
+        const dst = sides[1 - from];
+        await points.kill(src, `migrate${extra.join('')}`, ['migrate', id, dst.stateDir, ...extra, ...to(dst)], round);
+        // The destination's side of the move sees its source gone and undoes what it did (or, after
+        // the switch, keeps it): what it lists is settled once it has ended.
+        await eventually(() => movesServed(dst).length === 0, `migrate killed (round ${round}): the destination's side ends`, 60_000);
+        await assertHonest(src, `migrate killed (round ${round}), here`);
+        await assertHonest(dst, `migrate killed (round ${round}), there`);
+        let here = await settled(src, id);
+        const away = await settled(dst, id);
+        if (here?.status === 'paused') {
+          // Killed once it had asked the destination to switch: only the destination knows, and ps says
+          // what to do; done as it says.
+          const note = (here as Listed & { note?: string }).note ?? '';
+          assert.match(note, /cut off/, `migrate killed (round ${round}): ${id} is paused here without a word on the move\n${evidence(src, id, here.pid)}`);
+          if (away?.status === 'running') {
+            await src.ok(['delete', '-f', id]);
+            here = null;
+          } else {
+            await src.ok(['resume', id]);
+            here = await settled(src, id);
+          }
         }
+        // Exactly one side runs it; the other has nothing, or (killed after the switch) a stopped copy that delete -f removes.
+        const running = [here, away].filter((c) => c?.status === 'running');
+        assert.equal(running.length, 1, `migrate killed (round ${round}): here ${here?.status ?? 'none'}, there ${away?.status ?? 'none'}\nhere:\n${evidence(src, id, here?.pid ?? null)}\nthere:\n${evidence(dst, id, away?.pid ?? null)}`);
+        const runsThere = away?.status === 'running';
+        const other = runsThere ? src : dst;
+        if ((runsThere ? here : away) !== null) await other.ok(['delete', '-f', id]);
+        assertEmpty(other);
+        if (runsThere) from = 1 - from;
       }
-      // Exactly one side runs it; the other has nothing, or (killed after the switch) a stopped copy that delete -f removes.
-      const running = [here, away].filter((c) => c?.status === 'running');
-      assert.equal(running.length, 1, `migrate killed (round ${round}): here ${here?.status ?? 'none'}, there ${away?.status ?? 'none'}\nhere:\n${evidence(src, id, here?.pid ?? null)}\nthere:\n${evidence(dst, id, away?.pid ?? null)}`);
-      const runsThere = away?.status === 'running';
-      const other = runsThere ? src : dst;
-      if ((runsThere ? here : away) !== null) await other.ok(['delete', '-f', id]);
-      assertEmpty(other);
-      if (runsThere) from = 1 - from;
-    }
-    await sides[from].ok(['delete', '-f', id]);
-    assertEmpty(env);
-    assertEmpty(there);
-    assert.deepEqual(busyCgroups(used), [], 'no process is left in a container cgroup');
-  });
+      await sides[from].ok(['delete', '-f', id]);
+      assertEmpty(env);
+      assertEmpty(there);
+      assert.deepEqual(busyCgroups(used), [], 'no process is left in a container cgroup');
+    });
+  }
 });
