@@ -21,8 +21,11 @@ export function readExitFile(store: StateStore, id: string): ExitRecord | null {
 export function viewOf(store: StateStore, record: ContainerRecord): ContainerInfo {
   let status: Status = record.status;
   let exit = record.exit;
-  if (!record.checkpointing && (status === 'created' || status === 'running' || status === 'paused')) {
-    const exited = readExitFile(store, record.id);
+  if (status === 'created' || status === 'running' || status === 'paused') {
+    // While a checkpoint is marked, an exit status is CRIU ending the processes it dumped, not
+    // theirs; but processes that are gone are gone (a checkpoint command killed after its dump,
+    // seen while conmon's exit hook holds the lock that its recovery needs).
+    const exited = record.checkpointing ? null : readExitFile(store, record.id);
     if (exited !== null) {
       status = 'stopped';
       exit = exited;
