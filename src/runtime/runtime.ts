@@ -1,10 +1,11 @@
 import { StasisError } from '../errors.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgroupDirs, cgroupPids } from '../host/cgroups.ts';
-import { commandLineHas, processRow, processesWithArg, sameProcessRuns, type ProcessRow } from '../host/procfs.ts';
+import { commandLineHas, processRow, processRunning, processesWithArg, sameProcessRuns, type ProcessRow } from '../host/procfs.ts';
 import { systemRunner, type ProcessRunner, type StartedProcess } from '../host/spawn.ts';
 import { EventJournal } from '../state/events.ts';
 import { DamagedRecordError, StateStore, type ContainerRecord, type MountRecord } from '../state/store.ts';
+import type { Lock } from '../state/lock.ts';
 import { startMonitor, type MonitorOptions } from './conmon.ts';
 import type { RuntimeContext } from './context.ts';
 import { execInContainer } from './exec.ts';
@@ -32,6 +33,9 @@ import { orphanView, viewOf } from './view.ts';
 import { bestEffort } from '../log.ts';
 import { UNPACK_PREFIX, sweepOwnedTempDirs } from '../host/scratch.ts';
 import { keepCriuCache } from './criu-cache.ts';
+
+/** How long ps and info wait for a checkpoint in its last steps (the lock's holder), before listing it as it stands. */
+const SETTLING_WAIT_MS = 10_000;
 
 /** What the runtime is built with besides its configuration: the ways out to real processes, and features above it. */
 export interface RuntimeDeps {
@@ -156,7 +160,13 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     }
     if (record === null) return { info: orphanView(this.store, id, { creating: await this.store.isLocked(id) }), mounts: [] };
     // A checkpoint whose command died is finished or undone first (under the lock), so nothing stays frozen.
-    if ((record.checkpointing || moveToUndo(record)) && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
+    // One whose processes are gone (CRIU ends them after its dump) is in its last steps, or its
+    // command was killed there: the lock's holder (that command, or conmon's exit hook for a moment)
+    // lets go soon, and it is waited for, so that the list says what the checkpoint left.
+    const endedByDump = record.checkpointing && !processRunning(record.pid);
+    if ((record.checkpointing || moveToUndo(record)) && (endedByDump || !(await this.store.isLocked(id)))) {
+      record = (await this.recoverNow(id, endedByDump ? SETTLING_WAIT_MS : undefined)) ?? record;
+    }
     if (record.status === 'creating' && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
     let info = viewOf(this.store, record);
     if (record.status === 'creating' && !(await this.store.isLocked(id))) {
@@ -172,8 +182,15 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     return this.recoverNow(id);
   }
 
-  private async recoverNow(id: string): Promise<ContainerRecord | null> {
-    const lock = await this.store.lock(id);
+  /** Recovers the record under its lock; with `waitMs`, a lock still held then leaves the record as it is. */
+  private async recoverNow(id: string, waitMs?: number): Promise<ContainerRecord | null> {
+    let lock: Lock;
+    try {
+      lock = await this.store.lock(id, waitMs);
+    } catch (err) {
+      if (waitMs === undefined) throw err;
+      return this.store.read(id);
+    }
     try {
       const record = this.store.read(id);
       return record === null ? null : await recovered(this.ctx, record);
