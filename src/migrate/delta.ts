@@ -52,9 +52,10 @@ export type BaseSums = Record<string, string>;
  * The pre-copy's sums, taken on both sides while the container runs; its
  * files are flushed to disk on the way, so that the freeze's dump (a second
  * copy of the memory) is not throttled behind the first's writeback where
- * two copies pass the kernel's dirty limits.
+ * two copies pass the kernel's dirty limits. Without `hash` (a receiver that
+ * reads no deltas against sums) the files are only flushed, and null returned.
  */
-export async function hashBase(dir: string): Promise<BaseSums> {
+export async function hashBase(dir: string, hash = true): Promise<BaseSums | null> {
   const sums: BaseSums = {};
   // Read through the thread pool: on the source, tar sends the same files meanwhile.
   const block = Buffer.alloc(4 * COMPARE_BLOCK);
@@ -62,20 +63,22 @@ export async function hashBase(dir: string): Promise<BaseSums> {
     if (entry.kind !== 'file' || entry.stat.size < DELTA_MIN) continue;
     const file = await open(entry.full, 'r');
     try {
-      const hash = sha256();
-      for (let at = 0; ; ) {
-        const { bytesRead } = await file.read(block, 0, block.length, at);
-        if (bytesRead === 0) break;
-        hash.update(block.subarray(0, bytesRead));
-        at += bytesRead;
+      if (hash) {
+        const hasher = sha256();
+        for (let at = 0; ; ) {
+          const { bytesRead } = await file.read(block, 0, block.length, at);
+          if (bytesRead === 0) break;
+          hasher.update(block.subarray(0, bytesRead));
+          at += bytesRead;
+        }
+        sums[entry.path] = hasher.digest('hex');
       }
-      sums[entry.path] = hash.digest('hex');
       await file.datasync();
     } finally {
       await file.close();
     }
   }
-  return sums;
+  return hash ? sums : null;
 }
 
 /**

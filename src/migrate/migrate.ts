@@ -179,7 +179,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         criuOptions: [],
         tcpClose: opts.tcpClose,
         createdAt: record.createdAt,
-        onDemand: opts.precopy === true && onDemand,
+        onDemand,
       };
       // Marked before anything is frozen: a command finding this move killed undoes it (checkpoint/recover.ts).
       const mark: MigrationMark = { to: shown, previous: previousCheckpoint, scratch: imagePath === undefined ? [] : [imagePath], committing: false };

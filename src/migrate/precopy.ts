@@ -51,10 +51,10 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
     progress(`pre-copy: sending it while it runs`);
     const sending = sendFolder(peer, receiver, dir, 'the pre-copy', (sent) => progress(`pre-copy: sending ${formatBytes(sent, { si: true })}`), [], [], compress);
     sending.catch(() => undefined);
-    // While tar sends it (tar writes into the pipe itself): hashed and flushed here too.
-    const sums = await hashBase(dir);
+    // While tar sends it (tar writes into the pipe itself): flushed here too, and hashed for a destination that reads deltas against the sums.
+    const sums = await hashBase(dir, stage);
     const bytes = await sending;
-    return { dir, token, bytes, ms: Date.now() - started, sums: stage ? sums : null };
+    return { dir, token, bytes, ms: Date.now() - started, sums };
   } catch (err) {
     receiver.child.stdin!.destroy();
     await cancelReceiver(receiver);
