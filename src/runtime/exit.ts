@@ -38,6 +38,24 @@ export async function waitExit(
   }
 }
 
+/**
+ * For a container whose process is gone (a zombie until its monitor reaps it) but whose
+ * monitor has not yet written the exit file: waits until it has, or is gone. conmon writes
+ * that file into the container's folder, so removing the folder before would race it (and
+ * lose the status). The monitor writes it before it starts the exit hook, so a command that
+ * holds the container's lock does not wait on the hook.
+ */
+export async function monitorDone(ctx: RuntimeContext, id: string, timeoutMs = 10_000): Promise<ExitRecord | null> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 1;
+  for (;;) {
+    const exited = readExitFile(ctx.store, id);
+    if (exited !== null || !monitorAlive(ctx, id) || Date.now() > deadline) return exited;
+    await sleep(delay);
+    delay = Math.min(delay * 2, 10);
+  }
+}
+
 /** True once the container's process is gone for good: removed, exit file written, or monitor dead. */
 export function hasExited(ctx: RuntimeContext, id: string): boolean {
   return !ctx.store.exists(id) || readExitFile(ctx.store, id) !== null || !monitorAlive(ctx, id);

@@ -6,7 +6,7 @@ import { UNPACK_PREFIX, sweepOwnedTempDirs } from '../host/scratch.ts';
 import { DamagedRecordError, type ContainerRecord, type ExitRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import { clearLeftovers } from './cleanup.ts';
-import { killMonitor, noteExit, waitExit } from './exit.ts';
+import { killMonitor, monitorDone, noteExit, waitExit } from './exit.ts';
 import { recovered } from './recover.ts';
 import { mountTargets, unmountAll } from './mounts.ts';
 import type { DeleteResult, Status, WaitOutcome } from './types.ts';
@@ -56,6 +56,9 @@ export async function deleteHeld(ctx: RuntimeContext, id: string, force: boolean
       const killed = await killNow(ctx, id, info.status);
       exited = typeof killed === 'object' ? killed : null;
     }
+    // Its process is gone (or was just killed), but its monitor may be still to write the exit
+    // into the folder: the folder is removed after that.
+    if (record.exit === null && readExitFile(store, id) === null) exited = (await monitorDone(ctx, id)) ?? exited;
     // Its exit command has not run yet (or could not), or we just killed it:
     // record the exit now. A checkpoint's stop is not an exit.
     if (record.exit === null && !record.checkpointedStop) noteExit(ctx, record, exited);

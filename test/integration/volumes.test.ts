@@ -120,7 +120,10 @@ describe('volumes across checkpoint, export, restore and migrate', { skip: requi
     assert.match(refused.stderr, /volume \/data: .*is not empty.*m goes on here/s);
     assert.equal((await here.json(['info', 'm'])).status, 'running');
     const moved = join(there.root, 'moved');
-    await here.ok(['migrate', 'm', there.stateDir, '--mount', `type=bind,source=${moved},destination=/data`, ...remote(there.checkpointDir)]);
+    const away = await here.run(['migrate', 'm', there.stateDir, '--mount', `type=bind,source=${moved},destination=/data`, ...remote(there.checkpointDir)]);
+    assert.equal(away.code, 0, away.stderr);
+    assert.doesNotMatch(away.stderr, /warning|failed/i, 'moved, and removed here');
+    assert.equal((await here.run(['info', 'm'])).code, 1, `m is not here any more: ${away.stderr}`);
     await advances(join(moved, 'log'), lastN(join(moved, 'log')));
     assert.match(await there.ok(['logs', 'm']), /^out 0\n/);
     // Back, with --ignore-volumes: the folder here is used as it is.

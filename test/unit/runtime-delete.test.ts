@@ -1,9 +1,10 @@
 // delete and the listing of damaged or half-made containers over a fake runc (src/runtime/remove.ts, view.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FakeHost, rejection, writeExit } from './fakes.ts';
+import { FakeHost, deadPid, rejection, writeExit } from './fakes.ts';
 
 describe('delete (fake runc and conmon)', () => {
   const host = new FakeHost('delete');
@@ -116,6 +117,28 @@ describe('delete (fake runc and conmon)', () => {
     const result = await host.runtime.delete(host.runtime.container('d7'), { force: false });
     assert.deepEqual(result, { id: 'd7', status: null, exitedAt: at, checkpoint: '/cp/d7' });
     assert.ok(!host.events().includes('/tasks/exit d7'), 'no exit is made up');
+  });
+
+  test('a container whose process is gone but whose monitor has not written the exit yet: the folder goes after that, with the status', async () => {
+    await host.createRunning('d8');
+    const dir = host.containerDir('d8');
+    // The init is gone (a zombie until conmon reaps it); its monitor writes the exit file into the
+    // folder only once told to, after the delete has started, and says outside whether it could.
+    const trigger = join(host.root, 'd8-reaped');
+    const said = join(host.root, 'd8-monitor-said');
+    const script = 'while [ ! -e "$1" ]; do sleep 0.01; done; '
+      + 'if printf 137 > "$3/exit.tmp" 2>/dev/null && mv "$3/exit.tmp" "$3/exit"; then echo wrote > "$4"; else echo gone > "$4"; fi';
+    const monitor = spawn('sh', ['-c', script, 'fake-conmon', trigger, '--persist-dir', dir, said], { stdio: 'ignore' });
+    const monitorExit = new Promise((resolve) => monitor.on('exit', resolve));
+    writeFileSync(join(dir, 'conmon.pid'), String(monitor.pid));
+    host.runtime.store.write({ ...host.record('d8'), pid: deadPid() });
+    const deleting = host.runtime.delete(host.runtime.container('d8'), { force: false });
+    writeFileSync(trigger, '');
+    const result = await deleting;
+    await monitorExit;
+    assert.equal(readFileSync(said, 'utf8').trim(), 'wrote', 'the monitor wrote its exit file before the folder went');
+    assert.equal(result.status, 137);
+    assert.equal(existsSync(dir), false);
   });
 
   for (const [name, content, problem] of [
