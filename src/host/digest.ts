@@ -43,6 +43,21 @@ export function hmacSha256(key: string | Uint8Array): Hasher {
   return bunHasher ? wrap(new bunHasher('sha256', key)) : (nodeCrypto().createHmac('sha256', key) as unknown as Hasher);
 }
 
+/** A seeded 64-bit hash of a memory page (migrate --precopy's page prints). */
+export type PageHash = (data: Uint8Array, seed: bigint) => bigint;
+
+type BunXxHash3 = (data: Uint8Array, seed?: bigint) => bigint;
+const bunXxHash3 = (globalThis as { Bun?: { hash?: { xxHash3?: BunXxHash3 } } }).Bun?.hash?.xxHash3;
+
+/**
+ * xxHash3 (64 bits), Bun's own: about 0.3 s per GiB of 4 KiB pages, where SHA-256 per page takes
+ * 1.6-2.8 s (measured under Bun and Node). Null under Node, which has no such hash: the sender
+ * then keeps its pre-copy and compares bytes.
+ */
+export function pageHasher(): PageHash | null {
+  return bunXxHash3 ? (data, seed) => BigInt.asUintN(64, BigInt(bunXxHash3(data, seed))) : null;
+}
+
 /** `size` random bytes (the operating system's generator, as randomBytes). */
 export function randomBytes(size: number): Buffer {
   const bytes = Buffer.alloc(size);

@@ -1,6 +1,6 @@
 import { closeSync, copyFileSync, fstatSync, ftruncateSync, lstatSync, openSync, renameSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { sha256 } from '../host/digest.ts';
+import { randomBytes, sha256, type PageHash } from '../host/digest.ts';
 import { dirname, join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { walkTree, writeSendTree, type DeltaStats } from '../host/walk.ts';
@@ -49,6 +49,50 @@ interface DeltaHeader {
 export type BaseSums = Record<string, string>;
 
 /**
+ * A pre-copy's large files as one 64-bit fingerprint per page (a hash seeded
+ * afresh for each move), which the sender keeps in place of the files: it
+ * removes its copy before the freeze, so that the dump at the freeze reuses
+ * that memory (on a VM fresh memory costs more than the hashing, measured in
+ * bench/README.md), and compares the new dump's pages with the prints.
+ */
+export interface PagePrints {
+  hash: PageHash;
+  seed: bigint;
+  /** By path in the folder: the fingerprint of each DELTA_CHUNK page, the last one as long as the file. */
+  files: Record<string, BigUint64Array>;
+}
+
+/** The pages of the files `sums` names in `dir`, fingerprinted (read through the thread pool: tar reads them meanwhile). */
+export async function printPages(dir: string, sums: BaseSums, hash: PageHash): Promise<PagePrints> {
+  const seed = randomBytes(8).readBigUInt64LE();
+  const files: Record<string, BigUint64Array> = {};
+  const block = Buffer.alloc(4 * COMPARE_BLOCK);
+  for (const path of Object.keys(sums)) {
+    const file = await open(join(dir, path), 'r');
+    try {
+      const size = (await file.stat()).size;
+      const prints = new BigUint64Array(Math.ceil(size / DELTA_CHUNK));
+      for (let at = 0; at < size; ) {
+        // Whole blocks (the file does not change under us: a short read is its end).
+        let filled = 0;
+        while (filled < block.length && at + filled < size) {
+          const { bytesRead } = await file.read(block, filled, block.length - filled, at + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        if (filled === 0) break;
+        for (let page = 0; page < filled; page += DELTA_CHUNK) prints[(at + page) / DELTA_CHUNK] = hash(block.subarray(page, Math.min(filled, page + DELTA_CHUNK)), seed);
+        at += filled;
+      }
+      files[path] = prints;
+    } finally {
+      await file.close();
+    }
+  }
+  return { hash, seed, files };
+}
+
+/**
  * The pre-copy's sums, taken on both sides while the container runs; its
  * files are flushed to disk on the way, so that the freeze's dump (a second
  * copy of the memory) is not throttled behind the first's writeback where
@@ -88,19 +132,28 @@ export async function hashBase(dir: string, hash = true): Promise<BaseSums | nul
  * receiver hashed its copy of `base` too), deltas are against those sums, and
  * a file without one travels whole.
  */
-export function writeDelta(base: string, next: string, out: string, unit: number = DELTA_CHUNK, sums: BaseSums | null = null): DeltaStats {
+export function writeDelta(base: string, next: string, out: string, unit: number = DELTA_CHUNK, sums: BaseSums | null = null, prints: PagePrints | null = null): DeltaStats {
   return writeSendTree(next, out, (entry, target) => {
-    const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
-    if (entry.stat.size < DELTA_MIN || !old?.isFile()) return null;
+    if (entry.stat.size < DELTA_MIN) return null;
     const baseSum = sums === null ? null : (sums[entry.path] ?? '');
     if (baseSum === '') return null;
+    // A file kept as its pages' prints (its copy here removed): compared with them, in pages.
+    const printed = prints?.files[entry.path];
+    if (printed !== undefined && baseSum !== null && unit === DELTA_CHUNK) {
+      return writeFileDelta({ prints: printed, hash: prints!.hash, seed: prints!.seed }, entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size, unit, baseSum);
+    }
+    const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
+    if (!old?.isFile()) return null;
     return writeFileDelta(join(base, entry.path), entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size, unit, baseSum);
   });
 }
 
-/** One file's delta; returns its size, or null when most of it changed (it then travels whole). */
-function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, size: number, unit: number, baseSum: string | null): number | null {
-  const oldFd = openSync(oldPath, 'r');
+/**
+ * One file's delta against the old file (its path) or its pages' prints; returns its size, or null when
+ * most of it changed (it then travels whole).
+ */
+function writeFileDelta(old: string | { prints: BigUint64Array; hash: PageHash; seed: bigint }, newPath: string, deltaPath: string, size: number, unit: number, baseSum: string | null): number | null {
+  const oldFd = typeof old === 'string' ? openSync(old, 'r') : null;
   const newFd = openSync(newPath, 'r');
   const a = Buffer.alloc(COMPARE_BLOCK);
   const b = Buffer.alloc(COMPARE_BLOCK);
@@ -109,9 +162,17 @@ function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, siz
   try {
     for (let at = 0; at < size; at += COMPARE_BLOCK) {
       const n = readAt(newFd, b, at);
-      const m = readAt(oldFd, a, at);
       // Against the base's sum, the second file needs no hash of its own: only the comparison is done at the freeze.
       if (baseSum === null) hash.update(b.subarray(0, n));
+      if (typeof old !== 'string') {
+        // A page whose print differs, or past the old file's pages (a last page the old file held only part of differs too).
+        for (let page = 0; page < n; page += unit) {
+          const index = (at + page) / unit;
+          if (index >= old.prints.length || old.hash(b.subarray(page, Math.min(n, page + unit)), old.seed) !== old.prints[index]) changed.push(index);
+        }
+        continue;
+      }
+      const m = readAt(oldFd!, a, at);
       for (let page = 0; page < n; page += unit) {
         const end = Math.min(n, page + unit);
         if (end > m || a.compare(b, page, end, page, end) !== 0) changed.push((at + page) / unit);
@@ -135,7 +196,7 @@ function writeFileDelta(oldPath: string, newPath: string, deltaPath: string, siz
       closeSync(out);
     }
   } finally {
-    closeSync(oldFd);
+    if (oldFd !== null) closeSync(oldFd);
     closeSync(newFd);
   }
 }

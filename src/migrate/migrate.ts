@@ -1,4 +1,4 @@
-import { randomBytes } from '../host/digest.ts';
+import { pageHasher, randomBytes } from '../host/digest.ts';
 import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
@@ -196,7 +196,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let fromStore = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
-      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true, check.deltaBase === true).catch((err: unknown) => {
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true, check.deltaBase === true, check.deltaBase === true && check.deltaUnits?.includes(DELTA_CHUNK) === true ? pageHasher() : null).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
         record.migrating = null;
         host.saveRecord(record);

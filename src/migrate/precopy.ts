@@ -8,7 +8,8 @@ import type { CriuOptions } from '../runtime/criu.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import type { Control } from './control.ts';
-import { hashBase, writeDelta, type BaseSums } from './delta.ts';
+import { hashBase, printPages, writeDelta, type BaseSums, type PagePrints } from './delta.ts';
+import type { PageHash } from '../host/digest.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver, type Receiver } from './transfer.ts';
 
@@ -25,6 +26,8 @@ export interface PreCopy {
   ms: number;
   /** Its files' sums, when the destination hashed its copy too (CheckReply.deltaBase): the delta is then against them. */
   sums: BaseSums | null;
+  /** Those files' pages' prints, with the files themselves removed here (see PagePrints); null where they are kept. */
+  prints: PagePrints | null;
 }
 
 /**
@@ -35,10 +38,11 @@ export interface PreCopy {
  * with `stage` (the destination reads deltas against the pre-copy's sums)
  * the destination does the same with its copy, and the delta at the freeze
  * is against those sums, so that the rebuild there reads nothing but the
- * changed pages. A failure here leaves the container running, and nothing
- * kept.
+ * changed pages; where the runtime has a fast page hash (Bun), this side
+ * then keeps the large files as their pages' prints only. A failure here
+ * leaves the container running, and nothing kept.
  */
-export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean): Promise<PreCopy> {
+export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean, pageHash: PageHash | null): Promise<PreCopy> {
   const started = Date.now();
   const token = randomBytes(16).toString('hex');
   const staged = await control.request({ op: 'stage', token });
@@ -53,8 +57,12 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
     sending.catch(() => undefined);
     // While tar sends it (tar writes into the pipe itself): flushed here too, and hashed for a destination that reads deltas against the sums.
     const sums = await hashBase(dir, stage);
+    // With a fast page hash (and a destination that takes 4 KiB pages against the sums), the files are kept as their pages' prints.
+    const prints = sums !== null && pageHash !== null ? await printPages(dir, sums, pageHash) : null;
     const bytes = await sending;
-    return { dir, token, bytes, ms: Date.now() - started, sums };
+    // tar has read them: their memory goes back before the freeze's dump needs as much.
+    for (const path of Object.keys(prints?.files ?? {})) rmSync(join(dir, path), { force: true });
+    return { dir, token, bytes, ms: Date.now() - started, sums, prints };
   } catch (err) {
     receiver.child.stdin!.destroy();
     await cancelReceiver(receiver);
@@ -77,7 +85,7 @@ export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Re
   // Named after the pre-copy's folder, so that undoing a killed move (its record names that folder) finds it too.
   const deltaDir = deltaDirOf(pre.dir);
   try {
-    const delta = writeDelta(pre.dir, checkpointPath, deltaDir, unit, pre.sums);
+    const delta = writeDelta(pre.dir, checkpointPath, deltaDir, unit, pre.sums, pre.prints);
     progress(`sending what changed: ${formatBytes(delta.sent, { si: true })} of ${formatBytes(delta.total, { si: true })}`);
     const bytes = await sendFolder(peer, receiver, deltaDir, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), [], [], compress);
     return { bytes, checkpointBytes: delta.total };

@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createHash } from 'node:crypto';
-import { DELTA_CHUNK, DELTA_CHUNK_OLD, DELTA_SUFFIX, applyDeltas, hashBase, writeDelta } from '../../src/migrate/delta.ts';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { DELTA_CHUNK, DELTA_CHUNK_OLD, DELTA_SUFFIX, applyDeltas, hashBase, printPages, writeDelta } from '../../src/migrate/delta.ts';
+import type { PageHash } from '../../src/host/digest.ts';
+
+const REPO = join(fileURLToPath(import.meta.url), '..', '..', '..');
+const BUN = join(REPO, 'node_modules', '@oven', 'bun-linux-x64', 'bin', 'bun');
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-delta-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -201,6 +207,85 @@ describe('migrate --precopy deltas', () => {
       writeDelta(parts.first, parts.second, parts.delta, DELTA_CHUNK, {});
       assert.ok(existsSync(join(parts.delta, 'checkpoint', 'pages-1.img')));
       assert.ok(!existsSync(join(parts.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`)));
+    });
+  });
+
+  describe("against the pre-copy's page prints, its copy here removed (the compiled binary's way)", () => {
+    // A seeded 64-bit page hash, as Bun's xxHash3 is: here the first 8 bytes of a SHA-256 of the seed and the page.
+    const hash: PageHash = (page, seed) => createHash('sha256').update(String(seed)).update(page).digest().readBigUInt64LE();
+
+    /** The sender keeps only prints of the first's large files; the receiver writes the changed pages into its copy. */
+    async function byPrints(change: (second: string) => void, pageHash: PageHash = hash): Promise<{ second: string; head: { chunks: number[]; base: string }; copy: string }> {
+      const parts = setUp(change);
+      const here = `${parts.first}-here`;
+      cpSync(parts.first, here, { recursive: true });
+      const sums = (await hashBase(parts.first))!;
+      const prints = await printPages(parts.first, sums, pageHash);
+      assert.deepEqual(Object.keys(prints.files), ['checkpoint/pages-1.img']);
+      assert.equal(prints.files['checkpoint/pages-1.img'].length, 41, 'one print per page, the last partial page too');
+      rmSync(join(parts.first, 'checkpoint', 'pages-1.img'));
+      rmSync(parts.delta, { recursive: true, force: true });
+      writeDelta(parts.first, parts.second, parts.delta, DELTA_CHUNK, sums, prints);
+      const head = JSON.parse(readFileSync(join(parts.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`), 'utf8').split('\n')[0]);
+      const copy = `${parts.delta}-received`;
+      cpSync(parts.delta, copy, { recursive: true });
+      applyDeltas(here, copy, await hashBase(here));
+      return { second: parts.second, head, copy };
+    }
+
+    test('the changed pages, a grown file\'s new ones and a cut last page travel; the folder there is the second, byte for byte', async () => {
+      for (const [name, change, chunks] of [
+        ['two pages changed, three added', (pages: Buffer) => {
+          pages[5 * DELTA_CHUNK + 7] ^= 0xff;
+          pages[39 * DELTA_CHUNK] ^= 0xff;
+          return Buffer.concat([pages, randomBytes(3 * DELTA_CHUNK)]);
+        }, [5, 39, 40, 41, 42, 43]],
+        // The old last page held 123 bytes: grown to a whole page, it differs.
+        ['nothing changed but the last page filled', (pages: Buffer) => Buffer.concat([pages, Buffer.alloc(DELTA_CHUNK - 123)]), [40]],
+        // Cut inside page 30: its print was of a whole page, so it travels (comparing bytes would not need it).
+        ['one page changed, the file cut', (pages: Buffer) => {
+          pages[7 * DELTA_CHUNK + 1] ^= 0xff;
+          return pages.subarray(0, 30 * DELTA_CHUNK + 9);
+        }, [7, 30]],
+      ] as const) {
+        const { second, head, copy } = await byPrints((dir) => {
+          const file = join(dir, 'checkpoint', 'pages-1.img');
+          writeFileSync(file, change(readFileSync(file)));
+        });
+        assert.deepEqual(head.chunks, chunks, name);
+        assert.match(head.base, /^[0-9a-f]{64}$/, name);
+        assert.deepEqual(readFileSync(join(copy, 'checkpoint', 'pages-1.img')), readFileSync(join(second, 'checkpoint', 'pages-1.img')), name);
+      }
+    });
+
+    test('under Bun (the shipped binary), with its xxHash3: the same pages travel as when the bytes are compared', { skip: existsSync(BUN) ? false : `no Bun at ${BUN}` }, () => {
+      const script = join(root, 'prints-under-bun.ts');
+      writeFileSync(script, [
+        `import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';`,
+        `import { join } from 'node:path';`,
+        `import { pageHasher } from ${JSON.stringify(join(REPO, 'src', 'host', 'digest.ts'))};`,
+        `import { DELTA_SUFFIX, hashBase, printPages, writeDelta } from ${JSON.stringify(join(REPO, 'src', 'migrate', 'delta.ts'))};`,
+        'const [first, second, out] = process.argv.slice(2);',
+        'const sums = await hashBase(first);',
+        'const prints = await printPages(first, sums, pageHasher());',
+        "rmSync(join(first, 'checkpoint', 'pages-1.img'));",
+        'writeDelta(first, second, out, 4096, sums, prints);',
+        "console.log(readFileSync(join(out, 'checkpoint', 'pages-1.img' + DELTA_SUFFIX), 'utf8').split('\\n')[0]);",
+      ].join('\n'));
+      const parts = setUp((dir) => {
+        const file = join(dir, 'checkpoint', 'pages-1.img');
+        const pages = readFileSync(file);
+        for (const at of [0, 3 * DELTA_CHUNK + 4095, 17 * DELTA_CHUNK + 100]) pages[at] ^= 0x01;
+        writeFileSync(file, pages);
+      });
+      const compared = JSON.parse(readFileSync(join(parts.delta, 'checkpoint', `pages-1.img${DELTA_SUFFIX}`), 'utf8').split('\n')[0]);
+      assert.deepEqual(compared.chunks, [0, 3, 17]);
+      const senderCopy = `${parts.first}-sender`;
+      cpSync(parts.first, senderCopy, { recursive: true });
+      const out = `${parts.delta}-bun`;
+      const head = JSON.parse(execFileSync(BUN, [script, senderCopy, parts.second, out], { encoding: 'utf8', env: { ...process.env, BUN_INSTALL_CACHE_DIR: join(root, 'bun-cache') } }));
+      assert.deepEqual(head.chunks, compared.chunks);
+      assert.equal(head.size, compared.size);
     });
   });
 });
