@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { errorMessage } from '../errors.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord, MigrationMark } from '../state/store.ts';
-import { META_FILE, STATS_FILE, hasCriuImages } from './format/layout.ts';
+import { META_FILE, STATS_FILE, hasCriuImages, removeReplaceLeftovers } from './format/layout.ts';
 
 /**
  * A `stasis checkpoint` killed half way leaves the record marked, the
@@ -38,6 +38,8 @@ export async function recoverCheckpoint(host: CheckpointHost, record: ContainerR
   record.checkpointWork = null;
   let kept = false;
   if (work !== null && complete && !existsSync(work.finalPath)) {
+    // Killed while the metadata was being written again after the dump: the first one stands.
+    removeReplaceLeftovers(work.workDir);
     renameSync(work.workDir, work.finalPath);
     record.lastCheckpoint = { path: work.finalPath, at: work.at };
     kept = true;

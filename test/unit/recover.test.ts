@@ -3,7 +3,8 @@
 import { checkpointContainer } from '../../src/checkpoint/dump.ts';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { replaceFile } from '../../src/checkpoint/format/layout.ts';
 import { join } from 'node:path';
 import { recoverCheckpoint } from '../../src/checkpoint/recover.ts';
 import type { CheckpointHost } from '../../src/runtime/types.ts';
@@ -52,6 +53,32 @@ describe('recovery of a checkpoint whose command died (fake runc)', () => {
     assert.deepEqual(host.runner.runcCalls(), [], 'nothing to thaw');
     const [event] = host.runtime.events().readAll().filter((e) => e.id === 'done' && e.topic === '/tasks/checkpointed');
     assert.deepEqual(event.event, { path: finalPath, exported: null, leftRunning: false, recovered: true });
+  });
+
+  test('killed while it wrote the metadata again after the dump: the first stands, complete, and the half-written copy goes', async () => {
+    await host.createRunning('rewriting');
+    const { workDir, finalPath } = interrupted('rewriting', { complete: true, leaveRunning: false, containerAlive: false });
+    // What a replaceFile killed between its write and its rename leaves.
+    writeFileSync(join(workDir, 'stasis.json.stasis-tmp'), '{"form');
+    await host.runtime.info('rewriting');
+    assert.deepEqual(readdirSync(finalPath).sort(), ['checkpoint', 'stasis.json', 'stats-dump']);
+    assert.equal(readFileSync(join(finalPath, 'stasis.json'), 'utf8'), '{"format": 1}');
+  });
+
+  test('the metadata written again after the dump replaces each file whole: one read before still reads it complete', () => {
+    const dir = join(host.root, 'replace');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'stasis.json'), '{"first": true}');
+    // An open descriptor sees the file it opened: rewritten in place (truncated, then written), it would see the cut.
+    const fd = openSync(join(dir, 'stasis.json'), 'r');
+    try {
+      replaceFile(dir, 'stasis.json', '{"second": true}');
+      assert.equal(readFileSync(fd, 'utf8'), '{"first": true}');
+    } finally {
+      closeSync(fd);
+    }
+    assert.equal(readFileSync(join(dir, 'stasis.json'), 'utf8'), '{"second": true}');
+    assert.deepEqual(readdirSync(dir), ['stasis.json']);
   });
 
   test('killed after the rename, before the record was saved: the final folder is kept as the checkpoint', async () => {

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { treeBytes } from '../../host/walk.ts';
 import { basename, dirname, join, resolve } from 'node:path';
 import { withoutLoopbackHook } from '../../runtime/network.ts';
@@ -149,9 +149,29 @@ export interface Provenance {
   baseFiles?: BaseFile[];
 }
 
+/** What replaceFile writes first, beside the file it replaces. */
+const TEMP_SUFFIX = '.stasis-tmp';
+
+/**
+ * Writes a file of a checkpoint folder being made by replacing it whole: a
+ * stasis killed mid-way leaves the file as it was or as it is now, never cut
+ * short (the folder may then be kept as the checkpoint: checkpoint/recover.ts).
+ */
+export function replaceFile(dir: string, name: string, text: string, mode?: number): void {
+  const temp = join(dir, `${name}${TEMP_SUFFIX}`);
+  writeFileSync(temp, text, mode === undefined ? undefined : { mode });
+  renameSync(temp, join(dir, name));
+}
+
+/** What a killed replaceFile left in `dir`, removed. */
+export function removeReplaceLeftovers(dir: string): void {
+  for (const name of readdirSync(dir)) if (name.endsWith(TEMP_SUFFIX)) rmSync(join(dir, name), { force: true });
+}
+
 /**
  * Writes spec.dump, stasis.json and config.dump into a checkpoint folder
- * being made, and copies CRIU's statistics beside them once the dump is done.
+ * being made (the first time before the dump, then again with what the dump
+ * told: each replaced whole, see replaceFile).
  */
 export function writeMetadata(
   record: ContainerRecord,
@@ -164,7 +184,7 @@ export function writeMetadata(
   // checkpointctl shows this annotation as the container's name (its engine column says containerd for any
   // manager but podman's and CRI-O's; we do not pretend to be either).
   spec.annotations = { ...spec.annotations, 'io.kubernetes.cri.container-name': record.id };
-  writeFileSync(join(dir, SPEC_FILE), `${JSON.stringify(spec, null, 2)}\n`);
+  replaceFile(dir, SPEC_FILE, `${JSON.stringify(spec, null, 2)}\n`);
   const image = record.rootfs.kind === 'overlay' ? baseImageOf(record.rootfs.base) : null;
   const meta: CheckpointMeta = {
     format: 1,
@@ -188,7 +208,7 @@ export function writeMetadata(
     labels: record.labels,
     ...(opts.volumes && opts.volumes.length > 0 ? { volumes: opts.volumes } : {}),
   };
-  writeFileSync(join(dir, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
+  replaceFile(dir, META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
   // podman's container config, reduced to what checkpointctl shows.
   const config = {
     id: record.id,
@@ -202,7 +222,7 @@ export function writeMetadata(
     restored: record.restoredFrom !== null,
     runtime: 'runc',
   };
-  writeFileSync(join(dir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+  replaceFile(dir, CONFIG_FILE, `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /** The bytes of the regular files under dir (a link counts nothing and is never followed). */

@@ -1,8 +1,8 @@
 import { hmacSha256, randomBytes, sameBytes, sha256 } from '../../host/digest.ts';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../state/atomic.ts';
-import { META_FILE, SPEC_FILE } from '../format/layout.ts';
+import { META_FILE, SPEC_FILE, replaceFile } from '../format/layout.ts';
 
 // A checkpoint this state directory wrote is trusted; any other is not. The
 // proof is a keyed hash (HMAC-SHA256) of its spec and metadata with a key
@@ -41,7 +41,7 @@ function digest(secret: Buffer, dir: string): Buffer {
 /** Signs the checkpoint folder `dir` (its spec.dump and stasis.json are written). */
 export function signCheckpoint(stateRoot: string, dir: string): void {
   const secret = key(stateRoot, true);
-  if (secret !== null) writeFileSync(join(dir, SIGNATURE_FILE), `${digest(secret, dir).toString('hex')}\n`, { mode: 0o600 });
+  if (secret !== null) replaceFile(dir, SIGNATURE_FILE, `${digest(secret, dir).toString('hex')}\n`, 0o600);
 }
 
 /** Whether `dir` was written by this state directory and not changed since. */
