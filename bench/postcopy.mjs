@@ -2,8 +2,8 @@
 // migrate --lazy next to the same post-copy done by hand with raw runc + CRIU (issue 19).
 //
 //   sudo node bench/postcopy.mjs [MIB ...] [--stasis PATH] [--runc PATH] [--criu PATH]
-//                                [--rootfs DIR] [--settle 300] [--raw-loopback]
-//                                [--json FILE] [--keep-tmp]
+//                                [--rootfs DIR] [--settle 300] [--raw-loopback] [--stasis-debug]
+//                                [--json FILE] [--logs DIR] [--keep-tmp]
 //
 // Sizes default to 64 256 1024 (MiB the ticker touches). Per size, one move on each
 // side, the sides interleaved (the first one alternating from size to size). Both run
@@ -30,6 +30,8 @@
 //             pulled; CRIU then kills the source's tasks and runc removes the container).
 //           --raw-loopback adds stasis's createRuntime hook (lo up after a restore:
 //           sh + nsenter + ip) to the raw spec too.
+// --logs DIR keeps CRIU's logs of each move (and runc's) there; --stasis-debug runs migrate
+// with --debug and keeps its lines in the JSON (off for figures: it writes as it goes).
 // The ticks are read from the destination's upper layer (stasis) or from RB/ticks (raw).
 // `sync` runs, untimed, before each move. Every container, process and temp dir it
 // starts is removed at the end, on failure and on Ctrl-C too. Needs root, runc, CRIU
@@ -57,7 +59,9 @@ const { values: opt, positionals } = parseArgs({
     rootfs: { type: 'string', default: '/var/lib/stasis/rootfs/busybox' },
     settle: { type: 'string', default: '300' },
     'raw-loopback': { type: 'boolean', default: false },
+    'stasis-debug': { type: 'boolean', default: false },
     json: { type: 'string' },
+    logs: { type: 'string' },
     'keep-tmp': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
@@ -299,12 +303,15 @@ async function stasisMove(mib) {
   await waitTicking(upper, id, mib, () => quiet(srcStasis('logs', id)).stdout.trim());
   checkAbort();
   const argv = srcStasis('migrate', id, DST_SD, '--rootfs', BASE_B, '--json', '--lazy');
+  // Diagnostics: --debug's lines, and --keep for the dump's CRIU log (the checkpoint, with no pages, stays here).
+  if (opt['stasis-debug']) argv.splice(1, 0, '--debug'), argv.push('--keep');
   row.command = show(argv);
   stasisIds.dst.add(id);
   const t0 = nowMs();
   const r = run(argv);
   const t1 = nowMs();
   row.totalMs = t1 - t0;
+  if (opt['stasis-debug']) row.debug = r.stderr.split('\n').filter(Boolean);
   try {
     row.reported = JSON.parse(r.stdout);
   } catch {
@@ -319,11 +326,15 @@ async function stasisMove(mib) {
   const file = path.join(info.stateDir, 'upper', 'ticks');
   downtime(row, fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : run(dstStasis('exec', destId, '--', 'cat', '/ticks')).stdout, t0, t1);
   const tm = row.reported.timingsMs ?? {};
+  const dumpLog = findFile(path.join(SRC_CP, id), 'dump.log');
+  row.criu = criuStamps(dumpLog, path.join(info.stateDir, 'restore.log'));
+  keepLogs(`stasis-${mib}`, [dumpLog, path.join(info.stateDir, 'restore.log'), ...(fs.existsSync(path.join(DST_SD, 'logs')) ? fs.readdirSync(path.join(DST_SD, 'logs')) : []).filter((n) => n.startsWith(`${destId}-lazy-pages`)).map((n) => path.join(DST_SD, 'logs', n))]);
   row.steps = { check: tm.check, rootfs: tm.rootfs, dump: tm.dump, transfer: tm.transfer, restore: tm.restore, pages: tm.pages, reportedDowntime: row.reported.downtimeMs };
   quiet(dstStasis('delete', '-f', destId));
   stasisIds.dst.delete(destId);
   quiet(srcStasis('delete', '-f', id));
   stasisIds.src.delete(id);
+  fs.rmSync(path.join(SRC_CP, id), { recursive: true, force: true });
   return row;
 }
 
@@ -442,6 +453,7 @@ async function rawMove(mib) {
     pages: t.end - t.restored,
   };
   row.criu = criuStamps(path.join(WORK, 'dump.log'), path.join(WORK2, 'restore.log'));
+  keepLogs(`raw-${mib}`, [path.join(WORK, 'dump.log'), path.join(WORK, 'runc-checkpoint.out'), path.join(WORK2, 'restore.log'), path.join(WORK2, 'lazy-pages.log'), path.join(WORK2, 'runc-restore.log')]);
   row.imagesBytes = Number(quiet(['du', '-sb', IMG2]).stdout.split('\t')[0]);
   await sleepMs(SETTLE + 50);
   checkAbort();
@@ -456,8 +468,22 @@ async function rawMove(mib) {
   children.delete(checkpoint);
   children.delete(daemon);
   for (const m of mountsUnder(dir).reverse()) quiet(['umount', '-l', m]);
-  if (mountsUnder(dir).length === 0) fs.rmSync(dir, { recursive: true, force: true });
+  if (mountsUnder(dir).length === 0 && !opt['keep-tmp']) fs.rmSync(dir, { recursive: true, force: true });
   return row;
+}
+
+/** The first file called `name` under dir, or null. */
+function findFile(dir, name) {
+  if (!fs.existsSync(dir)) return null;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) if (e.isFile() && e.name === name) return path.join(e.parentPath ?? e.path, e.name);
+  return null;
+}
+
+/** Copies what exists of `files` into --logs DIR as PREFIX-NAME. */
+function keepLogs(prefix, files) {
+  if (!opt.logs) return;
+  fs.mkdirSync(opt.logs, { recursive: true });
+  for (const f of files) if (f && fs.existsSync(f)) fs.copyFileSync(f, path.join(opt.logs, `${prefix}-${path.basename(f)}`));
 }
 
 /** CRIU's own clock in its logs (seconds from its start): when the dump's page server started, when the restore finished. */
@@ -469,7 +495,7 @@ function criuStamps(dumpLog, restoreLog) {
     } catch { return null; }
   };
   return {
-    dumpPageServerMs: stamp(dumpLog, /^\((\d+\.\d+)\).*(?:Starting page server|page server.*(?:listen|started)|Lazy pages daemon)/im),
+    dumpPageServerMs: dumpLog === null ? null : stamp(dumpLog, /^\((\d+\.\d+)\) Starting lazy pages server/m),
     restoreFinishedMs: stamp(restoreLog, /^\((\d+\.\d+)\) Restore finished/m),
   };
 }
@@ -570,6 +596,13 @@ async function cleanup() {
 // ------------------------------------------------------------------ report
 
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+/** CRIU's own clock, from its logs: the dump until its lazy page server started, the restore until "Restore finished". */
+const criuCell = (x) => {
+  const parts = [];
+  if (Number.isFinite(x.criu?.dumpPageServerMs)) parts.push(`dump to page server ${x.criu.dumpPageServerMs}`);
+  if (Number.isFinite(x.criu?.restoreFinishedMs)) parts.push(`restore ${x.criu.restoreFinishedMs}`);
+  return `; the app's gap began ${fmt(x.gapStartsAtMs)} after the start${parts.length ? `; CRIU's log: ${parts.join(', ')}` : ''}`;
+};
 const out = [];
 out.push(`stasis migrate --lazy against a hand-made post-copy (runc + CRIU), ${new Date(started).toISOString()}`);
 out.push(`machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, ${os.type()} ${os.release()}; node ${process.version}; stasis ${STASIS_BIN} (${stasisVersion}, commit ${commit}); ${quiet([RUNC, '--version']).stdout.split('\n')[0]}; criu ${quiet([CRIU, '--version']).stdout.match(/Version: (\S+)/)?.[1] ?? '?'} (${CRIU})`);
@@ -584,8 +617,8 @@ for (const mib of SIZES) {
   const ok = (x) => x && !x.error;
   const cell = (x) => (!x ? 'not run' : x.error ? `FAILED` : `${fmt(x.downtimeMs, 1)} ms`);
   const ratio = ok(s) && ok(r) ? `${(s.downtimeMs / r.downtimeMs).toFixed(2)}x` : '-';
-  const sw = ok(s) ? `check ${fmt(s.steps.check)}, rootfs ${fmt(s.steps.rootfs)}, freeze+dump until the page server is ready ${fmt(s.steps.dump)}, send ${fmt(s.steps.transfer)}, restore until running ${fmt(s.steps.restore)} (reported downtime ${fmt(s.steps.reportedDowntime)}), pages ${fmt(s.steps.pages)}; total ${fmt(s.totalMs)}` : s?.error ? s.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
-  const rw = ok(r) ? `dump until the page server is ready ${fmt(r.steps.dumpReady)}, copy images + ticks ${fmt(r.steps.copy)}, lazy-pages daemon up ${fmt(r.steps.daemonStart)}, restore until running ${fmt(r.steps.restore)} (switch ${fmt(r.steps.switch)}), pages ${fmt(r.steps.pages)}; total ${fmt(r.totalMs)}` : r?.error ? r.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
+  const sw = ok(s) ? `check ${fmt(s.steps.check)}, rootfs ${fmt(s.steps.rootfs)}, freeze+dump until the page server is ready ${fmt(s.steps.dump)}, send ${fmt(s.steps.transfer)}, restore until running ${fmt(s.steps.restore)} (reported downtime ${fmt(s.steps.reportedDowntime)}), pages ${fmt(s.steps.pages)}; total ${fmt(s.totalMs)}${criuCell(s)}` : s?.error ? s.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
+  const rw = ok(r) ? `dump until the page server is ready ${fmt(r.steps.dumpReady)}, copy images + ticks ${fmt(r.steps.copy)}, lazy-pages daemon up ${fmt(r.steps.daemonStart)}, restore until running ${fmt(r.steps.restore)} (switch ${fmt(r.steps.switch)}), pages ${fmt(r.steps.pages)}; total ${fmt(r.totalMs)}${criuCell(r)}` : r?.error ? r.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
   out.push(`| ${mib} MiB | ${cell(s)} | ${cell(r)} | ${ratio} | ${sw} | ${rw} |`);
 }
 out.push('');
