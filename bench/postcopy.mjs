@@ -3,7 +3,7 @@
 //
 //   sudo node bench/postcopy.mjs [MIB ...] [--stasis PATH] [--runc PATH] [--criu PATH]
 //                                [--rootfs DIR] [--settle 300] [--raw-loopback] [--stasis-debug]
-//                                [--json FILE] [--logs DIR] [--keep-tmp]
+//                                [--sides stasis,raw[,raw-paused]] [--json FILE] [--logs DIR] [--keep-tmp]
 //
 // Sizes default to 64 256 1024 (MiB the ticker touches). Per size, one move on each
 // side, the sides interleaved (the first one alternating from size to size). Both run
@@ -30,6 +30,9 @@
 //             pulled; CRIU then kills the source's tasks and runc removes the container).
 //           --raw-loopback adds stasis's createRuntime hook (lo up after a restore:
 //           sh + nsenter + ip) to the raw spec too.
+// --sides adds raw-paused: the raw sequence with `runc pause ID` first (timed) and
+// `--leave-running` (the source removed with runc delete -f once every page is there), as
+// stasis freezes the container before it starts runc checkpoint: what that order costs.
 // --logs DIR keeps CRIU's logs of each move (and runc's) there; --stasis-debug runs migrate
 // with --debug and keeps its lines in the JSON (off for figures: it writes as it goes).
 // The ticks are read from the destination's upper layer (stasis) or from RB/ticks (raw).
@@ -60,6 +63,7 @@ const { values: opt, positionals } = parseArgs({
     settle: { type: 'string', default: '300' },
     'raw-loopback': { type: 'boolean', default: false },
     'stasis-debug': { type: 'boolean', default: false },
+    sides: { type: 'string', default: 'stasis,raw' },
     json: { type: 'string' },
     logs: { type: 'string' },
     'keep-tmp': { type: 'boolean', default: false },
@@ -67,7 +71,7 @@ const { values: opt, positionals } = parseArgs({
   },
 });
 if (opt.help) {
-  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 38).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1).filter((l, i, all) => all.slice(0, i + 1).every((x) => x.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
   process.exit(0);
 }
 const die = (message) => { process.stderr.write(`postcopy: ${message}\n`); process.exit(2); };
@@ -79,6 +83,8 @@ const SIZES = (positionals.length ? positionals : ['64', '256', '1024']).map((s)
   return n;
 });
 const SETTLE = Number(opt.settle);
+const SIDES = opt.sides.split(',').map((x) => x.trim()).filter(Boolean);
+for (const x of SIDES) if (!['stasis', 'raw', 'raw-paused'].includes(x)) die(`unknown side ${x} (stasis, raw, raw-paused)`);
 if (!Number.isFinite(SETTLE) || SETTLE < 0) die('--settle must be a number of ms');
 if (process.getuid?.() !== 0) die('run as root: containers need it');
 const { runc: RUNC, criu: CRIU } = opt;
@@ -340,11 +346,12 @@ async function stasisMove(mib) {
 
 // ------------------------------------------------------------------ the same by hand
 
-async function rawMove(mib) {
-  const id = `${TAG}-r${mib}`;
+async function rawMove(mib, paused = false) {
+  const side = paused ? 'raw-paused' : 'raw';
+  const id = `${TAG}-${paused ? 'p' : 'r'}${mib}`;
   const id2 = `${id}-dst`;
-  const row = { side: 'raw', mib, id };
-  const dir = path.join(TMP, `raw-${mib}`);
+  const row = { side, mib, id };
+  const dir = path.join(TMP, `${side}-${mib}`);
   const RA = path.join(dir, 'rootfs-A');
   const RB = path.join(dir, 'rootfs-B');
   const BA = path.join(dir, 'bundle-A');
@@ -372,17 +379,20 @@ async function rawMove(mib) {
   const port = await freePort();
   const status = statusFifo(dir);
   const cpOut = fs.openSync(path.join(WORK, 'runc-checkpoint.out'), 'w');
-  const checkpointArgv = runcSrc('checkpoint', '--lazy-pages', '--page-server', `127.0.0.1:${port}`, '--status-fd', '3', '--image-path', IMG, '--work-path', WORK, id);
+  const pauseArgv = runcSrc('pause', id);
+  const checkpointArgv = runcSrc('checkpoint', ...(paused ? ['--leave-running'] : []), '--lazy-pages', '--page-server', `127.0.0.1:${port}`, '--status-fd', '3', '--image-path', IMG, '--work-path', WORK, id);
   const daemonArgv = [CRIU, 'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(port), '--images-dir', IMG2, '--work-dir', WORK2, '-o', 'lazy-pages.log', '-v4'];
   // runc's own messages go to a file (its stdio is the container's, the pipes).
   const restoreArgv = [RUNC, '--root', RAW_DST_ROOT, '--criu', CRIU, '--log', path.join(WORK2, 'runc-restore.log'), 'restore', '-d', '--lazy-pages', '--image-path', IMG2, '--work-path', WORK2, '--bundle', BB, id2];
-  row.commands = { checkpoint: show(checkpointArgv), daemon: show(daemonArgv), restore: show(restoreArgv) };
+  row.commands = { ...(paused ? { pause: show(pauseArgv) } : {}), checkpoint: show(checkpointArgv), daemon: show(daemonArgv), restore: show(restoreArgv) };
   let checkpoint = null;
   let daemon = null;
   const t = {};
   try {
     // ---- timed from here
     t.start = nowMs();
+    if (paused) run(pauseArgv);
+    t.paused = nowMs();
     checkpoint = background(checkpointArgv, { stdio: ['ignore', cpOut, cpOut, status.write] });
     children.add(checkpoint);
     fs.closeSync(status.write);
@@ -442,10 +452,11 @@ async function rawMove(mib) {
     try { fs.closeSync(status.read); } catch { /* closed */ }
     pipesB.close();
   }
-  rawIds.src.delete(id); // runc checkpoint (without --leave-running) removed it
+  if (!paused) rawIds.src.delete(id); // runc checkpoint (without --leave-running) removed it
   row.totalMs = t.end - t.start;
   row.steps = {
-    dumpReady: t.ready - t.start,
+    pause: t.paused - t.start,
+    dumpReady: t.ready - t.paused,
     copy: t.copied - t.ready,
     daemonStart: t.daemon - t.copied,
     restore: t.restored - t.daemon,
@@ -453,7 +464,7 @@ async function rawMove(mib) {
     pages: t.end - t.restored,
   };
   row.criu = criuStamps(path.join(WORK, 'dump.log'), path.join(WORK2, 'restore.log'));
-  keepLogs(`raw-${mib}`, [path.join(WORK, 'dump.log'), path.join(WORK, 'runc-checkpoint.out'), path.join(WORK2, 'restore.log'), path.join(WORK2, 'lazy-pages.log'), path.join(WORK2, 'runc-restore.log')]);
+  keepLogs(`${side}-${mib}`, [path.join(WORK, 'dump.log'), path.join(WORK, 'runc-checkpoint.out'), path.join(WORK2, 'restore.log'), path.join(WORK2, 'lazy-pages.log'), path.join(WORK2, 'runc-restore.log')]);
   row.imagesBytes = Number(quiet(['du', '-sb', IMG2]).stdout.split('\t')[0]);
   await sleepMs(SETTLE + 50);
   checkAbort();
@@ -463,6 +474,7 @@ async function rawMove(mib) {
   quiet(runcDst('delete', '-f', id2));
   rawIds.dst.delete(id2);
   quiet(runcSrc('delete', '-f', id));
+  rawIds.src.delete(id);
   releasePipes(pipesA.pgid);
   releasePipes(pipesB.pgid);
   children.delete(checkpoint);
@@ -518,14 +530,14 @@ try {
   const help = quiet([STASIS, 'migrate', '--help']);
   if (help.status !== 0 || !/--lazy/.test(help.stdout)) throw new Error(`${STASIS_BIN} has no migrate --lazy`);
   for (const [i, mib] of SIZES.entries()) {
-    const order = i % 2 === 0 ? [stasisMove, rawMove] : [rawMove, stasisMove];
-    for (const move of order) {
+    // The sides in turn, the first one rotating from size to size.
+    const order = SIDES.map((_, k) => SIDES[(k + i) % SIDES.length]);
+    for (const side of order) {
       checkAbort();
-      const side = move === stasisMove ? 'stasis' : 'raw';
       log(`${mib} MiB, ${side}`);
       let row;
       try {
-        row = await move(mib);
+        row = side === 'stasis' ? await stasisMove(mib) : await rawMove(mib, side === 'raw-paused');
         log(`  downtime ${row.downtimeMs.toFixed(1)} ms, total ${row.totalMs.toFixed(0)} ms`);
       } catch (err) {
         if (interrupted) throw err;
@@ -609,17 +621,19 @@ out.push(`machine: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixe
 out.push(`load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; wall time ${((Date.now() - started) / 1000).toFixed(0)} s; raw spec ${opt['raw-loopback'] ? 'with' : 'without'} the loopback hook`);
 out.push(`downtime = the largest gap between two ticks (1 ms period) from the move's start to ${SETTLE} ms after its end (every page there); one move per side and size`);
 out.push('');
-out.push('| touched | stasis --lazy downtime | raw downtime | stasis/raw | stasis: where the time went (its JSON, ms) | raw: where the time went (ms) |');
-out.push('|---|---|---|---|---|---|');
+const paused = SIDES.includes('raw-paused');
+out.push(`| touched | stasis --lazy downtime | raw downtime | stasis/raw |${paused ? ' raw-paused downtime |' : ''} stasis: where the time went (its JSON, ms) | raw: where the time went (ms) |${paused ? ' raw-paused: where (ms) |' : ''}`);
+out.push(`|---|---|---|---|${paused ? '---|' : ''}---|---|${paused ? '---|' : ''}`);
+const rawCell = (r) => (r && !r.error ? `${r.steps.pause > 1 ? `runc pause ${fmt(r.steps.pause)}, ` : ''}dump until the page server is ready ${fmt(r.steps.dumpReady)}, copy images + ticks ${fmt(r.steps.copy)}, lazy-pages daemon up ${fmt(r.steps.daemonStart)}, restore until running ${fmt(r.steps.restore)} (switch ${fmt(r.steps.switch)}), pages ${fmt(r.steps.pages)}; total ${fmt(r.totalMs)}${criuCell(r)}` : r?.error ? r.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-');
 for (const mib of SIZES) {
   const s = rows.find((r) => r.mib === mib && r.side === 'stasis');
   const r = rows.find((x) => x.mib === mib && x.side === 'raw');
+  const p = rows.find((x) => x.mib === mib && x.side === 'raw-paused');
   const ok = (x) => x && !x.error;
   const cell = (x) => (!x ? 'not run' : x.error ? `FAILED` : `${fmt(x.downtimeMs, 1)} ms`);
   const ratio = ok(s) && ok(r) ? `${(s.downtimeMs / r.downtimeMs).toFixed(2)}x` : '-';
-  const sw = ok(s) ? `check ${fmt(s.steps.check)}, rootfs ${fmt(s.steps.rootfs)}, freeze+dump until the page server is ready ${fmt(s.steps.dump)}, send ${fmt(s.steps.transfer)}, restore until running ${fmt(s.steps.restore)} (reported downtime ${fmt(s.steps.reportedDowntime)}), pages ${fmt(s.steps.pages)}; total ${fmt(s.totalMs)}${criuCell(s)}` : s?.error ? s.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
-  const rw = ok(r) ? `dump until the page server is ready ${fmt(r.steps.dumpReady)}, copy images + ticks ${fmt(r.steps.copy)}, lazy-pages daemon up ${fmt(r.steps.daemonStart)}, restore until running ${fmt(r.steps.restore)} (switch ${fmt(r.steps.switch)}), pages ${fmt(r.steps.pages)}; total ${fmt(r.totalMs)}${criuCell(r)}` : r?.error ? r.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
-  out.push(`| ${mib} MiB | ${cell(s)} | ${cell(r)} | ${ratio} | ${sw} | ${rw} |`);
+  const sw = ok(s) ? `check ${fmt(s.steps.check)}${Number.isFinite(s.steps.rootfs) ? `, rootfs ${fmt(s.steps.rootfs)}` : ''}, freeze+dump until the page server is ready ${fmt(s.steps.dump)}, send ${fmt(s.steps.transfer)}, restore until running ${fmt(s.steps.restore)} (reported downtime ${fmt(s.steps.reportedDowntime)}), pages ${fmt(s.steps.pages)}; total ${fmt(s.totalMs)}${criuCell(s)}` : s?.error ? s.error.split('\n')[0].replaceAll('|', '/').slice(0, 200) : '-';
+  out.push(`| ${mib} MiB | ${cell(s)} | ${cell(r)} | ${ratio} |${paused ? ` ${cell(p)} |` : ''} ${sw} | ${rawCell(r)} |${paused ? ` ${rawCell(p)} |` : ''}`);
 }
 out.push('');
 const both = SIZES.map((mib) => [rows.find((r) => r.mib === mib && r.side === 'stasis' && !r.error), rows.find((r) => r.mib === mib && r.side === 'raw' && !r.error)]).filter(([a, b]) => a && b);
@@ -628,7 +642,7 @@ else out.push('target (stasis --lazy <= 1.1x raw): not measured');
 out.push(`other gaps > 10 ms in the window: ${rows.filter((r) => !r.error).map((r) => `${r.mib}/${r.side} ${r.slowGaps}`).join(', ')}; largest gap in the 500 ms before: ${rows.filter((r) => !r.error).map((r) => `${r.mib}/${r.side} ${fmt(r.baselineMs, 1)} ms`).join(', ')}`);
 for (const r of rows.filter((x) => x.error)) out.push(`FAILED ${r.mib} MiB ${r.side}:\n${r.error}`);
 process.stdout.write(`${out.join('\n')}\n`);
-if (opt.json) fs.writeFileSync(opt.json, `${JSON.stringify({ date: new Date(started).toISOString(), commit, stasis: STASIS_BIN, stasisVersion, runc: RUNC, criu: CRIU, rawLoopback: opt['raw-loopback'], settleMs: SETTLE, loadStart, loadEnd: os.loadavg(), rows, failure: failure ? String(failure.message ?? failure) : null }, null, 2)}\n`);
+if (opt.json) fs.writeFileSync(opt.json, `${JSON.stringify({ date: new Date(started).toISOString(), commit, stasis: STASIS_BIN, stasisVersion, runc: RUNC, criu: CRIU, rawLoopback: opt['raw-loopback'], sides: SIDES, settleMs: SETTLE, loadStart, loadEnd: os.loadavg(), rows, failure: failure ? String(failure.message ?? failure) : null }, null, 2)}\n`);
 if (failure) {
   process.stderr.write(`postcopy: FAILED: ${failure.stack ?? failure}\n`);
   process.exit(1);
