@@ -103,6 +103,10 @@ const show = (argv) => argv.map(quote).join(' ');
 const nowMs = () => performance.timeOrigin + performance.now();
 
 /** Runs argv to completion; returns { ms, stdout, stderr, status }. Throws on a non-zero exit unless check is false. */
+/**
+ * @param {string[]} argv
+ * @param {{ check?: boolean, stdio?: import('node:child_process').StdioOptions, timeout?: number }} [opts]
+ */
 function run(argv, { check = true, stdio, timeout = 600_000 } = {}) {
   const t0 = process.hrtime.bigint();
   const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout, maxBuffer: 512 << 20, stdio: stdio ?? ['ignore', 'pipe', 'pipe'] });
@@ -179,7 +183,7 @@ function freePort() {
     const server = net.createServer();
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
+      const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
       server.close(() => resolve(port));
     });
   });
@@ -202,6 +206,10 @@ function statusFifo(dir) {
 }
 
 /** A background process: its pid and a promise of its exit (listened for from the start). */
+/**
+ * @param {string[]} argv
+ * @param {{ stdio?: import('node:child_process').StdioOptions, detached?: boolean, group?: boolean }} [opts]
+ */
 function background(argv, { stdio, detached = false, group = false } = {}) {
   const child = spawn(argv[0], argv.slice(1), { stdio, detached });
   const exited = new Promise((resolve) => {
@@ -302,6 +310,7 @@ function downtime(row, ticksText, t0, t1) {
 
 async function stasisMove(mib) {
   const id = `${TAG}-s${mib}`;
+  /** @type {any} */
   const row = { side: 'stasis', mib, id };
   stasisIds.src.add(id);
   run(srcStasis('run', '-d', id, '--rootfs', BASE_A, '--', '/ticker', String(mib), '/ticks', '/ready'));
@@ -350,6 +359,7 @@ async function rawMove(mib, paused = false) {
   const side = paused ? 'raw-paused' : 'raw';
   const id = `${TAG}-${paused ? 'p' : 'r'}${mib}`;
   const id2 = `${id}-dst`;
+  /** @type {any} */
   const row = { side, mib, id };
   const dir = path.join(TMP, `${side}-${mib}`);
   const RA = path.join(dir, 'rootfs-A');
@@ -487,7 +497,7 @@ async function rawMove(mib, paused = false) {
 /** The first file called `name` under dir, or null. */
 function findFile(dir, name) {
   if (!fs.existsSync(dir)) return null;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) if (e.isFile() && e.name === name) return path.join(e.parentPath ?? e.path, e.name);
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) if (e.isFile() && e.name === name) return path.join(e.parentPath, e.name);
   return null;
 }
 
@@ -516,6 +526,7 @@ const mountsUnder = (dir) => fs.readFileSync('/proc/self/mountinfo', 'utf8').spl
 
 // ------------------------------------------------------------------ run
 
+/** @type {any[]} */
 const rows = [];
 let failure = null;
 const stasisVersion = quiet([STASIS_BIN, '--version']).stdout.trim() || 'unknown';
