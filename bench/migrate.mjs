@@ -35,12 +35,12 @@
 // Needs root, runc, conmon, CRIU, gcc and the stasis CLI (default: dist/stasis of
 // this checkout if built, else `stasis` on PATH).
 
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { catchInterrupts, gapIn, nowMs, onPath, parseTicks, quiet, quote, run, show, sleepMs } from './lib.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const started = Date.now();
@@ -81,44 +81,12 @@ const SETTLE = Number(opt.settle);
 if (!Number.isInteger(REPS) || REPS < 1) die('--reps must be a positive integer');
 if (!Number.isFinite(SETTLE) || SETTLE < 0) die('--settle must be a number of ms');
 const STASIS = opt.stasis ?? (fs.existsSync(path.join(REPO, 'dist', 'stasis')) ? path.join(REPO, 'dist', 'stasis') : onPath('stasis'));
-function onPath(name) {
-  for (const dir of (process.env.PATH ?? '').split(':')) if (dir && fs.existsSync(path.join(dir, name))) return path.join(dir, name);
-  return name;
-}
 const SSH = (process.env.STASIS_SSH ?? 'ssh').split(/\s+/).filter(Boolean);
 if (process.getuid?.() !== 0) die('run as root: containers need it');
 
 // ------------------------------------------------------------------ helpers
 
-const quote = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${String(a).replaceAll("'", "'\\''")}'`);
-const show = (argv) => argv.map(quote).join(' ');
-/** Wall-clock time in ms with a fraction (the ticks are CLOCK_REALTIME too). */
-const nowMs = () => performance.timeOrigin + performance.now();
-
-/** Runs argv to completion; returns { ms, stdout, stderr, status }. Throws on a non-zero exit unless check is false. */
-function run(argv, { check = true, input, stdinFile, timeout = 600_000 } = {}) {
-  let fd = null;
-  if (stdinFile) fd = fs.openSync(stdinFile, 'r');
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0], argv.slice(1), {
-    encoding: 'utf8', input, timeout, maxBuffer: 512 << 20,
-    stdio: [fd ?? (input === undefined ? 'ignore' : 'pipe'), 'pipe', 'pipe'],
-  });
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (fd !== null) fs.closeSync(fd);
-  if (check && (r.error || r.status !== 0)) {
-    const why = r.error ? r.error.message : r.signal ? `signal ${r.signal}` : `exit status ${r.status}`;
-    throw new Error(`${show(argv)} failed (${why})${r.stderr?.trim() ? `:\n${r.stderr.trim()}` : ''}`);
-  }
-  return { ms, status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
-const quiet = (argv, opts = {}) => run(argv, { ...opts, check: false });
-// Asynchronous, so that the signal handlers below get to run between steps.
-const sleepMs = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-let interrupted = null;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { interrupted = sig; });
-const checkAbort = () => { if (interrupted) throw new Error(`interrupted by ${interrupted}`); };
+const { interrupted, checkAbort } = catchInterrupts();
 
 const median = (xs) => {
   const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
@@ -126,30 +94,6 @@ const median = (xs) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-
-/** Tick timestamps (µs) from the ticker's file; a line being written is dropped. */
-const parseTicks = (text) => text.split('\n').filter((l) => /^\d{16}$/.test(l)).map(Number);
-
-/**
- * The largest gap (ms) between consecutive ticks where the later one is at or
- * after `fromMs` and the earlier one at or before `toMs`; also how many other
- * gaps in that window exceed 10 ms, and whether ticks exist on both sides.
- */
-function gapIn(ticks, fromMs, toMs) {
-  const from = fromMs * 1000;
-  const to = toMs * 1000;
-  const gaps = [];
-  for (let i = 1; i < ticks.length; i++) {
-    if (ticks[i] >= from && ticks[i - 1] <= to) gaps.push((ticks[i] - ticks[i - 1]) / 1000);
-  }
-  gaps.sort((a, b) => b - a);
-  return {
-    maxMs: gaps[0] ?? NaN,
-    over10: Math.max(0, gaps.filter((g) => g > 10).length - 1),
-    before: ticks.some((t) => t < from),
-    after: ticks.some((t) => t > to),
-  };
-}
 
 // ------------------------------------------------------------------ the two sides
 
@@ -348,7 +292,7 @@ try {
         try {
           row = await measure(mib, mode, rep, haveMigrate);
         } catch (err) {
-          if (interrupted) throw err;
+          if (interrupted()) throw err;
           // One row failing (a new command, say) does not cost the others: record it, remove its containers, go on.
           row = { mib, mode, rep, error: String(err.message ?? err) };
           log(`  FAILED: ${row.error}`);

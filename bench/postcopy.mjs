@@ -41,13 +41,14 @@
 // (the one on PATH for stasis is put first: --criu's folder), gcc, and the stasis CLI
 // (default: dist/stasis of this checkout).
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { anonymousPipes, catchInterrupts, gapIn, nowMs, parseTicks, ppidOf, procs, quiet, releaseAllPipes, releasePipes, run, show, sleepMs } from './lib.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const started = Date.now();
@@ -97,85 +98,8 @@ process.env.STASIS_CRIU = CRIU;
 
 // ------------------------------------------------------------------ helpers
 
-const quote = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${String(a).replaceAll("'", "'\\''")}'`);
-const show = (argv) => argv.map(quote).join(' ');
-/** Wall-clock time in ms with a fraction (the ticks are CLOCK_REALTIME too). */
-const nowMs = () => performance.timeOrigin + performance.now();
+const { interrupted, checkAbort } = catchInterrupts();
 
-/** Runs argv to completion; returns { ms, stdout, stderr, status }. Throws on a non-zero exit unless check is false. */
-/**
- * @param {string[]} argv
- * @param {{ check?: boolean, stdio?: import('node:child_process').StdioOptions, timeout?: number }} [opts]
- */
-function run(argv, { check = true, stdio, timeout = 600_000 } = {}) {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout, maxBuffer: 512 << 20, stdio: stdio ?? ['ignore', 'pipe', 'pipe'] });
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (check && (r.error || r.status !== 0)) {
-    const why = r.error ? r.error.message : r.signal ? `signal ${r.signal}` : `exit status ${r.status}`;
-    throw new Error(`${show(argv)} failed (${why})${r.stderr?.trim() ? `:\n${r.stderr.trim()}` : ''}`);
-  }
-  return { ms, status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
-const quiet = (argv, opts = {}) => run(argv, { ...opts, check: false });
-const sleepMs = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-let interrupted = null;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { interrupted = sig; });
-const checkAbort = () => { if (interrupted) throw new Error(`interrupted by ${interrupted}`); };
-
-/** Tick timestamps (µs) from the ticker's file; a line being written is dropped. */
-const parseTicks = (text) => text.split('\n').filter((l) => /^\d{16}$/.test(l)).map(Number);
-
-/** The largest gap (ms) between consecutive ticks with the later at or after fromMs and the earlier at or before toMs; as bench/migrate.mjs. */
-function gapIn(ticks, fromMs, toMs) {
-  const from = fromMs * 1000;
-  const to = toMs * 1000;
-  const gaps = [];
-  for (let i = 1; i < ticks.length; i++) {
-    if (ticks[i] >= from && ticks[i - 1] <= to) gaps.push({ ms: (ticks[i] - ticks[i - 1]) / 1000, at: ticks[i - 1] / 1000 });
-  }
-  gaps.sort((a, b) => b.ms - a.ms);
-  return {
-    maxMs: gaps[0]?.ms ?? NaN,
-    // When the largest gap began, in ms after fromMs.
-    startsAtMs: gaps[0] ? gaps[0].at - fromMs : NaN,
-    over10: Math.max(0, gaps.filter((g) => g.ms > 10).length - 1),
-    before: ticks.some((t) => t < from),
-    after: ticks.some((t) => t > to),
-  };
-}
-
-function procs(pred) {
-  const out = [];
-  for (const n of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(n) || Number(n) === process.pid) continue;
-    try { if (pred(n)) out.push(Number(n)); } catch { /* gone */ }
-  }
-  return out;
-}
-const ppidOf = (n) => { const s = fs.readFileSync(`/proc/${n}/stat`, 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]); };
-
-// Anonymous pipes for raw runc's stdio, as bench.mjs and restore-export.mjs make them: the
-// middle sleep of `sleep | sleep | sleep` has a pipe's read end as stdin and another's write end as stdout.
-const holders = new Set();
-async function anonymousPipes() {
-  const holder = spawn('sh', ['-c', 'sleep 100000000 | sleep 100000000 | sleep 100000000'], { stdio: 'ignore', detached: true });
-  holders.add(holder.pid);
-  for (let i = 0; i < 400; i++) {
-    for (const child of procs((n) => ppidOf(n) === holder.pid)) {
-      try {
-        if (!fs.readlinkSync(`/proc/${child}/fd/0`).startsWith('pipe:') || !fs.readlinkSync(`/proc/${child}/fd/1`).startsWith('pipe:')) continue;
-        const r = fs.openSync(`/proc/${child}/fd/0`, fs.constants.O_RDONLY);
-        const w = fs.openSync(`/proc/${child}/fd/1`, fs.constants.O_WRONLY);
-        return { pgid: holder.pid, r, w, close() { fs.closeSync(r); fs.closeSync(w); } };
-      } catch { /* not ready */ }
-    }
-    await sleepMs(5);
-  }
-  throw new Error('could not set up anonymous pipes');
-}
-function releasePipes(pgid) { try { process.kill(-pgid, 'SIGKILL'); } catch { /* gone */ } holders.delete(pgid); }
 
 /** A free TCP port on 127.0.0.1 (for the raw side's page server). */
 function freePort() {
@@ -417,7 +341,7 @@ async function rawMove(mib, paused = false) {
         const e = await checkpoint.exited;
         throw new Error(`runc checkpoint --lazy-pages exited (${e.code ?? e.signal}) before its page server was ready:\n${fs.readFileSync(path.join(WORK, 'runc-checkpoint.out'), 'utf8').trim()}\n  dump.log:\n${logExcerpt(path.join(WORK, 'dump.log'))}`);
       }
-      if (interrupted) throw new Error(`interrupted by ${interrupted}`);
+      checkAbort();
       await sleepMs(1);
     }
     t.ready = nowMs();
@@ -446,7 +370,7 @@ async function rawMove(mib, paused = false) {
     // Every page pulled: the daemon exits, the page server with it, and runc checkpoint after it.
     const deadline = nowMs() + 120_000;
     while (!(daemon.isDone() && checkpoint.isDone())) {
-      if (interrupted) throw new Error(`interrupted by ${interrupted}`);
+      checkAbort();
       if (nowMs() > deadline) throw new Error(`the pages did not all come in 120 s (daemon ${daemon.isDone() ? 'exited' : 'running'}, runc checkpoint ${checkpoint.isDone() ? 'exited' : 'running'})`);
       await sleepMs(1);
     }
@@ -551,7 +475,7 @@ try {
         row = side === 'stasis' ? await stasisMove(mib) : await rawMove(mib, side === 'raw-paused');
         log(`  downtime ${row.downtimeMs.toFixed(1)} ms, total ${row.totalMs.toFixed(0)} ms`);
       } catch (err) {
-        if (interrupted) throw err;
+        if (interrupted()) throw err;
         row = { side, mib, error: String(err.message ?? err) };
         log(`  FAILED: ${row.error}`);
         await removeAll();
@@ -586,7 +510,7 @@ async function removeAll() {
   }
   rawIds.src.clear();
   rawIds.dst.clear();
-  for (const pgid of [...holders]) releasePipes(pgid);
+  releaseAllPipes();
 }
 
 async function cleanup() {

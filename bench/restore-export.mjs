@@ -15,12 +15,13 @@
 // Everything it starts is removed at the end, on failure and on Ctrl-C too. Needs root and a
 // built dist/stasis (node scripts/build.mjs).
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { anonymousPipes, procs, releaseAllPipes, releasePipes } from './lib.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: opt } = parseArgs({
@@ -65,36 +66,6 @@ let interrupted = null;
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { interrupted = sig; });
 const checkAbort = () => { if (interrupted) throw new Error(`interrupted by ${interrupted}`); };
 
-function procs(pred) {
-  const out = [];
-  for (const n of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(n) || Number(n) === process.pid) continue;
-    try { if (pred(n)) out.push(Number(n)); } catch { /* gone */ }
-  }
-  return out;
-}
-const ppidOf = (n) => { const s = fs.readFileSync(`/proc/${n}/stat`, 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]); };
-
-// Anonymous pipes for raw runc's stdio, as bench.mjs makes them: the middle sleep of
-// `sleep | sleep | sleep` has a pipe's read end as stdin and another's write end as stdout.
-const holders = new Set();
-async function anonymousPipes() {
-  const holder = spawn('sh', ['-c', 'sleep 100000000 | sleep 100000000 | sleep 100000000'], { stdio: 'ignore', detached: true });
-  holders.add(holder.pid);
-  for (let i = 0; i < 400; i++) {
-    for (const child of procs((n) => ppidOf(n) === holder.pid)) {
-      try {
-        if (!fs.readlinkSync(`/proc/${child}/fd/0`).startsWith('pipe:') || !fs.readlinkSync(`/proc/${child}/fd/1`).startsWith('pipe:')) continue;
-        const r = fs.openSync(`/proc/${child}/fd/0`, fs.constants.O_RDONLY);
-        const w = fs.openSync(`/proc/${child}/fd/1`, fs.constants.O_WRONLY);
-        return { pgid: holder.pid, r, w, close() { fs.closeSync(r); fs.closeSync(w); } };
-      } catch { /* not ready */ }
-    }
-    await sleepMs(5);
-  }
-  throw new Error('could not set up anonymous pipes');
-}
-function releasePipes(pgid) { try { process.kill(-pgid, 'SIGKILL'); } catch { /* gone */ } holders.delete(pgid); }
 
 const TAG = `rx${process.pid.toString(36)}`; // in every ID, so a leftover is recognisable
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'stasis-restore-export-'));
@@ -204,7 +175,7 @@ try {
     quiet([RUNC, '--root', path.join(SD, 'runc'), 'delete', '-f', id]);
   }
   if (fs.existsSync(RR)) for (const id of quiet(runc('list', '-q')).stdout.split('\n').filter(Boolean)) quiet(runc('delete', '-f', id));
-  for (const pgid of [...holders]) releasePipes(pgid);
+  releaseAllPipes();
   await settle();
   const mounts = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m && m.startsWith(`${TMP}/`));
   for (const m of mounts().reverse()) quiet(['umount', '-l', m]);

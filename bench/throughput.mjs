@@ -37,12 +37,13 @@
 // too. Needs root, runc, conmon, CRIU, gcc, GNU tar, zstd and the stasis CLI
 // (default: dist/stasis of this checkout if built, else `stasis` on PATH).
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { catchInterrupts, gapIn, nowMs, onPath, parseTicks, quote, run as runCommand, show, sleepMs } from './lib.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const started = Date.now();
@@ -76,10 +77,6 @@ const SIZES = (positionals.length ? positionals : ['256', '1024']).map((s) => {
 const SETTLE = Number(opt.settle);
 if (!Number.isFinite(SETTLE) || SETTLE < 0) die('--settle must be a number of ms');
 const STASIS = opt.stasis ?? (fs.existsSync(path.join(REPO, 'dist', 'stasis')) ? path.join(REPO, 'dist', 'stasis') : onPath('stasis'));
-function onPath(name) {
-  for (const dir of (process.env.PATH ?? '').split(':')) if (dir && fs.existsSync(path.join(dir, name))) return path.join(dir, name);
-  return name;
-}
 const SSH = (process.env.STASIS_SSH ?? 'ssh').split(/\s+/).filter(Boolean);
 const m = /^ssh:\/\/(?:([^@/]+)@)?([^:/]+)(?::(\d+))?\/?$/.exec(opt.dest);
 if (!m) die(`--dest (or STASIS_MIGRATE_DEST) must be ssh://[USER@]HOST[:PORT]: ${JSON.stringify(opt.dest)} (run it under node bench/with-sshd.ts)`);
@@ -91,44 +88,11 @@ if (process.getuid?.() !== 0) die('run as root: containers need it');
 
 // ------------------------------------------------------------------ helpers (as in bench/migrate.mjs)
 
-const quote = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${String(a).replaceAll("'", "'\\''")}'`);
-const show = (argv) => argv.map(quote).join(' ');
-/** Wall-clock time in ms with a fraction (the ticks are CLOCK_REALTIME too). */
-const nowMs = () => performance.timeOrigin + performance.now();
-
-/** Runs argv to completion; returns { ms, stdout, stderr, status }. Throws on a non-zero exit unless check is false. */
-function run(argv, { check = true, input, timeout = 900_000, env } = {}) {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0], argv.slice(1), {
-    encoding: 'utf8', input, timeout, maxBuffer: 512 << 20, env: env ? { ...process.env, ...env } : process.env,
-    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-  });
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (check && (r.error || r.status !== 0)) {
-    const why = r.error ? r.error.message : r.signal ? `signal ${r.signal}` : `exit status ${r.status}`;
-    throw new Error(`${show(argv)} failed (${why})${r.stderr?.trim() ? `:\n${r.stderr.trim()}` : ''}`);
-  }
-  return { ms, status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
+const { interrupted, checkAbort } = catchInterrupts();
+/** Runs argv to completion (lib.mjs's run, with up to 15 minutes a command). */
+const run = (argv, opts = {}) => runCommand(argv, { timeout: 900_000, ...opts });
 const quiet = (argv, opts = {}) => run(argv, { ...opts, check: false });
-const sleepMs = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-let interrupted = null;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { interrupted = sig; });
-const checkAbort = () => { if (interrupted) throw new Error(`interrupted by ${interrupted}`); };
-
-/** Tick timestamps (µs) from the ticker's file; a line being written is dropped. */
-const parseTicks = (text) => text.split('\n').filter((l) => /^\d{16}$/.test(l)).map(Number);
-/** The largest gap (ms) between consecutive ticks around [fromMs, toMs]; whether ticks exist on both sides. */
-function gapIn(ticks, fromMs, toMs) {
-  const from = fromMs * 1000;
-  const to = toMs * 1000;
-  let max = NaN;
-  for (let i = 1; i < ticks.length; i++) {
-    if (ticks[i] >= from && ticks[i - 1] <= to) max = Math.max(Number.isNaN(max) ? 0 : max, (ticks[i] - ticks[i - 1]) / 1000);
-  }
-  return { maxMs: max, before: ticks.some((t) => t < from), after: ticks.some((t) => t > to) };
-}
 /** Bytes in the files under dir (what a checkpoint folder holds). */
 function folderBytes(dir) {
   let total = 0;
@@ -318,7 +282,7 @@ try {
           rows.push(row);
           log(`  ${row.how}: ${(row.wireBytes / 1e6).toFixed(1)} MB, transfer ${row.transferMs} ms, downtime ${row.downtimeMs} ms`);
         } catch (err) {
-          if (interrupted) throw err;
+          if (interrupted()) throw err;
           const error = String(err.message ?? err);
           rows.push({ mib, fill, how: compress ? 'migrate --compress' : 'migrate', error });
           log(`  FAILED: ${error}`);
