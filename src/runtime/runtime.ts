@@ -167,9 +167,13 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
     if ((record.checkpointing || moveToUndo(record)) && (endedByDump || !(await this.store.isLocked(id)))) {
       record = (await this.recoverNow(id, endedByDump ? SETTLING_WAIT_MS : undefined)) ?? record;
     }
-    if (record.status === 'creating' && !(await this.store.isLocked(id))) record = (await this.recoverNow(id)) ?? record;
+    // A create or restore under way (its command holds the lock) is listed as being created. Asked
+    // once: a holder that lets go meanwhile (another command's recovery of it, which waits for
+    // conmon) has changed the record since it was read, so that record cannot be judged unheld.
+    const held = record.status === 'creating' && (await this.store.isLocked(id));
+    if (record.status === 'creating' && !held) record = (await this.recoverNow(id)) ?? record;
     let info = viewOf(this.store, record);
-    if (record.status === 'creating' && !(await this.store.isLocked(id))) {
+    if (record.status === 'creating' && !held) {
       const orphan = orphanView(this.store, id, { creating: false });
       info = { ...info, status: orphan.status, pid: orphan.pid, note: orphan.note };
     }

@@ -183,6 +183,23 @@ describe('delete (fake runc and conmon)', () => {
     assert.equal(existsSync(host.containerDir('half')), false);
   });
 
+  test('a restore whose command holds the lock is listed as being created, even when the holder lets go while it is listed', async () => {
+    await host.createRunning('held');
+    // A restore under way: its record says creating; conmon's pid file names a running process (this one).
+    host.runtime.store.write({ ...host.record('held'), status: 'creating', pid: null, restoredFrom: '/cp/held' });
+    // The lock held when asked first, and let go at once after (its holder, another command's recovery, done).
+    const store = host.runtime.store;
+    const isLocked = store.isLocked.bind(store);
+    let asked = 0;
+    store.isLocked = async (id: string) => (id === 'held' && asked++ === 0 ? true : isLocked(id));
+    try {
+      const [listed] = (await host.runtime.containers()).filter((c) => c.id === 'held');
+      assert.equal(listed.status, 'creating', `listed ${listed.status}: ${listed.note ?? ''}`);
+    } finally {
+      store.isLocked = isLocked;
+    }
+  });
+
   test('a record left "creating" by a create that died before conmon started: delete -f removes it at once', async () => {
     await host.create('dead-create');
     const record = host.record('dead-create');
