@@ -1,7 +1,7 @@
 // delete and the listing of damaged or half-made containers over a fake runc (src/runtime/remove.ts, view.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeHost, deadPid, rejection, writeExit } from './fakes.ts';
@@ -126,14 +126,18 @@ describe('delete (fake runc and conmon)', () => {
     // folder only once told to, after the delete has started, and says outside whether it could.
     const trigger = join(host.root, 'd8-reaped');
     const said = join(host.root, 'd8-monitor-said');
-    const script = 'while [ ! -e "$1" ]; do sleep 0.01; done; '
+    // A FIFO: the monitor blocks in its read until the test writes, an event, not a poll.
+    spawnSync('mkfifo', [trigger]);
+    const script = 'read -r _ < "$1"; '
       + 'if printf 137 > "$3/exit.tmp" 2>/dev/null && mv "$3/exit.tmp" "$3/exit"; then echo wrote > "$4"; else echo gone > "$4"; fi';
     const monitor = spawn('sh', ['-c', script, 'fake-conmon', trigger, '--persist-dir', dir, said], { stdio: 'ignore' });
     const monitorExit = new Promise((resolve) => monitor.on('exit', resolve));
+    // Until it has exec'd, the child's command line is this process's: not yet the container's monitor.
+    while (!readFileSync(`/proc/${monitor.pid}/cmdline`, 'utf8').includes('--persist-dir')) await new Promise((resolve) => setImmediate(resolve));
     writeFileSync(join(dir, 'conmon.pid'), String(monitor.pid));
     host.runtime.store.write({ ...host.record('d8'), pid: deadPid() });
     const deleting = host.runtime.delete(host.runtime.container('d8'), { force: false });
-    writeFileSync(trigger, '');
+    writeFileSync(trigger, 'reaped\n');
     const result = await deleting;
     await monitorExit;
     assert.equal(readFileSync(said, 'utf8').trim(), 'wrote', 'the monitor wrote its exit file before the folder went');
