@@ -5,7 +5,7 @@
 //   sudo node bench/migrate.mjs [MIB ...] [--modes manual,migrate,lazy] [--reps 1]
 //                               [--dest DIR|ssh://[USER@]HOST[:PORT][/STATE_DIR]]
 //                               [--stasis PATH] [--remote-stasis PATH] [--rootfs DIR]
-//                               [--settle 300] [--json FILE] [--keep-tmp]
+//                               [--settle 300] [--json FILE] [--keep-tmp] [--stasis-debug]
 //
 // Sizes default to 64 256 1024 (MiB of touched memory). The container runs
 // bench/fixtures/ticker.c (built here with gcc -O2 -static into a copy of the
@@ -31,7 +31,8 @@
 // Before each move the bench runs `sync` (untimed, on both sides), so that no
 // move pays for the writeback of the one before. One sample per row unless
 // --reps (then medians). MB are 10^6 bytes. Every container it starts is
-// deleted (-f) at the end, on failure and Ctrl-C too.
+// deleted (-f) at the end, on failure and Ctrl-C too. --stasis-debug runs each
+// move with --debug and keeps its timed debug lines in the JSON (rows[].debug).
 // Needs root, runc, conmon, CRIU, gcc and the stasis CLI (default: dist/stasis of
 // this checkout if built, else `stasis` on PATH).
 
@@ -58,6 +59,7 @@ const { values: opt, positionals } = parseArgs({
     settle: { type: 'string', default: '300' },
     json: { type: 'string' },
     'keep-tmp': { type: 'boolean', default: false },
+    'stasis-debug': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -229,7 +231,7 @@ async function measure(mib, mode, rep, haveMigrate) {
     fs.rmSync(file, { force: true });
     dst.rm(put.path);
   } else {
-    const argv = src.stasis('migrate', id, dst.migrateDest, '--rootfs', dst.base, '--json', ...(mode === 'lazy' ? ['--lazy'] : mode === 'precopy' ? ['--precopy'] : []));
+    const argv = src.stasis('migrate', id, dst.migrateDest, '--rootfs', dst.base, '--json', ...(opt['stasis-debug'] ? ['--debug'] : []), ...(mode === 'lazy' ? ['--lazy'] : mode === 'precopy' ? ['--precopy'] : []));
     row.command = show(argv);
     dst.ids.add(id);
     t0 = nowMs();
@@ -241,6 +243,8 @@ async function measure(mib, mode, rep, haveMigrate) {
       throw new Error(`stasis migrate --json printed no JSON: ${r.stdout.slice(0, 300)}`);
     }
     row.bytes = Number(row.reported.bytes);
+    // --stasis-debug: the move's own timed steps (its --debug lines), kept in the JSON.
+    if (opt['stasis-debug']) row.debug = r.stderr.split('\n').filter((l) => l.includes('debug:'));
     if (typeof row.reported.id === 'string' && row.reported.id !== id) {
       // (The bench passes no --name; follow the ID migrate reports anyway.)
       dst.ids.delete(id);
