@@ -15,6 +15,8 @@ export const command = defineCommand({
   options: {
     mode: { type: 'string', requiresArg: true, describe: "rootfs: the base's root folder mode at the source (octal)" },
     base: { type: 'string', requiresArg: true, describe: 'receive: a delta against the transfer of this token (migrate --precopy)' },
+    pages: { type: 'boolean', describe: 'receive: the changed pages first, written into the --base pre-copy as they come, then the tar (migrate --precopy)' },
+    'update-base': { type: 'boolean', describe: 'receive: changed pages only, written into the --base pre-copy, which stays the base (a catch-up round of migrate --precopy)' },
     stage: { type: 'boolean', describe: 'receive: a pre-copy, hashed and flushed as it arrives for the delta at the freeze (migrate --precopy)' },
   },
   handler: async (argv) => {
@@ -27,7 +29,7 @@ export const command = defineCommand({
     if (argv.arg === undefined) throw usageError(`__migrate ${argv.step} needs its argument`);
     if (argv.mode !== undefined && !/^[0-7]{3,4}$/.test(argv.mode)) throw usageError(`__migrate rootfs --mode ${JSON.stringify(argv.mode)}: not an octal mode`);
     const mode = argv.mode === undefined ? undefined : Number.parseInt(argv.mode, 8);
-    const bytes = argv.step === 'receive' ? await receive.receiveCheckpoint(runtime, argv.arg, process.stdin, argv.base, argv.stage === true) : await receive.receiveRootfs(argv.arg, process.stdin, mode);
+    const bytes = argv.step === 'receive' ? await receive.receiveCheckpoint(runtime, argv.arg, process.stdin, argv.base, argv.stage === true, argv.pages === true, argv['update-base'] === true) : await receive.receiveRootfs(argv.arg, process.stdin, mode);
     // What arrived, for the sender's report.
     printLine(JSON.stringify({ bytes }));
   },

@@ -30,9 +30,9 @@ export const DELTA_CHUNK = 4096;
 export const DELTA_CHUNK_OLD = 64 * 1024;
 /** The units a receiver reads (its check reply says so: CheckReply.deltaUnits). */
 export const DELTA_UNITS: readonly number[] = [DELTA_CHUNK, DELTA_CHUNK_OLD];
-const COMPARE_BLOCK = 256 * 1024;
+export const COMPARE_BLOCK = 256 * 1024;
 /** Smaller files travel whole: a delta would save next to nothing. */
-const DELTA_MIN = 16 * DELTA_CHUNK;
+export const DELTA_MIN = 16 * DELTA_CHUNK;
 const MAX_HEADER = 16 * 1024 * 1024;
 
 interface DeltaHeader {
@@ -62,9 +62,8 @@ export interface PagePrints {
   files: Record<string, BigUint64Array>;
 }
 
-/** The pages of the files `sums` names in `dir`, fingerprinted (read through the thread pool: tar reads them meanwhile). */
-export async function printPages(dir: string, sums: BaseSums, hash: PageHash): Promise<PagePrints> {
-  const seed = randomBytes(8).readBigUInt64LE();
+/** The pages of the files `sums` names in `dir`, fingerprinted (read through the thread pool: tar reads them meanwhile); with a new seed unless given. */
+export async function printPages(dir: string, sums: BaseSums, hash: PageHash, seed = randomBytes(8).readBigUInt64LE()): Promise<PagePrints> {
   const files: Record<string, BigUint64Array> = {};
   const block = Buffer.alloc(4 * COMPARE_BLOCK);
   for (const path of Object.keys(sums)) {
@@ -148,6 +147,35 @@ export function writeDelta(base: string, next: string, out: string, unit: number
   });
 }
 
+/** What a new file's pages are compared with: the old file (an open descriptor) or its pages' prints. */
+export type OldPages = { fd: number } | { prints: BigUint64Array; hash: PageHash; seed: bigint };
+
+/** A COMPARE_BLOCK-sized buffer for changedPages to read the old file into. */
+export function compareBuffer(): Buffer {
+  return Buffer.alloc(COMPARE_BLOCK);
+}
+
+/**
+ * Adds to `out` the indices of the pages of `b` (its first n bytes: the new
+ * file from offset `at`, a multiple of `unit`) that differ from the old side.
+ * A page past the old file's end, or one the old file held only part of,
+ * differs. `scratch` (compareBuffer) receives the old file's bytes.
+ */
+export function changedPages(old: OldPages, b: Buffer, n: number, at: number, unit: number, scratch: Buffer, out: number[]): void {
+  if ('prints' in old) {
+    for (let page = 0; page < n; page += unit) {
+      const index = (at + page) / unit;
+      if (index >= old.prints.length || old.hash(b.subarray(page, Math.min(n, page + unit)), old.seed) !== old.prints[index]) out.push(index);
+    }
+    return;
+  }
+  const m = readAt(old.fd, scratch.subarray(0, n), at);
+  for (let page = 0; page < n; page += unit) {
+    const end = Math.min(n, page + unit);
+    if (end > m || scratch.compare(b, page, end, page, end) !== 0) out.push((at + page) / unit);
+  }
+}
+
 /**
  * One file's delta against the old file (its path) or its pages' prints; returns its size, or null when
  * most of it changed (it then travels whole).
@@ -155,6 +183,7 @@ export function writeDelta(base: string, next: string, out: string, unit: number
 function writeFileDelta(old: string | { prints: BigUint64Array; hash: PageHash; seed: bigint }, newPath: string, deltaPath: string, size: number, unit: number, baseSum: string | null): number | null {
   const oldFd = typeof old === 'string' ? openSync(old, 'r') : null;
   const newFd = openSync(newPath, 'r');
+  const against: OldPages = oldFd !== null ? { fd: oldFd } : (old as OldPages);
   const a = Buffer.alloc(COMPARE_BLOCK);
   const b = Buffer.alloc(COMPARE_BLOCK);
   const hash = sha256();
@@ -164,19 +193,7 @@ function writeFileDelta(old: string | { prints: BigUint64Array; hash: PageHash; 
       const n = readAt(newFd, b, at);
       // Against the base's sum, the second file needs no hash of its own: only the comparison is done at the freeze.
       if (baseSum === null) hash.update(b.subarray(0, n));
-      if (typeof old !== 'string') {
-        // A page whose print differs, or past the old file's pages (a last page the old file held only part of differs too).
-        for (let page = 0; page < n; page += unit) {
-          const index = (at + page) / unit;
-          if (index >= old.prints.length || old.hash(b.subarray(page, Math.min(n, page + unit)), old.seed) !== old.prints[index]) changed.push(index);
-        }
-        continue;
-      }
-      const m = readAt(oldFd!, a, at);
-      for (let page = 0; page < n; page += unit) {
-        const end = Math.min(n, page + unit);
-        if (end > m || a.compare(b, page, end, page, end) !== 0) changed.push((at + page) / unit);
-      }
+      changedPages(against, b, n, at, unit, a, changed);
     }
     // Past half, a delta saves less than its header and the receiver's rebuild cost.
     if (changed.length * unit > size / 2) return null;

@@ -18,6 +18,7 @@ import { validateId } from '../state/ids.ts';
 import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
+import { debugLog } from '../log.ts';
 import { deltaDirOf, preCopy, sendChanges } from './precopy.ts';
 import type { MigrationMark } from '../state/store.ts';
 import { sendChunked } from './chunked.ts';
@@ -196,7 +197,16 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       let fromStore = 0;
       let restoredAt = 0;
       // Pre-copy: the whole checkpoint goes while the container runs (frozen only for its local dump).
-      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true, check.deltaBase === true, check.deltaBase === true && check.deltaUnits?.includes(DELTA_CHUNK) === true ? pageHasher() : null).catch((err: unknown) => {
+      // Named, and marked as the move's, before it is made: a kill during the pre-copy leaves nothing an undo would not find.
+      const preDir = join(host.scratchDir, `.migrate-pre-${id}-${randomBytes(6).toString('hex')}`);
+      if (opts.precopy) {
+        mark.scratch.push(preDir, deltaDirOf(preDir));
+        host.saveRecord(record);
+      }
+      // A catch-up round goes where the changed pages can stream (a destination that reads them, not compressed) and are found by their prints.
+      const streams = check.pageStream === true && opts.compress !== true;
+      const pageHash = check.deltaBase === true && check.deltaUnits?.includes(DELTA_CHUNK) === true ? pageHasher() : null;
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true, check.deltaBase === true, pageHash, preDir, streams && pageHash !== null).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
         record.migrating = null;
         host.saveRecord(record);
@@ -207,11 +217,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       });
       if (pre !== null) {
         record.lastCheckpoint = previousCheckpoint;
-        mark.scratch.push(pre.dir, deltaDirOf(pre.dir));
         host.saveRecord(record);
       }
       const frozenAt = Date.now();
-      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token, ...(pre !== null ? ['--base', pre.token] : [])]);
+      // --precopy: the changed pages stream ahead of the tar, where the destination reads that (not with --compress: they go in the compressed tar).
+      const pageStream = pre !== null && pre.sums !== null && streams;
+      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token, ...(pre !== null ? ['--base', pre.token] : []), ...(pageStream ? ['--pages'] : [])]);
       cutNow = () => {
         control?.cut();
         receiver.child.stdin!.destroy();
@@ -234,6 +245,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           checkpointPath = cp.path;
         }
         dumpMs = Date.now() - frozenAt;
+        debugLog(`frozen and dumped in ${dumpMs} ms`);
         phase = null;
         stopIfInterrupted();
         // The container's log is in the checkpoint (checkpointHeld puts it there).
@@ -244,7 +256,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         if (pre !== null) {
           // In pages where the destination reads them; a stasis there from before, in its 64 KiB.
           const unit = check.deltaUnits?.includes(DELTA_CHUNK) ? DELTA_CHUNK : DELTA_CHUNK_OLD;
-          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true, unit));
+          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true, unit, pageStream));
         } else if (useStore) {
           // Its scratch folder is one of the move's (a kill leaves it to the undo).
           const scratch = join(host.scratchDir, `.migrate-chunks-${id}-${randomBytes(6).toString('hex')}`);
@@ -255,6 +267,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           bytes = await sendFolder(peer, receiver, checkpointPath, 'the checkpoint', (sent) => progress(`sending: ${formatBytes(sent, { si: true })}`), lazy ? LAZY_LOCAL_FILES : [], [], opts.compress === true);
         }
         transferMs = Date.now() - transferStarted;
+        debugLog(`the checkpoint is there (${bytes} bytes sent in ${transferMs} ms)`);
         stopIfInterrupted();
         progress(`restoring ${name} on ${shown}`);
         const restoreStarted = Date.now();
@@ -265,6 +278,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         if (Array.isArray(restored.warnings)) warnings.push(...restored.warnings.map((w) => `${shown}: ${String(w)}`));
         restoredAt = Date.now();
         restoreMs = restoredAt - restoreStarted;
+        debugLog(`restored there in ${restoreMs} ms`);
         // From here on the answer decides: a signal no longer undoes the move.
         switching = true;
         stopIfInterrupted();

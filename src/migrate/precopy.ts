@@ -11,7 +11,9 @@ import type { Control } from './control.ts';
 import { hashBase, printPages, writeDelta, type BaseSums, type PagePrints } from './delta.ts';
 import type { PageHash } from '../host/digest.ts';
 import type { Peer } from './peer.ts';
-import { cancelReceiver, sendFolder, startReceiver, type Receiver } from './transfer.ts';
+import { cancelReceiver, sendFailed, sendFolder, startReceiver, type Receiver } from './transfer.ts';
+import { sendPages, type PageStreamStats } from './pagestream.ts';
+import { debugLog } from '../log.ts';
 
 // migrate --precopy's two steps: the whole checkpoint sent while the
 // container runs, then, at the freeze, what changed since (delta.ts).
@@ -42,12 +44,11 @@ export interface PreCopy {
  * then keeps the large files as their pages' prints only. A failure here
  * leaves the container running, and nothing kept.
  */
-export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean, pageHash: PageHash | null): Promise<PreCopy> {
+export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean, pageHash: PageHash | null, dir: string, catchUp: boolean): Promise<PreCopy> {
   const started = Date.now();
   const token = randomBytes(16).toString('hex');
   const staged = await control.request({ op: 'stage', token });
   if (!staged.ok) throw new StasisError(`${peer.destination.shown}: ${String(staged.error)}`);
-  const dir = join(host.scratchDir, `.migrate-pre-${record.id}-${randomBytes(6).toString('hex')}`);
   const receiver = startReceiver(peer, ['__migrate', 'receive', token, ...(stage ? ['--stage'] : [])]);
   try {
     progress('pre-copy: a checkpoint while it runs');
@@ -59,15 +60,61 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
     const sums = await hashBase(dir, stage);
     // With a fast page hash (and a destination that takes 4 KiB pages against the sums), the files are kept as their pages' prints.
     const prints = sums !== null && pageHash !== null ? await printPages(dir, sums, pageHash) : null;
-    const bytes = await sending;
+    let bytes = await sending;
     // tar has read them: their memory goes back before the freeze's dump needs as much.
     for (const path of Object.keys(prints?.files ?? {})) rmSync(join(dir, path), { force: true });
-    return { dir, token, bytes, ms: Date.now() - started, sums, prints };
+    const pre: PreCopy = { dir, token, bytes, ms: 0, sums, prints };
+    if (catchUp && sums !== null && prints !== null) bytes += await catchUpRound(host, record, peer, pre, criuFlags, progress);
+    return { ...pre, bytes, ms: Date.now() - started };
   } catch (err) {
     receiver.child.stdin!.destroy();
     await cancelReceiver(receiver);
     rmSync(dir, { recursive: true, force: true });
+    rmSync(deltaDirOf(dir), { recursive: true, force: true });
     throw err;
+  }
+}
+
+/**
+ * A catch-up round (the compiled stasis, to a destination that reads page
+ * streams): what the container changed while the pre-copy went, taken with
+ * it running (CRIU freezes it for the local dump only) and sent as pages into
+ * the destination's copy, so that the freeze sends only what changed since
+ * this round, which is shorter than the whole memory's transfer. `pre`'s sums
+ * and prints become those of this round's dump. Returns the bytes sent.
+ */
+async function catchUpRound(host: CheckpointHost, record: ContainerRecord, peer: Peer, pre: PreCopy, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress): Promise<number> {
+  const round = deltaDirOf(pre.dir);
+  // Started before the dump, so that its start-up overlaps it; a fresh token names nothing there (the pages go into the pre-copy's).
+  const receiver = startReceiver(peer, ['__migrate', 'receive', randomBytes(16).toString('hex'), '--base', pre.token, '--update-base']);
+  try {
+    progress('pre-copy: catching up: a checkpoint while it runs');
+    await checkpointHeld(host, record, { ...criuFlags, imagePath: round, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: catching up: ${step}`));
+    const stdin = receiver.child.stdin!;
+    const what = 'what changed during the pre-copy';
+    let paged: PageStreamStats;
+    try {
+      paged = await sendPages(pre.dir, round, pre.sums!, pre.prints, stdin, (sent) => progress(`pre-copy: catching up: sending ${formatBytes(sent, { si: true })}`), true);
+    } catch (err) {
+      // The receiver's own words, where it said why it went.
+      stdin.destroy();
+      throw sendFailed(peer, what, await receiver.done, err);
+    }
+    stdin.end();
+    const result = await receiver.done;
+    if (result.code !== 0) throw sendFailed(peer, what, result, null);
+    debugLog(`catch-up round: ${paged.sent} bytes of changed pages in ${paged.files.length} files`);
+    // This round's dump is the base now: its files by their chained names, its pages' prints (the same seed).
+    const next = await printPages(round, paged.sums, pre.prints!.hash, pre.prints!.seed);
+    Object.assign(pre.sums!, paged.sums);
+    Object.assign(pre.prints!.files, next.files);
+    return paged.sent;
+  } catch (err) {
+    receiver.child.stdin!.destroy();
+    await cancelReceiver(receiver);
+    throw err;
+  } finally {
+    rmSync(round, { recursive: true, force: true });
   }
 }
 
@@ -78,10 +125,27 @@ export function deltaDirOf(preDir: string): string {
 
 /**
  * Sends the checkpoint taken at the freeze as what differs from the
- * pre-copy (a delta folder beside it, removed once sent). Returns the bytes
- * sent and the size of the checkpoint they stand for.
+ * pre-copy: with `stream` (a destination that reads it, and sums taken on
+ * both sides), the changed pages as they are found, then the rest as a tar
+ * (pagestream.ts); else a delta folder beside the pre-copy's, removed once
+ * sent. Returns the bytes sent and the size of the checkpoint they stand for.
  */
-export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean, unit: number): Promise<{ bytes: number; checkpointBytes: number }> {
+export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean, unit: number, stream: boolean): Promise<{ bytes: number; checkpointBytes: number }> {
+  if (stream && pre.sums !== null) {
+    // The changed pages go as they are found, and are written there as they arrive; then the rest, as a tar without those files.
+    const stdin = receiver.child.stdin!;
+    let paged: PageStreamStats;
+    try {
+      paged = await sendPages(pre.dir, checkpointPath, pre.sums, pre.prints, stdin, (sent) => progress(`sending what changed: ${formatBytes(sent, { si: true })}`));
+    } catch (err) {
+      stdin.destroy();
+      throw sendFailed(peer, 'what changed since the pre-copy', await receiver.done, err);
+    }
+    debugLog(`the changed pages of ${paged.files.length} files are in the pipe: ${paged.sent} bytes of ${paged.total}`);
+    const bytes = await sendFolder(peer, receiver, checkpointPath, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(paged.sent + sent, { si: true })}`), [], paged.files, false);
+    debugLog(`the rest of the checkpoint sent, and the destination has it`);
+    return { bytes, checkpointBytes: paged.total };
+  }
   // Named after the pre-copy's folder, so that undoing a killed move (its record names that folder) finds it too.
   const deltaDir = deltaDirOf(pre.dir);
   try {

@@ -1,10 +1,11 @@
-import { chmodSync, existsSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StasisError, errorMessage } from '../errors.ts';
 import { unprivilegedUffd } from '../runtime/userns.ts';
 import { DELTA_UNITS, applyDeltas, hashBase, type BaseSums } from './delta.ts';
 import { applyChunked, storeHas } from './chunked.ts';
+import { receivePages } from './pagestream.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { UNPACK_LIMIT_BYTES } from '../checkpoint/source.ts';
@@ -60,22 +61,74 @@ function readSums(staging: string): BaseSums | null {
  * checked. `--stage` (a pre-copy) hashes and flushes its large files while
  * the container still runs at the source, for the delta taken at the freeze.
  */
-export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable, baseToken?: string, stage = false): Promise<number> {
+export async function receiveCheckpoint(host: CheckpointHost, token: string, input: Readable, baseToken?: string, stage = false, pages = false, updateBase = false): Promise<number> {
   const dir = stagingDir(host, token);
   const base = baseToken === undefined ? null : stagingDir(host, baseToken);
   if (existsSync(dir)) throw new StasisError(`a transfer ${token} is already here`);
+  if ((pages || updateBase) && base === null) throw new StasisError('changed pages need the pre-copy they change (--base)');
   if (base !== null && !existsSync(base)) throw new StasisError(`the pre-copy ${baseToken} is not here`);
-  const bytes = await extractTar(input, dir, { maxBytes: UNPACK_LIMIT_BYTES });
+  if (updateBase) return catchUp(base!, input);
+  // migrate --precopy: the changed pages first, written into the pre-copy here as they come (pagestream.ts), then the tar.
+  const paged = pages ? await receivePages(base!, readSums(base!), input, UNPACK_LIMIT_BYTES) : null;
+  // The pre-copy's files written into are the new checkpoint's now: they go with a transfer that fails.
+  const dropPaged = () => paged?.files.forEach((rel) => rmSync(join(base!, rel), { force: true }));
+  const bytes = await extractTar(paged?.rest ?? input, dir, { maxBytes: UNPACK_LIMIT_BYTES }).catch((err: unknown) => {
+    dropPaged();
+    throw err;
+  });
   try {
     if (stage) writeFileSync(sumsFileOf(dir), JSON.stringify(await hashBase(dir)), { mode: 0o600, flag: 'wx' });
     if (base !== null) applyDeltas(base, dir, readSums(base));
+    if (paged !== null) adoptPaged(base!, dir, paged.files);
     // Big files sent as what this host's checkpoint store lacks (chunked.ts).
     await applyChunked(host.checkpointDir, dir);
   } catch (err) {
+    dropPaged();
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  return bytes;
+  return bytes + (paged?.bytes ?? 0);
+}
+
+/**
+ * `receive --update-base`: a catch-up round of the pre-copy, the container
+ * still running there. Its changed pages are written into the pre-copy here,
+ * whose files then go by their new names (the chained sums) for the next
+ * pages; nothing may follow them. A round that fails leaves the files it
+ * wrote into removed, and the move fails at the freeze if not before.
+ */
+async function catchUp(base: string, input: Readable): Promise<number> {
+  const sums = readSums(base);
+  const paged = await receivePages(base, sums, input, UNPACK_LIMIT_BYTES, true);
+  try {
+    for await (const extra of paged.rest) if ((extra as Buffer).length > 0) throw new StasisError('the catch-up round sent more than its pages', { code: 'bad-delta' });
+    const next = join(base, `.stasis-sums.${process.pid}`);
+    writeFileSync(next, JSON.stringify({ ...sums, ...paged.sums }), { mode: 0o600, flag: 'wx' });
+    renameSync(next, sumsFileOf(base));
+  } catch (err) {
+    for (const rel of paged.files) rmSync(join(base, rel), { force: true });
+    throw err;
+  }
+  return paged.bytes;
+}
+
+/**
+ * Moves the pre-copy's files that the changed pages were written into
+ * (receivePages) into the unpacked checkpoint, where the tar left them out:
+ * into a folder the tar made (no link on the way), never over a file it holds.
+ */
+function adoptPaged(base: string, dir: string, files: readonly string[]): void {
+  for (const rel of files) {
+    const parts = rel.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      if (lstatSync(join(dir, ...parts.slice(0, i)), { throwIfNoEntry: false })?.isDirectory() !== true) {
+        throw new StasisError(`the changed pages of ${rel} belong in ${parts.slice(0, i).join('/')}, which the checkpoint sent has no folder for`, { code: 'bad-delta' });
+      }
+    }
+    const target = join(dir, rel);
+    if (lstatSync(target, { throwIfNoEntry: false }) !== undefined) throw new StasisError(`${rel} came both as changed pages and whole`, { code: 'bad-delta' });
+    renameSync(join(base, rel), target);
+  }
 }
 
 /** `__migrate rootfs PATH`: a base rootfs on stdin, unpacked beside PATH and renamed into place (PATH must be missing or empty). */
@@ -121,6 +174,8 @@ export interface CheckReply {
   deltaUnits?: number[];
   /** Whether this host hashes a pre-copy as it arrives (receive --stage) and reads deltas against it; absent from older stasis: no. */
   deltaBase?: boolean;
+  /** Whether this host takes the changed pages at the freeze as a stream before the tar (receive --pages, pagestream.ts); absent from older stasis: no. */
+  pageStream?: boolean;
 }
 
 /** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
@@ -167,6 +222,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     storeChunks: request.lazy ? 0 : await storeHas(host.checkpointDir, []).then((has) => has.stored, () => 0),
     deltaUnits: [...DELTA_UNITS],
     deltaBase: true,
+    pageStream: true,
   };
 }
 

@@ -37,11 +37,14 @@ export async function sendFolder(peer: Peer, receiver: Receiver, dir: string, wh
   // tar has its own copy of the pipe; ours goes, so the receiver sees the end.
   stdin.destroy();
   const result = await receiver.done;
-  if (result.code !== 0 || sendError !== null) {
-    const said = result.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '')).filter(Boolean).join('; ');
-    throw new StasisError(`sending ${what} to ${peer.destination.shown} failed: ${said || (sendError ? errorMessage(sendError) : `exit ${result.code}`)}`, { code: 'send-failed' });
-  }
+  if (result.code !== 0 || sendError !== null) throw sendFailed(peer, what, result, sendError);
   // The other side counts what it read: tar's own count is sampled, and a small folder is sent between samples.
   const received = /"bytes":(\d+)/.exec(result.stdout);
   return received ? Number(received[1]) : sent;
+}
+
+/** A send that failed, in the receiver's words where it said any. */
+export function sendFailed(peer: Peer, what: string, result: { code: number; stderr: string }, sendError: unknown): StasisError {
+  const said = result.stderr.trim().split('\n').map((l) => l.replace(/^stasis: /, '')).filter(Boolean).join('; ');
+  return new StasisError(`sending ${what} to ${peer.destination.shown} failed: ${said || (sendError ? errorMessage(sendError) : `exit ${result.code}`)}`, { code: 'send-failed' });
 }

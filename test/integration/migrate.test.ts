@@ -295,6 +295,17 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     assert.ok(!there.containerIds().includes('pf'));
     assert.deepEqual(staging(there.stateDir), []);
     assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate-')), []);
+    // Between the two: the changed pages (a catch-up round while it runs, with the compiled stasis; the
+    // pages at the freeze) refused by a destination that takes the pre-copy but no page stream.
+    writeFileSync(wrapper, `#!/bin/sh\nfor a; do [ "$a" = --pages ] && p=1; [ "$a" = --update-base ] && p=1; done\nif [ -n "$p" ]; then echo "stasis: pages refused by the test" >&2; exit 1; fi\nexec ${CLI.join(' ')} "$@"\n`, { mode: 0o755 });
+    await here.fails(1, ['migrate', 'pf', there.stateDir, '--precopy', '--remote-stasis', `${wrapper} --checkpoint-dir ${there.checkpointDir}`],
+      /^stasis: .*sending what changed (during|since) the pre-copy to .* failed: pages refused by the test.*; pf goes on here/m);
+    assert.equal((await here.json(['info', 'pf'])).status, 'running');
+    count = await counterAdvances(here, 'pf', count);
+    assert.ok(!there.containerIds().includes('pf'));
+    assert.deepEqual(staging(there.stateDir), []);
+    assert.deepEqual(readdirSync(here.stateDir).filter((name) => name.startsWith('.migrate-')), []);
+    assert.equal((await here.json(['info', 'pf'])).lastCheckpoint, null);
     await here.fails(2, ['migrate', 'pf', there.stateDir, '--precopy', '--lazy'], /--lazy and --precopy cannot be used together/);
     await here.ok(['delete', '-f', 'pf']);
   });
