@@ -17,6 +17,7 @@ export const command = defineCommand({
     base: { type: 'string', requiresArg: true, describe: 'receive: a delta against the transfer of this token (migrate --precopy)' },
     pages: { type: 'boolean', describe: 'receive: the changed pages first, written into the --base pre-copy as they come, then the tar (migrate --precopy)' },
     'update-base': { type: 'boolean', describe: 'receive: changed pages only, written into the --base pre-copy, which stays the base (a catch-up round of migrate --precopy)' },
+    ready: { type: 'boolean', describe: 'receive: print {"ready":true} once started, before reading its input' },
     stage: { type: 'boolean', describe: 'receive: a pre-copy, hashed and flushed as it arrives for the delta at the freeze (migrate --precopy)' },
   },
   handler: async (argv) => {
@@ -29,6 +30,8 @@ export const command = defineCommand({
     if (argv.arg === undefined) throw usageError(`__migrate ${argv.step} needs its argument`);
     if (argv.mode !== undefined && !/^[0-7]{3,4}$/.test(argv.mode)) throw usageError(`__migrate rootfs --mode ${JSON.stringify(argv.mode)}: not an octal mode`);
     const mode = argv.mode === undefined ? undefined : Number.parseInt(argv.mode, 8);
+    // Up, before reading: the source freezes its container only once this process has started (its start would slow the dump).
+    if (argv.ready === true) printLine(JSON.stringify({ ready: true }));
     const bytes = argv.step === 'receive' ? await receive.receiveCheckpoint(runtime, argv.arg, process.stdin, argv.base, argv.stage === true, argv.pages === true, argv['update-base'] === true) : await receive.receiveRootfs(argv.arg, process.stdin, mode);
     // What arrived, for the sender's report.
     printLine(JSON.stringify({ bytes }));

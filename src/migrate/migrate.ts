@@ -206,7 +206,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // A catch-up round goes where the changed pages can stream (a destination that reads them, not compressed) and are found by their prints.
       const streams = check.pageStream === true && opts.compress !== true;
       const pageHash = check.deltaBase === true && check.deltaUnits?.includes(DELTA_CHUNK) === true ? pageHasher() : null;
-      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, opts.compress === true, check.deltaBase === true, pageHash, preDir, streams && pageHash !== null).catch((err: unknown) => {
+      const ready = check.receiverReady === true;
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, { dir: preDir, compress: opts.compress === true, stage: check.deltaBase === true, pageHash, catchUp: streams && pageHash !== null, ready }).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
         record.migrating = null;
         host.saveRecord(record);
@@ -219,14 +220,20 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         record.lastCheckpoint = previousCheckpoint;
         host.saveRecord(record);
       }
-      const frozenAt = Date.now();
       // --precopy: the changed pages stream ahead of the tar, where the destination reads that (not with --compress: they go in the compressed tar).
       const pageStream = pre !== null && pre.sums !== null && streams;
-      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token, ...(pre !== null ? ['--base', pre.token] : []), ...(pageStream ? ['--pages'] : [])]);
+      const receiver = startReceiver(peer, ['__migrate', 'receive', request.token, ...(pre !== null ? ['--base', pre.token] : []), ...(pageStream ? ['--pages'] : [])], ready);
+      let up = false;
       cutNow = () => {
         control?.cut();
         receiver.child.stdin!.destroy();
+        // A signal while it starts: it goes, so that the wait below ends (the move is undone after it).
+        if (!up) receiver.child.kill();
       };
+      // Up before the freeze, where it says so: its start-up (ssh, the stasis there) neither competes with the dump nor delays the send.
+      await receiver.ready;
+      up = true;
+      const frozenAt = Date.now();
       let sending = false;
       // What the move was doing, for a failure's message.
       let phase: string | null = `dumping it with CRIU (frozen) to send it to ${shown}`;

@@ -44,13 +44,30 @@ export interface PreCopy {
  * then keeps the large files as their pages' prints only. A failure here
  * leaves the container running, and nothing kept.
  */
-export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, compress: boolean, stage: boolean, pageHash: PageHash | null, dir: string, catchUp: boolean): Promise<PreCopy> {
+export interface PreCopyOptions {
+  /** The folder it is dumped into (the move has marked it as its own). */
+  dir: string;
+  compress: boolean;
+  /** The destination hashes its copy as it arrives (CheckReply.deltaBase). */
+  stage: boolean;
+  /** Where the runtime has a fast page hash, and the destination takes 4 KiB pages against the sums. */
+  pageHash: PageHash | null;
+  /** A catch-up round, where the destination reads page streams (catchUpRound). */
+  catchUp: boolean;
+  /** The destination's receivers say when they are up (CheckReply.receiverReady): each dump waits for that. */
+  ready: boolean;
+}
+
+export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, opts: PreCopyOptions): Promise<PreCopy> {
+  const { dir, compress, stage, pageHash } = opts;
   const started = Date.now();
   const token = randomBytes(16).toString('hex');
   const staged = await control.request({ op: 'stage', token });
   if (!staged.ok) throw new StasisError(`${peer.destination.shown}: ${String(staged.error)}`);
-  const receiver = startReceiver(peer, ['__migrate', 'receive', token, ...(stage ? ['--stage'] : [])]);
+  const receiver = startReceiver(peer, ['__migrate', 'receive', token, ...(stage ? ['--stage'] : [])], opts.ready);
   try {
+    // Its start-up (ssh, the stasis there) would otherwise compete with the dump for the processors.
+    await receiver.ready;
     progress('pre-copy: a checkpoint while it runs');
     await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
     progress(`pre-copy: sending it while it runs`);
@@ -64,7 +81,7 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
     // tar has read them: their memory goes back before the freeze's dump needs as much.
     for (const path of Object.keys(prints?.files ?? {})) rmSync(join(dir, path), { force: true });
     const pre: PreCopy = { dir, token, bytes, ms: 0, sums, prints };
-    if (catchUp && sums !== null && prints !== null) bytes += await catchUpRound(host, record, peer, pre, criuFlags, progress);
+    if (opts.catchUp && sums !== null && prints !== null) bytes += await catchUpRound(host, record, peer, pre, criuFlags, progress, opts.ready);
     return { ...pre, bytes, ms: Date.now() - started };
   } catch (err) {
     receiver.child.stdin!.destroy();
@@ -83,11 +100,12 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
  * this round, which is shorter than the whole memory's transfer. `pre`'s sums
  * and prints become those of this round's dump. Returns the bytes sent.
  */
-async function catchUpRound(host: CheckpointHost, record: ContainerRecord, peer: Peer, pre: PreCopy, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress): Promise<number> {
+async function catchUpRound(host: CheckpointHost, record: ContainerRecord, peer: Peer, pre: PreCopy, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, ready: boolean): Promise<number> {
   const round = deltaDirOf(pre.dir);
-  // Started before the dump, so that its start-up overlaps it; a fresh token names nothing there (the pages go into the pre-copy's).
-  const receiver = startReceiver(peer, ['__migrate', 'receive', randomBytes(16).toString('hex'), '--base', pre.token, '--update-base']);
+  // Up before the dump; a fresh token names nothing there (the pages go into the pre-copy's).
+  const receiver = startReceiver(peer, ['__migrate', 'receive', randomBytes(16).toString('hex'), '--base', pre.token, '--update-base'], ready);
   try {
+    await receiver.ready;
     progress('pre-copy: catching up: a checkpoint while it runs');
     await checkpointHeld(host, record, { ...criuFlags, imagePath: round, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: catching up: ${step}`));
     const stdin = receiver.child.stdin!;

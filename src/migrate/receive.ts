@@ -176,6 +176,8 @@ export interface CheckReply {
   deltaBase?: boolean;
   /** Whether this host takes the changed pages at the freeze as a stream before the tar (receive --pages, pagestream.ts); absent from older stasis: no. */
   pageStream?: boolean;
+  /** Whether `receive --ready` says when it is up (transfer.ts: Receiver.ready); absent from older stasis: no. */
+  receiverReady?: boolean;
 }
 
 /** What differs between two manifests (rootfsManifest's lines), as the destination would say it. */
@@ -223,6 +225,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     deltaUnits: [...DELTA_UNITS],
     deltaBase: true,
     pageStream: true,
+    receiverReady: true,
   };
 }
 

@@ -10,12 +10,39 @@ import { finished, type Peer } from './peer.ts';
 export interface Receiver {
   child: ChildProcess;
   done: Promise<{ code: number; stderr: string; stdout: string }>;
+  /**
+   * Settles once the receiver says it is up (started with --ready: its first
+   * line), has ended, or has said nothing for READY_WAIT_MS; at once for one
+   * started without it.
+   */
+  ready: Promise<void>;
 }
 
-export function startReceiver(peer: Peer, args: string[]): Receiver {
-  const child = peer.stasis(args);
+/** The longest a move waits for a receiver to say it is up before it goes on regardless. */
+const READY_WAIT_MS = 10_000;
+
+/** `ready`: pass --ready (a destination whose check says CheckReply.receiverReady) so that `ready` waits for its word. */
+export function startReceiver(peer: Peer, args: string[], ready = false): Receiver {
+  const child = peer.stasis(ready ? [...args, '--ready'] : args);
   child.stdin!.on('error', () => undefined);
-  return { child, done: finished(child) };
+  const done = finished(child);
+  const up = !ready
+    ? Promise.resolve()
+    : new Promise<void>((resolve) => {
+        let seen = '';
+        const listen = (chunk: Buffer) => {
+          seen += chunk.toString();
+          if (seen.includes('\n')) {
+            child.stdout!.off('data', listen);
+            resolve();
+          }
+        };
+        child.stdout!.on('data', listen);
+        done.then(() => resolve(), () => resolve());
+        // Only a speed-up: one that stays silent (a wrapper there that reads first) is waited for no longer than this.
+        setTimeout(resolve, READY_WAIT_MS).unref();
+      });
+  return { child, done, ready: up };
 }
 
 /** Ends a receiver that will get nothing (an empty input makes it fail and keep nothing). */

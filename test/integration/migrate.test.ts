@@ -275,7 +275,8 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     const dir = join(here.root, 'refusing-peer');
     mkdirSync(dir, { recursive: true });
     const wrapper = join(dir, 'stasis');
-    writeFileSync(wrapper, `#!/bin/sh\nfor a; do [ "$a" = receive ] && r=1; [ "$a" = --base ] && b=1; done\nif [ -n "$r" ] && [ -z "$b" ]; then cat >/dev/null; echo "stasis: refused by the test" >&2; exit 1; fi\nexec ${CLI.join(' ')} "$@"\n`, { mode: 0o755 });
+    // As a real receiver, it says it is up (asked with --ready) before it reads.
+    writeFileSync(wrapper, `#!/bin/sh\nfor a; do [ "$a" = receive ] && r=1; [ "$a" = --base ] && b=1; [ "$a" = --ready ] && echo '{"ready":true}'; done\nif [ -n "$r" ] && [ -z "$b" ]; then cat >/dev/null; echo "stasis: refused by the test" >&2; exit 1; fi\nexec ${CLI.join(' ')} "$@"\n`, { mode: 0o755 });
     await here.ok(['run', '-d', 'pf', '--', ...COUNTER]);
     let count = await counterAdvances(here, 'pf', 0);
     await here.fails(1, ['migrate', 'pf', there.stateDir, '--precopy', '--remote-stasis', `${wrapper} --checkpoint-dir ${there.checkpointDir}`],
