@@ -19,6 +19,7 @@ import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { debugLog } from '../log.ts';
+import { privateResident, warmMemory } from '../host/warm.ts';
 import { deltaDirOf, preCopy, sendChanges } from './precopy.ts';
 import type { MigrationMark } from '../state/store.ts';
 import { sendChunked } from './chunked.ts';
@@ -233,6 +234,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // Up before the freeze, where it says so: its start-up (ssh, the stasis there) neither competes with the dump nor delays the send.
       await receiver.ready;
       up = true;
+      // A full move's dump writes all the memory into the page cache: into memory freed just now (host/warm.ts; a pre-copy's was, by its own removal).
+      if (!lazy && pre === null) {
+        const warmStarted = Date.now();
+        const warmed = warmMemory(privateResident(host.containerPids(id)), host.scratchDir);
+        debugLog(`${warmed} bytes written and freed for the dump in ${Date.now() - warmStarted} ms`);
+      }
       const frozenAt = Date.now();
       let sending = false;
       // What the move was doing, for a failure's message.

@@ -14,6 +14,7 @@ import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFailed, sendFolder, startReceiver, type Receiver } from './transfer.ts';
 import { sendPages, type PageStreamStats } from './pagestream.ts';
 import { debugLog } from '../log.ts';
+import { privateResident, warmMemory } from '../host/warm.ts';
 
 // migrate --precopy's two steps: the whole checkpoint sent while the
 // container runs, then, at the freeze, what changed since (delta.ts).
@@ -68,6 +69,11 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
   try {
     // Its start-up (ssh, the stasis there) would otherwise compete with the dump for the processors.
     await receiver.ready;
+    // The dump writes about the container's memory into the page cache: memory freed just now, where a VM's host takes back what is not (host/warm.ts).
+    progress('pre-copy: making memory ready for the dump');
+    const warmStarted = Date.now();
+    const warmed = warmMemory(privateResident(host.containerPids(record.id)), host.scratchDir);
+    debugLog(`${warmed} bytes written and freed for the dump in ${Date.now() - warmStarted} ms`);
     progress('pre-copy: a checkpoint while it runs');
     await checkpointHeld(host, record, { ...criuFlags, imagePath: dir, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: ${step}`));
     progress(`pre-copy: sending it while it runs`);
