@@ -38,7 +38,7 @@ interface FileHead {
 export interface PageStreamStats {
   /** The files sent as pages (paths in the folder): the tar leaves them out. */
   files: string[];
-  /** With `chain`: each file's name for its new contents (chainSum), to send the next pages against. */
+  /** With `chain`: each file's name for its new contents (chainHash), to send the next pages against. */
   sums: BaseSums;
   /** Bytes written into the stream. */
   sent: number;
