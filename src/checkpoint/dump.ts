@@ -132,6 +132,23 @@ export async function checkpointHeld(
   opts: CheckpointOptions,
   progress: Progress = () => undefined,
 ): Promise<CheckpointResult> {
+  try {
+    return await checkpointOnce(host, record, opts, progress);
+  } catch (err) {
+    // CRIU gives up on a task it cannot stop within its timeout: one caught in an uninterruptible
+    // wait just then (seen under the cgroup v1 freezer; CRIU #423). The attempt was undone and the
+    // container thawed, so it is taken once more, from the start. (Not a post-copy dump, whose
+    // page server the move set up for one.)
+    if (opts.lazyPort !== undefined || !(err instanceof StasisError) || !SEIZE_TIMED_OUT.test(err.message) || record.status !== 'running') throw err;
+    progress('CRIU could not stop every task in time: once more');
+    return await checkpointOnce(host, record, opts, progress);
+  }
+}
+
+/** CRIU's words when it could not stop (seize) every task before its timeout. */
+const SEIZE_TIMED_OUT = /Timeout reached\. Try to interrupt|Unseizable non-zombie/;
+
+async function checkpointOnce(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, progress: Progress): Promise<CheckpointResult> {
   const started = Date.now();
   const refused = refusal(host, record);
   if (refused) throw refused;

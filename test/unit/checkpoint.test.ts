@@ -137,6 +137,58 @@ describe('checkpoint (fake runc and CRIU)', () => {
     assert.deepEqual(checkpointEntries('c3'), [], 'no partial image is left');
   });
 
+  // CRIU's own words when it could not stop a task within its timeout (the CI run of fef040f).
+  const SEIZE_LOG = [
+    '(00.001000) Version: 4.2.1 (gitid 0)',
+    '(10.004804) Error (criu/cr-dump.c:1655): Timeout reached. Try to interrupt: 0',
+    '(10.005177) Error (compel/src/lib/infect.c:262): Unseizable non-zombie 1707 found, state D, err -1/4',
+    '(10.007747) Error (criu/cr-dump.c:1975): Dumping FAILED.',
+    '',
+  ].join('\n');
+  const seizeTimesOut = (times: number) => {
+    let left = times;
+    host.runner.on('runc', ['checkpoint'], (call) => {
+      const workDir = flagValue(call, '--work-path');
+      if (left-- <= 0) {
+        writeCriuDump(call);
+        return {};
+      }
+      writeFileSync(join(workDir, 'dump.log'), SEIZE_LOG);
+      return { exitCode: 1, stderr: runcError(`criu failed: type NOTIFY errno 0\nlog file: ${join(workDir, 'dump.log')}`) };
+    });
+  };
+
+  test('CRIU could not stop a task in time: undone, thawed and taken once more, which succeeds', async () => {
+    await host.createRunning('c14');
+    host.runner.reset();
+    seizeTimesOut(1);
+    const steps: string[] = [];
+    const result = await checkpointContainer(host.runtime, 'c14', { ...OPTS, leaveRunning: true }, (step) => steps.push(step));
+    const calls = host.runner.runcCalls().filter((c) => c !== '--version');
+    assert.equal(calls.length, 6, calls.join(', '));
+    assert.deepEqual([calls[0], calls[2], calls[3], calls[5]], ['pause c14', 'resume c14', 'pause c14', 'resume c14']);
+    assert.match(calls[1], /^checkpoint .* c14$/);
+    assert.match(calls[4], /^checkpoint .* c14$/);
+    assert.ok(steps.includes('CRIU could not stop every task in time: once more'), steps.join(' / '));
+    assert.ok(existsSync(join(result.path, 'checkpoint', 'inventory.img')));
+    assert.deepEqual(checkpointEntries('c14'), [result.path.split('/').at(-1)], 'only the second attempt\'s folder');
+    assert.equal(host.record('c14').status, 'running');
+    assert.equal(host.record('c14').lastCheckpoint!.path, result.path);
+  });
+
+  test('CRIU could not stop a task in time, twice: the second failure is reported, the container thawed, no third try', async () => {
+    await host.createRunning('c15');
+    host.runner.reset();
+    seizeTimesOut(2);
+    const err = await rejection(checkpointContainer(host.runtime, 'c15', OPTS));
+    assert.match(err.message, /^checkpoint c15 failed: CRIU: Timeout reached\. Try to interrupt: 0/);
+    assert.equal(host.runner.runcCalls().filter((c) => c.startsWith('checkpoint ')).length, 2);
+    assert.equal(host.runner.runcCalls().at(-1), 'resume c15');
+    assert.equal(host.record('c15').status, 'running');
+    assert.equal(host.record('c15').checkpointing, false);
+    assert.deepEqual(checkpointEntries('c15'), []);
+  });
+
   test('a failed dump without a CRIU log says so plainly', async () => {
     host.runner.failRunc(['checkpoint'], 'criu not found', { once: true });
     const err = await rejection(checkpointContainer(host.runtime, 'c3', OPTS));
