@@ -29,7 +29,8 @@ export async function waitExit(
       if (!record.checkpointing) {
         const exited = readExitFile(store, id);
         if (exited !== null) return exited;
-        if (record.status !== 'creating' && !processRunning(record.pid) && !monitorAlive(ctx, id)) return null;
+        // Both gone: the monitor may have written the file just before it went (after the read above).
+        if (record.status !== 'creating' && !processRunning(record.pid) && !monitorAlive(ctx, id)) return readExitFile(store, id);
       }
     }
     if (Date.now() > deadline || opts.signal?.aborted) return null;
@@ -50,7 +51,9 @@ export async function monitorDone(ctx: RuntimeContext, id: string, timeoutMs = 1
   let delay = 1;
   for (;;) {
     const exited = readExitFile(ctx.store, id);
-    if (exited !== null || !monitorAlive(ctx, id) || Date.now() > deadline) return exited;
+    if (exited !== null || Date.now() > deadline) return exited;
+    // Gone: it may have written the file and exited between the read above and this look, so it is read once more.
+    if (!monitorAlive(ctx, id)) return readExitFile(ctx.store, id);
     await sleep(delay);
     delay = Math.min(delay * 2, 10);
   }

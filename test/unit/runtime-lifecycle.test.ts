@@ -1,7 +1,10 @@
 // start, pause, resume, kill, exits and waiting over a fake runc (src/runtime/lifecycle.ts, exit.ts, exit-hook.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { monitorDone, waitExit } from '../../src/runtime/exit.ts';
+import type { RuntimeContext } from '../../src/runtime/context.ts';
 import { join } from 'node:path';
 import { FakeHost, deadPid, rejection, writeExit } from './fakes.ts';
 
@@ -202,5 +205,43 @@ describe('kill, exits and wait (fake runc and conmon)', () => {
     // Still running: the timeout ends the wait.
     await host.createRunning('w4');
     assert.equal(await host.runtime.waitExit('w4', { timeoutMs: 100 }), null);
+  });
+
+  test('a monitor that writes the exit file and goes between the read of the file and the look at it: the exit is read, not lost', async () => {
+    for (const [id, wait] of [
+      ['w5', (ctx: RuntimeContext) => waitExit(ctx, 'w5', { timeoutMs: 5_000 })],
+      ['w6', (ctx: RuntimeContext) => monitorDone(ctx, 'w6', 5_000)],
+    ] as const) {
+      await host.createRunning(id);
+      const dir = host.containerDir(id);
+      host.runtime.store.write({ ...host.record(id), pid: deadPid() });
+      // A monitor of this container: a process whose command line names the folder as conmon's persist dir.
+      const monitor = spawn('sh', ['-c', 'read -r _', 'fake-conmon', '--persist-dir', dir], { stdio: ['pipe', 'ignore', 'ignore'] });
+      while (!readFileSync(`/proc/${monitor.pid}/cmdline`, 'utf8').includes('--persist-dir')) await new Promise((resolve) => setImmediate(resolve));
+      writeFileSync(join(dir, 'conmon.pid'), String(monitor.pid));
+      // The event: the first read of the exit file finds none, and just after it the monitor writes it and is gone.
+      const store = host.runtime.store;
+      let reads = 0;
+      const racing = new Proxy(store, {
+        get(target, key) {
+          if (key !== 'readContainerFile') return Reflect.get(target, key, target);
+          return (cid: string, name: string) => {
+            const file = target.readContainerFile(cid, name);
+            if (name === 'exit' && reads++ === 0) {
+              writeExit(dir, 3);
+              writeFileSync(join(dir, 'conmon.pid'), String(deadPid()));
+            }
+            return file;
+          };
+        },
+      });
+      const ctx = { ...(host.runtime as unknown as { ctx: RuntimeContext }).ctx, store: racing };
+      try {
+        const exited = await wait(ctx);
+        assert.equal(typeof exited === 'object' && exited !== null ? exited.status : exited, 3, id);
+      } finally {
+        monitor.stdin!.end();
+      }
+    }
   });
 });
