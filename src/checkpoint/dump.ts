@@ -281,6 +281,7 @@ async function dumpFrozen(host: CheckpointHost, record: ContainerRecord, opts: C
   progress(opts.preDump ? 'pre-dumping memory with CRIU' : opts.lazyPort !== undefined ? 'dumping all but the memory with CRIU' : 'dumping with CRIU');
   let onReady = () => undefined as void;
   const ready = new Promise<null>((resolve) => (onReady = () => resolve(null)));
+  opts.onDumping?.(workDir);
   const dumping = host.dump(id, {
     lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
     imagesDir: join(workDir, IMAGES_DIR),

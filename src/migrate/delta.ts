@@ -60,17 +60,28 @@ export interface PagePrints {
   seed: bigint;
   /** By path in the folder: the fingerprint of each DELTA_CHUNK page, the last one as long as the file. */
   files: Record<string, BigUint64Array>;
+  /**
+   * By path: the fingerprint of each whole PRINT_BLOCK of the file. A block whose print is
+   * unchanged has no changed page, which one hash call for 16 pages tells (follow.ts): the
+   * call, not the bytes, is most of what a page's print costs (bench/README.md).
+   */
+  blocks: Record<string, BigUint64Array>;
 }
+
+/** The bytes of a block print: 16 pages. */
+export const PRINT_BLOCK = 16 * DELTA_CHUNK;
 
 /** The pages of the files `sums` names in `dir`, fingerprinted (read through the thread pool: tar reads them meanwhile); with a new seed unless given. */
 export async function printPages(dir: string, sums: BaseSums, hash: PageHash, seed = randomBytes(8).readBigUInt64LE()): Promise<PagePrints> {
   const files: Record<string, BigUint64Array> = {};
+  const blocks: Record<string, BigUint64Array> = {};
   const block = Buffer.alloc(4 * COMPARE_BLOCK);
   for (const path of Object.keys(sums)) {
     const file = await open(join(dir, path), 'r');
     try {
       const size = (await file.stat()).size;
       const prints = new BigUint64Array(Math.ceil(size / DELTA_CHUNK));
+      const blockPrints = new BigUint64Array(Math.floor(size / PRINT_BLOCK));
       for (let at = 0; at < size; ) {
         // Whole blocks (the file does not change under us: a short read is its end).
         let filled = 0;
@@ -81,14 +92,17 @@ export async function printPages(dir: string, sums: BaseSums, hash: PageHash, se
         }
         if (filled === 0) break;
         for (let page = 0; page < filled; page += DELTA_CHUNK) prints[(at + page) / DELTA_CHUNK] = hash(block.subarray(page, Math.min(filled, page + DELTA_CHUNK)), seed);
+        // The block is a multiple of PRINT_BLOCK: blocks never straddle two reads.
+        for (let from = 0; from + PRINT_BLOCK <= filled; from += PRINT_BLOCK) blockPrints[(at + from) / PRINT_BLOCK] = hash(block.subarray(from, from + PRINT_BLOCK), seed);
         at += filled;
       }
       files[path] = prints;
+      blocks[path] = blockPrints;
     } finally {
       await file.close();
     }
   }
-  return { hash, seed, files };
+  return { hash, seed, files, blocks };
 }
 
 /**

@@ -20,7 +20,7 @@ import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { debugLog } from '../log.ts';
 import { privateResident, warmMemory } from '../host/warm.ts';
-import { deltaDirOf, preCopy, sendChanges } from './precopy.ts';
+import { deltaDirOf, dumpFollowed, preCopy, sendChanges, type FollowedPages } from './precopy.ts';
 import type { MigrationMark } from '../state/store.ts';
 import { sendChunked } from './chunked.ts';
 import { checkDestination } from './check.ts';
@@ -208,7 +208,9 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       const streams = check.pageStream === true && opts.compress !== true;
       const pageHash = check.deltaBase === true && check.deltaUnits?.includes(DELTA_CHUNK) === true ? pageHasher() : null;
       const ready = check.receiverReady === true;
-      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, { dir: preDir, compress: opts.compress === true, stage: check.deltaBase === true, pageHash, catchUp: streams && pageHash !== null, ready }).catch((err: unknown) => {
+      // The changed pages go while CRIU writes them, where the destination reads that (follow.ts).
+      const follow = streams && check.pageFollow === true;
+      const pre = !opts.precopy ? null : await preCopy(host, record, peer, control!, criuFlags, progress, { dir: preDir, compress: opts.compress === true, stage: check.deltaBase === true, pageHash, catchUp: streams && pageHash !== null, ready, follow }).catch((err: unknown) => {
         record.lastCheckpoint = previousCheckpoint;
         record.migrating = null;
         host.saveRecord(record);
@@ -241,6 +243,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         debugLog(`${warmed} bytes written and freed for the dump in ${Date.now() - warmStarted} ms`);
       }
       const frozenAt = Date.now();
+      let dumpedAt: number | null = null;
+      let pagesFollowed: FollowedPages | null = null;
       let sending = false;
       // What the move was doing, for a failure's message.
       let phase: string | null = `dumping it with CRIU (frozen) to send it to ${shown}`;
@@ -254,23 +258,34 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           checkpointPath = cp.path;
           pagesServed = cp.pagesServed ?? null;
           workDir = cp.path;
+        } else if (pageStream && follow) {
+          // The pages that changed since the pre-copy go as CRIU writes them: finding and sending them overlap the dump.
+          const followed = await dumpFollowed(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false }, (step) => progress(step), pre!, peer, receiver, 'what changed since the pre-copy', (sent) => progress(`sending what changed: ${formatBytes(sent, { si: true })}`), false);
+          checkpointPath = followed.cp.path;
+          dumpedAt = followed.dumpedAt;
+          if (followed.error !== null) {
+            phase = null;
+            sending = true;
+            throw followed.error;
+          }
+          pagesFollowed = followed.paged;
         } else {
           const cp = await checkpointHeld(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false }, (step) => progress(step));
           checkpointPath = cp.path;
         }
-        dumpMs = Date.now() - frozenAt;
+        dumpMs = (dumpedAt ?? Date.now()) - frozenAt;
         debugLog(`frozen and dumped in ${dumpMs} ms`);
         phase = null;
         stopIfInterrupted();
         // The container's log is in the checkpoint (checkpointHeld puts it there).
-        const transferStarted = Date.now();
+        const transferStarted = dumpedAt ?? Date.now();
         progress(`sending the checkpoint to ${shown}`);
         sending = true;
         // CRIU still writes its log and statistics into a lazy dump's folder: they stay here.
         if (pre !== null) {
           // In pages where the destination reads them; a stasis there from before, in its 64 KiB.
           const unit = check.deltaUnits?.includes(DELTA_CHUNK) ? DELTA_CHUNK : DELTA_CHUNK_OLD;
-          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true, unit, pageStream));
+          ({ bytes, checkpointBytes } = await sendChanges(host, peer, receiver, pre, checkpointPath, id, progress, opts.compress === true, unit, pageStream, pagesFollowed));
         } else if (useStore) {
           // Its scratch folder is one of the move's (a kill leaves it to the undo).
           const scratch = join(host.scratchDir, `.migrate-chunks-${id}-${randomBytes(6).toString('hex')}`);

@@ -24,8 +24,19 @@ import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, changedPages, compareBuffer, typ
 // A catch-up round before the freeze (receive --update-base) sends the same
 // section alone, into the pre-copy there, which stays the base: each file is
 // then named by a hash chained from its old name and the runs sent (chainHash).
+//
+// Version 2 (CheckReply.pageFollow; follow.ts writes it) lets the pages of files
+// still being written come as they are found, several files at a time: after the
+// line "STASIS-PAGES 2", records, each led by one byte: 'F' and a JSON line (path
+// and base, as above) opens the next file number (0, 1, ...); 'R' and three u32
+// (file number, first page, count) and count whole pages; 'E', a u32 file number
+// and a u64 size ends that file (its runs must lie within it; it is cut to that
+// size); 'Z' ends the section, every file opened having ended. Numbers are little-endian.
 
 const MAGIC = 'STASIS-PAGES 1';
+export const MAGIC_FOLLOW = 'STASIS-PAGES 2';
+/** The most files a version 2 section may have open at once (a container's processes: one page image each). */
+export const MAX_OPEN_FILES = 4096;
 const MAX_LINE = 64 * 1024;
 const BATCH = 1024 * 1024;
 
@@ -47,7 +58,7 @@ export interface PageStreamStats {
 }
 
 /** Writes into a pipe in batches, waiting while it is full; throws once the reader is gone. */
-class Batches {
+export class Batches {
   private buffer = Buffer.allocUnsafe(BATCH);
   private used = 0;
   written = 0;
@@ -106,17 +117,17 @@ class Batches {
  * size, which both sides take from the stream. Equal names mean equal
  * contents, as the old ones did, without either side hashing the file again.
  */
-function chainHash(base: string): Hasher {
+export function chainHash(base: string): Hasher {
   return sha256().update(Buffer.from(`${base}\n`));
 }
 
-function chainEnd(hash: Hasher, size: number): string {
+export function chainEnd(hash: Hasher, size: number): string {
   const tail = Buffer.alloc(8);
   tail.writeBigUInt64LE(BigInt(size));
   return hash.update(tail).digest('hex');
 }
 
-function runHead(index: number, count: number): Buffer {
+export function runHead(index: number, count: number): Buffer {
   const head = Buffer.alloc(8);
   head.writeUInt32LE(index, 0);
   head.writeUInt32LE(count, 4);
@@ -317,56 +328,152 @@ export async function receivePages(base: string, sums: BaseSums | null, input: R
   const reader = new StreamReader(input[Symbol.asyncIterator]());
   const files: string[] = [];
   const newSums: BaseSums = {};
+  const open = new Map<number, number>();
   try {
     const magic = await reader.line();
-    if (magic !== MAGIC) throw badPages(reader.any ? 'it does not start with the page section' : 'the input is empty');
-    let grown = 0;
-    for (;;) {
-      const line = await reader.line();
-      if (line === null) throw badPages('it ends early');
-      if (line === '') break;
-      let head: Partial<FileHead>;
-      try {
-        head = JSON.parse(line) as Partial<FileHead>;
-      } catch {
-        throw badPages('a file header is not JSON');
-      }
-      const path = head.path;
-      if (typeof path !== 'string' || sums === null || !Object.hasOwn(sums, path)) throw badPages(`${JSON.stringify(path)} is not a file of the pre-copy here`);
-      if (files.includes(path)) throw badPages(`${path} comes twice`);
-      if (typeof head.base !== 'string' || sums[path] !== head.base) throw badPages(`the pre-copy's ${path} here is not the one the sender compared against`);
-      const size = head.size;
-      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw badPages(`a bad size for ${path}`);
-      const fd = openSync(join(base, path), constants.O_RDWR | constants.O_NOFOLLOW);
-      files.push(path);
-      try {
-        const before = fstatSync(fd).size;
-        grown += Math.max(0, size - before);
-        if (grown > maxBytes) throw badPages(`${path} would grow the checkpoint past ${maxBytes} bytes`);
-        const pages = Math.ceil(size / DELTA_CHUNK);
-        const chained = chain ? chainHash(head.base) : null;
-        for (let next = 0; ; ) {
-          const run = await reader.exactly(8);
-          if (run === null) throw badPages(`${path} ends early`);
-          const index = run.readUInt32LE(0);
-          const count = run.readUInt32LE(4);
-          if (count === 0) break;
-          if (index < next || index + count > pages) throw badPages(`${path}: pages ${index}+${count} are not increasing pages of the file`);
-          chained?.update(run);
-          const bytes = Math.min(count * DELTA_CHUNK, size - index * DELTA_CHUNK);
-          if (!(await reader.writeTo(fd, bytes, index * DELTA_CHUNK, chained))) throw badPages(`${path} ends early`);
-          next = index + count;
-        }
-        ftruncateSync(fd, size);
-        if (chained !== null) newSums[path] = chainEnd(chained, size);
-      } finally {
-        closeSync(fd);
-      }
-    }
+    if (magic !== MAGIC && magic !== MAGIC_FOLLOW) throw badPages(reader.any ? 'it does not start with the page section' : 'the input is empty');
+    const section = { base, sums, maxBytes, files, newSums, chain, grown: 0 };
+    if (magic === MAGIC) await receiveFiles(reader, section);
+    else await receiveRecords(reader, section, open);
     return { files, sums: newSums, bytes: reader.used, rest: reader.rest() };
   } catch (err) {
+    for (const fd of open.values()) closeSync(fd);
     // A file half written goes: nothing may take it for the pre-copy's.
     for (const path of files) rmSync(join(base, path), { force: true });
     throw err;
   }
+}
+
+/** What a page section is written against, and what it wrote so far. */
+interface Section {
+  base: string;
+  sums: BaseSums | null;
+  maxBytes: number;
+  /** The files written into, in order. */
+  files: string[];
+  newSums: BaseSums;
+  chain: boolean;
+  /** Bytes the files grew by, against maxBytes. */
+  grown: number;
+}
+
+/** A file's head (path and base) checked against this side's pre-copy, and opened for writing. */
+function openHead(section: Section, line: string | null): { path: string; fd: number } {
+  if (line === null) throw badPages('it ends early');
+  let head: Partial<FileHead>;
+  try {
+    head = JSON.parse(line) as Partial<FileHead>;
+  } catch {
+    throw badPages('a file header is not JSON');
+  }
+  const path = head.path;
+  const { sums, files } = section;
+  if (typeof path !== 'string' || sums === null || !Object.hasOwn(sums, path)) throw badPages(`${JSON.stringify(path)} is not a file of the pre-copy here`);
+  if (files.includes(path)) throw badPages(`${path} comes twice`);
+  if (typeof head.base !== 'string' || sums[path] !== head.base) throw badPages(`the pre-copy's ${path} here is not the one the sender compared against`);
+  const fd = openSync(join(section.base, path), constants.O_RDWR | constants.O_NOFOLLOW);
+  files.push(path);
+  return { path, fd };
+}
+
+/** Version 1: one file after the other, each with its size first. */
+async function receiveFiles(reader: StreamReader, section: Section): Promise<void> {
+  for (;;) {
+    const line = await reader.line();
+    if (line === '') return;
+    const { path, fd } = openHead(section, line);
+    try {
+      const size = (JSON.parse(line!) as Partial<FileHead>).size;
+      if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw badPages(`a bad size for ${path}`);
+      const before = fstatSync(fd).size;
+      section.grown += Math.max(0, size - before);
+      if (section.grown > section.maxBytes) throw badPages(`${path} would grow the checkpoint past ${section.maxBytes} bytes`);
+      const pages = Math.ceil(size / DELTA_CHUNK);
+      const chained = section.chain ? chainHash(section.sums![path]) : null;
+      for (let next = 0; ; ) {
+        const run = await reader.exactly(8);
+        if (run === null) throw badPages(`${path} ends early`);
+        const index = run.readUInt32LE(0);
+        const count = run.readUInt32LE(4);
+        if (count === 0) break;
+        if (index < next || index + count > pages) throw badPages(`${path}: pages ${index}+${count} are not increasing pages of the file`);
+        chained?.update(run);
+        const bytes = Math.min(count * DELTA_CHUNK, size - index * DELTA_CHUNK);
+        if (!(await reader.writeTo(fd, bytes, index * DELTA_CHUNK, chained))) throw badPages(`${path} ends early`);
+        next = index + count;
+      }
+      ftruncateSync(fd, size);
+      if (chained !== null) section.newSums[path] = chainEnd(chained, size);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/** A file of a version 2 section, open until its 'E'. */
+interface OpenFile {
+  path: string;
+  fd: number;
+  /** Its size before the section. */
+  before: number;
+  /** The end of what was written into it, in bytes. */
+  end: number;
+  /** The next page a run may start at. */
+  next: number;
+  chained: Hasher | null;
+}
+
+/** Version 2: records, the files' runs interleaved, each file's size at its end. */
+async function receiveRecords(reader: StreamReader, section: Section, open: Map<number, number>): Promise<void> {
+  const files = new Map<number, OpenFile | null>();
+  const need = async (n: number, what: string): Promise<Buffer> => {
+    const bytes = await reader.exactly(n);
+    if (bytes === null) throw badPages(`it ends early, in ${what}`);
+    return bytes;
+  };
+  const file = (no: number, what: string): OpenFile => {
+    const f = files.get(no);
+    if (f === undefined) throw badPages(`${what} of file ${no}, which was not opened`);
+    if (f === null) throw badPages(`${what} of file ${no}, which has ended`);
+    return f;
+  };
+  for (;;) {
+    const tag = String.fromCharCode((await need(1, 'a record'))[0]);
+    if (tag === 'Z') break;
+    if (tag === 'F') {
+      if (open.size >= MAX_OPEN_FILES) throw badPages(`more than ${MAX_OPEN_FILES} files open at once`);
+      const { path, fd } = openHead(section, await reader.line());
+      const before = fstatSync(fd).size;
+      open.set(files.size, fd);
+      files.set(files.size, { path, fd, before, end: 0, next: 0, chained: section.chain ? chainHash(section.sums![path]) : null });
+    } else if (tag === 'R') {
+      const head = await need(12, 'a run');
+      const f = file(head.readUInt32LE(0), 'pages');
+      const index = head.readUInt32LE(4);
+      const count = head.readUInt32LE(8);
+      if (count === 0 || index < f.next) throw badPages(`${f.path}: pages ${index}+${count} are not increasing pages of the file`);
+      const end = (index + count) * DELTA_CHUNK;
+      // What the file grows by counts as it is written: the size at its end may only cut it.
+      section.grown += Math.max(0, end - Math.max(f.before, f.end));
+      if (section.grown > section.maxBytes) throw badPages(`${f.path} would grow the checkpoint past ${section.maxBytes} bytes`);
+      f.chained?.update(head.subarray(4));
+      if (!(await reader.writeTo(f.fd, count * DELTA_CHUNK, index * DELTA_CHUNK, f.chained))) throw badPages(`${f.path} ends early`);
+      f.end = Math.max(f.end, end);
+      f.next = index + count;
+    } else if (tag === 'E') {
+      const head = await need(12, 'a file\'s end');
+      const no = head.readUInt32LE(0);
+      const f = file(no, 'the end');
+      const size = Number(head.readBigUInt64LE(4));
+      if (!Number.isSafeInteger(size) || Math.ceil(size / DELTA_CHUNK) < f.next) throw badPages(`${f.path}: its size ${size} leaves out pages sent`);
+      section.grown += Math.max(0, size - Math.max(f.before, f.end));
+      if (section.grown > section.maxBytes) throw badPages(`${f.path} would grow the checkpoint past ${section.maxBytes} bytes`);
+      ftruncateSync(f.fd, size);
+      if (f.chained !== null) section.newSums[f.path] = chainEnd(f.chained, size);
+      closeSync(f.fd);
+      open.delete(no);
+      files.set(no, null);
+    } else throw badPages(`an unknown record ${JSON.stringify(tag)}`);
+  }
+  for (const [no, f] of files) if (f !== null) throw badPages(`${f.path} (file ${no}) has no end`);
 }

@@ -5,7 +5,6 @@ import { StasisError } from '../errors.ts';
 import { checkpointHeld } from '../checkpoint/dump.ts';
 import { formatBytes } from '../host/units.ts';
 import type { CriuOptions } from '../runtime/criu.ts';
-import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import type { Control } from './control.ts';
 import { hashBase, printPages, writeDelta, type BaseSums, type PagePrints } from './delta.ts';
@@ -13,6 +12,8 @@ import type { PageHash } from '../host/digest.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFailed, sendFolder, startReceiver, type Receiver } from './transfer.ts';
 import { sendPages, type PageStreamStats } from './pagestream.ts';
+import { followPages } from './follow.ts';
+import type { CheckpointHost, CheckpointOptions, CheckpointResult } from '../runtime/types.ts';
 import { debugLog } from '../log.ts';
 import { privateResident, warmMemory } from '../host/warm.ts';
 
@@ -57,6 +58,8 @@ export interface PreCopyOptions {
   catchUp: boolean;
   /** The destination's receivers say when they are up (CheckReply.receiverReady): each dump waits for that. */
   ready: boolean;
+  /** The destination reads page sections of version 2 (CheckReply.pageFollow): the catch-up round's pages go as CRIU writes them. */
+  follow: boolean;
 }
 
 export async function preCopy(host: CheckpointHost, record: ContainerRecord, peer: Peer, control: Control, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, opts: PreCopyOptions): Promise<PreCopy> {
@@ -87,7 +90,7 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
     // tar has read them: their memory goes back before the freeze's dump needs as much.
     for (const path of Object.keys(prints?.files ?? {})) rmSync(join(dir, path), { force: true });
     const pre: PreCopy = { dir, token, bytes, ms: 0, sums, prints };
-    if (opts.catchUp && sums !== null && prints !== null) bytes += await catchUpRound(host, record, peer, pre, criuFlags, progress, opts.ready);
+    if (opts.catchUp && sums !== null && prints !== null) bytes += await catchUpRound(host, record, peer, pre, criuFlags, progress, opts.ready, opts.follow);
     return { ...pre, bytes, ms: Date.now() - started };
   } catch (err) {
     receiver.child.stdin!.destroy();
@@ -106,32 +109,45 @@ export async function preCopy(host: CheckpointHost, record: ContainerRecord, pee
  * this round, which is shorter than the whole memory's transfer. `pre`'s sums
  * and prints become those of this round's dump. Returns the bytes sent.
  */
-async function catchUpRound(host: CheckpointHost, record: ContainerRecord, peer: Peer, pre: PreCopy, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, ready: boolean): Promise<number> {
+async function catchUpRound(host: CheckpointHost, record: ContainerRecord, peer: Peer, pre: PreCopy, criuFlags: CriuOptions & { imagePath?: string; ignoreVolumes: boolean }, progress: Progress, ready: boolean, follow: boolean): Promise<number> {
   const round = deltaDirOf(pre.dir);
   // Up before the dump; a fresh token names nothing there (the pages go into the pre-copy's).
   const receiver = startReceiver(peer, ['__migrate', 'receive', randomBytes(16).toString('hex'), '--base', pre.token, '--update-base'], ready);
   try {
     await receiver.ready;
     progress('pre-copy: catching up: a checkpoint while it runs');
-    await checkpointHeld(host, record, { ...criuFlags, imagePath: round, leaveRunning: true, preDump: false, ignoreVolumes: true }, (step) => progress(`pre-copy: catching up: ${step}`));
     const stdin = receiver.child.stdin!;
     const what = 'what changed during the pre-copy';
+    const onBytes = (sent: number) => progress(`pre-copy: catching up: sending ${formatBytes(sent, { si: true })}`);
+    const cpOpts: CheckpointOptions = { ...criuFlags, imagePath: round, leaveRunning: true, preDump: false, ignoreVolumes: true };
+    const cpProgress = (step: string) => progress(`pre-copy: catching up: ${step}`);
     let paged: PageStreamStats;
-    try {
-      paged = await sendPages(pre.dir, round, pre.sums!, pre.prints, stdin, (sent) => progress(`pre-copy: catching up: sending ${formatBytes(sent, { si: true })}`), true);
-    } catch (err) {
-      // The receiver's own words, where it said why it went.
-      stdin.destroy();
-      throw sendFailed(peer, what, await receiver.done, err);
+    let prints: Pick<PagePrints, 'files' | 'blocks'> | null = null;
+    if (follow) {
+      // Its pages go as CRIU writes them, and are printed on the way: the round is shorter, and so is what changes during it.
+      const followed = await dumpFollowed(host, record, cpOpts, cpProgress, pre, peer, receiver, what, onBytes, true);
+      if (followed.error !== null) throw followed.error;
+      paged = followed.paged!;
+      prints = followed.paged!.prints;
+    } else {
+      await checkpointHeld(host, record, cpOpts, cpProgress);
+      try {
+        paged = await sendPages(pre.dir, round, pre.sums!, pre.prints, stdin, onBytes, true);
+      } catch (err) {
+        // The receiver's own words, where it said why it went.
+        stdin.destroy();
+        throw sendFailed(peer, what, await receiver.done, err);
+      }
     }
     stdin.end();
     const result = await receiver.done;
     if (result.code !== 0) throw sendFailed(peer, what, result, null);
     debugLog(`catch-up round: ${paged.sent} bytes of changed pages in ${paged.files.length} files`);
     // This round's dump is the base now: its files by their chained names, its pages' prints (the same seed).
-    const next = await printPages(round, paged.sums, pre.prints!.hash, pre.prints!.seed);
+    const next = prints ?? (await printPages(round, paged.sums, pre.prints!.hash, pre.prints!.seed));
     Object.assign(pre.sums!, paged.sums);
     Object.assign(pre.prints!.files, next.files);
+    Object.assign(pre.prints!.blocks, next.blocks);
     return paged.sent;
   } catch (err) {
     receiver.child.stdin!.destroy();
@@ -154,18 +170,21 @@ export function deltaDirOf(preDir: string): string {
  * (pagestream.ts); else a delta folder beside the pre-copy's, removed once
  * sent. Returns the bytes sent and the size of the checkpoint they stand for.
  */
-export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean, unit: number, stream: boolean): Promise<{ bytes: number; checkpointBytes: number }> {
+export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Receiver, pre: PreCopy, checkpointPath: string, id: string, progress: Progress, compress: boolean, unit: number, stream: boolean, followed: PageStreamStats | null = null): Promise<{ bytes: number; checkpointBytes: number }> {
   if (stream && pre.sums !== null) {
-    // The changed pages go as they are found, and are written there as they arrive; then the rest, as a tar without those files.
+    // The changed pages go as they are found (or went while CRIU wrote them: `followed`), and are written there as they arrive; then the rest, as a tar without those files.
     const stdin = receiver.child.stdin!;
     let paged: PageStreamStats;
-    try {
-      paged = await sendPages(pre.dir, checkpointPath, pre.sums, pre.prints, stdin, (sent) => progress(`sending what changed: ${formatBytes(sent, { si: true })}`));
-    } catch (err) {
-      stdin.destroy();
-      throw sendFailed(peer, 'what changed since the pre-copy', await receiver.done, err);
+    if (followed !== null) paged = followed;
+    else {
+      try {
+        paged = await sendPages(pre.dir, checkpointPath, pre.sums, pre.prints, stdin, (sent) => progress(`sending what changed: ${formatBytes(sent, { si: true })}`));
+      } catch (err) {
+        stdin.destroy();
+        throw sendFailed(peer, 'what changed since the pre-copy', await receiver.done, err);
+      }
+      debugLog(`the changed pages of ${paged.files.length} files are in the pipe: ${paged.sent} bytes of ${paged.total}`);
     }
-    debugLog(`the changed pages of ${paged.files.length} files are in the pipe: ${paged.sent} bytes of ${paged.total}`);
     const bytes = await sendFolder(peer, receiver, checkpointPath, 'what changed since the pre-copy', (sent) => progress(`sending: ${formatBytes(paged.sent + sent, { si: true })}`), [], paged.files, false);
     debugLog(`the rest of the checkpoint sent, and the destination has it`);
     return { bytes, checkpointBytes: paged.total };
@@ -179,5 +198,48 @@ export async function sendChanges(host: CheckpointHost, peer: Peer, receiver: Re
     return { bytes, checkpointBytes: delta.total };
   } finally {
     rmSync(deltaDir, { recursive: true, force: true });
+  }
+}
+
+/** What dumpFollowed sent: the pages, and with a catch-up round's prints the new dump's. */
+export type FollowedPages = PageStreamStats & { prints: Pick<PagePrints, 'files' | 'blocks'> | null };
+
+/**
+ * A dump (checkpointHeld with `opts`) whose page images are compared with the
+ * pre-copy and their changed pages sent into the receiver as CRIU writes them
+ * (follow.ts, to a destination with CheckReply.pageFollow). A failed dump
+ * throws its own error, the follower stopped first. A send that failed once
+ * the dump was complete is returned with the checkpoint (a dump at the freeze
+ * leaves the container frozen: the caller's undo thaws it).
+ */
+export async function dumpFollowed(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, progress: Progress, pre: PreCopy, peer: Peer, receiver: Receiver, what: string, onBytes: (sent: number) => void, chain: boolean): Promise<{ cp: CheckpointResult; dumpedAt: number; paged: FollowedPages | null; error: StasisError | null }> {
+  let dumpDone: (dir: string) => void = () => undefined;
+  let dumpFailed: (err: unknown) => void = () => undefined;
+  const done = new Promise<string>((resolve, reject) => {
+    dumpDone = resolve;
+    dumpFailed = reject;
+  });
+  done.catch(() => undefined);
+  const stdin = receiver.child.stdin!;
+  const follower = followPages(pre.dir, done, pre.sums!, pre.prints, stdin, onBytes, chain);
+  follower.result.catch(() => undefined);
+  let cp: CheckpointResult;
+  try {
+    cp = await checkpointHeld(host, record, { ...opts, onDumping: follower.onDumping }, progress);
+  } catch (err) {
+    dumpFailed(err);
+    // It writes nothing more once this returns.
+    await follower.result.catch(() => undefined);
+    throw err;
+  }
+  const dumpedAt = Date.now();
+  dumpDone(cp.path);
+  try {
+    const paged = await follower.result;
+    debugLog(`the changed pages of ${paged.files.length} files followed and sent: ${paged.sent} bytes of ${paged.total}, ${Date.now() - dumpedAt} ms after the dump`);
+    return { cp, dumpedAt, paged, error: null };
+  } catch (err) {
+    stdin.destroy();
+    return { cp, dumpedAt, paged: null, error: sendFailed(peer, what, await receiver.done, err) };
   }
 }

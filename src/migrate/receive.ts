@@ -176,6 +176,8 @@ export interface CheckReply {
   deltaBase?: boolean;
   /** Whether this host takes the changed pages at the freeze as a stream before the tar (receive --pages, pagestream.ts); absent from older stasis: no. */
   pageStream?: boolean;
+  /** Whether those pages may come as a section of version 2, sent while the dump is still written (pagestream.ts, follow.ts); absent from older stasis: no. */
+  pageFollow?: boolean;
   /** Whether `receive --ready` says when it is up (transfer.ts: Receiver.ready); absent from older stasis: no. */
   receiverReady?: boolean;
 }
@@ -225,6 +227,7 @@ export async function checkDestination(host: CheckpointHost, request: CheckReque
     deltaUnits: [...DELTA_UNITS],
     deltaBase: true,
     pageStream: true,
+    pageFollow: true,
     receiverReady: true,
   };
 }

@@ -153,6 +153,8 @@ export interface CheckpointOptions extends CriuOptions {
   stayFrozen?: boolean;
   /** Post-copy (migrate --lazy, with stayFrozen): serve the memory pages on this 127.0.0.1 port instead of writing them. */
   lazyPort?: number;
+  /** Called with the folder CRIU writes into as each attempt of the dump starts (migrate --precopy follows its page images: follow.ts). */
+  onDumping?: (dir: string) => void;
 }
 
 export interface CheckpointResult {

@@ -11,6 +11,8 @@ import { PassThrough, Readable, Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { DELTA_CHUNK, hashBase, printPages, type BaseSums } from '../../src/migrate/delta.ts';
 import { receivePages, sendPages } from '../../src/migrate/pagestream.ts';
+import { followPages } from '../../src/migrate/follow.ts';
+import { appendFileSync, renameSync } from 'node:fs';
 import type { PageHash } from '../../src/host/digest.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-pagestream-'));
@@ -165,5 +167,187 @@ describe('migrate --precopy page stream', () => {
     // Nobody reads: the pipe fills; then the reader is gone.
     setImmediate(() => out.destroy());
     await assert.rejects(sendPages(parts.sent, parts.next, parts.sums, null, out, () => undefined), /the receiver went away/);
+  });
+});
+
+// Version 2 (src/migrate/follow.ts): the pages of CRIU's page images compared and sent while the dump
+// still writes them. The test plays CRIU: it says where it dumps, appends to the page image, and moves
+// the folder into place at the end, as checkpointHeld does; each step waits for an event, not a clock.
+describe('migrate --precopy page stream, followed while the dump is written (version 2)', () => {
+  const OTHER = 'checkpoint/pages-2.img';
+  const DIFF = 'rootfs-diff.tar';
+
+  /** The pre-copy here and there (two page images and a large non-image file), and the new contents of each. */
+  async function setUpFollow() {
+    const dir = join(root, String(++n));
+    const sent = join(dir, 'pre');
+    mkdirSync(join(sent, 'checkpoint'), { recursive: true });
+    writeFileSync(join(sent, PAGES), randomBytes(400 * DELTA_CHUNK));
+    writeFileSync(join(sent, OTHER), randomBytes(20 * DELTA_CHUNK));
+    writeFileSync(join(sent, DIFF), randomBytes(30 * DELTA_CHUNK + 11));
+    writeFileSync(join(sent, 'checkpoint', 'core-1.img'), 'small');
+    const there = join(dir, 'there');
+    cpSync(sent, there, { recursive: true });
+    const sums = (await hashBase(sent))!;
+    const pages = readFileSync(join(sent, PAGES));
+    // The first 300 pages changed (more than one batch: they go before the dump ends), then the rest as it was, then 5 new pages.
+    for (let page = 0; page < 300; page++) pages[page * DELTA_CHUNK + 1] ^= 0xff;
+    const newPages = Buffer.concat([pages, randomBytes(5 * DELTA_CHUNK)]);
+    const other = readFileSync(join(sent, OTHER));
+    other[3 * DELTA_CHUNK] ^= 1;
+    const diff = readFileSync(join(sent, DIFF));
+    diff[diff.length - 1] ^= 1;
+    return { dir, sent, there, sums, newPages, other, diff };
+  }
+
+  /** Plays a dump into `work` (then renamed to `final`), the page image written in two parts, the second once the follower has sent some of the first. */
+  async function dump(parts: Awaited<ReturnType<typeof setUpFollow>>, onDumping: (dir: string) => void, firstSent: Promise<void>): Promise<string> {
+    const work = join(parts.dir, '.next.partial');
+    const final = join(parts.dir, 'next');
+    mkdirSync(join(work, 'checkpoint'), { recursive: true });
+    writeFileSync(join(work, DIFF), parts.diff);
+    writeFileSync(join(work, 'checkpoint', 'core-1.img'), 'small');
+    onDumping(work);
+    appendFileSync(join(work, PAGES), parts.newPages.subarray(0, 350 * DELTA_CHUNK + 100));
+    await firstSent;
+    appendFileSync(join(work, PAGES), parts.newPages.subarray(350 * DELTA_CHUNK + 100));
+    writeFileSync(join(work, OTHER), parts.other);
+    renameSync(work, final);
+    return final;
+  }
+
+  for (const withPrints of [false, true]) {
+    test(`the pages go while the dump runs, and the copy there becomes each new file byte for byte (${withPrints ? 'against prints' : 'against the kept copy'})`, async () => {
+      const parts = await setUpFollow();
+      const prints = withPrints ? await printPages(parts.sent, parts.sums, testHash) : null;
+      if (withPrints) for (const path of [PAGES, OTHER, DIFF]) rmSync(join(parts.sent, path));
+      const pipe = new PassThrough();
+      let sentFirst: () => void = () => undefined;
+      const firstSent = new Promise<void>((resolve) => (sentFirst = resolve));
+      let done: (dir: string) => void = () => undefined;
+      const follower = followPages(parts.sent, new Promise<string>((resolve) => (done = resolve)), parts.sums, prints, pipe, (sent) => {
+        if (sent > 0) sentFirst();
+      });
+      const received = receivePages(parts.there, parts.sums, pipe, 1 << 30);
+      // The dump's second part waits until pages of its first have gone: they went while it ran.
+      done(await dump(parts, follower.onDumping, firstSent));
+      const stats = await follower.result;
+      pipe.end(TAIL);
+      const got = await received;
+      assert.deepEqual([...got.files].sort(), [PAGES, OTHER, DIFF].sort());
+      assert.deepEqual([...stats.files].sort(), [...got.files].sort());
+      assert.equal(got.bytes, stats.sent);
+      assert.deepEqual(await readAll(got.rest), TAIL);
+      assert.ok(readFileSync(join(parts.there, PAGES)).equals(parts.newPages));
+      assert.ok(readFileSync(join(parts.there, OTHER)).equals(parts.other));
+      assert.ok(readFileSync(join(parts.there, DIFF)).equals(parts.diff));
+      // 300 changed pages and 5 new ones, a page of each other file, and no unchanged page.
+      assert.ok(stats.sent < 308 * DELTA_CHUNK + 2000, `${stats.sent} bytes sent`);
+      assert.ok(stats.sent > 305 * DELTA_CHUNK, `${stats.sent} bytes sent`);
+    });
+  }
+
+  test('a catch-up round followed: both sides chain the same names, and the prints taken on the way are those of the new files', async () => {
+    const parts = await setUpFollow();
+    const prints = await printPages(parts.sent, parts.sums, testHash);
+    const pipe = new PassThrough();
+    let done: (dir: string) => void = () => undefined;
+    const follower = followPages(parts.sent, new Promise<string>((resolve) => (done = resolve)), parts.sums, prints, pipe, () => undefined, true);
+    const received = receivePages(parts.there, parts.sums, pipe, 1 << 30, true);
+    done(await dump(parts, follower.onDumping, Promise.resolve()));
+    const stats = await follower.result;
+    pipe.end();
+    const got = await received;
+    assert.deepEqual(got.sums, stats.sums);
+    assert.equal(Object.keys(got.sums).length, 3);
+    const again = await printPages(join(parts.dir, 'next'), stats.sums, testHash, prints.seed);
+    // Unchanged blocks of 16 pages were told by their block print, their page prints taken from the pre-copy's.
+    assert.deepEqual(stats.prints!.files, again.files);
+    assert.deepEqual(stats.prints!.blocks, again.blocks);
+    assert.equal(again.blocks[PAGES].length, 25);
+  });
+
+  test('a dump taken again before any page image appeared is followed; once pages went, the send fails', async () => {
+    const parts = await setUpFollow();
+    const pipe = new PassThrough();
+    let done: (dir: string) => void = () => undefined;
+    const follower = followPages(parts.sent, new Promise<string>((resolve) => (done = resolve)), parts.sums, null, pipe, () => undefined);
+    const received = receivePages(parts.there, parts.sums, pipe, 1 << 30);
+    // The first attempt fails before CRIU wrote a page (a seize timeout): its folder goes.
+    follower.onDumping(join(parts.dir, 'first-attempt'));
+    done(await dump(parts, follower.onDumping, Promise.resolve()));
+    await follower.result;
+    pipe.end();
+    await received;
+    assert.ok(readFileSync(join(parts.there, PAGES)).equals(parts.newPages));
+
+    const second = await setUpFollow();
+    const out = new PassThrough();
+    let sentFirst: () => void = () => undefined;
+    const firstSent = new Promise<void>((resolve) => (sentFirst = resolve));
+    let finish: (dir: string) => void = () => undefined;
+    const stuck = followPages(second.sent, new Promise<string>((resolve) => (finish = resolve)), second.sums, null, out, (sent) => sent > 0 && sentFirst());
+    out.resume();
+    const work = join(second.dir, 'w');
+    mkdirSync(join(work, 'checkpoint'), { recursive: true });
+    stuck.onDumping(work);
+    writeFileSync(join(work, PAGES), second.newPages);
+    await firstSent;
+    // The second attempt (its pages would not be those the destination got), then the dump's end.
+    stuck.onDumping(join(second.dir, 'w2'));
+    finish(work);
+    await assert.rejects(stuck.result, /taken again after its pages had begun to go/);
+  });
+
+  test('a dump that fails ends the follower with its error', async () => {
+    const parts = await setUpFollow();
+    const out = new PassThrough();
+    out.resume();
+    let fail: (err: Error) => void = () => undefined;
+    const follower = followPages(parts.sent, new Promise<string>((_resolve, reject) => (fail = reject)), parts.sums, null, out, () => undefined);
+    follower.onDumping(join(parts.dir, 'nowhere'));
+    fail(new Error('CRIU failed'));
+    await assert.rejects(follower.result, /CRIU failed/);
+  });
+
+  describe('a wrong section is refused', () => {
+    const open = (path: string, base: string) => Buffer.from(`F${JSON.stringify({ path, base })}\n`);
+    const run = (no: number, index: number, count: number) => {
+      const h = Buffer.alloc(13);
+      h.write('R', 0, 'latin1');
+      h.writeUInt32LE(no, 1);
+      h.writeUInt32LE(index, 5);
+      h.writeUInt32LE(count, 9);
+      return Buffer.concat([h, Buffer.alloc(count * DELTA_CHUNK, 7)]);
+    };
+    const end = (no: number, size: number) => {
+      const h = Buffer.alloc(13);
+      h.write('E', 0, 'latin1');
+      h.writeUInt32LE(no, 1);
+      h.writeBigUInt64LE(BigInt(size), 5);
+      return h;
+    };
+    const section = (...records: Buffer[]) => Buffer.concat([Buffer.from('STASIS-PAGES 2\n'), ...records]);
+    const cases: Array<[string, (sums: BaseSums) => Buffer, RegExp, boolean]> = [
+      ['pages of a file not opened', () => section(run(0, 1, 1), Buffer.from('Z')), /which was not opened/, false],
+      ['pages after its end', (s) => section(open(PAGES, s[PAGES]), end(0, 41 * DELTA_CHUNK), run(0, 1, 1), Buffer.from('Z')), /which has ended/, true],
+      ['pages out of order', (s) => section(open(PAGES, s[PAGES]), run(0, 5, 1), run(0, 3, 1)), /not increasing pages/, true],
+      ['a size that leaves out pages sent', (s) => section(open(PAGES, s[PAGES]), run(0, 5, 2), end(0, 6 * DELTA_CHUNK)), /leaves out pages sent/, true],
+      ['a file without its end', (s) => section(open(PAGES, s[PAGES]), run(0, 5, 1), Buffer.from('Z')), /has no end/, true],
+      ['an unknown record', (s) => section(open(PAGES, s[PAGES]), Buffer.from('Q')), /an unknown record/, true],
+      ['a section cut in a run', (s) => section(open(PAGES, s[PAGES]), run(0, 5, 2).subarray(0, 200)), /ends early/, true],
+      ['another base', () => section(open(PAGES, 'f'.repeat(64))), /not the one the sender compared against/, false],
+      ['a file twice', (s) => section(open(PAGES, s[PAGES]), open(PAGES, s[PAGES])), /comes twice/, true],
+      ['pages that grow the file past the limit', (s) => section(open(PAGES, s[PAGES]), run(0, 60, 1)), /would grow the checkpoint past/, true],
+    ];
+    for (const [name, make, why, written] of cases) {
+      test(name, async () => {
+        const parts = await setUp((pages) => pages);
+        const before = readFileSync(join(parts.there, PAGES));
+        await assert.rejects(receivePages(parts.there, parts.sums, piecewise(make(parts.sums)), 16 * DELTA_CHUNK), why);
+        if (written) assert.ok(!existsSync(join(parts.there, PAGES)), 'the half-written file is gone');
+        else assert.ok(readFileSync(join(parts.there, PAGES)).equals(before), 'nothing written');
+      });
+    }
   });
 });

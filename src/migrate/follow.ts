@@ -1,0 +1,241 @@
+import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Writable } from 'node:stream';
+import { StasisError } from '../errors.ts';
+import { readAt } from '../host/chunks.ts';
+import type { Hasher } from '../host/digest.ts';
+import { walkTree } from '../host/walk.ts';
+import { IMAGES_DIR } from '../checkpoint/format/layout.ts';
+import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, PRINT_BLOCK, compareBuffer, type BaseSums, type OldPages, type PagePrints } from './delta.ts';
+import { Batches, MAGIC_FOLLOW, chainEnd, chainHash, runHead, type PageStreamStats } from './pagestream.ts';
+
+// migrate --precopy's changed pages found and sent while CRIU still writes
+// them (a page section of version 2, pagestream.ts), to a destination that
+// reads it (CheckReply.pageFollow). CRIU appends to its page images and never
+// writes one again, so every whole page below a page image's current size is
+// final: it is compared with the pre-copy's (its print, or its bytes) and, if
+// it changed, sent at once. Hashing 1 GiB of pages and sending what changed
+// then overlap the dump, where they came after it; what is left once CRIU is
+// done is the last pages, the other large files, and each file's size.
+
+/** CRIU's page images, which grow while it dumps: followed. Any other file is compared once the dump is done. */
+const PAGE_IMAGE = new RegExp(`^${IMAGES_DIR}/pages-\\d+\\.img$`);
+
+/** How long a pass that found nothing new waits before looking again (the dump's end ends the wait at once). */
+const IDLE_MS = 2;
+
+/**
+ * The dump being followed: `onDumping` is the checkpoint's (CheckpointOptions),
+ * called with the folder CRIU writes into as each attempt starts; `done`
+ * settles with the checkpoint's folder once the dump is complete, or rejects
+ * with its failure.
+ */
+export interface Followed {
+  onDumping: (dir: string) => void;
+  result: Promise<PageStreamStats & { prints: Pick<PagePrints, 'files' | 'blocks'> | null }>;
+}
+
+/** One file of the section: opened (its 'F' sent) once it appeared. */
+interface Open {
+  no: number;
+  path: string;
+  fd: number;
+  old: OldPages;
+  /** The pre-copy's block prints, where its pages have prints. */
+  oldBlocks: BigUint64Array | null;
+  oldFd: number | null;
+  /** Bytes compared so far (whole pages while the dump runs). */
+  done: number;
+  chained: Hasher | null;
+  /** With prints: the new file's page and block prints, as they are taken (a catch-up round's next base). */
+  prints: bigint[] | null;
+  blocks: bigint[] | null;
+}
+
+/**
+ * Follows a dump into `out`: the pages of its large files (those with a sum
+ * in `sums`) that differ from the pre-copy in `base` (its prints, else its
+ * files), sent while CRIU writes them. With `chain` (a catch-up round) each
+ * file's next name is chained as the receiver chains it, and with prints the
+ * new pages' prints are kept (the next round's base, without a second read).
+ * A second attempt of the dump (checkpointHeld retries a seize timeout, which
+ * comes before any page) is followed instead, as long as nothing of the first
+ * was sent; else the move fails. `done` is the dump's folder when complete.
+ */
+export function followPages(base: string, done: Promise<string>, sums: BaseSums, prints: PagePrints | null, out: Writable, onBytes: (sent: number) => void, chain = false): Followed {
+  let dumping: string | null = null;
+  let attempts = 0;
+  let wake: () => void = () => undefined;
+  const onDumping = (dir: string) => {
+    dumping = dir;
+    attempts++;
+    wake();
+  };
+  const result = (async () => {
+    let complete: string | null = null;
+    let failed: { err: unknown } | null = null;
+    const settled = done.then(
+      (dir) => {
+        complete = dir;
+      },
+      (err: unknown) => {
+        failed = { err };
+      },
+    );
+    const batches = new Batches(out, onBytes);
+    const files = new Map<string, Open>();
+    const scratch = compareBuffer();
+    const block = Buffer.alloc(COMPARE_BLOCK);
+    const changed: number[] = [];
+    let followedAttempt = 0;
+    await batches.put(Buffer.from(`${MAGIC_FOLLOW}\n`));
+    try {
+      for (;;) {
+        // Read before the pass: a pass begun after the dump's end reads every file to its end.
+        const final: string | null = complete;
+        if (failed !== null) throw (failed as { err: unknown }).err;
+        if (attempts !== followedAttempt) {
+          if (files.size > 0) throw new StasisError('the dump at the freeze was taken again after its pages had begun to go', { code: 'send-failed' });
+          followedAttempt = attempts;
+        }
+        let moved = false;
+        for (const path of Object.keys(sums)) {
+          const during = final === null;
+          if (during && (!PAGE_IMAGE.test(path) || dumping === null)) continue;
+          let file = files.get(path);
+          if (file === undefined) {
+            const opened = openFile(base, final ?? dumping!, path, prints, during);
+            if (opened === null) continue;
+            const printing = chain && 'prints' in opened.old;
+            file = { ...opened, oldBlocks: prints?.blocks[path] ?? null, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, prints: printing ? [] : null, blocks: printing ? [] : null };
+            files.set(path, file);
+            await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
+          }
+          const size = fstatSync(file.fd).size;
+          // While CRIU writes, whole blocks only (a block print covers 16 pages); at the end, to the last byte.
+          const limit = during ? size - (size % PRINT_BLOCK) : size;
+          while (file.done < limit) {
+            const n = readAt(file.fd, block.subarray(0, Math.min(COMPARE_BLOCK, limit - file.done)), file.done);
+            if (n === 0) break;
+            changed.length = 0;
+            comparePages(file, block, n, scratch, changed);
+            await sendRuns(batches, file, block, n, changed);
+            file.done += n;
+            moved = true;
+          }
+        }
+        if (final !== null) break;
+        // Nothing new: wait for CRIU to write more, or for the dump to end.
+        if (!moved) await Promise.race([settled, new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, IDLE_MS);
+        })]);
+        else await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      const newSums: BaseSums = {};
+      const newPrints: Pick<PagePrints, 'files' | 'blocks'> = { files: {}, blocks: {} };
+      for (const file of files.values()) {
+        const size = fstatSync(file.fd).size;
+        const end = Buffer.alloc(13);
+        end.write('E', 0, 'latin1');
+        end.writeUInt32LE(file.no, 1);
+        end.writeBigUInt64LE(BigInt(size), 5);
+        await batches.put(end);
+        if (file.chained !== null) newSums[file.path] = chainEnd(file.chained, size);
+        if (file.prints !== null) newPrints.files[file.path] = BigUint64Array.from(file.prints);
+        if (file.blocks !== null) newPrints.blocks[file.path] = BigUint64Array.from(file.blocks);
+      }
+      await batches.put(Buffer.from('Z'));
+      await batches.flush(true);
+      let total = 0;
+      for (const entry of walkTree(complete!)) if (entry.kind === 'file') total += entry.stat.size;
+      return { files: [...files.keys()], sums: newSums, sent: batches.written, total, prints: chain && prints !== null ? newPrints : null };
+    } finally {
+      for (const file of files.values()) {
+        closeSync(file.fd);
+        if (file.oldFd !== null) closeSync(file.oldFd);
+      }
+      // The dump is awaited whatever happened here: its failure is the caller's to report.
+      await settled;
+    }
+  })();
+  return { onDumping, result };
+}
+
+/** The new file and what its pages are compared with, or null where it is not (yet) there or goes whole in the tar. */
+function openFile(base: string, dir: string, path: string, prints: PagePrints | null, during: boolean): { fd: number; old: OldPages; oldFd: number | null } | null {
+  const printed = prints?.files[path];
+  let oldFd: number | null = null;
+  if (printed === undefined) {
+    if (lstatSync(join(base, path), { throwIfNoEntry: false })?.isFile() !== true) return null;
+  }
+  let fd: number;
+  try {
+    fd = openSync(join(dir, path), constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const stat = fstatSync(fd);
+  // Once the dump is done, a small file goes whole in the tar, as with version 1; a page image that appeared while it ran is followed from its first page.
+  if (!stat.isFile() || (!during && stat.size < DELTA_MIN)) {
+    closeSync(fd);
+    return null;
+  }
+  if (printed === undefined) oldFd = openSync(join(base, path), 'r');
+  return { fd, old: printed !== undefined ? { prints: printed, hash: prints!.hash, seed: prints!.seed } : { fd: oldFd! }, oldFd };
+}
+
+/** The changed pages of the block at file.done (n bytes), into `changed`; with prints, the new ones kept. */
+function comparePages(file: Open, b: Buffer, n: number, scratch: Buffer, changed: number[]): void {
+  const at = file.done;
+  const old = file.old;
+  if ('prints' in old) {
+    // `at` is a multiple of PRINT_BLOCK (the reads end on whole blocks until the last).
+    for (let from = 0; from < n; from += PRINT_BLOCK) {
+      const end = Math.min(n, from + PRINT_BLOCK);
+      const blockIndex = (at + from) / PRINT_BLOCK;
+      if (end - from === PRINT_BLOCK) {
+        const print = old.hash(b.subarray(from, end), old.seed);
+        file.blocks?.push(print);
+        if (file.oldBlocks !== null && blockIndex < file.oldBlocks.length && print === file.oldBlocks[blockIndex]) {
+          // Unchanged: its 16 pages are the pre-copy's, prints and all.
+          if (file.prints !== null) for (let k = 0; k < PRINT_BLOCK / DELTA_CHUNK; k++) file.prints.push(old.prints[blockIndex * (PRINT_BLOCK / DELTA_CHUNK) + k]);
+          continue;
+        }
+      }
+      for (let page = from; page < end; page += DELTA_CHUNK) {
+        const index = (at + page) / DELTA_CHUNK;
+        const print = old.hash(b.subarray(page, Math.min(end, page + DELTA_CHUNK)), old.seed);
+        file.prints?.push(print);
+        if (index >= old.prints.length || print !== old.prints[index]) changed.push(index);
+      }
+    }
+    return;
+  }
+  const m = readAt(old.fd, scratch.subarray(0, n), at);
+  for (let page = 0; page < n; page += DELTA_CHUNK) {
+    const end = Math.min(n, page + DELTA_CHUNK);
+    if (end > m || scratch.compare(b, page, end, page, end) !== 0) changed.push((at + page) / DELTA_CHUNK);
+  }
+}
+
+/** Runs of neighbouring changed pages as 'R' records, each page whole (a last short page padded: the file's end cuts it). */
+async function sendRuns(batches: Batches, file: Open, block: Buffer, n: number, changed: number[]): Promise<void> {
+  for (let i = 0; i < changed.length; ) {
+    let j = i + 1;
+    while (j < changed.length && changed[j] === changed[j - 1] + 1) j++;
+    const count = j - i;
+    const from = changed[i] * DELTA_CHUNK - file.done;
+    const head = Buffer.alloc(13);
+    head.write('R', 0, 'latin1');
+    head.writeUInt32LE(file.no, 1);
+    runHead(changed[i], count).copy(head, 5);
+    let bytes = block.subarray(from, Math.min(n, from + count * DELTA_CHUNK));
+    if (bytes.length < count * DELTA_CHUNK) bytes = Buffer.concat([bytes, Buffer.alloc(count * DELTA_CHUNK - bytes.length)]);
+    file.chained?.update(head.subarray(5)).update(bytes);
+    await batches.put(head);
+    await batches.put(bytes);
+    i = j;
+  }
+}
