@@ -6,7 +6,7 @@ import { readAt } from '../host/chunks.ts';
 import type { Hasher } from '../host/digest.ts';
 import { walkTree } from '../host/walk.ts';
 import { IMAGES_DIR } from '../checkpoint/format/layout.ts';
-import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, PRINT_BLOCK, compareBuffer, type BaseSums, type OldPages, type PagePrints } from './delta.ts';
+import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, PRINT_BLOCK, changedPages, compareBuffer, type BaseSums, type OldPages, type PagePrints } from './delta.ts';
 import { Batches, MAGIC_FOLLOW, chainEnd, chainHash, runHead, type PageStreamStats } from './pagestream.ts';
 
 // migrate --precopy's changed pages found and sent while CRIU still writes
@@ -213,11 +213,8 @@ function comparePages(file: Open, b: Buffer, n: number, scratch: Buffer, changed
     }
     return;
   }
-  const m = readAt(old.fd, scratch.subarray(0, n), at);
-  for (let page = 0; page < n; page += DELTA_CHUNK) {
-    const end = Math.min(n, page + DELTA_CHUNK);
-    if (end > m || scratch.compare(b, page, end, page, end) !== 0) changed.push((at + page) / DELTA_CHUNK);
-  }
+  // Against the kept copy (Node): its bytes, as version 1 compares them.
+  changedPages(old, b, n, at, DELTA_CHUNK, scratch, changed);
 }
 
 /** Runs of neighbouring changed pages as 'R' records, each page whole (a last short page padded: the file's end cuts it). */
