@@ -5,7 +5,7 @@ import { StasisError, errorMessage } from '../errors.ts';
 import { unprivilegedUffd } from '../runtime/userns.ts';
 import { DELTA_UNITS, applyDeltas, hashBase, type BaseSums } from './delta.ts';
 import { applyChunked, storeHas } from './chunked.ts';
-import { receivePages } from './pagestream.ts';
+import { receivePages } from './pagereceive.ts';
 import type { UserMount } from '../checkpoint/format/engine-spec.ts';
 import { restoreContainer } from '../checkpoint/restore.ts';
 import { UNPACK_LIMIT_BYTES } from '../checkpoint/source.ts';
