@@ -70,6 +70,7 @@ export interface PagePrints {
 
 /** The bytes of a block print: 16 pages. */
 export const PRINT_BLOCK = 16 * DELTA_CHUNK;
+const PAGES_PER_BLOCK = PRINT_BLOCK / DELTA_CHUNK;
 
 /** The pages of the files `sums` names in `dir`, fingerprinted (read through the thread pool: tar reads them meanwhile); with a new seed unless given. */
 export async function printPages(dir: string, sums: BaseSums, hash: PageHash, seed = randomBytes(8).readBigUInt64LE()): Promise<PagePrints> {
@@ -153,7 +154,7 @@ export function writeDelta(base: string, next: string, out: string, unit: number
     // A file kept as its pages' prints (its copy here removed): compared with them, in pages.
     const printed = prints?.files[entry.path];
     if (printed !== undefined && baseSum !== null && unit === DELTA_CHUNK) {
-      return writeFileDelta({ prints: printed, hash: prints!.hash, seed: prints!.seed }, entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size, unit, baseSum);
+      return writeFileDelta({ prints: printed, hash: prints!.hash, seed: prints!.seed, blocks: prints!.blocks[entry.path] }, entry.full, `${target}${DELTA_SUFFIX}`, entry.stat.size, unit, baseSum);
     }
     const old = lstatSync(join(base, entry.path), { throwIfNoEntry: false });
     if (!old?.isFile()) return null;
@@ -162,7 +163,23 @@ export function writeDelta(base: string, next: string, out: string, unit: number
 }
 
 /** What a new file's pages are compared with: the old file (an open descriptor) or its pages' prints. */
-export type OldPages = { fd: number } | { prints: BigUint64Array; hash: PageHash; seed: bigint };
+export type OldPages = { fd: number } | { prints: BigUint64Array; hash: PageHash; seed: bigint; blocks?: BigUint64Array };
+
+/** The new file's page and block prints, as changedPages takes them (a catch-up round's next base). */
+export interface NewPrints {
+  pages: bigint[];
+  blocks: bigint[];
+}
+
+/** The page numbers in `changed` (increasing) as runs of neighbours: [first, count]. */
+export function* pageRuns(changed: readonly number[]): Generator<[number, number]> {
+  for (let i = 0; i < changed.length; ) {
+    let j = i + 1;
+    while (j < changed.length && changed[j] === changed[j - 1] + 1) j++;
+    yield [changed[i], j - i];
+    i = j;
+  }
+}
 
 /** A COMPARE_BLOCK-sized buffer for changedPages to read the old file into. */
 export function compareBuffer(): Buffer {
@@ -173,13 +190,32 @@ export function compareBuffer(): Buffer {
  * Adds to `out` the indices of the pages of `b` (its first n bytes: the new
  * file from offset `at`, a multiple of `unit`) that differ from the old side.
  * A page past the old file's end, or one the old file held only part of,
- * differs. `scratch` (compareBuffer) receives the old file's bytes.
+ * differs. `scratch` (compareBuffer) receives the old file's bytes. Against
+ * prints with block prints, a whole PRINT_BLOCK (at a multiple of it) whose
+ * print is unchanged is passed over with one hash call. With `printed`, the
+ * new prints are added to it (from a multiple of PRINT_BLOCK, block by block).
  */
-export function changedPages(old: OldPages, b: Buffer, n: number, at: number, unit: number, scratch: Buffer, out: number[]): void {
+export function changedPages(old: OldPages, b: Buffer, n: number, at: number, unit: number, scratch: Buffer, out: number[], printed: NewPrints | null = null): void {
   if ('prints' in old) {
-    for (let page = 0; page < n; page += unit) {
-      const index = (at + page) / unit;
-      if (index >= old.prints.length || old.hash(b.subarray(page, Math.min(n, page + unit)), old.seed) !== old.prints[index]) out.push(index);
+    const blocks = unit === DELTA_CHUNK && at % PRINT_BLOCK === 0 && (old.blocks !== undefined || printed !== null);
+    for (let from = 0; from < n; from += PRINT_BLOCK) {
+      const end = Math.min(n, from + PRINT_BLOCK);
+      if (blocks && end - from === PRINT_BLOCK) {
+        const blockIndex = (at + from) / PRINT_BLOCK;
+        const print = old.hash(b.subarray(from, end), old.seed);
+        printed?.blocks.push(print);
+        if (old.blocks !== undefined && blockIndex < old.blocks.length && print === old.blocks[blockIndex]) {
+          // Unchanged: its pages are the old file's, prints and all.
+          if (printed !== null) printed.pages.push(...old.prints.subarray(blockIndex * PAGES_PER_BLOCK, (blockIndex + 1) * PAGES_PER_BLOCK));
+          continue;
+        }
+      }
+      for (let page = from; page < end; page += unit) {
+        const index = (at + page) / unit;
+        const print = old.hash(b.subarray(page, Math.min(end, page + unit)), old.seed);
+        printed?.pages.push(print);
+        if (index >= old.prints.length || print !== old.prints[index]) out.push(index);
+      }
     }
     return;
   }
@@ -194,10 +230,10 @@ export function changedPages(old: OldPages, b: Buffer, n: number, at: number, un
  * One file's delta against the old file (its path) or its pages' prints; returns its size, or null when
  * most of it changed (it then travels whole).
  */
-function writeFileDelta(old: string | { prints: BigUint64Array; hash: PageHash; seed: bigint }, newPath: string, deltaPath: string, size: number, unit: number, baseSum: string | null): number | null {
+function writeFileDelta(old: string | Exclude<OldPages, { fd: number }>, newPath: string, deltaPath: string, size: number, unit: number, baseSum: string | null): number | null {
   const oldFd = typeof old === 'string' ? openSync(old, 'r') : null;
   const newFd = openSync(newPath, 'r');
-  const against: OldPages = oldFd !== null ? { fd: oldFd } : (old as OldPages);
+  const against: OldPages = oldFd !== null ? { fd: oldFd } : (old as Exclude<OldPages, { fd: number }>);
   const a = Buffer.alloc(COMPARE_BLOCK);
   const b = Buffer.alloc(COMPARE_BLOCK);
   const hash = sha256();

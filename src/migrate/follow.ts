@@ -6,7 +6,7 @@ import { readAt } from '../host/chunks.ts';
 import type { Hasher } from '../host/digest.ts';
 import { walkTree } from '../host/walk.ts';
 import { IMAGES_DIR } from '../checkpoint/format/layout.ts';
-import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, PRINT_BLOCK, changedPages, compareBuffer, type BaseSums, type OldPages, type PagePrints } from './delta.ts';
+import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, PRINT_BLOCK, changedPages, compareBuffer, pageRuns, type BaseSums, type NewPrints, type OldPages, type PagePrints } from './delta.ts';
 import { Batches, MAGIC_FOLLOW, chainEnd, chainHash, runHead, type PageStreamStats } from './pagestream.ts';
 
 // migrate --precopy's changed pages found and sent while CRIU still writes
@@ -41,15 +41,12 @@ interface Open {
   path: string;
   fd: number;
   old: OldPages;
-  /** The pre-copy's block prints, where its pages have prints. */
-  oldBlocks: BigUint64Array | null;
   oldFd: number | null;
   /** Bytes compared so far (whole pages while the dump runs). */
   done: number;
   chained: Hasher | null;
-  /** With prints: the new file's page and block prints, as they are taken (a catch-up round's next base). */
-  prints: bigint[] | null;
-  blocks: bigint[] | null;
+  /** With prints in a catch-up round: the new file's, as they are taken (its next base). */
+  printed: NewPrints | null;
 }
 
 /**
@@ -106,8 +103,7 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
           if (file === undefined) {
             const opened = openFile(base, final ?? dumping!, path, prints, during);
             if (opened === null) continue;
-            const printing = chain && 'prints' in opened.old;
-            file = { ...opened, oldBlocks: prints?.blocks[path] ?? null, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, prints: printing ? [] : null, blocks: printing ? [] : null };
+            file = { ...opened, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, printed: chain && 'prints' in opened.old ? { pages: [], blocks: [] } : null };
             files.set(path, file);
             await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
           }
@@ -118,7 +114,8 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
             const n = readAt(file.fd, block.subarray(0, Math.min(COMPARE_BLOCK, limit - file.done)), file.done);
             if (n === 0) break;
             changed.length = 0;
-            comparePages(file, block, n, scratch, changed);
+            // `done` is a multiple of PRINT_BLOCK (the reads end on whole blocks until the last), as changedPages's block prints want.
+            changedPages(file.old, block, n, file.done, DELTA_CHUNK, scratch, changed, file.printed);
             await sendRuns(batches, file, block, n, changed);
             file.done += n;
             moved = true;
@@ -142,8 +139,10 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
         end.writeBigUInt64LE(BigInt(size), 5);
         await batches.put(end);
         if (file.chained !== null) newSums[file.path] = chainEnd(file.chained, size);
-        if (file.prints !== null) newPrints.files[file.path] = BigUint64Array.from(file.prints);
-        if (file.blocks !== null) newPrints.blocks[file.path] = BigUint64Array.from(file.blocks);
+        if (file.printed !== null) {
+          newPrints.files[file.path] = BigUint64Array.from(file.printed.pages);
+          newPrints.blocks[file.path] = BigUint64Array.from(file.printed.blocks);
+        }
       }
       await batches.put(Buffer.from('Z'));
       await batches.flush(true);
@@ -183,56 +182,21 @@ function openFile(base: string, dir: string, path: string, prints: PagePrints | 
     return null;
   }
   if (printed === undefined) oldFd = openSync(join(base, path), 'r');
-  return { fd, old: printed !== undefined ? { prints: printed, hash: prints!.hash, seed: prints!.seed } : { fd: oldFd! }, oldFd };
-}
-
-/** The changed pages of the block at file.done (n bytes), into `changed`; with prints, the new ones kept. */
-function comparePages(file: Open, b: Buffer, n: number, scratch: Buffer, changed: number[]): void {
-  const at = file.done;
-  const old = file.old;
-  if ('prints' in old) {
-    // `at` is a multiple of PRINT_BLOCK (the reads end on whole blocks until the last).
-    for (let from = 0; from < n; from += PRINT_BLOCK) {
-      const end = Math.min(n, from + PRINT_BLOCK);
-      const blockIndex = (at + from) / PRINT_BLOCK;
-      if (end - from === PRINT_BLOCK) {
-        const print = old.hash(b.subarray(from, end), old.seed);
-        file.blocks?.push(print);
-        if (file.oldBlocks !== null && blockIndex < file.oldBlocks.length && print === file.oldBlocks[blockIndex]) {
-          // Unchanged: its 16 pages are the pre-copy's, prints and all.
-          if (file.prints !== null) for (let k = 0; k < PRINT_BLOCK / DELTA_CHUNK; k++) file.prints.push(old.prints[blockIndex * (PRINT_BLOCK / DELTA_CHUNK) + k]);
-          continue;
-        }
-      }
-      for (let page = from; page < end; page += DELTA_CHUNK) {
-        const index = (at + page) / DELTA_CHUNK;
-        const print = old.hash(b.subarray(page, Math.min(end, page + DELTA_CHUNK)), old.seed);
-        file.prints?.push(print);
-        if (index >= old.prints.length || print !== old.prints[index]) changed.push(index);
-      }
-    }
-    return;
-  }
-  // Against the kept copy (Node): its bytes, as version 1 compares them.
-  changedPages(old, b, n, at, DELTA_CHUNK, scratch, changed);
+  return { fd, old: printed !== undefined ? { prints: printed, hash: prints!.hash, seed: prints!.seed, blocks: prints!.blocks[path] } : { fd: oldFd! }, oldFd };
 }
 
 /** Runs of neighbouring changed pages as 'R' records, each page whole (a last short page padded: the file's end cuts it). */
 async function sendRuns(batches: Batches, file: Open, block: Buffer, n: number, changed: number[]): Promise<void> {
-  for (let i = 0; i < changed.length; ) {
-    let j = i + 1;
-    while (j < changed.length && changed[j] === changed[j - 1] + 1) j++;
-    const count = j - i;
-    const from = changed[i] * DELTA_CHUNK - file.done;
+  for (const [first, count] of pageRuns(changed)) {
+    const from = first * DELTA_CHUNK - file.done;
     const head = Buffer.alloc(13);
     head.write('R', 0, 'latin1');
     head.writeUInt32LE(file.no, 1);
-    runHead(changed[i], count).copy(head, 5);
+    runHead(first, count).copy(head, 5);
     let bytes = block.subarray(from, Math.min(n, from + count * DELTA_CHUNK));
     if (bytes.length < count * DELTA_CHUNK) bytes = Buffer.concat([bytes, Buffer.alloc(count * DELTA_CHUNK - bytes.length)]);
     file.chained?.update(head.subarray(5)).update(bytes);
     await batches.put(head);
     await batches.put(bytes);
-    i = j;
   }
 }

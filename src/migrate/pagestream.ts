@@ -4,7 +4,7 @@ import type { Writable } from 'node:stream';
 import { readAt } from '../host/chunks.ts';
 import { sha256, type Hasher } from '../host/digest.ts';
 import { walkTree } from '../host/walk.ts';
-import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, changedPages, compareBuffer, type BaseSums, type OldPages, type PagePrints } from './delta.ts';
+import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, changedPages, compareBuffer, pageRuns, type BaseSums, type OldPages, type PagePrints } from './delta.ts';
 
 // migrate --precopy at the freeze, to a stasis that reads it (CheckReply.pageStream):
 // the changed pages of the large files go first on the receiver's input, as they
@@ -152,7 +152,7 @@ export async function sendPages(base: string, next: string, sums: BaseSums, prin
     const printed = prints?.files[entry.path];
     let oldFd: number | null = null;
     let old: OldPages;
-    if (printed !== undefined) old = { prints: printed, hash: prints!.hash, seed: prints!.seed };
+    if (printed !== undefined) old = { prints: printed, hash: prints!.hash, seed: prints!.seed, blocks: prints!.blocks[entry.path] };
     else {
       if (lstatSync(join(base, entry.path), { throwIfNoEntry: false })?.isFile() !== true) continue;
       oldFd = openSync(join(base, entry.path), 'r');
@@ -170,16 +170,13 @@ export async function sendPages(base: string, next: string, sums: BaseSums, prin
         changed.length = 0;
         changedPages(old, block, n, at, DELTA_CHUNK, scratch, changed);
         // Runs of neighbouring pages, each sent straight from the block read.
-        for (let i = 0; i < changed.length; ) {
-          let j = i + 1;
-          while (j < changed.length && changed[j] === changed[j - 1] + 1) j++;
-          const from = changed[i] * DELTA_CHUNK - at;
-          const head = runHead(changed[i], j - i);
-          const bytes = block.subarray(from, Math.min(n, from + (j - i) * DELTA_CHUNK));
+        for (const [first, count] of pageRuns(changed)) {
+          const from = first * DELTA_CHUNK - at;
+          const head = runHead(first, count);
+          const bytes = block.subarray(from, Math.min(n, from + count * DELTA_CHUNK));
           chained?.update(head).update(bytes);
           await batches.put(head);
           await batches.put(bytes);
-          i = j;
         }
       }
       await batches.put(runHead(0, 0));
