@@ -8,8 +8,6 @@ import { checkpointHeld } from '../checkpoint/dump.ts';
 import { lazyPageBytes } from '../checkpoint/criu/pagemap.ts';
 import { keepLog } from '../checkpoint/criu/log.ts';
 import { IMAGES_DIR, STATS_FILE } from '../checkpoint/format/layout.ts';
-import type { UserMount } from '../checkpoint/format/engine-spec.ts';
-import type { Trust } from '../checkpoint/policy/trust.ts';
 import type { RunResult } from '../host/spawn.ts';
 import { CRIU_OPTIONS, CRIU_OPTION_NAMES, type CriuOptions } from '../runtime/criu.ts';
 import { runcMessage } from '../runtime/runc.ts';
@@ -21,7 +19,7 @@ import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { debugLog } from '../log.ts';
 import { privateResident, warmMemory } from '../host/warm.ts';
 import { deltaDirOf, dumpFollowed, preCopy, sendChanges, type FollowedPages } from './precopy.ts';
-import type { MigrationMark } from '../state/store.ts';
+import type { ContainerRecord, MigrationMark } from '../state/store.ts';
 import { sendChunked } from './chunked.ts';
 import { checkDestination } from './check.ts';
 import { DELTA_CHUNK, DELTA_CHUNK_OLD } from './delta.ts';
@@ -34,52 +32,9 @@ import { formatBytes } from '../host/units.ts';
 // destination restore it; then commit (the container here is removed) or,
 // when anything before the commit fails, thaw it: it goes on here as it was.
 
-export interface MigrateOptions extends CriuOptions {
-  name?: string;
-  lazy: boolean;
-  /** Pre-copy: a first checkpoint sent while the container runs; at the freeze, only what changed since. */
-  precopy?: boolean;
-  /** Every tar sent is compressed on the way (zstd's fastest level); the other side reads either. */
-  compress?: boolean;
-  withRootfs: boolean;
-  keep: boolean;
-  /** The base's path on the destination (default: the same as here). */
-  rootfs?: string;
-  userMounts?: UserMount[];
-  /** Send no volume contents: each volume's folder must be there already. */
-  ignoreVolumes?: boolean;
-  trust?: Trust;
-  tcpClose: boolean;
-}
+import type { MigrateOptions, MigrateProgress, MigrateResult } from './options.ts';
 
-export interface MigrateResult {
-  id: string;
-  name: string;
-  destination: string;
-  lazy: boolean;
-  /** Whether what was sent was compressed (--compress); bytes are then the compressed ones. */
-  compressed: boolean;
-  /** From the freeze until the container ran on the destination: the time the application was stopped. */
-  downtimeMs: number;
-  /** Bytes sent before the switch (the checkpoint; with --lazy, all but the memory pages). */
-  bytes: number;
-  /** Memory pages pulled after the switch (--lazy), in bytes. */
-  lazyBytes: number | null;
-  /**
-   * --precopy: the first checkpoint, sent while the container ran (bytes, ms), the size of the one
-   * the freeze took, and whether the destination restored the memory on demand from its images.
-   */
-  precopy: { bytes: number; ms: number; checkpointBytes: number; onDemand: boolean } | null;
-  /** Bytes of the checkpoint the destination's checkpoint store held already, so not sent (chunked.ts). */
-  fromStore: number;
-  totalMs: number;
-  timingsMs: { check: number; rootfs: number | null; dump: number; transfer: number; restore: number; pages: number | null };
-  /** The checkpoint folder kept here (--keep), else null. */
-  checkpoint: string | null;
-  warnings: string[];
-}
-
-export type MigrateProgress = (phase: string) => void;
+export type { MigrateOptions, MigrateProgress, MigrateResult };
 
 /** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages. */
 const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];
@@ -103,6 +58,23 @@ function freePort(): Promise<number> {
  */
 async function thawBack(host: CheckpointHost, id: string): Promise<unknown> {
   return host.thaw(id).then(() => null, (err: unknown) => (/not paused/.test(errorMessage(err)) ? null : err));
+}
+
+/**
+ * A move that did not switch: the container here, thawed where the move left
+ * it frozen, is recorded as before the move, and the move's checkpoint and
+ * pre-copy here go. Returns the thaw's failure, or null.
+ */
+async function takeBack(host: CheckpointHost, record: ContainerRecord, previous: ContainerRecord['lastCheckpoint'], checkpointPath: string | null, preDir: string | null, frozen: boolean): Promise<unknown> {
+  const thawed = frozen ? await thawBack(host, record.id) : null;
+  if (frozen) {
+    record.status = thawed === null ? 'running' : 'paused';
+    record.lastCheckpoint = previous;
+  }
+  record.migrating = null;
+  host.saveRecord(record);
+  for (const path of [checkpointPath, preDir]) if (path !== null) rmSync(path, { recursive: true, force: true });
+  return thawed;
 }
 
 export async function migrateContainer(host: CheckpointHost, id: string, peer: Peer, opts: MigrateOptions, progress: MigrateProgress = () => undefined): Promise<MigrateResult> {
@@ -313,20 +285,12 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
         stopIfInterrupted();
       } catch (err) {
         // Not switched: the container goes on here, and the other side removes what it restored.
-        if (pre !== null) rmSync(pre.dir, { recursive: true, force: true });
         if (!sending) await cancelReceiver(receiver);
         await control!.end();
         // The page server goes (its CRIU with it); the frozen processes are then the container's again.
         if (workDir !== null) await host.stopDumpers(workDir);
         // A dump that failed has thawed the container itself (checkpointHeld); a completed one left it frozen.
-        const thawed = checkpointPath === null ? null : await thawBack(host, id);
-        if (checkpointPath !== null) {
-          record.status = thawed === null ? 'running' : 'paused';
-          record.lastCheckpoint = previousCheckpoint;
-        }
-        record.migrating = null;
-        host.saveRecord(record);
-        if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
+        const thawed = await takeBack(host, record, previousCheckpoint, checkpointPath, pre?.dir ?? null, checkpointPath !== null);
         let why = errorMessage(err);
         // A failed dump reads as a failed move: what it was doing, then CRIU's words.
         if (phase !== null && !(err instanceof StasisError && err.code === 'interrupted')) why = `migrate ${id}: ${phase}: ${why.replace(new RegExp(`^checkpoint ${id} failed: `), '')}`;
@@ -367,14 +331,8 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
       // Only a restore on demand answers "not ok" (its memory did not all come): the copy here, frozen whole, goes on.
       if (ack !== null && !ack.ok) {
         await control!.end();
-        const thawed = await thawBack(host, id);
-        record.status = thawed === null ? 'running' : 'paused';
-        record.lastCheckpoint = previousCheckpoint;
-        record.migrating = null;
-        host.saveRecord(record);
         if (checkpointPath !== null) keepLog(host.logsDir, id, join(checkpointPath, 'dump.log'));
-        if (checkpointPath !== null) rmSync(checkpointPath, { recursive: true, force: true });
-        if (pre !== null) rmSync(pre.dir, { recursive: true, force: true });
+        const thawed = await takeBack(host, record, previousCheckpoint, checkpointPath, pre?.dir ?? null, true);
         const what = lazy ? `the memory transfer to ${shown} broke` : `loading the memory from the images on ${shown} failed`;
         throw new StasisError(`${what} after the switch (${String(ack.error)}${served !== null && served.exitCode !== 0 ? `; here: ${runcMessage(served.stderr)}` : ''}); ${name} there is removed (its memory was incomplete) and ${id} goes on here as it was at the switch${thawed === null ? '' : `, once thawed: ${errorMessage(thawed)}`}`, {
           hint: thawed === null ? undefined : `stasis resume ${id}`,
