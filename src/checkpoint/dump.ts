@@ -284,6 +284,7 @@ async function dumpFrozen(host: CheckpointHost, record: ContainerRecord, opts: C
   opts.onDumping?.(workDir);
   const dumping = host.dump(id, {
     lazy: opts.lazyPort === undefined ? undefined : { port: opts.lazyPort, onReady: () => onReady() },
+    pageServer: opts.pageServerPort,
     imagesDir: join(workDir, IMAGES_DIR),
     workDir,
     leaveRunning: opts.leaveRunning,

@@ -28,7 +28,7 @@ export function privateResident(pids: readonly number[]): number {
 }
 
 /** MemAvailable of /proc/meminfo, in bytes (0 when it cannot be read). */
-function memAvailable(): number {
+export function memAvailable(): number {
   try {
     const match = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'latin1'));
     return match ? Number(match[1]) * 1024 : 0;

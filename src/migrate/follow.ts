@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { StasisError } from '../errors.ts';
@@ -8,6 +8,7 @@ import { walkTree } from '../host/walk.ts';
 import { IMAGES_DIR } from '../checkpoint/format/layout.ts';
 import { COMPARE_BLOCK, DELTA_CHUNK, DELTA_MIN, PRINT_BLOCK, changedPages, compareBuffer, pageRuns, type BaseSums, type NewPrints, type OldPages, type PagePrints } from './delta.ts';
 import { Batches, MAGIC_FOLLOW, chainEnd, chainHash, runHead, type PageStreamStats } from './pagestream.ts';
+import type { PageSink } from './pageserver.ts';
 
 // migrate --precopy's changed pages found and sent while CRIU still writes
 // them (a page section of version 2, pagestream.ts), to a destination that
@@ -33,13 +34,19 @@ const IDLE_MS = 2;
 export interface Followed {
   onDumping: (dir: string) => void;
   result: Promise<PageStreamStats & { prints: Pick<PagePrints, 'files' | 'blocks'> | null }>;
+  /** With `served`: where the page server hands CRIU's page images (pageserver.ts), and the folder it writes the pagemaps into. */
+  sink: PageSink | null;
+  imagesDir: () => string | null;
 }
 
 /** One file of the section: opened (its 'F' sent) once it appeared. */
 interface Open {
   no: number;
   path: string;
-  fd: number;
+  /** The new file here; null for one the page server hands over (its bytes never touch a file). */
+  fd: number | null;
+  /** A served file's size, once it ended. */
+  size?: number;
   old: OldPages;
   oldFd: number | null;
   /** Bytes compared so far (whole pages while the dump runs). */
@@ -59,7 +66,7 @@ interface Open {
  * comes before any page) is followed instead, as long as nothing of the first
  * was sent; else the move fails. `done` is the dump's folder when complete.
  */
-export function followPages(base: string, done: Promise<string>, sums: BaseSums, prints: PagePrints | null, out: Writable, onBytes: (sent: number) => void, chain = false): Followed {
+export function followPages(base: string, done: Promise<string>, sums: BaseSums, prints: PagePrints | null, out: Writable, onBytes: (sent: number) => void, chain = false, served = false): Followed {
   let dumping: string | null = null;
   let attempts = 0;
   let wake: () => void = () => undefined;
@@ -68,6 +75,75 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
     attempts++;
     wake();
   };
+  const batches = new Batches(out, onBytes);
+  const files = new Map<string, Open>();
+  const scratch = compareBuffer();
+  const changed: number[] = [];
+  const imagesDir = () => (dumping === null ? null : join(dumping, IMAGES_DIR));
+  // Served (pageserver.ts): CRIU's page images arrive here, never as files. A page image with
+  // no pre-copy to compare with is written here after all, and goes whole in the tar.
+  const local = new Map<string, number>();
+  const pending = { block: Buffer.alloc(COMPARE_BLOCK), file: null as Open | null, used: 0 };
+  const compareServed = async () => {
+    const file = pending.file;
+    if (file === null || pending.used === 0) return;
+    changed.length = 0;
+    changedPages(file.old, pending.block, pending.used, file.done, DELTA_CHUNK, scratch, changed, file.printed);
+    await sendRuns(batches, file, pending.block, pending.used, changed);
+    file.done += pending.used;
+    pending.used = 0;
+  };
+  const flushServed = async () => {
+    await compareServed();
+    pending.file = null;
+  };
+  /** A served page image's entry: compared (its 'F' sent) where the pre-copy has it, else written here. */
+  const startServed = async (path: string): Promise<Open | number> => {
+    const known = files.get(path) ?? local.get(path);
+    if (known !== undefined) return known;
+    const old = sums[path] === undefined ? null : oldPages(base, path, prints);
+    if (old === null) {
+      const fd = openSync(join(dumping!, path), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      local.set(path, fd);
+      return fd;
+    }
+    const file: Open = { ...old, fd: null, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, printed: chain && 'prints' in old.old ? { pages: [], blocks: [] } : null };
+    files.set(path, file);
+    await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
+    return file;
+  };
+  const sink: PageSink | null = !served
+    ? null
+    : {
+        async pages(path, bytes, at) {
+          const entry = await startServed(path);
+          if (typeof entry === 'number') {
+            writeAt(entry, bytes, at);
+            return;
+          }
+          if (pending.file !== entry) await flushServed();
+          pending.file = entry;
+          if (at !== entry.done + pending.used) throw new StasisError(`the page server handed ${path} at ${at}, after ${entry.done + pending.used}`);
+          for (let from = 0; from < bytes.length; ) {
+            const n = bytes.copy(pending.block, pending.used, from);
+            pending.used += n;
+            from += n;
+            if (pending.used === COMPARE_BLOCK) await compareServed();
+          }
+        },
+        async end(path, size) {
+          const entry = await startServed(path);
+          if (typeof entry === 'number') return;
+          if (pending.file === entry) await flushServed();
+          entry.size = size;
+        },
+        restart() {
+          if (files.size > 0) return false;
+          for (const fd of local.values()) closeSync(fd);
+          local.clear();
+          return true;
+        },
+      };
   const result = (async () => {
     let complete: string | null = null;
     let failed: { err: unknown } | null = null;
@@ -79,19 +155,17 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
         failed = { err };
       },
     );
-    const batches = new Batches(out, onBytes);
-    const files = new Map<string, Open>();
-    const scratch = compareBuffer();
     const block = Buffer.alloc(COMPARE_BLOCK);
-    const changed: number[] = [];
     let followedAttempt = 0;
     await batches.put(Buffer.from(`${MAGIC_FOLLOW}\n`));
     try {
+      // Served: the page images arrive through the sink while CRIU dumps; the rest is compared once it is done.
+      if (served) await settled;
       for (;;) {
         // Read before the pass: a pass begun after the dump's end reads every file to its end.
         const final: string | null = complete;
         if (failed !== null) throw (failed as { err: unknown }).err;
-        if (attempts !== followedAttempt) {
+        if (!served && attempts !== followedAttempt) {
           if (files.size > 0) throw new StasisError('the dump at the freeze was taken again after its pages had begun to go', { code: 'send-failed' });
           followedAttempt = attempts;
         }
@@ -99,6 +173,7 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
         for (const path of Object.keys(sums)) {
           const during = final === null;
           if (during && (!PAGE_IMAGE.test(path) || dumping === null)) continue;
+          if (served && PAGE_IMAGE.test(path)) continue;
           let file = files.get(path);
           if (file === undefined) {
             const opened = openFile(base, final ?? dumping!, path, prints, during);
@@ -107,11 +182,11 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
             files.set(path, file);
             await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
           }
-          const size = fstatSync(file.fd).size;
+          const size = fstatSync(file.fd!).size;
           // While CRIU writes, whole blocks only (a block print covers 16 pages); at the end, to the last byte.
           const limit = during ? size - (size % PRINT_BLOCK) : size;
           while (file.done < limit) {
-            const n = readAt(file.fd, block.subarray(0, Math.min(COMPARE_BLOCK, limit - file.done)), file.done);
+            const n = readAt(file.fd!, block.subarray(0, Math.min(COMPARE_BLOCK, limit - file.done)), file.done);
             if (n === 0) break;
             changed.length = 0;
             // `done` is a multiple of PRINT_BLOCK (the reads end on whole blocks until the last), as changedPages's block prints want.
@@ -131,8 +206,9 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
       }
       const newSums: BaseSums = {};
       const newPrints: Pick<PagePrints, 'files' | 'blocks'> = { files: {}, blocks: {} };
+      if (served) await flushServed();
       for (const file of files.values()) {
-        const size = fstatSync(file.fd).size;
+        const size = file.size ?? fstatSync(file.fd!).size;
         const end = Buffer.alloc(13);
         end.write('E', 0, 'latin1');
         end.writeUInt32LE(file.no, 1);
@@ -148,23 +224,33 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
       await batches.flush(true);
       let total = 0;
       for (const entry of walkTree(complete!)) if (entry.kind === 'file') total += entry.stat.size;
+      for (const file of files.values()) if (file.fd === null) total += file.size ?? 0;
       return { files: [...files.keys()], sums: newSums, sent: batches.written, total, prints: chain && prints !== null ? newPrints : null };
     } finally {
       for (const file of files.values()) {
-        closeSync(file.fd);
+        if (file.fd !== null) closeSync(file.fd);
         if (file.oldFd !== null) closeSync(file.oldFd);
       }
+      for (const fd of local.values()) closeSync(fd);
       // The dump is awaited whatever happened here: its failure is the caller's to report.
       await settled;
     }
   })();
-  return { onDumping, result };
+  return { onDumping, result, sink, imagesDir };
+}
+
+/** What a file's new pages are compared with (its prints, else the pre-copy's file, opened), or null where the pre-copy has neither. */
+function oldPages(base: string, path: string, prints: PagePrints | null): { old: OldPages; oldFd: number | null } | null {
+  const printed = prints?.files[path];
+  if (printed !== undefined) return { old: { prints: printed, hash: prints!.hash, seed: prints!.seed, blocks: prints!.blocks[path] }, oldFd: null };
+  if (lstatSync(join(base, path), { throwIfNoEntry: false })?.isFile() !== true) return null;
+  const oldFd = openSync(join(base, path), 'r');
+  return { old: { fd: oldFd }, oldFd };
 }
 
 /** The new file and what its pages are compared with, or null where it is not (yet) there or goes whole in the tar. */
 function openFile(base: string, dir: string, path: string, prints: PagePrints | null, during: boolean): { fd: number; old: OldPages; oldFd: number | null } | null {
   const printed = prints?.files[path];
-  let oldFd: number | null = null;
   if (printed === undefined) {
     if (lstatSync(join(base, path), { throwIfNoEntry: false })?.isFile() !== true) return null;
   }
@@ -181,8 +267,7 @@ function openFile(base: string, dir: string, path: string, prints: PagePrints | 
     closeSync(fd);
     return null;
   }
-  if (printed === undefined) oldFd = openSync(join(base, path), 'r');
-  return { fd, old: printed !== undefined ? { prints: printed, hash: prints!.hash, seed: prints!.seed, blocks: prints!.blocks[path] } : { fd: oldFd! }, oldFd };
+  return { fd, ...oldPages(base, path, prints)! };
 }
 
 /** Runs of neighbouring changed pages as 'R' records, each page whole (a last short page padded: the file's end cuts it). */
@@ -199,4 +284,9 @@ async function sendRuns(batches: Batches, file: Open, block: Buffer, n: number, 
     await batches.put(head);
     await batches.put(bytes);
   }
+}
+
+/** Writes all of `bytes` at `at`. */
+function writeAt(fd: number, bytes: Buffer, at: number): void {
+  for (let from = 0; from < bytes.length; ) from += writeSync(fd, bytes, from, bytes.length - from, at + from);
 }

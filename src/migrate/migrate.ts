@@ -17,7 +17,8 @@ import { Control } from './control.ts';
 import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFolder, startReceiver } from './transfer.ts';
 import { debugLog } from '../log.ts';
-import { privateResident, warmMemory } from '../host/warm.ts';
+import { memAvailable, privateResident, warmMemory } from '../host/warm.ts';
+import { pageServerSetting, servePagesWhen } from './pageserver.ts';
 import { deltaDirOf, dumpFollowed, preCopy, sendChanges, type FollowedPages } from './precopy.ts';
 import type { ContainerRecord, MigrationMark } from '../state/store.ts';
 import { sendChunked } from './chunked.ts';
@@ -81,6 +82,7 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
   const started = Date.now();
   const shown = peer.destination.shown;
   const name = validateId(opts.name ?? id);
+  const pageServer = pageServerSetting(process.env.STASIS_PAGE_SERVER);
   const warnings: string[] = [];
   const first = await host.settledRecord(id);
   if (first === null) throw new StasisError(`container ${id} is being created; try again when it runs`);
@@ -232,7 +234,10 @@ export async function migrateContainer(host: CheckpointHost, id: string, peer: P
           workDir = cp.path;
         } else if (pageStream && follow) {
           // The pages that changed since the pre-copy go as CRIU writes them: finding and sending them overlap the dump.
-          const followed = await dumpFollowed(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false }, (step) => progress(step), pre!, peer, receiver, 'what changed since the pre-copy', (sent) => progress(`sending what changed: ${formatBytes(sent, { si: true })}`), false);
+          // Where this host has no room for a second copy of the memory (or STASIS_PAGE_SERVER says so), CRIU hands them to stasis instead (not with --keep, whose checkpoint stays here whole).
+          const served = !opts.keep && servePagesWhen(pageServer, () => privateResident(host.containerPids(id)), memAvailable);
+          debugLog(served ? 'the dump at the freeze sends its pages to stasis (too little memory here for a second copy)' : 'the dump at the freeze writes its pages here');
+          const followed = await dumpFollowed(host, record, { ...criuFlags, leaveRunning: true, stayFrozen: true, preDump: false }, (step) => progress(step), pre!, peer, receiver, 'what changed since the pre-copy', (sent) => progress(`sending what changed: ${formatBytes(sent, { si: true })}`), false, served);
           checkpointPath = followed.cp.path;
           dumpedAt = followed.dumpedAt;
           if (followed.error !== null) {

@@ -13,6 +13,7 @@ import type { Peer } from './peer.ts';
 import { cancelReceiver, sendFailed, sendFolder, startReceiver, type Receiver } from './transfer.ts';
 import { sendPages, type PageStreamStats } from './pagestream.ts';
 import { followPages } from './follow.ts';
+import { PageServerCut, servePages } from './pageserver.ts';
 import type { CheckpointHost, CheckpointOptions, CheckpointResult } from '../runtime/types.ts';
 import { debugLog } from '../log.ts';
 import { privateResident, warmMemory } from '../host/warm.ts';
@@ -212,7 +213,7 @@ export type FollowedPages = PageStreamStats & { prints: Pick<PagePrints, 'files'
  * the dump was complete is returned with the checkpoint (a dump at the freeze
  * leaves the container frozen: the caller's undo thaws it).
  */
-export async function dumpFollowed(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, progress: Progress, pre: PreCopy, peer: Peer, receiver: Receiver, what: string, onBytes: (sent: number) => void, chain: boolean): Promise<{ cp: CheckpointResult; dumpedAt: number; paged: FollowedPages | null; error: StasisError | null }> {
+export async function dumpFollowed(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, progress: Progress, pre: PreCopy, peer: Peer, receiver: Receiver, what: string, onBytes: (sent: number) => void, chain: boolean, served = false): Promise<{ cp: CheckpointResult; dumpedAt: number; paged: FollowedPages | null; error: StasisError | null }> {
   let dumpDone: (dir: string) => void = () => undefined;
   let dumpFailed: (err: unknown) => void = () => undefined;
   const done = new Promise<string>((resolve, reject) => {
@@ -221,18 +222,36 @@ export async function dumpFollowed(host: CheckpointHost, record: ContainerRecord
   });
   done.catch(() => undefined);
   const stdin = receiver.child.stdin!;
-  const follower = followPages(pre.dir, done, pre.sums!, pre.prints, stdin, onBytes, chain);
+  const follower = followPages(pre.dir, done, pre.sums!, pre.prints, stdin, onBytes, chain, served);
   follower.result.catch(() => undefined);
+  // Served: CRIU sends the pages to stasis instead of writing them (pageserver.ts).
+  const server = follower.sink === null ? null : await servePages(follower.imagesDir, follower.sink);
   let cp: CheckpointResult;
   try {
-    cp = await checkpointHeld(host, record, { ...opts, onDumping: follower.onDumping }, progress);
+    cp = await checkpointHeld(host, record, { ...opts, onDumping: follower.onDumping, pageServerPort: server?.port }, progress);
   } catch (err) {
+    server?.close();
     dumpFailed(err);
     // It writes nothing more once this returns.
     await follower.result.catch(() => undefined);
+    // Where the page server gave up first (the receiver there gone, say), that is why CRIU failed.
+    const lost = server === null ? null : await server.done.then(() => null, (e: unknown) => e);
+    if (lost !== null && !(lost instanceof PageServerCut)) {
+      stdin.destroy();
+      throw lost instanceof StasisError ? lost : sendFailed(peer, what, await receiver.done, lost);
+    }
     throw err;
   }
+  server?.close();
   const dumpedAt = Date.now();
+  // CRIU had its close command answered, so the server is done: anything else leaves the container frozen for the caller's undo.
+  const unserved = server === null ? null : await server.done.then(() => null, (e: unknown) => e);
+  if (unserved !== null) {
+    dumpFailed(unserved);
+    await follower.result.catch(() => undefined);
+    stdin.destroy();
+    return { cp, dumpedAt, paged: null, error: unserved instanceof StasisError ? unserved : sendFailed(peer, what, await receiver.done, unserved) };
+  }
   dumpDone(cp.path);
   try {
     const paged = await follower.result;

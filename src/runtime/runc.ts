@@ -182,6 +182,7 @@ export class Runc {
     if (request.parentPath !== undefined) args.push('--parent-path', request.parentPath);
     // runc writes a byte on the status descriptor once CRIU serves the pages.
     if (request.lazy) args.push('--lazy-pages', '--page-server', `127.0.0.1:${request.lazy.port}`, '--status-fd', '3');
+    else if (request.pageServer !== undefined) args.push('--page-server', `127.0.0.1:${request.pageServer}`);
     args.push(...request.criuFlags, id);
     // runc's output goes to a file in the work folder, and runc to a session of
     // its own: a stasis killed (or Ctrl-C'd) mid-dump must not take runc with

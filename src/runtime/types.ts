@@ -155,6 +155,8 @@ export interface CheckpointOptions extends CriuOptions {
   lazyPort?: number;
   /** Called with the folder CRIU writes into as each attempt of the dump starts (migrate --precopy follows its page images: follow.ts). */
   onDumping?: (dir: string) => void;
+  /** The memory pages go to the page server on this 127.0.0.1 port, not into files (migrate --precopy's freeze: pageserver.ts). */
+  pageServerPort?: number;
 }
 
 export interface CheckpointResult {
@@ -227,6 +229,8 @@ export interface DumpRequest {
    * then); onReady is called when everything else is written.
    */
   lazy?: { port: number; onReady: () => void };
+  /** The pages go to the page server on this 127.0.0.1 port (not post-copy: CRIU sends them all during the dump). */
+  pageServer?: number;
   /** Told which process runc checkpoint is before it runs (RunOptions.gate): the record notes it. */
   gate?: (started: StartedProcess) => void;
 }

@@ -238,12 +238,16 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await there.ok(['delete', '-f', 'nu']);
   });
 
-  test('--precopy: 64 MiB go while it runs, and at the freeze only what changed; every page arrives (the checksum holds)', async (t) => {
+  // STASIS_PAGE_SERVER=always: the freeze's dump sends its pages to stasis (pageserver.ts) instead of writing them here.
+  for (const pageServer of ['auto', 'always']) test(`--precopy: 64 MiB go while it runs, and at the freeze only what changed; every page arrives (the checksum holds; STASIS_PAGE_SERVER=${pageServer})`, async (t) => {
     if (!skipUnless(t, missing === null, missing!)) return;
     await here.ok(['run', '-d', 'pc', '--rootfs', base, '--', '/srv/bigmem', '64']);
     await eventually(async () => (await here.ok(['logs', 'pc'])).includes('filled 64 MiB'), 'the memory filled');
     const sum = /filled 64 MiB sum (\w+)/.exec(await here.ok(['logs', 'pc']))![1];
-    const moved = await here.json(toThere(['pc', '--precopy']));
+    const result = await here.run(['--debug', '--json', ...toThere(['pc', '--precopy'])], { env: { STASIS_PAGE_SERVER: pageServer } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr.includes('the dump at the freeze sends its pages to stasis'), pageServer === 'always', 'the page server is used as asked');
+    const moved = JSON.parse(result.stdout);
     assert.equal(moved.lazy, false);
     // Where userfaultfd works, the memory is loaded there on demand from the rebuilt images.
     assert.equal(moved.precopy.onDemand, LAZY === null, JSON.stringify(moved.precopy));

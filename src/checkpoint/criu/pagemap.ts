@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeMessage, readImageEntries } from './images.ts';
+import { IMAGE_MAGIC, IMG_COMMON_MAGIC, decodeMessage, encodeVarint, readImageEntries } from './images.ts';
 
 /**
  * The bytes of memory a lazy dump left to be pulled: the pages its pagemap
@@ -66,4 +66,34 @@ export function pagesImageProblems(imagesDir: string, sizeOf: (path: string) => 
     else if (size !== bytes) problems.push(`pages-${id}.img holds ${size} bytes; ${from.join(', ')} says it holds ${bytes} bytes`);
   }
   return problems;
+}
+
+/** One pagemap_entry: `pages` pages from `vaddr`, with its flags (PE_PRESENT: in the page image). */
+export interface PagemapEntry {
+  vaddr: bigint;
+  pages: number;
+  flags: number;
+}
+
+/**
+ * A pagemap image as CRIU writes one (migrate --precopy's page server writes
+ * them for the pages it takes in CRIU's stead): the two magics,
+ * pagemap_head { pages_id = 1 }, then each pagemap_entry { vaddr = 1,
+ * compat_nr_pages = 2 (required: 0), flags = 4, nr_pages = 5 }, each after its u32 length.
+ */
+export function encodePagemapImage(pagesId: number, entries: readonly PagemapEntry[]): Buffer {
+  const messages = [Buffer.concat([Buffer.from([0x08]), encodeVarint(pagesId)])];
+  for (const { vaddr, pages, flags } of entries) {
+    messages.push(Buffer.concat([Buffer.from([0x08]), encodeVarint(vaddr), Buffer.from([0x10, 0x00, 0x20]), encodeVarint(flags), Buffer.from([0x28]), encodeVarint(pages)]));
+  }
+  const magic = Buffer.alloc(8);
+  magic.writeUInt32LE(IMG_COMMON_MAGIC, 0);
+  magic.writeUInt32LE(IMAGE_MAGIC.pagemap, 4);
+  const parts = [magic];
+  for (const message of messages) {
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(message.length, 0);
+    parts.push(length, message);
+  }
+  return Buffer.concat(parts);
 }
