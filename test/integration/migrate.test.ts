@@ -196,6 +196,44 @@ describe('migrate', { skip: requires(...CONTAINERS, 'criu') }, () => {
     await here.ok(['delete', '-f', 'lb']);
   });
 
+  test('--lazy: once CRIU here has served every page, the container stays frozen here until the move ends', async (t) => {
+    if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, LAZY === null, LAZY!)) return;
+    // The daemon there pulls every page, then waits on a FIFO the test opens once it has looked here.
+    const dir = join(here.root, 'gated-daemon');
+    mkdirSync(dir, { recursive: true });
+    const pulled = join(dir, 'pulled');
+    const gate = join(dir, 'gate');
+    assert.equal(spawnSync('mkfifo', [gate]).status, 0);
+    const realCriu = spawnSync('sh', ['-c', 'command -v criu'], { encoding: 'utf8' }).stdout.trim();
+    const gated = fakeCriu('criu-gated-daemon', [
+      'if [ "$1" = lazy-pages ]; then',
+      `  ${realCriu} "$@"; status=$?`,
+      `  touch ${pulled}; cat ${gate} >/dev/null`,
+      '  exit $status',
+      'fi',
+    ].join('\n'));
+    await here.ok(['run', '-d', 'lg', '--rootfs', base, '--', '/srv/bigmem', '64']);
+    await eventually(async () => (await here.ok(['logs', 'lg'])).includes('filled 64 MiB'), 'the memory filled');
+    const pid = (await here.json(['info', 'lg'])).pid as number;
+    const freezer = /^\d+:freezer:(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))![1];
+    const taskState = () => /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1];
+    const moving = here.run(['--json', 'migrate', 'lg', there.stateDir, '--lazy', '--keep', '--remote-stasis', ['env', `STASIS_CRIU=${gated}`, ...CLI, '--checkpoint-dir', there.checkpointDir].join(' ')]);
+    await eventually(() => existsSync(pulled), 'every page pulled there', 60_000);
+    // CRIU here has served the last page and lets go of the tasks (no longer traced: 't'); they do not run.
+    await eventually(() => taskState() !== 't', 'CRIU here lets go of the tasks', 60_000);
+    assert.equal(readFileSync(join('/sys/fs/cgroup/freezer', freezer, 'freezer.state'), 'utf8').trim(), 'FROZEN');
+    assert.equal(taskState(), 'D', 'frozen');
+    writeFileSync(gate, 'go');
+    const result = await moving;
+    assert.equal(result.code, 0, result.stderr);
+    const moved = JSON.parse(result.stdout);
+    // stasis froze it before CRIU started (the first state CRIU's log reads): CRIU's --leave-running then leaves it frozen.
+    assert.match(readFileSync(join(moved.checkpoint, 'dump.log'), 'utf8'), /freezer\.state=FROZEN/);
+    assert.doesNotMatch(readFileSync(join(moved.checkpoint, 'dump.log'), 'utf8'), /freezer\.state=THAWED/);
+    assert.ok(!here.containerIds().includes('lg'), 'lg is not here');
+    await there.ok(['delete', '-f', 'lg']);
+  });
+
   test('--lazy: a lazy-pages daemon that dies when the restore starts fails the restore there, and the container goes on here', async (t) => {
     if (!skipUnless(t, missing === null, missing!) || !skipUnless(t, LAZY === null, LAZY!)) return;
     // The fault is an event, not a delay: the daemon (whose wrapper notes its PID, the same after
