@@ -182,7 +182,8 @@ async function serve(socket: Socket, imagesOf: () => string | null, sink: PageSi
   const dir = imagesOf();
   if (dir === null) throw new StasisError('CRIU reached the page server before the dump began');
   const reader = new Reader(socket);
-  let head = HEAD_NEW;
+  /** The header's width: told by the first command (see HEAD_OLD). */
+  let head: number | null = null;
   let nextPagesId = 1;
   let current: { dst: bigint; file: Receiving } | null = null;
   const close = async () => {
@@ -191,16 +192,12 @@ async function serve(socket: Socket, imagesOf: () => string | null, sink: PageSi
     await sink.end(current.file.pages, current.file.at);
     current = null;
   };
-  for (let first = true; ; first = false) {
-    let bytes = await reader.take(HEAD_OLD);
+  for (;;) {
+    let bytes = await reader.take(head ?? HEAD_OLD);
     if (bytes === null) throw cut('before its close command');
-    if (first && bytes.readBigUInt64LE(16) === 0n) {
-      const rest = await reader.take(HEAD_NEW - HEAD_OLD);
-      if (rest === null) throw cut('in a command');
-      bytes = Buffer.concat([bytes, rest]);
-    } else if (first) head = HEAD_OLD;
-    else if (head === HEAD_NEW) {
-      const rest = await reader.take(HEAD_NEW - HEAD_OLD);
+    if (head === null) {
+      head = bytes.readBigUInt64LE(16) === 0n ? HEAD_NEW : HEAD_OLD;
+      const rest = head === HEAD_NEW ? await reader.take(HEAD_NEW - HEAD_OLD) : Buffer.alloc(0);
       if (rest === null) throw cut('in a command');
       bytes = Buffer.concat([bytes, rest]);
     }
@@ -298,8 +295,9 @@ class Reader {
     this.iterator = (socket as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   }
 
+  /** False at the end: CRIU closed its side, reset it, or the server cut it (a PageServerCut for the caller, whichever it was). */
   private async fill(): Promise<boolean> {
-    const next = await this.iterator.next();
+    const next = await this.iterator.next().catch(() => ({ done: true as const, value: undefined }));
     if (next.done === true) return false;
     this.pending = this.pending.length === 0 ? next.value : Buffer.concat([this.pending, next.value]);
     return true;
