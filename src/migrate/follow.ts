@@ -1,8 +1,8 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { StasisError } from '../errors.ts';
-import { readAt } from '../host/chunks.ts';
+import { readAt, writeAll } from '../host/chunks.ts';
 import type { Hasher } from '../host/digest.ts';
 import { walkTree } from '../host/walk.ts';
 import { IMAGES_DIR } from '../checkpoint/format/layout.ts';
@@ -80,61 +80,58 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
   const scratch = compareBuffer();
   const changed: number[] = [];
   const imagesDir = () => (dumping === null ? null : join(dumping, IMAGES_DIR));
-  // Served (pageserver.ts): CRIU's page images arrive here, never as files. A page image with
-  // no pre-copy to compare with is written here after all, and goes whole in the tar.
-  const local = new Map<string, number>();
-  const pending = { block: Buffer.alloc(COMPARE_BLOCK), file: null as Open | null, used: 0 };
-  const compareServed = async () => {
-    const file = pending.file;
-    if (file === null || pending.used === 0) return;
+  /** A file of the section, opened: its 'F' sent. */
+  const addFile = async (path: string, opened: { fd: number | null; old: OldPages; oldFd: number | null }): Promise<Open> => {
+    const file: Open = { ...opened, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, printed: chain && 'prints' in opened.old ? { pages: [], blocks: [] } : null };
+    files.set(path, file);
+    await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
+    return file;
+  };
+  /** `n` bytes of the file's new contents in `block`, from `file.done` (a multiple of PRINT_BLOCK, as changedPages's block prints want): compared, the changed pages sent. */
+  const compare = async (file: Open, block: Buffer, n: number): Promise<void> => {
     changed.length = 0;
-    changedPages(file.old, pending.block, pending.used, file.done, DELTA_CHUNK, scratch, changed, file.printed);
-    await sendRuns(batches, file, pending.block, pending.used, changed);
-    file.done += pending.used;
-    pending.used = 0;
+    changedPages(file.old, block, n, file.done, DELTA_CHUNK, scratch, changed, file.printed);
+    await sendRuns(batches, file, block, n, changed);
+    file.done += n;
   };
-  const flushServed = async () => {
-    await compareServed();
-    pending.file = null;
-  };
-  /** A served page image's entry: compared (its 'F' sent) where the pre-copy has it, else written here. */
+  // Served (pageserver.ts): CRIU's page images arrive here, never as files, one after another,
+  // each ended before the next. A page image with no pre-copy to compare with is written here
+  // after all, and goes whole in the tar.
+  const local = new Map<string, number>();
+  /** The served image's bytes not compared yet: a whole block goes as it fills, the rest at the image's end. */
+  const pending = { block: Buffer.alloc(COMPARE_BLOCK), used: 0 };
+  /** A served page image's entry: compared where the pre-copy has it, else written here. */
   const startServed = async (path: string): Promise<Open | number> => {
     const known = files.get(path) ?? local.get(path);
     if (known !== undefined) return known;
     const old = sums[path] === undefined ? null : oldPages(base, path, prints);
-    if (old === null) {
-      const fd = openSync(join(dumping!, path), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      local.set(path, fd);
-      return fd;
-    }
-    const file: Open = { ...old, fd: null, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, printed: chain && 'prints' in old.old ? { pages: [], blocks: [] } : null };
-    files.set(path, file);
-    await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
-    return file;
+    if (old !== null) return await addFile(path, { ...old, fd: null });
+    const fd = openSync(join(dumping!, path), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    local.set(path, fd);
+    return fd;
   };
   const sink: PageSink | null = !served
     ? null
     : {
         async pages(path, bytes, at) {
           const entry = await startServed(path);
-          if (typeof entry === 'number') {
-            writeAt(entry, bytes, at);
-            return;
-          }
-          if (pending.file !== entry) await flushServed();
-          pending.file = entry;
+          if (typeof entry === 'number') return writeAll(entry, bytes, at);
           if (at !== entry.done + pending.used) throw new StasisError(`the page server handed ${path} at ${at}, after ${entry.done + pending.used}`);
           for (let from = 0; from < bytes.length; ) {
             const n = bytes.copy(pending.block, pending.used, from);
             pending.used += n;
             from += n;
-            if (pending.used === COMPARE_BLOCK) await compareServed();
+            if (pending.used === COMPARE_BLOCK) {
+              await compare(entry, pending.block, COMPARE_BLOCK);
+              pending.used = 0;
+            }
           }
         },
         async end(path, size) {
           const entry = await startServed(path);
           if (typeof entry === 'number') return;
-          if (pending.file === entry) await flushServed();
+          if (pending.used > 0) await compare(entry, pending.block, pending.used);
+          pending.used = 0;
           entry.size = size;
         },
         restart() {
@@ -178,9 +175,7 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
           if (file === undefined) {
             const opened = openFile(base, final ?? dumping!, path, prints, during);
             if (opened === null) continue;
-            file = { ...opened, no: files.size, path, done: 0, chained: chain ? chainHash(sums[path]) : null, printed: chain && 'prints' in opened.old ? { pages: [], blocks: [] } : null };
-            files.set(path, file);
-            await batches.put(Buffer.from(`F${JSON.stringify({ path, base: sums[path] })}\n`));
+            file = await addFile(path, opened);
           }
           const size = fstatSync(file.fd!).size;
           // While CRIU writes, whole blocks only (a block print covers 16 pages); at the end, to the last byte.
@@ -188,11 +183,8 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
           while (file.done < limit) {
             const n = readAt(file.fd!, block.subarray(0, Math.min(COMPARE_BLOCK, limit - file.done)), file.done);
             if (n === 0) break;
-            changed.length = 0;
-            // `done` is a multiple of PRINT_BLOCK (the reads end on whole blocks until the last), as changedPages's block prints want.
-            changedPages(file.old, block, n, file.done, DELTA_CHUNK, scratch, changed, file.printed);
-            await sendRuns(batches, file, block, n, changed);
-            file.done += n;
+            // The reads end on whole blocks until the last.
+            await compare(file, block, n);
             moved = true;
           }
         }
@@ -206,7 +198,6 @@ export function followPages(base: string, done: Promise<string>, sums: BaseSums,
       }
       const newSums: BaseSums = {};
       const newPrints: Pick<PagePrints, 'files' | 'blocks'> = { files: {}, blocks: {} };
-      if (served) await flushServed();
       for (const file of files.values()) {
         const size = file.size ?? fstatSync(file.fd!).size;
         const end = Buffer.alloc(13);
@@ -286,7 +277,3 @@ async function sendRuns(batches: Batches, file: Open, block: Buffer, n: number, 
   }
 }
 
-/** Writes all of `bytes` at `at`. */
-function writeAt(fd: number, bytes: Buffer, at: number): void {
-  for (let from = 0; from < bytes.length; ) from += writeSync(fd, bytes, from, bytes.length - from, at + from);
-}

@@ -1,7 +1,8 @@
-import { closeSync, constants, ftruncateSync, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, fstatSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { StasisError } from '../errors.ts';
+import { writeAll } from '../host/chunks.ts';
 import type { Hasher } from '../host/digest.ts';
 import { DELTA_CHUNK, type BaseSums } from './delta.ts';
 import { MAGIC, MAGIC_FOLLOW, chainEnd, chainHash, type FileHead } from './pagestream.ts';
@@ -100,7 +101,7 @@ class StreamReader {
       const chunk = this.chunks[0];
       const len = Math.min(n, chunk.length);
       hash?.update(chunk.subarray(0, len));
-      for (let done = 0; done < len; ) done += writeSync(fd, chunk, done, len - done, position + done);
+      writeAll(fd, chunk.subarray(0, len), position);
       if (len === chunk.length) this.chunks.shift();
       else this.chunks[0] = chunk.subarray(len);
       this.length -= len;

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
@@ -188,7 +188,7 @@ async function serve(socket: Socket, imagesOf: () => string | null, sink: PageSi
   let current: { dst: bigint; file: Receiving } | null = null;
   const close = async () => {
     if (current === null) return;
-    writePagemap(join(dir, current.file.pagemap), current.file.entries, current.file.pagesId);
+    writeFileSync(join(dir, current.file.pagemap), encodePagemapImage(current.file.pagesId, current.file.entries), { flag: 'wx', mode: 0o600 });
     await sink.end(current.file.pages, current.file.at);
     current = null;
   };
@@ -261,16 +261,6 @@ function openImage(dst: bigint, pagesId: number): Receiving {
     entries: [],
     at: 0,
   };
-}
-
-/** A pagemap image, written once its image is complete. */
-function writePagemap(path: string, entries: PagemapEntry[], pagesId: number): void {
-  const fd = openSync(path, 'wx', 0o600);
-  try {
-    writeSync(fd, encodePagemapImage(pagesId, entries));
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /**
