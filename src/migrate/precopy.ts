@@ -226,31 +226,35 @@ export async function dumpFollowed(host: CheckpointHost, record: ContainerRecord
   follower.result.catch(() => undefined);
   // Served: CRIU sends the pages to stasis instead of writing them (pageserver.ts).
   const server = follower.sink === null ? null : await servePages(follower.imagesDir, follower.sink);
+  /** Closes the page server, and says why it failed: null where it served (or was never used). */
+  const serverFailure = async (): Promise<unknown> => {
+    server?.close();
+    return server === null ? null : await server.done.then(() => null, (e: unknown) => e);
+  };
+  /** The server's failure as the move reports it: the receiver there is no longer written to. */
+  const sendError = async (failure: unknown): Promise<StasisError> => {
+    stdin.destroy();
+    return failure instanceof StasisError ? failure : sendFailed(peer, what, await receiver.done, failure);
+  };
   let cp: CheckpointResult;
   try {
     cp = await checkpointHeld(host, record, { ...opts, onDumping: follower.onDumping, pageServerPort: server?.port }, progress);
   } catch (err) {
-    server?.close();
+    const failure = await serverFailure();
     dumpFailed(err);
     // It writes nothing more once this returns.
     await follower.result.catch(() => undefined);
-    // Where the page server gave up first (the receiver there gone, say), that is why CRIU failed.
-    const lost = server === null ? null : await server.done.then(() => null, (e: unknown) => e);
-    if (lost !== null && !(lost instanceof PageServerCut)) {
-      stdin.destroy();
-      throw lost instanceof StasisError ? lost : sendFailed(peer, what, await receiver.done, lost);
-    }
+    // Where the page server gave up first (the receiver there gone, say), that is why CRIU failed; where CRIU cut it, CRIU's error says why.
+    if (failure !== null && !(failure instanceof PageServerCut)) throw await sendError(failure);
     throw err;
   }
-  server?.close();
   const dumpedAt = Date.now();
   // CRIU had its close command answered, so the server is done: anything else leaves the container frozen for the caller's undo.
-  const unserved = server === null ? null : await server.done.then(() => null, (e: unknown) => e);
-  if (unserved !== null) {
-    dumpFailed(unserved);
+  const failure = await serverFailure();
+  if (failure !== null) {
+    dumpFailed(failure);
     await follower.result.catch(() => undefined);
-    stdin.destroy();
-    return { cp, dumpedAt, paged: null, error: unserved instanceof StasisError ? unserved : sendFailed(peer, what, await receiver.done, unserved) };
+    return { cp, dumpedAt, paged: null, error: await sendError(failure) };
   }
   dumpDone(cp.path);
   try {
