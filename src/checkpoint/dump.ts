@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
 import { criuOptionNames, criuVersion, runcCriuFlags, softDirtyTracking } from '../runtime/criu.ts';
@@ -11,13 +11,11 @@ import { timestampName } from '../host/clock.ts';
 import { IMAGES_DIR, LOG_FILE, STATS_FILE, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
 import { readCriuStats } from './criu/stats.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
-import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
 import { exportTarget, type ExportTarget } from './archive/export.ts';
 import { checkImageTarget } from './oci/image.ts';
 import { writeOutputs } from './outputs.ts';
 import { signCheckpoint } from './policy/signature.ts';
-import { createTar } from './archive/tar.ts';
-import { captureVolumes } from './volumes.ts';
+import { captureShm, captureVolumes } from './volumes.ts';
 
 // A checkpoint, as containerd's first one did it: freeze the container, take
 // its writable layer and spec with the memory, dump with CRIU through runc,
@@ -385,22 +383,4 @@ async function settleRecord(host: CheckpointHost, record: ContainerRecord, opts:
 function copyLog(host: CheckpointHost, id: string, workDir: string): void {
   const log = join(host.containerDir(id), 'ctr.log');
   if (existsSync(log)) copyFileSync(log, join(workDir, LOG_FILE));
-}
-
-/**
- * podman's devshm-checkpoint.tar, for a container whose /dev/shm is a bind
- * of a folder restore made in its engine-files (a container restored from
- * another engine's checkpoint): CRIU does not dump an external mount's files.
- */
-async function captureShm(bundleDir: string, workDir: string): Promise<void> {
-  let mounts: unknown;
-  try {
-    mounts = (JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as { mounts?: unknown }).mounts;
-  } catch {
-    return;
-  }
-  const shm = Array.isArray(mounts)
-    ? (mounts as { destination?: unknown; source?: unknown }[]).find((m) => m.destination === '/dev/shm' && typeof m.source === 'string' && m.source === join(bundleDir, ENGINE_FILES_DIR, 'shm'))
-    : undefined;
-  if (shm && existsSync(shm.source as string) && readdirSync(shm.source as string).length > 0) await createTar(shm.source as string, join(workDir, SHM_TAR), 'none');
 }

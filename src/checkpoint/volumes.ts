@@ -1,4 +1,4 @@
-import { chownSync, chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chownSync, chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from '../host/digest.ts';
 import { basename, dirname, join } from 'node:path';
 import { StasisError, errorMessage } from '../errors.ts';
@@ -7,6 +7,7 @@ import { cleanDestination } from '../runtime/volumes.ts';
 import type { VolumeMount } from '../state/store.ts';
 import { createTar, extractTar } from './archive/tar.ts';
 import { FILES, type CheckpointVolume } from './format/layout.ts';
+import { ENGINE_FILES_DIR, SHM_TAR } from './format/engine-files.ts';
 import { UNPACK_LIMIT_BYTES } from './source.ts';
 
 // A volume's files are not in CRIU's images (runc declares every bind mount
@@ -141,4 +142,22 @@ export async function fillVolumes(plans: readonly VolumeRestore[]): Promise<() =
     throw err;
   }
   return undo;
+}
+
+/**
+ * podman's devshm-checkpoint.tar, for a container whose /dev/shm is a bind
+ * of a folder restore made in its engine-files (a container restored from
+ * another engine's checkpoint): CRIU does not dump an external mount's files.
+ */
+export async function captureShm(bundleDir: string, workDir: string): Promise<void> {
+  let mounts: unknown;
+  try {
+    mounts = (JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as { mounts?: unknown }).mounts;
+  } catch {
+    return;
+  }
+  const shm = Array.isArray(mounts)
+    ? (mounts as { destination?: unknown; source?: unknown }[]).find((m) => m.destination === '/dev/shm' && typeof m.source === 'string' && m.source === join(bundleDir, ENGINE_FILES_DIR, 'shm'))
+    : undefined;
+  if (shm && existsSync(shm.source as string) && readdirSync(shm.source as string).length > 0) await createTar(shm.source as string, join(workDir, SHM_TAR), 'none');
 }
