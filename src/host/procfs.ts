@@ -110,3 +110,16 @@ export function childrenOf(parent: number): number[] {
   }
   return pids;
 }
+
+/**
+ * The uid that owns the TCP socket bound to 127.0.0.1:`local` and connected
+ * to 127.0.0.1:`remote` (/proc/net/tcp), or null: migrate --precopy's page server serves root only.
+ */
+export function socketOwner(local: number, remote: number, table = '/proc/net/tcp'): number | null {
+  const hex = (port: number) => `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const line of readFileSync(table, 'latin1').split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] === hex(local) && fields[2] === hex(remote)) return Number(fields[7]);
+  }
+  return null;
+}

@@ -1,7 +1,8 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { socketOwner } from '../host/procfs.ts';
 import { IMAGES_DIR } from '../checkpoint/format/layout.ts';
 import { encodePagemapImage, type PagemapEntry } from '../checkpoint/criu/pagemap.ts';
 
@@ -261,19 +262,6 @@ function openImage(dst: bigint, pagesId: number): Receiving {
     entries: [],
     at: 0,
   };
-}
-
-/**
- * The uid that owns the TCP socket bound to 127.0.0.1:`local` and connected
- * to 127.0.0.1:`remote` (/proc/net/tcp), or null: the page server serves root only.
- */
-export function socketOwner(local: number, remote: number, table = '/proc/net/tcp'): number | null {
-  const hex = (port: number) => `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  for (const line of readFileSync(table, 'latin1').split('\n').slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    if (fields[1] === hex(local) && fields[2] === hex(remote)) return Number(fields[7]);
-  }
-  return null;
 }
 
 /** Reads a socket as exact pieces (headers) or as whatever is there up to a bound (pages), with its back-pressure. */

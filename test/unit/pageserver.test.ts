@@ -14,7 +14,8 @@ import { after, describe, test } from 'node:test';
 import { DELTA_CHUNK, hashBase, printPages } from '../../src/migrate/delta.ts';
 import { followPages } from '../../src/migrate/follow.ts';
 import { receivePages } from '../../src/migrate/pagereceive.ts';
-import { PageServerCut, pageServerSetting, servePages, servePagesWhen, socketOwner, type PageSink } from '../../src/migrate/pageserver.ts';
+import { PageServerCut, pageServerSetting, servePages, servePagesWhen, type PageSink } from '../../src/migrate/pageserver.ts';
+import { socketOwner } from '../../src/host/procfs.ts';
 import type { PageHash } from '../../src/host/digest.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'stasis-pageserver-'));
