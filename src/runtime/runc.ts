@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
+import { freezeV1, thawV1 } from '../host/cgroups.ts';
 import { processesWithArg, readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
@@ -108,6 +109,50 @@ export class Runc {
 
   async resume(id: string): Promise<void> {
     await this.check(`resume ${id}`, ['resume', id]);
+  }
+
+  /**
+   * The container frozen, as `runc pause` would, by its cgroup v1 freezer
+   * (named in runc's state) without starting runc. Elsewhere (cgroup v2, no
+   * state) runc pauses it, `gate` told first (see RunOptions). runc reads a
+   * container's paused state from the freezer itself, so either way runc sees
+   * it paused.
+   */
+  async freeze(id: string, gate?: RunOptions['gate']): Promise<void> {
+    const dir = this.v1Freezer(id);
+    if (dir === null) return this.pause(id, gate);
+    try {
+      await freezeV1(dir);
+      debugLog(`froze ${id} through ${dir}, as runc pause would`);
+    } catch (err) {
+      throw new StasisError(`pause ${id}: unable to freeze: ${(err as Error).message}`);
+    }
+  }
+
+  /** The container thawed by its cgroup v1 freezer, as `runc resume` would; runc resumes it where that cannot be done. */
+  async thaw(id: string): Promise<void> {
+    const dir = this.v1Freezer(id);
+    if (dir !== null) {
+      try {
+        thawV1(dir);
+        debugLog(`thawed ${id} through ${dir}, as runc resume would`);
+        return;
+      } catch (err) {
+        debugLog(`cannot thaw ${id} through ${dir} (${(err as Error).message}): runc resume`);
+      }
+    }
+    await this.resume(id);
+  }
+
+  /** The cgroup v1 freezer folder in runc's state of the container, or null (cgroup v2, no or unreadable state). */
+  private v1Freezer(id: string): string | null {
+    try {
+      const state = JSON.parse(readFileSync(join(this.root, id, 'state.json'), 'utf8')) as { cgroup_paths?: Record<string, unknown> };
+      const dir = state.cgroup_paths?.freezer;
+      return typeof dir === 'string' && dir.startsWith('/sys/fs/cgroup/') && existsSync(join(dir, 'freezer.state')) ? dir : null;
+    } catch {
+      return null;
+    }
   }
 
   /**

@@ -298,7 +298,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
   async freeze(id: string, gate?: (started: StartedProcess) => void): Promise<void> {
     // Before the freeze, so that making the cache (once a boot) does not lengthen it.
     await this.keepCriuCache(this.ctx.config.criu);
-    return this.ctx.runc.pause(id, gate);
+    return this.ctx.runc.freeze(id, gate);
   }
 
   async waitForExit(started: StartedProcess): Promise<void> {
@@ -308,7 +308,7 @@ export class Runtime implements ContainerRuntime, CheckpointHost {
   }
 
   thaw(id: string): Promise<void> {
-    return this.ctx.runc.resume(id);
+    return this.ctx.runc.thaw(id);
   }
 
   dump(id: string, request: DumpRequest) {

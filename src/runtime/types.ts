@@ -263,9 +263,9 @@ export interface CheckpointHost {
   statusOf(record: ContainerRecord): Status;
   /** The host PIDs of the container's processes (from its cgroup: no runc call). */
   containerPids(id: string): number[];
-  /** runc pause, with no state checks (a checkpoint freezes the container it holds); `gate` as DumpRequest's. */
+  /** Freezes it as runc pause would, with no state checks (a checkpoint freezes the container it holds): its cgroup v1 freezer written directly, else runc pause, `gate` as DumpRequest's. */
   freeze(id: string, gate?: (started: StartedProcess) => void): Promise<void>;
-  /** runc resume; throws with runc's message when it fails. */
+  /** Thaws it as runc resume would (the v1 freezer written directly where it can be); throws with runc's message when runc fails. */
   thaw(id: string): Promise<void>;
   dump(id: string, request: DumpRequest): Promise<RunResult>;
   /** Ends a runc checkpoint into workDir, and its CRIU (a lazy dump's page server): their process group is killed. */

@@ -102,6 +102,25 @@ describe('checkpoint', { skip: CHECKPOINTS }, () => {
     await env.ok(['delete', '-f', 'orig', 'clone1', 'clone2', 'clone3']);
   });
 
+  test('frozen through its cgroup v1 freezer, not by a runc pause, before the capture; thawed the same way after', { skip: !existsSync('/sys/fs/cgroup/freezer') && 'no cgroup v1 freezer' }, async () => {
+    await env.ok(['run', '-d', 'fz', '--', ...COUNTER]);
+    await counterAdvances(env, 'fz', 1);
+    const result = await env.run(['--debug', 'checkpoint', 'fz', '--leave-running']);
+    assert.equal(result.code, 0, result.stderr);
+    const log = result.stderr;
+    const froze = log.search(/froze fz through \/sys\/fs\/cgroup\/freezer\/\S+, as runc pause would/);
+    const dump = log.search(/ checkpoint --image-path /);
+    const thawed = log.search(/thawed fz through \/sys\/fs\/cgroup\/freezer\/\S+, as runc resume would/);
+    assert.ok(froze >= 0 && thawed >= 0, log);
+    assert.ok(froze < log.indexOf('capturing rootfs changes') && froze < dump && dump < thawed, `frozen before the capture and the dump, thawed after:\n${log}`);
+    assert.doesNotMatch(log, / (pause|resume) fz\n/, 'runc was not asked to pause or resume it');
+    const { pid } = await env.json(['info', 'fz']);
+    const cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1] === 'freezer')!.split(':')[2];
+    assert.equal(readFileSync(`/sys/fs/cgroup/freezer${cgroup}/freezer.state`, 'utf8').trim(), 'THAWED');
+    await counterAdvances(env, 'fz', lastCount(await env.ok(['logs', 'fz'])) + 1);
+    await env.ok(['delete', '-f', 'fz']);
+  });
+
   test('two checkpoint --leave-running of one container in quick succession get two folders', async () => {
     await env.ok(['run', '-d', 'twice', '--', ...COUNTER]);
     await counterAdvances(env, 'twice', 1);
