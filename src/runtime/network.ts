@@ -7,6 +7,8 @@ import type { OciSpec } from './spec.ts';
 // stays down. runc runs createRuntime hooks at create and, on restore, at
 // CRIU's setup-namespaces stage: before CRIU restores any socket, which is
 // what a listening server on 127.0.0.1 or an established connection needs.
+// So the hook is in the spec of a restore only: at create it would only cost
+// run -d its three program starts.
 
 /** The marker that tells stasis's own hook from the user's (it is never carried in a checkpoint). */
 export const LOOPBACK_HOOK_MARK = 'stasis-loopback-up';

@@ -5,7 +5,7 @@ import { fnv1a } from '../state/hash.ts';
 import type { ContainerRecord, MountRecord } from '../state/store.ts';
 import type { RuntimeContext } from './context.ts';
 import { isMounted, mount, overlayMount, unmountAll } from './mounts.ts';
-import { withLoopbackHook } from './network.ts';
+import { withLoopbackHook, withoutLoopbackHook } from './network.ts';
 import { ASIDE, putBack, setAside, teardown } from './cleanup.ts';
 import type { ContainerInfo, ProvisionPlan, StdioPlan } from './types.ts';
 import { viewOf } from './view.ts';
@@ -167,7 +167,9 @@ async function provision(ctx: RuntimeContext, id: string, plan: ProvisionPlan, p
     // runc removes it on delete; delete -f finds it without runc if runc's state is damaged.
     spec.linux.cgroupsPath = store.cgroupPath(id);
     spec.annotations = { ...spec.annotations, 'io.container.manager': 'stasis', 'org.stasis.id': id };
-    withLoopbackHook(spec);
+    // runc brings lo up itself when it creates the namespace: only a restore needs the hook.
+    if (plan.restore) withLoopbackHook(spec);
+    else withoutLoopbackHook(spec);
     writeFileSync(join(dir, 'config.json'), `${JSON.stringify(spec, null, 2)}\n`, { mode: 0o600 });
 
     const stdio = openStdio(dir, plan.stdio, stdioFds);

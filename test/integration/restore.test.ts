@@ -2,7 +2,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, mountedUnder, requires } from '../helpers.ts';
 
@@ -254,6 +254,9 @@ describe('restore: the ID from the checkpoint, and --tcp-close', { skip: CHECKPO
     await env.ok(['run', '-d', 'conn', '--rootfs', base, '--', 'sh', '-c', '/srv/tcpstream server 9000 & /srv/tcpstream client 127.0.0.1 9000; exec sleep 1000']);
     const seq = async (id: string) => Math.max(-1, ...[...(await env.ok(['logs', id])).matchAll(/stream (\d+)/g)].map((m) => Number(m[1])));
     await eventually(async () => (await seq('conn')) > 3, 'the stream to start');
+    // runc brought lo up at create, with no hook of stasis's in the spec; a restore has it (below).
+    const loopbackHooks = (id: string) => (readFileSync(join(env.stateDir, 'containers', id, 'config.json'), 'utf8').match(/stasis-loopback-up/g) ?? []).length;
+    assert.equal(loopbackHooks('conn'), 0, 'no loopback hook at create');
     const image = join(env.root, 'conn-image');
     await env.ok(['checkpoint', 'conn', '--tcp-established', '--image-path', image]);
     for (let round = 0; round < 2; round++) {
@@ -264,6 +267,7 @@ describe('restore: the ID from the checkpoint, and --tcp-close', { skip: CHECKPO
       await env.ok(['delete', '-f', id]);
     }
     await env.ok(['restore', 'conn']);
+    assert.equal(loopbackHooks('conn'), 1, 'the restore brings lo up through its hook');
     const before = await seq('conn');
     await eventually(async () => (await seq('conn')) > before + 3, 'the stream to go on');
     assert.doesNotMatch(await env.ok(['logs', 'conn']), /stream broken/);
