@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, readSync, rmSync, rmdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { StasisError } from '../errors.ts';
 import { freezeV1, thawV1 } from '../host/cgroups.ts';
@@ -63,7 +64,63 @@ export class Runc {
   }
 
   async start(id: string): Promise<void> {
+    if (await this.startByFifo(id)) return;
     await this.check(`start ${id}`, ['start', id]);
+  }
+
+  /**
+   * What `runc start ID` does to a created container, without starting runc
+   * (6-20 ms of every run -d here): runc's init waits to write one byte into
+   * exec.fifo in runc's state folder and then runs the container's process;
+   * the byte is read and the fifo removed, which is how runc itself tells a
+   * running container from a created one. Only where that is all runc would
+   * do: not with poststart hooks (runc runs them), nor when the init named in
+   * runc's state is not that process any more. Then false, and nothing was
+   * done: the caller runs runc, which says what is wrong.
+   */
+  private async startByFifo(id: string): Promise<boolean> {
+    const dir = join(this.root, id);
+    let state: { init_process_pid?: unknown; init_process_start?: unknown; config?: { Hooks?: { poststart?: unknown[] | null } } };
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+    } catch {
+      return false;
+    }
+    if ((state.config?.Hooks?.poststart?.length ?? 0) > 0) return false;
+    const pid = state.init_process_pid;
+    const initRuns = () => {
+      const stat = typeof pid === 'number' ? readProcStat(pid) : null;
+      return stat !== null && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === Number(state.init_process_start);
+    };
+    if (!initRuns()) return false;
+    const fifo = join(dir, 'exec.fifo');
+    let fd: number;
+    try {
+      // Non-blocking: an init that died after the look above must not leave stasis waiting for ever.
+      fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch {
+      return false;
+    }
+    try {
+      const byte = Buffer.alloc(1);
+      for (let tries = 0; ; tries++) {
+        let read = 0;
+        try {
+          read = readSync(fd, byte, 0, 1, null);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        }
+        if (read > 0) break;
+        // No byte yet: the init has yet to open its end (EOF) or to write (EAGAIN).
+        if (!initRuns()) return false;
+        if (tries >= 10) await sleep(1);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    rmSync(fifo, { force: true });
+    debugLog(`started ${id} through its exec.fifo, as runc start would`);
+    return true;
   }
 
   async kill(id: string, signal: string, all = false): Promise<void> {

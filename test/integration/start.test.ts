@@ -1,6 +1,9 @@
 // stasis start, on real runc + conmon.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CONTAINERS, COUNTER, ROOTFS, TestEnv, requires } from '../helpers.ts';
 
 describe('start', { skip: requires(...CONTAINERS) }, () => {
@@ -12,6 +15,37 @@ describe('start', { skip: requires(...CONTAINERS) }, () => {
     assert.equal(await env.ok(['start', 'web']), 'web\n');
     assert.equal((await env.json(['info', 'web'])).status, 'running');
     await env.ok(['delete', '-f', 'web']);
+  });
+
+  test('started through the exec.fifo runc waits on, as runc start would: runc then sees it running', async () => {
+    await env.ok(['create', 'fifo', '--', 'sleep', '100']);
+    const fifo = join(env.stateDir, 'runc', 'fifo', 'exec.fifo');
+    assert.ok(existsSync(fifo), 'runc waits on its fifo');
+    const started = await env.run(['--debug', 'start', 'fifo']);
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(started.stderr, /started fifo through its exec\.fifo, as runc start would/);
+    assert.doesNotMatch(started.stderr, / start fifo\n/, 'no runc start');
+    assert.equal(existsSync(fifo), false, 'the fifo is gone, as runc start leaves it');
+    const list = spawnSync('runc', ['--root', join(env.stateDir, 'runc'), 'state', 'fifo'], { encoding: 'utf8' });
+    assert.equal(JSON.parse(list.stdout).status, 'running', list.stderr);
+    const { pid } = await env.json(['info', 'fifo']);
+    assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /^sleep\x00100\x00$/, 'the init ran the container\'s process');
+    await env.ok(['delete', '-f', 'fifo']);
+  });
+
+  test('a spec with poststart hooks is started by runc, which runs them', async () => {
+    const bundle = env.makeBundle('hooked', ['sleep', '100']);
+    const marker = join(env.root, 'poststart-ran');
+    const spec = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
+    spec.hooks = { poststart: [{ path: '/bin/sh', args: ['sh', '-c', `echo ran > ${marker}`] }] };
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+    await env.ok(['create', 'hooked', '--bundle', bundle]);
+    const started = await env.run(['--debug', 'start', 'hooked']);
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(started.stderr, / start hooked\n/, 'runc start');
+    assert.equal(readFileSync(marker, 'utf8'), 'ran\n');
+    assert.equal((await env.json(['info', 'hooked'])).status, 'running');
+    await env.ok(['delete', '-f', 'hooked']);
   });
 
   test('a running container cannot be started again', async () => {
