@@ -1,21 +1,23 @@
 #!/usr/bin/env node
-// stasis next to raw runc and podman, side by side, in one run on one machine.
+// stasis next to raw runc, podman and containerd's ctr, side by side, in one run on one machine.
 //
 //   sudo node bench/bench.mjs [--reps 15] [--containers 200] [--cr-reps 7] [--hook-reps 9]
 //                             [--rootfs DIR] [--runc PATH] [--criu PATH] [--no-podman]
-//                             [--json FILE] [--no-snapshot]
+//                             [--no-ctr] [--json FILE] [--no-snapshot]
 //
 // Sides: stasis compiled (dist/stasis, Bun), stasis under Node (bin/stasis),
-// raw runc, and podman where it is installed (its own private configuration,
-// scripts/podman-env.sh). Samples of the sides are interleaved, the order
-// rotating from one repetition to the next. Rows (medians):
-//   1. run -d of `sleep 1000`      stasis run -d / runc run -d (bundle, stdio /dev/null) / podman run -d
-//   2. ps with 1 and N containers  stasis ps / runc list / podman ps -a
-//   3. kill + delete               stasis delete -f / runc delete -f / podman rm -f -t 0
-//   4. checkpoint / restore        of a counter: stasis checkpoint, restore / runc checkpoint, restore -d / podman container checkpoint, restore
+// raw runc, podman where it is installed (its own private configuration,
+// scripts/podman-env.sh), and ctr where scripts/setup/containerd.sh unpacked
+// containerd 2.1 (/opt/stasis/containerd: a containerd of the bench's own,
+// bench/ctr.mjs). Samples of the sides are interleaved, the order rotating
+// from one repetition to the next. Rows (medians):
+//   1. run -d of `sleep 1000`      stasis run -d / runc run -d (bundle, stdio /dev/null) / podman run -d / ctr run -d --null-io
+//   2. ps with 1 and N containers  stasis ps / runc list / podman ps -a / ctr task ls
+//   3. kill + delete               stasis delete -f / runc delete -f / podman rm -f -t 0 / ctr task rm -f + ctr container rm
+//   4. checkpoint / restore        of a counter: stasis checkpoint, restore / runc checkpoint, restore -d / podman container
+//                                  checkpoint, restore / ctr container checkpoint --task, restore --live
 //   5. the exit hook               what conmon runs when a container exits: its wall time and peak RSS
-//   6. monitor memory              VmRSS of stasis's conmon processes / count
-// containerd's ctr is not installed here (no containerd): no side for it.
+//   6. monitor memory              VmRSS of stasis's conmon processes / count (ctr: of its shims)
 //
 // Everything it starts is removed at the end, on failure too. Plain Node, no
 // dependencies. Needs root, runc, conmon, CRIU, GNU time and a built stasis (npm run build).
@@ -26,6 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { CTR, NS as CTR_NS, ctrMissing, ctrSide } from './ctr.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -39,6 +42,7 @@ const { values: opt } = parseArgs({
     runc: { type: 'string', default: '/usr/sbin/runc' },
     criu: { type: 'string', default: '/usr/local/sbin/criu' },
     podman: { type: 'boolean', default: true },
+    ctr: { type: 'boolean', default: true },
     json: { type: 'string' },
     snapshot: { type: 'boolean', default: true },
     help: { type: 'boolean', short: 'h' },
@@ -46,7 +50,8 @@ const { values: opt } = parseArgs({
   allowNegative: true,
 });
 if (opt.help) {
-  process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 22).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+  const lines = fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+  process.stdout.write(lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
   process.exit(0);
 }
 const REPS = posInt('reps');
@@ -189,6 +194,8 @@ if (!fs.existsSync(path.join(REPO, 'dist', 'cli.cjs'))) die('stasis is not built
 const HAVE_BIN = fs.existsSync(path.join(REPO, 'dist', 'stasis'));
 if (!HAVE_BIN) log('dist/stasis is missing (no Bun at build time): the compiled side is left out');
 const PODMAN = opt.podman ? which('podman') : null;
+const CTR_MISSING = ctrMissing();
+if (opt.ctr && CTR_MISSING) log(`${CTR_MISSING}: the ctr side is left out`);
 const CONMON = which('conmon');
 if (!CONMON) die('conmon not found on PATH');
 // runc finds criu on PATH (newer runc ignores --criu); podman too.
@@ -211,6 +218,8 @@ const B_SLEEP = path.join(TMP, 'bundle-sleep');
 const B_COUNT = path.join(TMP, 'bundle-counter');
 const PODMAN_DIR = path.join(TMP, 'podman');
 const HOOK_LOG = path.join(TMP, 'hooks.log');
+// containerd of the bench's own (root, state, sockets, runc root in here), for ctr.
+const CTRD = opt.ctr && !CTR_MISSING ? ctrSide({ dir: path.join(TMP, 'containerd'), runc: RUNC, rootfs: ROOTFS, run: timed, log }) : null;
 
 // A private copy of the built CLI, so that a rebuild of dist/ during the run
 // (tests, another shell) cannot break or change what is measured.
@@ -236,6 +245,7 @@ const runc = (...args) => [RUNC, '--root', RR, ...args];
 const runcCriu = (...args) => [RUNC, '--root', RR, '--criu', CRIU, ...args];
 let PODMAN_ENV = {};
 const podman = (...args) => [PODMAN, ...args];
+const ctr = CTRD?.ctr;
 const DEVNULL = ['ignore', 'ignore', 'ignore'];
 
 /** The sides, in the order of the table. */
@@ -244,6 +254,7 @@ const SIDES = [
   { key: 'node', name: 'stasis (Node)' },
   { key: 'runc', name: 'raw runc' },
   ...(PODMAN ? [{ key: 'podman', name: 'podman' }] : []),
+  ...(CTRD ? [{ key: 'ctr', name: 'ctr' }] : []),
 ];
 const STASIS_SIDES = SIDES.filter((s) => s.key === 'bin' || s.key === 'node').map((s) => s.key);
 const stasisOf = (side) => (side === 'bin' ? stasisBin : stasisNode);
@@ -251,6 +262,7 @@ const stasisOf = (side) => (side === 'bin' ? stasisBin : stasisNode);
 const stasisIds = new Set();
 const runcIds = new Set();
 const podmanIds = new Set();
+const ctrIds = new Set();
 
 function makeBundle(dir, args) {
   fs.mkdirSync(dir, { recursive: true });
@@ -301,7 +313,7 @@ const env = {
   conmon: version([CONMON, '--version'], /conmon version (\S+)/),
   criu: version([CRIU, '--version'], /Version: (\S+)/),
   podman: PODMAN ? version([PODMAN, '--version'], /podman version (\S+)/) : null,
-  ctr: which('ctr') ? version(['ctr', '--version'], /ctr \S+ (\S+)/) : null,
+  ctr: CTR_MISSING ? null : `${version([CTR, '--version'], /ctr \S+ (\S+)/)}${opt.ctr ? '' : ' (left out: --no-ctr)'}`,
   stasis: gitCommit(),
   loadavgStart: os.loadavg().map((x) => +x.toFixed(2)),
   loadavgEnd: null,
@@ -332,6 +344,16 @@ function runcRunSleep(id) {
 function podmanRunSleep(id) {
   podmanIds.add(id);
   return timed(podman('run', '-d', '--name', id, 'localhost/busybox', 'sleep', '1000'), { env: PODMAN_ENV }).ms;
+}
+function ctrRunSleep(id) {
+  ctrIds.add(id);
+  return timed(CTRD.runArgs(id, 'sleep', '1000')).ms;
+}
+/** ctr has no delete -f of a running container: the task (killed with SIGKILL, waited for), then the container and its snapshot. */
+function ctrDelete(id) {
+  const ms = timed(ctr('task', 'rm', '-f', id)).ms + timed(ctr('container', 'rm', id)).ms;
+  ctrIds.delete(id);
+  return ms;
 }
 const rawPipes = new Map(); // runc id -> holder pgid
 
@@ -391,6 +413,7 @@ async function waitFor(what, check, timeoutMs = 30_000) {
 // ------------------------------------------------------------------ the run
 
 let memory = null;
+let ctrMemory = null;
 let failure = null;
 const hooks = {}; // side -> [{ ms, rssMiB }]
 const started = Date.now();
@@ -405,6 +428,11 @@ try {
     PODMAN_ENV = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     // The busybox rootfs as an image (podman runs images, not a rootfs folder it would write into).
     timed(['sh', '-c', `tar -C '${ROOTFS}' -c . | '${PODMAN}' import -q - localhost/busybox`], { env: PODMAN_ENV });
+  }
+  if (CTRD) {
+    // containerd, then the busybox rootfs as an image in it (untimed).
+    await CTRD.start();
+    CTRD.importRootfs();
   }
 
   // Warm-up (untimed): page cache, Node's compile cache, runc's, conmon's and podman's first starts.
@@ -426,6 +454,11 @@ try {
       timed(podman('rm', '-f', '-t', '0', `${TAG}-warm-p${i}`), { env: PODMAN_ENV });
       podmanIds.delete(`${TAG}-warm-p${i}`);
     }
+    if (CTRD) {
+      ctrRunSleep(`${TAG}-warm-c${i}`);
+      timed(ctr('task', 'ls'));
+      ctrDelete(`${TAG}-warm-c${i}`);
+    }
     await settle();
   }
 
@@ -434,15 +467,19 @@ try {
   stasisRunSleep(STASIS_SIDES[0], `${TAG}-s-000`);
   runcRunSleep(`${TAG}-r-000`);
   if (PODMAN) podmanRunSleep(`${TAG}-p-000`);
+  if (CTRD) ctrRunSleep(`${TAG}-c-000`);
   const psRow = (key, expect) => {
-    const check = (what, r) => {
-      if (running(r.stdout) !== expect) throw new Error(`${what} shows ${running(r.stdout)} running containers, expected ${expect}:\n${r.stdout.slice(0, 2000)}`);
+    const check = (what, r, count = running) => {
+      if (count(r.stdout) !== expect) throw new Error(`${what} shows ${count(r.stdout)} running containers, expected ${expect}:\n${r.stdout.slice(0, 2000)}`);
       return r.ms;
     };
     return [
       ...STASIS_SIDES.map((side) => () => add(key, side, check(`stasis ps (${side})`, timed(stasisOf(side)('ps'))))),
       () => add(key, 'runc', check('runc list', timed(runc('list')))),
       PODMAN && (() => add(key, 'podman', check('podman ps', timed(podman('ps', '-a'), { env: PODMAN_ENV })))),
+      // `ctr task ls`: the tasks with their PID and status, what the others
+      // list; `ctr container ls` shows metadata only (image, runtime), no state.
+      CTRD && (() => add(key, 'ctr', check('ctr task ls', timed(ctr('task', 'ls')), CTRD.running))),
     ];
   };
   for (let i = 0; i < REPS; i++) {
@@ -451,6 +488,7 @@ try {
       ...STASIS_SIDES.map((side) => () => add('floor-cli', side, timed(stasisOf(side)('--version')).ms)),
       () => add('floor-cli', 'runc', timed([RUNC, '--version']).ms),
       PODMAN && (() => add('floor-cli', 'podman', timed([PODMAN, '--version']).ms)),
+      CTRD && (() => add('floor-cli', 'ctr', timed([CTR, '--version']).ms)),
       () => add('floor-node', 'node', timed([NODE, '-e', '']).ms),
     ]);
   }
@@ -461,18 +499,20 @@ try {
   let nextStasis = 1;
   let nextRunc = 1;
   let nextPodman = 1;
+  let nextCtr = 1;
   const runRound = (key, i) => round(i, [
     ...STASIS_SIDES.map((side) => () => { if (nextStasis < N) add(key, side, stasisRunSleep(side, idOf('s', nextStasis++))); }),
     () => { if (nextRunc < N) add(key, 'runc', runcRunSleep(idOf('r', nextRunc++))); },
     PODMAN && (() => { if (nextPodman < N) add(key, 'podman', podmanRunSleep(idOf('p', nextPodman++))); }),
+    CTRD && (() => { if (nextCtr < N) add(key, 'ctr', ctrRunSleep(idOf('c', nextCtr++))); }),
   ]);
   for (let i = 0; i < REPS; i++) await runRound('run', i);
 
   // Fill up to N of each kind (N stasis containers in all, started by either build); timed too (an extra row).
   log(`starting containers up to ${N} of each kind`);
-  for (let i = 0; nextStasis < N || nextRunc < N || nextPodman < (PODMAN ? N : 0); i++) {
+  for (let i = 0; nextStasis < N || nextRunc < N || nextPodman < (PODMAN ? N : 0) || nextCtr < (CTRD ? N : 0); i++) {
     await runRound('runFill', i);
-    if (i % 25 === 0) log(`  ${nextStasis} stasis, ${nextRunc} runc${PODMAN ? `, ${nextPodman} podman` : ''}`);
+    if (i % 25 === 0) log(`  ${nextStasis} stasis, ${nextRunc} runc${PODMAN ? `, ${nextPodman} podman` : ''}${CTRD ? `, ${nextCtr} ctr` : ''}`);
   }
 
   // 2b. ps with N containers of each kind.
@@ -493,6 +533,11 @@ try {
       count++;
     }
     memory = { count, rssMiB: rssKiB / count / 1024, pssMiB: pssKiB / count / 1024 };
+    // ctr's monitor: one containerd-shim-runc-v2 per container (the shim of this containerd).
+    if (CTRD) {
+      ctrMemory = CTRD.shimMemory();
+      if (ctrMemory?.count !== ctrIds.size) throw new Error(`${ctrMemory?.count ?? 0} containerd shims for ${ctrIds.size} ctr containers`);
+    }
   }
 
   // 3. kill + delete, every container, interleaved (stasis's alternately by each build).
@@ -501,8 +546,9 @@ try {
     const s = [...stasisIds];
     const r = [...runcIds];
     const p = [...podmanIds];
+    const c = [...ctrIds];
     let si = 0;
-    for (let i = 0; i < Math.max(Math.ceil(s.length / STASIS_SIDES.length), r.length, p.length); i++) {
+    for (let i = 0; i < Math.max(Math.ceil(s.length / STASIS_SIDES.length), r.length, p.length, c.length); i++) {
       await round(i, [
         ...STASIS_SIDES.map((side) => async () => {
           if (si >= s.length) return;
@@ -524,6 +570,11 @@ try {
           add('delete', 'podman', timed(podman('rm', '-f', '-t', '0', p[i]), { env: PODMAN_ENV }).ms);
           podmanIds.delete(p[i]);
           await settle();
+        }),
+        CTRD && (() => {
+          if (i >= c.length) return;
+          requireAlive(`ctr container ${c[i]}`, CTRD.pidFile(c[i]), (t) => Number(t));
+          add('delete', 'ctr', ctrDelete(c[i]));
         }),
       ]);
       if ((i + 1) % 50 === 0) log(`  ${i + 1} rounds`);
@@ -551,13 +602,32 @@ try {
       podmanIds.add(pid);
       timed(podman('run', '-d', '--name', pid, 'localhost/busybox', 'sh', '-c', COUNTER), { env: PODMAN_ENV });
     }
+    const cid = `${TAG}-cc-${i}`;
+    const cref = `localhost/${CTR_NS}/checkpoint:${cid}`;
+    if (CTRD) {
+      ctrIds.add(cid);
+      timed(CTRD.runArgs(cid, 'sh', '-c', COUNTER));
+    }
     await sleepMs(500); // let the loops tick
 
     await round(i, [
       ...STASIS_SIDES.map((side) => () => add('checkpoint', side, timed(stasisOf(side)('checkpoint', sids[side])).ms)),
       () => add('checkpoint', 'runc', timed(runcCriu('checkpoint', '--image-path', image, rid)).ms),
       PODMAN && (() => add('checkpoint', 'podman', timed(podman('container', 'checkpoint', pid), { env: PODMAN_ENV }).ms)),
+      // containerd's own checkpoint path, the one `ctr container restore`
+      // takes (it refuses a `ctr task checkpoint` image: "image name not
+      // found in index"; ctr has no other restore): the container
+      // (spec, runtime and its options, image) and with --task its task's
+      // CRIU images become an image REF in containerd's content store. The
+      // task is paused, dumped and resumed: this command has no option to
+      // stop it after the dump, as the other sides' checkpoints do.
+      CTRD && (() => add('checkpoint', 'ctr', timed(ctr('container', 'checkpoint', '--task', cid, cref)).ms)),
     ]);
+    if (CTRD) {
+      // Untimed: ctr restores into a new container of the same ID, so the one still running goes first.
+      timed(ctr('task', 'rm', '-f', cid));
+      timed(ctr('container', 'rm', cid));
+    }
     releasePipes(rawPipes.get(rid));
     pipes = await anonymousPipes(); // fresh pipes for the restored container
     rawPipes.set(rid, pipes.pgid);
@@ -566,6 +636,11 @@ try {
       ...STASIS_SIDES.map((side) => () => add('restore', side, timed(stasisOf(side)('restore', sids[side])).ms)),
       () => add('restore', 'runc', timed(runcCriu('restore', '-d', '--image-path', image, '--bundle', B_COUNT, rid), { stdio: [pipes.r, pipes.w, pipes.w] }).ms),
       PODMAN && (() => add('restore', 'podman', timed(podman('container', 'restore', pid), { env: PODMAN_ENV }).ms)),
+      // A new container from REF, its task created from the CRIU images and
+      // started. The task's stdio are FIFOs (in /run/containerd/fifo) that
+      // ctr copies from and to its own: `ctr container restore` has no
+      // --null-io; it returns once the task has started.
+      CTRD && (() => add('restore', 'ctr', timed(ctr('container', 'restore', '--live', cid, cref)).ms)),
     ]);
     pipes.close();
 
@@ -581,6 +656,10 @@ try {
       const status = timed(podman('inspect', '-f', '{{.State.Status}}', pid), { env: PODMAN_ENV }).stdout.trim();
       if (status !== 'running') throw new Error(`podman container ${pid} is ${status} after restore`);
     }
+    if (CTRD) {
+      const task = timed(ctr('task', 'ls')).stdout.split('\n').find((l) => l.split(/\s+/)[0] === cid);
+      if (!task || CTRD.running(task) !== 1) throw new Error(`ctr task ${cid} is not running after restore: ${task ?? 'no task'}`);
+    }
 
     for (const side of STASIS_SIDES) {
       timed(stasisNode('delete', '-f', sids[side]));
@@ -593,6 +672,10 @@ try {
     if (PODMAN) {
       timed(podman('rm', '-f', '-t', '0', pid), { env: PODMAN_ENV });
       podmanIds.delete(pid);
+    }
+    if (CTRD) {
+      ctrDelete(cid);
+      timed(ctr('images', 'rm', cref));
     }
     await settle();
   }
@@ -663,6 +746,8 @@ function cleanup() {
     quiet(podman('rm', '-a', '-f', '-t', '0'), { env: PODMAN_ENV });
     quiet(podman('rmi', '-a', '-f'), { env: PODMAN_ENV });
   }
+  // ctr: its tasks, containers and containerd itself (its mounts are in TMP, unmounted below).
+  CTRD?.cleanup();
   for (const pgid of holders) releasePipes(pgid);
   // Never rm -rf through a mount point.
   const mounts = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m && m.startsWith(`${TMP}/`));
@@ -722,7 +807,8 @@ if (Object.keys(hooks).length > 0) {
   ]) {
     const get = what.endsWith('time') ? HOOK_KEYS.ms : HOOK_KEYS.rss;
     const cells = [what];
-    for (const s of SIDES) cells.push(s.key === 'runc' ? 'no hook' : `${fmt(get(s.key))} (${hooks[s.key]?.length ?? 0})`);
+    // ctr: no exit hook (the shim reports the exit to containerd).
+    for (const s of SIDES) cells.push(s.key === 'runc' ? 'no hook' : s.key === 'ctr' ? '-' : `${fmt(get(s.key))} (${hooks[s.key]?.length ?? 0})`);
     for (const s of SIDES.filter((x) => x.key !== 'runc')) cells.push('-');
     if (HAVE_BIN) cells.push(fmtX(get('bin') / get('node')));
     cells.push(target, ok(get(main)) ? 'met' : 'MISSED');
@@ -731,7 +817,8 @@ if (Object.keys(hooks).length > 0) {
 }
 if (memory) {
   const cells = [`monitor RSS per container (${memory.count} conmon)`];
-  for (const s of SIDES) cells.push(s.key === 'runc' ? 'no monitor' : s.key === 'podman' ? '-' : `${memory.rssMiB.toFixed(2)} MiB`);
+  const mib = (m) => (m ? `${m.rssMiB.toFixed(2)} MiB` : '-');
+  for (const s of SIDES) cells.push(s.key === 'runc' ? 'no monitor' : s.key === 'podman' ? '-' : s.key === 'ctr' ? `${mib(ctrMemory)} (shim)` : mib(memory));
   for (const s of SIDES.filter((x) => x.key !== 'runc')) cells.push('-');
   if (HAVE_BIN) cells.push('-');
   cells.push('<= 2.5 MiB (unchanged)', memory.rssMiB <= 2.5 ? 'met' : 'MISSED');
@@ -747,7 +834,7 @@ if (samples['floor-node']) {
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
 const line = (cells) => `| ${cells.map((c, i) => (c ?? '').padEnd(widths[i])).join(' | ')} |`;
 const out = [];
-out.push(`stasis vs raw runc${PODMAN ? ' and podman' : ''}, ${env.date}`);
+out.push(`stasis vs ${SIDES.filter((s) => !STASIS_SIDES.includes(s.key)).map((s) => s.name).join(', ').replace(/, ([^,]*)$/, ' and $1')}, ${env.date}`);
 out.push(`machine: ${env.cpus} cores (${env.cpuModel}), ${env.memGiB} GiB, ${env.kernel}; node ${env.node}; bun ${env.bun ?? '-'}; runc ${env.runc}; conmon ${env.conmon}; criu ${env.criu}; podman ${env.podman ?? 'not installed'}; ctr ${env.ctr ?? 'not installed'}; stasis ${env.stasis}`);
 out.push(`load average at start ${env.loadavgStart.join(' ')}, at end ${env.loadavgEnd.join(' ')}; wall time ${((Date.now() - started) / 1000).toFixed(0)} s`);
 const script = path.relative(process.cwd(), process.argv[1]) || process.argv[1];
@@ -758,7 +845,7 @@ out.push(line(head));
 out.push(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
 for (const r of rows) out.push(line(r));
 out.push('');
-if (memory) out.push(`monitor PSS per container (shared pages split): ${memory.pssMiB.toFixed(2)} MiB`);
+if (memory) out.push(`monitor PSS per container (shared pages split): ${memory.pssMiB.toFixed(2)} MiB${ctrMemory ? `; ctr's shim (containerd-shim-runc-v2, ${ctrMemory.count} of them): ${ctrMemory.pssMiB.toFixed(2)} MiB` : ''}`);
 out.push('timed commands (ID, D, R, B, X stand for the container ID, the state dirs, the bundle and the image folder):');
 out.push(`  stasis      ${show([STASIS_EXE, '--state-dir', 'D', '--checkpoint-dir', 'C', '--runc', RUNC, '--criu', CRIU, '...'])}  /  ${show([NODE, STASIS_JS, '...'])}`);
 out.push(`  run -d      stasis ... run -d ID --rootfs ${ROOTFS} -- sleep 1000  vs  ${show([RUNC, '--root', 'R', 'run', '-d', '--bundle', 'B', 'ID'])} (stdio /dev/null)  vs  podman run -d --name ID localhost/busybox sleep 1000`);
@@ -766,6 +853,11 @@ out.push(`  ps          stasis ... ps  vs  runc --root R list  vs  podman ps -a`
 out.push(`  delete      stasis ... delete -f ID  vs  runc --root R delete -f ID  vs  podman rm -f -t 0 ID`);
 out.push(`  checkpoint  stasis ... checkpoint ID  vs  runc --root R --criu ${CRIU} checkpoint --image-path X ID  vs  podman container checkpoint ID`);
 out.push(`  restore     stasis ... restore ID  vs  runc ... restore -d --image-path X --bundle B ID (stdio: fresh anonymous pipes)  vs  podman container restore ID`);
+if (CTRD) {
+  out.push(`  ctr         ${show([CTR, '-a', 'SOCK', '-n', CTR_NS, '...'])} on a containerd of the bench's own (SOCK, state and runc root in the temp folder)`);
+  out.push(`  ctr rows    run -d --null-io --runc-binary ${RUNC} --runc-root R IMAGE ID sleep 1000; task ls; task rm -f ID + container rm ID (together);`);
+  out.push(`              container checkpoint --task ID REF (leaves it running; removed untimed); container restore --live ID REF; --version`);
+}
 out.push(`  exit hook   conmon's exit command (flock -w 600 SLOT stasis ... __exit ID INSTANCE; podman ... container cleanup ID) after a SIGKILL of the init, timed by bash's EPOCHREALTIME around GNU time (peak RSS)`);
 out.push('spread (min-max, ms):');
 for (const [key, bySide] of Object.entries(samples)) {
@@ -777,7 +869,7 @@ for (const [side, hs] of Object.entries(hooks)) {
 }
 process.stdout.write(`${out.join('\n')}\n`);
 
-if (opt.json) fs.writeFileSync(opt.json, `${JSON.stringify({ env, samples, hooks, memory, failure: failure ? String(failure.message ?? failure) : null }, null, 2)}\n`);
+if (opt.json) fs.writeFileSync(opt.json, `${JSON.stringify({ env, samples, hooks, memory, ctrMemory, failure: failure ? String(failure.message ?? failure) : null }, null, 2)}\n`);
 
 if (failure) {
   process.stderr.write(`bench: FAILED: ${failure.stack ?? failure}\n`);
