@@ -1,7 +1,8 @@
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdtempSync, readdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { EXIT_USAGE, StasisError } from '../errors.ts';
 import { bundleBase, checkRootfsDir, defaultRootfs } from '../runtime/create-plan.ts';
+import { CRIU_CONFIG_ANNOTATION, criuConfigText } from '../runtime/criu-config.ts';
 import type { CheckpointHost, ContainerInfo, ProvisionPlan, Progress } from '../runtime/types.ts';
 import type { ContainerRecord } from '../state/store.ts';
 import { validateId } from '../state/ids.ts';
@@ -30,11 +31,8 @@ import { fillVolumes, planVolumeRestore } from './volumes.ts';
 
 export type { RestoreOptions } from './restore-inputs.ts';
 
-/** The CRIU configuration file restore writes in the container's folder, and the spec annotation that names it to runc. */
+/** The CRIU configuration file restore writes in the container's folder (named to runc by CRIU_CONFIG_ANNOTATION). */
 const CRIU_CONFIG_FILE = 'criu-restore.conf';
-const CRIU_CONFIG_ANNOTATION = 'org.criu.config';
-/** What runc hands CRIU when the spec names no configuration file; kept in ours, which replaces it. */
-const RUNC_CRIU_CONFIG = '/etc/criu/runc.conf';
 
 export interface RestoreResult {
   container: ContainerInfo;
@@ -223,17 +221,6 @@ async function unpackLayer(host: CheckpointHost, layer: LayerSource, baseDir: st
   }
 }
 
-/** The configuration file for tcp-close: what runc would have had CRIU read, and the option. */
-function criuConfig(): string {
-  let admin = '';
-  try {
-    admin = readFileSync(RUNC_CRIU_CONFIG, 'utf8');
-  } catch {
-    // none
-  }
-  return `${admin}${admin === '' || admin.endsWith('\n') ? '' : '\n'}tcp-close\n`;
-}
-
 export async function restoreContainer(
   host: CheckpointHost,
   id: string | undefined,
@@ -334,7 +321,7 @@ export async function restoreContainer(
         prepare: async (containerDir) => {
           makeEngineFiles(containerDir, parts.files, { hostname: parts.hostname }, shmDir);
           shmDir = null;
-          if (criuConfigFile !== null) writeFileSync(join(containerDir, CRIU_CONFIG_FILE), criuConfig(), { mode: 0o600 });
+          if (criuConfigFile !== null) writeFileSync(join(containerDir, CRIU_CONFIG_FILE), criuConfigText(['tcp-close']), { mode: 0o600 });
           await opts.lazyPages?.(containerDir, join(opened.dir, IMAGES_DIR));
         },
         fillLayer: parts.rootfs.kind !== 'overlay' ? undefined : async (upper) => {

@@ -123,3 +123,16 @@ export function socketOwner(local: number, remote: number, table = '/proc/net/tc
   }
   return null;
 }
+
+/** The network interfaces of `pid`'s network namespace (/proc/PID/net/dev), or null when they cannot be read. */
+export function netInterfaces(pid: number): string[] | null {
+  try {
+    return readFileSync(`/proc/${pid}/net/dev`, 'utf8')
+      .split('\n')
+      .slice(2)
+      .map((line) => line.split(':')[0].trim())
+      .filter((name) => name !== '');
+  } catch {
+    return null;
+  }
+}

@@ -10,6 +10,7 @@ import { keepLog } from '../checkpoint/criu/log.ts';
 import { IMAGES_DIR, STATS_FILE } from '../checkpoint/format/layout.ts';
 import type { RunResult } from '../host/spawn.ts';
 import { CRIU_OPTIONS, CRIU_OPTION_NAMES, type CriuOptions } from '../runtime/criu.ts';
+import { DUMP_CONFIG_FILE } from '../runtime/criu-config.ts';
 import { runcMessage } from '../runtime/runc.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import { validateId } from '../state/ids.ts';
@@ -37,8 +38,8 @@ import type { MigrateOptions, MigrateProgress, MigrateResult } from './options.t
 
 export type { MigrateOptions, MigrateProgress, MigrateResult };
 
-/** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages. */
-const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE];
+/** What a lazy dump's folder keeps here: CRIU writes them while it serves the pages (and reads its configuration). */
+const LAZY_LOCAL_FILES = ['dump.log', 'runc-checkpoint.log', STATS_FILE, DUMP_CONFIG_FILE];
 
 /** A free TCP port on 127.0.0.1 (for the page server). */
 function freePort(): Promise<number> {

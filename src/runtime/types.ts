@@ -233,6 +233,12 @@ export interface DumpRequest {
   pageServer?: number;
   /** Told which process runc checkpoint is before it runs (RunOptions.gate): the record notes it. */
   gate?: (started: StartedProcess) => void;
+  /**
+   * CRIU is told not to lock the container's network (network-lock skip): for a
+   * namespace of its own with nothing but lo and no established TCP connection
+   * dumped, where every peer is a frozen process of the container itself.
+   */
+  skipNetworkLock?: boolean;
 }
 
 /**

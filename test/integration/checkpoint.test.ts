@@ -121,6 +121,27 @@ describe('checkpoint', { skip: CHECKPOINTS }, () => {
     await env.ok(['delete', '-f', 'fz']);
   });
 
+  test("CRIU skips its network lock where lo is all there is, keeps it for --tcp-established; runc's state is put back", async () => {
+    await env.ok(['run', '-d', 'nl', '--', ...COUNTER]);
+    await counterAdvances(env, 'nl', 1);
+    const state = join(env.stateDir, 'runc', 'nl', 'state.json');
+    const before = readFileSync(state, 'utf8');
+    const plain = join(env.root, 'nl-plain');
+    await env.ok(['checkpoint', 'nl', '--leave-running', '--image-path', plain]);
+    const log = readFileSync(join(plain, 'dump.log'), 'utf8');
+    assert.match(log, /Parsing config file \S+\/criu-dump\.conf/);
+    assert.equal(readFileSync(state, 'utf8'), before, "runc's state as it was");
+    assert.equal(existsSync(join(plain, 'criu-dump.conf')), false, 'not left in the checkpoint');
+    const established = join(env.root, 'nl-tcp');
+    await env.ok(['checkpoint', 'nl', '--leave-running', '--tcp-established', '--image-path', established]);
+    assert.doesNotMatch(readFileSync(join(established, 'dump.log'), 'utf8'), /criu-dump\.conf/, 'the lock stays for established connections');
+    await counterAdvances(env, 'nl', lastCount(await env.ok(['logs', 'nl'])) + 1);
+    // The skipped lock's checkpoint restores like any other.
+    await env.ok(['create', 'nl-clone', '--checkpoint', plain]);
+    await counterAdvances(env, 'nl-clone', 1);
+    await env.ok(['delete', '-f', 'nl', 'nl-clone']);
+  });
+
   test('two checkpoint --leave-running of one container in quick succession get two folders', async () => {
     await env.ok(['run', '-d', 'twice', '--', ...COUNTER]);
     await counterAdvances(env, 'twice', 1);

@@ -1,0 +1,81 @@
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { debugLog } from '../log.ts';
+
+// CRIU options runc has no flag for reach CRIU through a configuration file,
+// which runc names to CRIU when the container's annotations carry
+// org.criu.config. That file replaces /etc/criu/runc.conf, so the admin's
+// settings there are copied into it first.
+
+/** The annotation runc reads, at create (restore) from the spec and at checkpoint from its own state. */
+export const CRIU_CONFIG_ANNOTATION = 'org.criu.config';
+/** What runc hands CRIU when nothing names a configuration file. */
+const RUNC_CRIU_CONFIG = '/etc/criu/runc.conf';
+/** The file a dump's options go in, in the dump's work folder. */
+export const DUMP_CONFIG_FILE = 'criu-dump.conf';
+
+/** The admin's runc.conf (if any), then `lines`: what a configuration file of stasis's holds. */
+export function criuConfigText(lines: string[], adminFile = RUNC_CRIU_CONFIG): string {
+  let admin = '';
+  try {
+    admin = readFileSync(adminFile, 'utf8');
+  } catch {
+    // none
+  }
+  return `${admin}${admin === '' || admin.endsWith('\n') ? '' : '\n'}${lines.map((line) => `${line}\n`).join('')}`;
+}
+
+/**
+ * Names `file` (written with `lines`) to runc as the CRIU configuration of
+ * the container's next checkpoint: runc reads the annotation from the labels
+ * in its state.json at each checkpoint. The label goes in by an edit of
+ * that file's text (a parse and a rewrite could change runc's 64-bit
+ * numbers), written to a temporary file and renamed. Returns the undo (the
+ * label taken out again, the file removed), or null when nothing was changed: no state, a
+ * layout not recognised, or a configuration file the spec names itself
+ * (the user's, which stays in charge). A label left by a stasis killed
+ * before its undo names a file in a dump folder that is gone with it, which
+ * CRIU ignores; the next dump replaces it.
+ */
+export function nameDumpConfig(runcRoot: string, id: string, file: string, lines: string[]): (() => void) | null {
+  const statePath = join(runcRoot, id, 'state.json');
+  const own = (label: string) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && label.endsWith(`/${DUMP_CONFIG_FILE}`);
+  let text: string;
+  let labels: string[];
+  try {
+    text = readFileSync(statePath, 'utf8');
+    labels = (JSON.parse(text) as { config?: { labels?: string[] | null } }).config?.labels ?? [];
+  } catch {
+    return null;
+  }
+  if (labels.some((label) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && !own(label))) return null;
+  // Labels are strings of runc's: a stale label of ours is taken out by its exact JSON text.
+  for (const label of labels.filter(own)) text = removeLabel(text, label);
+  const marker = '"labels":[';
+  if (text.indexOf(marker) < 0 || text.indexOf(marker) !== text.lastIndexOf(marker)) return null;
+  const label = `${CRIU_CONFIG_ANNOTATION}=${file}`;
+  writeFileSync(file, criuConfigText(lines), { mode: 0o600 });
+  const empty = text.includes(`${marker}]`);
+  replaceState(statePath, text.replace(marker, `${marker}${JSON.stringify(label)}${empty ? '' : ','}`));
+  debugLog(`runc's state of ${id} names ${file} to CRIU (${lines.join(', ')})`);
+  return () => {
+    // Not a file of the checkpoint: the folder stays as CRIU and runc left it.
+    rmSync(file, { force: true });
+    try {
+      replaceState(statePath, removeLabel(readFileSync(statePath, 'utf8'), label));
+    } catch {
+      // runc removed its state (a dump that ended the container)
+    }
+  };
+}
+
+function removeLabel(text: string, label: string): string {
+  const quoted = JSON.stringify(label);
+  return text.replace(`${quoted},`, '').replace(`,${quoted}`, '').replace(quoted, '');
+}
+
+function replaceState(path: string, text: string): void {
+  const temp = `${path}.stasis-${process.pid}`;
+  writeFileSync(temp, text, { mode: 0o600 });
+  renameSync(temp, path);
+}
