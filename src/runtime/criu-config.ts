@@ -39,7 +39,6 @@ export function criuConfigText(lines: string[], adminFile = RUNC_CRIU_CONFIG): s
  */
 export function nameDumpConfig(runcRoot: string, id: string, file: string, lines: string[]): (() => void) | null {
   const statePath = join(runcRoot, id, 'state.json');
-  const own = (label: string) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && label.endsWith(`/${DUMP_CONFIG_FILE}`);
   let text: string;
   let labels: string[];
   try {
@@ -48,9 +47,9 @@ export function nameDumpConfig(runcRoot: string, id: string, file: string, lines
   } catch {
     return null;
   }
-  if (labels.some((label) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && !own(label))) return null;
+  if (labels.some((label) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && !ownLabel(label))) return null;
   // Labels are strings of runc's: a stale label of ours is taken out by its exact JSON text.
-  for (const label of labels.filter(own)) text = removeLabel(text, label);
+  for (const label of labels.filter(ownLabel)) text = removeLabel(text, label);
   const marker = '"labels":[';
   if (text.indexOf(marker) < 0 || text.indexOf(marker) !== text.lastIndexOf(marker)) return null;
   const label = `${CRIU_CONFIG_ANNOTATION}=${file}`;
@@ -67,6 +66,25 @@ export function nameDumpConfig(runcRoot: string, id: string, file: string, lines
       // runc removed its state (a dump that ended the container)
     }
   };
+}
+
+/** Takes out a label a killed stasis left (see nameDumpConfig), for a dump that names no file: runc.conf applies again. */
+export function forgetDumpConfig(runcRoot: string, id: string): void {
+  const statePath = join(runcRoot, id, 'state.json');
+  try {
+    let text = readFileSync(statePath, 'utf8');
+    const labels = (JSON.parse(text) as { config?: { labels?: string[] | null } }).config?.labels ?? [];
+    const stale = labels.filter(ownLabel);
+    if (stale.length === 0) return;
+    for (const label of stale) text = removeLabel(text, label);
+    replaceState(statePath, text);
+  } catch {
+    // no state: nothing to take out
+  }
+}
+
+function ownLabel(label: string): boolean {
+  return label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && label.endsWith(`/${DUMP_CONFIG_FILE}`);
 }
 
 function removeLabel(text: string, label: string): string {

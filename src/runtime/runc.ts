@@ -6,7 +6,7 @@ import { freezeV1, thawV1 } from '../host/cgroups.ts';
 import { processesWithArg, readProcStat } from '../host/procfs.ts';
 import type { ProcessRunner, RunOptions, RunResult } from '../host/spawn.ts';
 import { debugLog } from '../log.ts';
-import { DUMP_CONFIG_FILE, nameDumpConfig } from './criu-config.ts';
+import { DUMP_CONFIG_FILE, forgetDumpConfig, nameDumpConfig } from './criu-config.ts';
 import type { DumpRequest } from './types.ts';
 
 /**
@@ -295,6 +295,7 @@ export class Runc {
     // it lets go of a container left running) costs about 16 + 32 ms here; the caller says when
     // it guards nothing. runc has no flag for it: a configuration file runc names to CRIU.
     const undo = request.skipNetworkLock ? nameDumpConfig(this.root, id, join(request.workDir, DUMP_CONFIG_FILE), ['network-lock skip']) : null;
+    if (!request.skipNetworkLock) forgetDumpConfig(this.root, id);
     const dumped = this.run(args, {
       timeout: DUMP_TIMEOUT_MS,
       outputFile: join(request.workDir, 'runc-checkpoint.log'),

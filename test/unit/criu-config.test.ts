@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DUMP_CONFIG_FILE, criuConfigText, nameDumpConfig } from '../../src/runtime/criu-config.ts';
+import { DUMP_CONFIG_FILE, criuConfigText, forgetDumpConfig, nameDumpConfig } from '../../src/runtime/criu-config.ts';
 
 // As runc 1.1 writes it: one line, a 64-bit number a JSON round trip would change.
 const STATE = (labels: string) =>
@@ -47,6 +47,15 @@ describe('the CRIU configuration of a dump', () => {
     const stale = setUp(`["bundle=/b","org.criu.config=/gone/.partial-1/${DUMP_CONFIG_FILE}"]`);
     nameDumpConfig(stale.root, 'c1', stale.file, ['network-lock skip'])!();
     assert.deepEqual(JSON.parse(readFileSync(stale.state, 'utf8')).config.labels, ['bundle=/b'], 'the stale label replaced, then taken out');
+
+    // A dump that names no file takes a stale label out, and leaves anything else as it is.
+    const left = setUp(`["org.criu.config=/gone/.partial-1/${DUMP_CONFIG_FILE}","bundle=/b"]`);
+    forgetDumpConfig(left.root, 'c1');
+    assert.equal(readFileSync(left.state, 'utf8'), STATE('["bundle=/b"]'));
+    const mine = setUp('["bundle=/b","org.criu.config=/etc/mine.conf"]');
+    forgetDumpConfig(mine.root, 'c1');
+    assert.equal(readFileSync(mine.state, 'utf8'), STATE('["bundle=/b","org.criu.config=/etc/mine.conf"]'));
+    forgetDumpConfig(mine.root, 'missing');
   });
 
   test("a configuration file the spec names itself stays in charge: nothing changes", () => {
