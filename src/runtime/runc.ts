@@ -24,6 +24,11 @@ export function runcMessage(stderr: string): string {
   return [...new Set(messages)].filter((m) => !/will retry/.test(m)).join('; ') || 'runc failed without a message';
 }
 
+/** How long start waits for runc's init to write into exec.fifo. */
+const START_TIMEOUT_MS = 10_000;
+/** The name runc's init has until it runs the container's process. */
+const RUNC_INIT_NAME = 'runc:[2:INIT]';
+
 /** How long a dump may take before runc (and CRIU under it) is killed. */
 const DUMP_TIMEOUT_MS = 600_000;
 
@@ -75,52 +80,92 @@ export class Runc {
    * exec.fifo in runc's state folder and then runs the container's process;
    * the byte is read and the fifo removed, which is how runc itself tells a
    * running container from a created one. Only where that is all runc would
-   * do: not with poststart hooks (runc runs them), nor when the init named in
-   * runc's state is not that process any more. Then false, and nothing was
-   * done: the caller runs runc, which says what is wrong.
+   * do: not where runc start has more to do (poststart hooks, which runc
+   * after 1.1 runs there; a systemd notify socket it relays), nor when the
+   * init named in runc's state is not that process any more. Then false, and
+   * nothing was done: the caller runs runc, which says what is wrong.
    */
   private async startByFifo(id: string): Promise<boolean> {
-    const dir = join(this.root, id);
-    let state: { init_process_pid?: unknown; init_process_start?: unknown; config?: { Hooks?: { poststart?: unknown[] | null } } };
-    try {
-      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
-    } catch {
-      return false;
-    }
-    if ((state.config?.Hooks?.poststart?.length ?? 0) > 0) return false;
-    const pid = state.init_process_pid;
-    const initRuns = () => {
-      const stat = typeof pid === 'number' ? readProcStat(pid) : null;
-      return stat !== null && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === Number(state.init_process_start);
-    };
-    if (!initRuns()) return false;
-    const fifo = join(dir, 'exec.fifo');
+    const init = this.createdInit(id);
+    if (init === null || init.poststart || existsSync(join(this.root, id, 'notify'))) return false;
+    if (!init.runs()) return false;
+    // A stasis killed after its open below let the init go without removing the fifo.
+    if (this.settleExecFifo(id)) return true;
     let fd: number;
     try {
       // Non-blocking: an init that died after the look above must not leave stasis waiting for ever.
-      fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      fd = openSync(init.fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch {
       return false;
     }
     try {
       const byte = Buffer.alloc(1);
+      const deadline = Date.now() + START_TIMEOUT_MS;
       for (let tries = 0; ; tries++) {
         let read = 0;
         try {
           read = readSync(fd, byte, 0, 1, null);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw new StasisError(`start ${id}: cannot read runc's exec.fifo: ${(err as Error).message}`);
         }
         if (read > 0) break;
         // No byte yet: the init has yet to open its end (EOF) or to write (EAGAIN).
-        if (!initRuns()) return false;
+        if (!init.runs()) return false;
+        if (init.execed()) break;
+        if (Date.now() > deadline) throw new StasisError(`start ${id}: runc's init wrote nothing into exec.fifo in ${START_TIMEOUT_MS / 1000} s`);
         if (tries >= 10) await sleep(1);
       }
     } finally {
       closeSync(fd);
     }
-    rmSync(fifo, { force: true });
+    rmSync(init.fifo, { force: true });
     debugLog(`started ${id} through its exec.fifo, as runc start would`);
+    return true;
+  }
+
+  /**
+   * A created container's init as runc's state names it, or null: whether it
+   * still runs (that process, not a zombie), and whether it has already run
+   * the container's process (runc's init is named runc:[2:INIT] until then).
+   */
+  private createdInit(id: string) {
+    const dir = join(this.root, id);
+    let state: { init_process_pid?: unknown; init_process_start?: unknown; config?: { Hooks?: { poststart?: unknown[] | null } } };
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+    } catch {
+      return null;
+    }
+    const pid = state.init_process_pid;
+    if (typeof pid !== 'number') return null;
+    return {
+      fifo: join(dir, 'exec.fifo'),
+      poststart: (state.config?.Hooks?.poststart?.length ?? 0) > 0,
+      runs: () => {
+        const stat = readProcStat(pid);
+        return stat !== null && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === Number(state.init_process_start);
+      },
+      execed: () => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== RUNC_INIT_NAME;
+        } catch {
+          return false;
+        }
+      },
+    };
+  }
+
+  /**
+   * An exec.fifo left behind though the init has run the container's process
+   * (a stasis killed between letting the init go and removing the fifo) makes
+   * runc take a running container for a created one: removed, as runc start
+   * would have. True when it was.
+   */
+  settleExecFifo(id: string): boolean {
+    const init = this.createdInit(id);
+    if (init === null || !existsSync(init.fifo) || !init.runs() || !init.execed()) return false;
+    rmSync(init.fifo, { force: true });
+    debugLog(`removed ${id}'s exec.fifo: its init had already run the container's process`);
     return true;
   }
 
@@ -177,6 +222,8 @@ export class Runc {
    * it paused.
    */
   async freeze(id: string, gate?: RunOptions['gate']): Promise<void> {
+    // runc checkpoint refuses a container it takes for created.
+    this.settleExecFifo(id);
     const dir = this.v1Freezer(id);
     if (dir === null) return this.pause(id, gate);
     try {

@@ -2,9 +2,9 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTAINERS, COUNTER, ROOTFS, TestEnv, requires } from '../helpers.ts';
+import { CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, requires } from '../helpers.ts';
 
 describe('start', { skip: requires(...CONTAINERS) }, () => {
   const env = new TestEnv('start');
@@ -33,7 +33,31 @@ describe('start', { skip: requires(...CONTAINERS) }, () => {
     await env.ok(['delete', '-f', 'fifo']);
   });
 
-  test('a spec with poststart hooks is started by runc, which runs them', async () => {
+  test('a start killed after it let the init go: the fifo left behind is removed by the next start, or by a checkpoint', { skip: requires('criu') }, async () => {
+    await env.ok(['create', 'left', '--', ...COUNTER]);
+    const runcRoot = join(env.stateDir, 'runc');
+    const fifo = join(runcRoot, 'left', 'exec.fifo');
+    const { pid } = await env.json(['info', 'left']);
+    // What a start killed between its open and its read leaves: the init goes, the fifo stays.
+    const fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    await eventually(() => readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'runc:[2:INIT]', 'the init to run the container\'s process');
+    closeSync(fd);
+    const runcState = () => JSON.parse(spawnSync('runc', ['--root', runcRoot, 'state', 'left'], { encoding: 'utf8' }).stdout).status;
+    assert.equal(runcState(), 'created', 'runc takes it for created while the fifo is there');
+    const started = await env.run(['--debug', 'start', 'left']);
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(started.stderr, /removed left's exec\.fifo: its init had already run the container's process/);
+    assert.equal(runcState(), 'running');
+    await counterAdvances(env, 'left', 1);
+    // A checkpoint of a container in that state (its record says running) removes the fifo first.
+    spawnSync('mkfifo', [fifo]);
+    assert.equal(runcState(), 'created');
+    await env.ok(['checkpoint', 'left', '--leave-running']);
+    assert.equal(runcState(), 'running');
+    await env.ok(['delete', '-f', 'left']);
+  });
+
+  test('a spec with poststart hooks is left to runc start (runc 1.1 runs them at create; later runc at start)', async () => {
     const bundle = env.makeBundle('hooked', ['sleep', '100']);
     const marker = join(env.root, 'poststart-ran');
     const spec = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
