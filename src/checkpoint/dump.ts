@@ -8,7 +8,7 @@ import type { CheckpointHost, CheckpointOptions, CheckpointResult, Progress } fr
 import type { ContainerRecord } from '../state/store.ts';
 import { keepLog, withCriuLog } from './criu/log.ts';
 import { timestampName } from '../host/clock.ts';
-import { netInterfaces } from '../host/procfs.ts';
+import { networkLockGuardsNothing } from '../runtime/criu-config.ts';
 import { IMAGES_DIR, LOG_FILE, STATS_FILE, folderSize, writeMetadata, type Provenance } from './format/layout.ts';
 import { readCriuStats } from './criu/stats.ts';
 import { baseFilesInUse, captureOverlayDiff, hashBaseFiles, rootfsFingerprint } from './rootfs-diff.ts';
@@ -239,17 +239,6 @@ function beginCheckpoint(host: CheckpointHost, record: ContainerRecord, opts: Ch
   return { id, now, finalPath, workDir, exportTo, restoreArgs, leaveRunning, metaOpts, frozen: false, dumped: false };
 }
 
-/**
- * CRIU locks a dumped network namespace against traffic while it works. In a namespace with
- * nothing but lo, every peer is a process of the container, frozen; only an established TCP
- * connection (--tcp-established) has the kernel itself send on it, so then the lock stays.
- */
-function networkLockGuardsNothing(record: ContainerRecord, criuFlags: string[]): boolean {
-  if (criuFlags.includes('--tcp-established') || record.pid === null) return false;
-  const interfaces = netInterfaces(record.pid);
-  return interfaces !== null && interfaces.length === 1 && interfaces[0] === 'lo';
-}
-
 /** Freezes the container, captures what CRIU does not (layer, /dev/shm, volumes, metadata), and dumps it. */
 async function dumpFrozen(host: CheckpointHost, record: ContainerRecord, opts: CheckpointOptions, work: Work, progress: Progress): Promise<Dumped> {
   const { id, workDir, finalPath, metaOpts } = work;
@@ -259,6 +248,8 @@ async function dumpFrozen(host: CheckpointHost, record: ContainerRecord, opts: C
     record.checkpointWork = { ...record.checkpointWork!, started: { step, pid: started.pid, startTime: started.startTime } };
     host.saveRecord(record);
   };
+  // Looked at before the freeze (a scan of /proc), so that it costs the frozen container nothing.
+  const skipNetworkLock = networkLockGuardsNothing(record.pid, host.containerPids(id), work.restoreArgs);
   // Frozen while the files are captured, so that memory and files agree.
   progress('pausing');
   await host.freeze(id, noteStart('pause'));
@@ -304,7 +295,7 @@ async function dumpFrozen(host: CheckpointHost, record: ContainerRecord, opts: C
     parentPath: opts.parentPath === undefined ? undefined : relative(join(finalPath, IMAGES_DIR), join(resolve(opts.parentPath), IMAGES_DIR)),
     criuFlags: work.restoreArgs,
     gate: noteStart('dump'),
-    skipNetworkLock: networkLockGuardsNothing(record, work.restoreArgs),
+    skipNetworkLock,
   });
   // The versions and the base files' hashes do not depend on the dump: done while CRIU works.
   const provenance = provenanceOf(host, fingerprint);

@@ -1,6 +1,7 @@
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage } from '../errors.ts';
+import { DUMP_CONFIG_FILE } from '../runtime/criu-config.ts';
 import type { CheckpointHost } from '../runtime/types.ts';
 import type { ContainerRecord, MigrationMark } from '../state/store.ts';
 import { META_FILE, STATS_FILE, hasCriuImages, removeReplaceLeftovers } from './format/layout.ts';
@@ -49,6 +50,8 @@ export async function recoverCheckpoint(host: CheckpointHost, record: ContainerR
   } else if (work !== null) {
     rmSync(work.workDir, { recursive: true, force: true });
   }
+  // The CRIU configuration the dump named (runtime/criu-config.ts) is not a file of the checkpoint.
+  if (kept) rmSync(join(work!.finalPath, DUMP_CONFIG_FILE), { force: true });
   // A completed dump without --leave-running has ended the container (CRIU
   // kills it; its exit may not be seen yet): what it left is the checkpoint.
   const alive = kept ? work!.leaveRunning : host.statusOf(record) !== 'stopped';

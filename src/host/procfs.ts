@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 // What /proc says about host processes: cheap checks used on every `ps`, and
 // the rows `top` shows.
@@ -135,4 +135,24 @@ export function netInterfaces(pid: number): string[] | null {
   } catch {
     return null;
   }
+}
+
+/** The processes (a scan of /proc) whose network namespace is `pid`'s; null when `pid`'s cannot be read. */
+export function sharingNetns(pid: number): number[] | null {
+  let ns: string;
+  try {
+    ns = readlinkSync(`/proc/${pid}/ns/net`);
+  } catch {
+    return null;
+  }
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readlinkSync(`/proc/${name}/ns/net`) === ns) pids.push(Number(name));
+    } catch {
+      // gone, or a kernel thread's
+    }
+  }
+  return pids;
 }

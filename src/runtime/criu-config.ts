@@ -1,6 +1,7 @@
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { debugLog } from '../log.ts';
+import { netInterfaces, sharingNetns } from '../host/procfs.ts';
 
 // CRIU options runc has no flag for reach CRIU through a configuration file,
 // which runc names to CRIU when the container's annotations carry
@@ -12,7 +13,31 @@ export const CRIU_CONFIG_ANNOTATION = 'org.criu.config';
 /** What runc hands CRIU when nothing names a configuration file. */
 const RUNC_CRIU_CONFIG = '/etc/criu/runc.conf';
 /** The file a dump's options go in, in the dump's work folder. */
-export const DUMP_CONFIG_FILE = 'criu-dump.conf';
+export const DUMP_CONFIG_FILE = 'stasis-criu-dump.conf';
+
+/**
+ * CRIU locks a dumped network namespace against traffic while it works. In a namespace with
+ * nothing but lo and no process but the container's, every peer is a process of the container,
+ * frozen; only an established TCP connection (--tcp-established, in the dump's flags or in the
+ * admin's runc.conf) has the kernel itself send on it, so then the lock stays.
+ */
+export function networkLockGuardsNothing(initPid: number | null, containerPids: number[], criuFlags: string[]): boolean {
+  if (criuFlags.includes('--tcp-established') || adminCriuConfigHas('tcp-established') || initPid === null) return false;
+  const interfaces = netInterfaces(initPid);
+  if (interfaces === null || interfaces.length !== 1 || interfaces[0] !== 'lo') return false;
+  const sharing = sharingNetns(initPid);
+  const own = new Set(containerPids);
+  return sharing !== null && sharing.every((pid) => own.has(pid));
+}
+
+/** Whether the admin's runc.conf (what CRIU reads for runc's dumps) sets `option` (a line of its own, as CRIU writes options there). */
+export function adminCriuConfigHas(option: string, adminFile = RUNC_CRIU_CONFIG): boolean {
+  try {
+    return readFileSync(adminFile, 'utf8').split('\n').some((line) => line.trim().replace(/^--/, '').split(/\s/)[0] === option);
+  } catch {
+    return false;
+  }
+}
 
 /** The admin's runc.conf (if any), then `lines`: what a configuration file of stasis's holds. */
 export function criuConfigText(lines: string[], adminFile = RUNC_CRIU_CONFIG): string {

@@ -1,8 +1,8 @@
 // stasis checkpoint (with the restores that prove what it captured), on real runc, CRIU and conmon.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CONTAINERS, COUNTER, ROOTFS, TestEnv, counterAdvances, eventually, lastCount, requires, pipeline } from '../helpers.ts';
 
@@ -121,20 +121,33 @@ describe('checkpoint', { skip: CHECKPOINTS }, () => {
     await env.ok(['delete', '-f', 'fz']);
   });
 
-  test("CRIU skips its network lock where lo is all there is, keeps it for --tcp-established; runc's state is put back", async () => {
+  test("CRIU skips its network lock where lo and the container are all there is; keeps it for --tcp-established and a process that joined", async () => {
     await env.ok(['run', '-d', 'nl', '--', ...COUNTER]);
     await counterAdvances(env, 'nl', 1);
+    const { pid } = await env.json(['info', 'nl']);
+    // A kernel with sit/ipip/gre loaded gives every new namespace fallback tunnel devices: then the lock stays.
+    const onlyLo = readFileSync(`/proc/${pid}/net/dev`, 'utf8').split('\n').slice(2).filter((l) => l.trim() !== '').map((l) => l.split(':')[0].trim()).join(',') === 'lo';
+    const named = (path: string) => /Parsing config file \S+\/stasis-criu-dump\.conf/.test(readFileSync(join(path, 'dump.log'), 'utf8'));
     const state = join(env.stateDir, 'runc', 'nl', 'state.json');
     const before = readFileSync(state, 'utf8');
     const plain = join(env.root, 'nl-plain');
     await env.ok(['checkpoint', 'nl', '--leave-running', '--image-path', plain]);
-    const log = readFileSync(join(plain, 'dump.log'), 'utf8');
-    assert.match(log, /Parsing config file \S+\/criu-dump\.conf/);
+    assert.equal(named(plain), onlyLo, `the lock skipped only in a namespace with nothing but lo (only lo: ${onlyLo})`);
     assert.equal(readFileSync(state, 'utf8'), before, "runc's state as it was");
-    assert.equal(existsSync(join(plain, 'criu-dump.conf')), false, 'not left in the checkpoint');
+    assert.equal(existsSync(join(plain, 'stasis-criu-dump.conf')), false, 'not left in the checkpoint');
     const established = join(env.root, 'nl-tcp');
     await env.ok(['checkpoint', 'nl', '--leave-running', '--tcp-established', '--image-path', established]);
-    assert.doesNotMatch(readFileSync(join(established, 'dump.log'), 'utf8'), /criu-dump\.conf/, 'the lock stays for established connections');
+    assert.equal(named(established), false, 'the lock stays for established connections');
+    // A process outside the container in its namespace is a peer that is not frozen: the lock stays.
+    const joined = spawn('nsenter', [`--net=/proc/${pid}/ns/net`, 'sleep', '600'], { stdio: 'ignore' });
+    try {
+      await eventually(() => { try { return readlinkSync(`/proc/${joined.pid}/ns/net`) === readlinkSync(`/proc/${pid}/ns/net`); } catch { return false; } }, 'nsenter to join');
+      const shared = join(env.root, 'nl-shared');
+      await env.ok(['checkpoint', 'nl', '--leave-running', '--image-path', shared]);
+      assert.equal(named(shared), false, 'the lock stays while another process shares the namespace');
+    } finally {
+      joined.kill('SIGKILL');
+    }
     await counterAdvances(env, 'nl', lastCount(await env.ok(['logs', 'nl'])) + 1);
     // The skipped lock's checkpoint restores like any other.
     await env.ok(['create', 'nl-clone', '--checkpoint', plain]);

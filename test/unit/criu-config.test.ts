@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DUMP_CONFIG_FILE, criuConfigText, forgetDumpConfig, nameDumpConfig } from '../../src/runtime/criu-config.ts';
+import { DUMP_CONFIG_FILE, adminCriuConfigHas, criuConfigText, forgetDumpConfig, nameDumpConfig } from '../../src/runtime/criu-config.ts';
 
 // As runc 1.1 writes it: one line, a 64-bit number a JSON round trip would change.
 const STATE = (labels: string) =>
@@ -78,5 +78,12 @@ describe('the CRIU configuration of a dump', () => {
     writeFileSync(admin, 'tcp-established');
     assert.equal(criuConfigText(['network-lock skip'], admin), 'tcp-established\nnetwork-lock skip\n');
     assert.equal(criuConfigText(['tcp-close'], join(dir, 'none.conf')), 'tcp-close\n');
+    // tcp-established there keeps CRIU's network lock (checkpoint/dump.ts asks).
+    assert.equal(adminCriuConfigHas('tcp-established', admin), true);
+    writeFileSync(admin, '# tcp-established\n--tcp-established-x\nlog-file /x\n');
+    assert.equal(adminCriuConfigHas('tcp-established', admin), false);
+    writeFileSync(admin, 'log-file /x\n  --tcp-established\n');
+    assert.equal(adminCriuConfigHas('tcp-established', admin), true);
+    assert.equal(adminCriuConfigHas('tcp-established', join(dir, 'none.conf')), false);
   });
 });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { recoverCheckpoint } from '../../src/checkpoint/recover.ts';
 import type { CheckpointHost } from '../../src/runtime/types.ts';
 import { FakeHost, deadPid } from './fakes.ts';
+import { DUMP_CONFIG_FILE } from '../../src/runtime/criu-config.ts';
 
 describe('recovery of a checkpoint whose command died (fake runc)', () => {
   const host = new FakeHost('recover');
@@ -60,6 +61,8 @@ describe('recovery of a checkpoint whose command died (fake runc)', () => {
     const { workDir, finalPath } = interrupted('rewriting', { complete: true, leaveRunning: false, containerAlive: false });
     // What a replaceFile killed between its write and its rename leaves.
     writeFileSync(join(workDir, 'stasis.json.stasis-tmp'), '{"form');
+    // And the CRIU configuration the dump named, taken out again only after the dump.
+    writeFileSync(join(workDir, DUMP_CONFIG_FILE), 'network-lock skip\n');
     await host.runtime.info('rewriting');
     assert.deepEqual(readdirSync(finalPath).sort(), ['checkpoint', 'stasis.json', 'stats-dump']);
     assert.equal(readFileSync(join(finalPath, 'stasis.json'), 'utf8'), '{"format": 1}');
