@@ -150,7 +150,7 @@ export function ctrSide({ dir, runc, rootfs, run, log }) {
     if (tar.status !== 0) throw new Error(`tar of ${rootfs} failed: ${tar.stderr}`);
     const layer = put(tar.stdout);
     const config = put(Buffer.from(JSON.stringify({
-      architecture: 'amd64',
+      architecture: { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' }[process.arch] ?? process.arch,
       os: 'linux',
       config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['sh'] },
       rootfs: { type: 'layers', diff_ids: [layer.digest] },

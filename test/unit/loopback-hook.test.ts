@@ -11,7 +11,10 @@ import { LOOPBACK_HOOK_MARK, withLoopbackHook } from '../../src/runtime/network.
 import type { OciSpec } from '../../src/runtime/spec.ts';
 import { which } from '../../src/host/which.ts';
 
-const missing = process.getuid?.() !== 0 ? 'needs root' : ['unshare', 'nsenter', 'ip', 'busybox'].find((p) => which(p) === null);
+const busyboxApplets = () => spawnSync('busybox', ['--list'], { encoding: 'utf8' }).stdout?.split('\n') ?? [];
+const missing = process.getuid?.() !== 0
+  ? 'needs root'
+  : ['unshare', 'nsenter', 'ip', 'busybox'].find((p) => which(p) === null) ?? (['nsenter', 'ip'].every((a) => busyboxApplets().includes(a)) ? undefined : "busybox's nsenter and ip applets");
 
 /** The hook's command line for a spec with a network namespace of its own, with PATH as given while it is made. */
 function hookFor(path: string): string[] {
