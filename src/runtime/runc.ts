@@ -32,6 +32,28 @@ const RUNC_INIT_NAME = 'runc:[2:INIT]';
 /** How long a dump may take before runc (and CRIU under it) is killed. */
 const DUMP_TIMEOUT_MS = 600_000;
 
+/** The parts of runc's state.json stasis reads. */
+interface RuncState {
+  init_process_pid?: unknown;
+  init_process_start?: unknown;
+  cgroup_paths?: Record<string, unknown>;
+  config?: { Hooks?: { poststart?: unknown[] | null } };
+}
+
+/** The init runc's state names, while that process still runs (the same start time, not a zombie), as runc checks it; else null. */
+function liveInit(state: RuncState): number | null {
+  const pid = state.init_process_pid;
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return null;
+  const stat = readProcStat(pid);
+  return stat !== null && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === Number(state.init_process_start) ? pid : null;
+}
+
+/** The cgroup v1 freezer folder in runc's state, or null (cgroup v2, no state). */
+function v1Freezer(state: RuncState | null): string | null {
+  const dir = state?.cgroup_paths?.freezer;
+  return typeof dir === 'string' && dir.startsWith('/sys/fs/cgroup/') && existsSync(join(dir, 'freezer.state')) ? dir : null;
+}
+
 /**
  * Every runc command line stasis runs is built here. Methods named after a
  * runc command throw a StasisError with runc's own message when it fails;
@@ -128,23 +150,13 @@ export class Runc {
    * still runs (that process, not a zombie), and whether it has already run
    * the container's process (runc's init is named runc:[2:INIT] until then).
    */
-  private createdInit(id: string) {
-    const dir = join(this.root, id);
-    let state: { init_process_pid?: unknown; init_process_start?: unknown; config?: { Hooks?: { poststart?: unknown[] | null } } };
-    try {
-      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
-    } catch {
-      return null;
-    }
+  private createdInit(id: string, state = this.readState(id)) {
+    if (state === null || typeof state.init_process_pid !== 'number') return null;
     const pid = state.init_process_pid;
-    if (typeof pid !== 'number') return null;
     return {
-      fifo: join(dir, 'exec.fifo'),
+      fifo: join(this.root, id, 'exec.fifo'),
       poststart: (state.config?.Hooks?.poststart?.length ?? 0) > 0,
-      runs: () => {
-        const stat = readProcStat(pid);
-        return stat !== null && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === Number(state.init_process_start);
-      },
+      runs: () => liveInit(state) !== null,
       execed: () => {
         try {
           return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== RUNC_INIT_NAME;
@@ -161,8 +173,8 @@ export class Runc {
    * runc take a running container for a created one: removed, as runc start
    * would have. True when it was.
    */
-  settleExecFifo(id: string): boolean {
-    const init = this.createdInit(id);
+  settleExecFifo(id: string, state = this.readState(id)): boolean {
+    const init = this.createdInit(id, state);
     if (init === null || !existsSync(init.fifo) || !init.runs() || !init.execed()) return false;
     rmSync(init.fifo, { force: true });
     debugLog(`removed ${id}'s exec.fifo: its init had already run the container's process`);
@@ -186,16 +198,9 @@ export class Runc {
    * caller runs runc.
    */
   signalInit(id: string, signal: NodeJS.Signals): boolean {
-    let state: { init_process_pid?: unknown; init_process_start?: unknown };
-    try {
-      state = JSON.parse(readFileSync(join(this.root, id, 'state.json'), 'utf8'));
-    } catch {
-      return false;
-    }
-    const pid = state.init_process_pid;
-    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
-    const stat = readProcStat(pid);
-    if (stat === null || stat.state === 'Z' || stat.state === 'X' || stat.startTime !== Number(state.init_process_start)) return false;
+    const state = this.readState(id);
+    const pid = state === null ? null : liveInit(state);
+    if (pid === null) return false;
     try {
       debugLog(`kill(2) ${pid} ${signal} (the init of ${id}, as runc kill would)`);
       process.kill(pid, signal);
@@ -222,9 +227,10 @@ export class Runc {
    * it paused.
    */
   async freeze(id: string, gate?: RunOptions['gate']): Promise<void> {
+    const state = this.readState(id);
     // runc checkpoint refuses a container it takes for created.
-    this.settleExecFifo(id);
-    const dir = this.v1Freezer(id);
+    this.settleExecFifo(id, state);
+    const dir = v1Freezer(state);
     if (dir === null) return this.pause(id, gate);
     try {
       await freezeV1(dir);
@@ -236,7 +242,7 @@ export class Runc {
 
   /** The container thawed by its cgroup v1 freezer, as `runc resume` would; runc resumes it where that cannot be done. */
   async thaw(id: string): Promise<void> {
-    const dir = this.v1Freezer(id);
+    const dir = v1Freezer(this.readState(id));
     if (dir !== null) {
       try {
         thawV1(dir);
@@ -249,12 +255,10 @@ export class Runc {
     await this.resume(id);
   }
 
-  /** The cgroup v1 freezer folder in runc's state of the container, or null (cgroup v2, no or unreadable state). */
-  private v1Freezer(id: string): string | null {
+  /** What stasis reads of runc's state.json of the container, or null (none, or unreadable). */
+  private readState(id: string): RuncState | null {
     try {
-      const state = JSON.parse(readFileSync(join(this.root, id, 'state.json'), 'utf8')) as { cgroup_paths?: Record<string, unknown> };
-      const dir = state.cgroup_paths?.freezer;
-      return typeof dir === 'string' && dir.startsWith('/sys/fs/cgroup/') && existsSync(join(dir, 'freezer.state')) ? dir : null;
+      return JSON.parse(readFileSync(join(this.root, id, 'state.json'), 'utf8')) as RuncState;
     } catch {
       return null;
     }
@@ -283,12 +287,8 @@ export class Runc {
   destroyGone(id: string, spec: { hooks?: { poststop?: unknown[] }; linux?: { intelRdt?: unknown } } | null): boolean {
     if (spec === null || (spec.hooks?.poststop?.length ?? 0) > 0 || spec.linux?.intelRdt !== undefined) return false;
     const dir = join(this.root, id);
-    let state: { cgroup_paths?: Record<string, unknown> };
-    try {
-      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
-    } catch {
-      return false;
-    }
+    const state = this.readState(id);
+    if (state === null) return false;
     const cgroups = [...new Set(Object.values(state.cgroup_paths ?? {}).filter((p): p is string => typeof p === 'string' && p.startsWith('/sys/fs/cgroup/')))];
     if (cgroups.length === 0) return false;
     // rmdir(2) itself refuses a cgroup that still has a process (EBUSY): then runc does the rest.
