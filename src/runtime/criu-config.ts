@@ -64,17 +64,9 @@ export function criuConfigText(lines: string[], adminFile = RUNC_CRIU_CONFIG): s
  */
 export function nameDumpConfig(runcRoot: string, id: string, file: string, lines: string[]): (() => void) | null {
   const statePath = join(runcRoot, id, 'state.json');
-  let text: string;
-  let labels: string[];
-  try {
-    text = readFileSync(statePath, 'utf8');
-    labels = (JSON.parse(text) as { config?: { labels?: string[] | null } }).config?.labels ?? [];
-  } catch {
-    return null;
-  }
-  if (labels.some((label) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && !ownLabel(label))) return null;
-  // Labels are strings of runc's: a stale label of ours is taken out by its exact JSON text.
-  for (const label of labels.filter(ownLabel)) text = removeLabel(text, label);
+  const state = stateLabels(statePath);
+  if (state === null || state.labels.some((label) => label.startsWith(`${CRIU_CONFIG_ANNOTATION}=`) && !ownLabel(label))) return null;
+  const text = state.text;
   const marker = '"labels":[';
   if (text.indexOf(marker) < 0 || text.indexOf(marker) !== text.lastIndexOf(marker)) return null;
   const label = `${CRIU_CONFIG_ANNOTATION}=${file}`;
@@ -96,15 +88,28 @@ export function nameDumpConfig(runcRoot: string, id: string, file: string, lines
 /** Takes out a label a killed stasis left (see nameDumpConfig), for a dump that names no file: runc.conf applies again. */
 export function forgetDumpConfig(runcRoot: string, id: string): void {
   const statePath = join(runcRoot, id, 'state.json');
+  const state = stateLabels(statePath);
+  if (state === null || state.stale.length === 0) return;
   try {
-    let text = readFileSync(statePath, 'utf8');
+    replaceState(statePath, state.text);
+  } catch {
+    // runc's folder went meanwhile: nothing to take out
+  }
+}
+
+/**
+ * runc's state.json as text without the labels stasis's dumps put in (taken
+ * out by their exact JSON text), with its labels and those stale ones; null
+ * without a readable state.
+ */
+function stateLabels(statePath: string): { text: string; labels: string[]; stale: string[] } | null {
+  try {
+    const text = readFileSync(statePath, 'utf8');
     const labels = (JSON.parse(text) as { config?: { labels?: string[] | null } }).config?.labels ?? [];
     const stale = labels.filter(ownLabel);
-    if (stale.length === 0) return;
-    for (const label of stale) text = removeLabel(text, label);
-    replaceState(statePath, text);
+    return { text: stale.reduce(removeLabel, text), labels, stale };
   } catch {
-    // no state: nothing to take out
+    return null;
   }
 }
 
