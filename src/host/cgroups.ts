@@ -88,13 +88,14 @@ function thaw(dir: string): void {
   }
 }
 
-/** The freezer's file as read and written (a fake in the unit tests: the kernel cannot be made to stay FREEZING on demand). */
+/** The freezer's file as read and written, and the pause between tries (a fake in the unit tests: the kernel cannot be made to stay FREEZING on demand). */
 export interface FreezerFile {
   write(file: string, value: string): void;
   read(file: string, encoding: 'utf8'): string;
+  pause(ms: number): Promise<unknown>;
 }
 
-const realFile: FreezerFile = { write: (file, value) => writeFileSync(file, value), read: (file) => readFileSync(file, 'utf8') };
+const realFile: FreezerFile = { write: (file, value) => writeFileSync(file, value), read: (file) => readFileSync(file, 'utf8'), pause: (ms) => sleep(ms) };
 
 /** How many times a v1 freeze is asked for before it is given up (with a short pause between the later ones). */
 const FREEZE_TRIES = 1000;
@@ -113,13 +114,13 @@ export async function freezeV1(dir: string, io: FreezerFile = realFile): Promise
     for (let attempt = 0; attempt < FREEZE_TRIES; attempt++) {
       if (attempt > 0 && attempt % 100 === 0) {
         io.write(file, 'THAWED');
-        await sleep(10);
+        await io.pause(10);
       }
       io.write(file, 'FROZEN');
       const state = io.read(file, 'utf8').trim();
       if (state === 'FROZEN') return;
       if (state !== 'FREEZING') throw new Error(`${file} says ${state} after FROZEN was written`);
-      if (attempt >= 10) await sleep(1);
+      if (attempt >= 10) await io.pause(1);
     }
     throw new Error(`${file} stayed FREEZING`);
   } catch (err) {

@@ -9,12 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freezeV1, thawV1, type FreezerFile } from '../../src/host/cgroups.ts';
 
-/** A freezer file that answers FREEZING until `frozenAfter` writes of FROZEN (never, with Infinity). */
-function fakeFreezer(frozenAfter: number, answer = 'FREEZING'): FreezerFile & { writes: string[] } {
+/** A freezer file that answers FREEZING until `frozenAfter` writes of FROZEN (never, with Infinity); its pauses are counted, not waited. */
+function fakeFreezer(frozenAfter: number, answer = 'FREEZING'): FreezerFile & { writes: string[]; pauses: number[] } {
   const writes: string[] = [];
+  const pauses: number[] = [];
   let state = 'THAWED';
   return {
     writes,
+    pauses,
+    pause: async (ms) => pauses.push(ms),
     write(_file, value) {
       writes.push(value);
       const frozenWrites = writes.filter((w) => w === 'FROZEN').length;
@@ -54,6 +57,7 @@ describe('the cgroup v1 freeze', () => {
         throw Object.assign(new Error('ENOENT: no such file or directory'), { code: 'ENOENT' });
       },
       read: () => 'THAWED',
+      pause: async () => undefined,
     };
     await assert.rejects(freezeV1('/sys/fs/cgroup/freezer/gone', io), /ENOENT/);
     assert.deepEqual(writes, ['FROZEN', 'THAWED']);
