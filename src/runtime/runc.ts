@@ -122,17 +122,23 @@ export class Runc {
     }
     try {
       const byte = Buffer.alloc(1);
-      const deadline = Date.now() + START_TIMEOUT_MS;
-      for (let tries = 0; ; tries++) {
-        let read = 0;
+      const readByte = () => {
         try {
-          read = readSync(fd, byte, 0, 1, null);
+          return readSync(fd, byte, 0, 1, null) > 0;
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw new StasisError(`start ${id}: cannot read runc's exec.fifo: ${(err as Error).message}`);
+          return false;
         }
-        if (read > 0) break;
-        // No byte yet: the init has yet to open its end (EOF) or to write (EAGAIN).
-        if (!init.runs()) return false;
+      };
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      for (let tries = 0; !readByte(); tries++) {
+        // No byte yet: the init has yet to open its end (EOF) or to write (EAGAIN). One gone
+        // may have written it and run a command that ended at once, since the read above: the
+        // byte stays in the pipe while this end is open, so it is read once more.
+        if (!init.runs()) {
+          if (readByte()) break;
+          return false;
+        }
         if (init.execed()) break;
         if (Date.now() > deadline) throw new StasisError(`start ${id}: runc's init wrote nothing into exec.fifo in ${START_TIMEOUT_MS / 1000} s`);
         if (tries >= 10) await sleep(1);
